@@ -1,0 +1,127 @@
+//! `vmspace bench GROUP`: benchmarks that measure vmspace and its peers in the same run.
+//!
+//! Every group produces [`Record`]s; `--json` prints one JSON object per line, otherwise a
+//! table in which each impl's time is also given as a ratio to the group's first impl of the
+//! same case. Times are wall-clock medians over several rounds.
+
+// Remove once the first group uses every helper below.
+#![allow(dead_code)]
+
+use serde::Serialize;
+use std::time::Instant;
+
+/// Arguments of `vmspace bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Which group to run.
+    #[arg(value_enum)]
+    group: Group,
+    /// Print one JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Scale the operation counts down (e.g. 0.1) for a quick run.
+    #[arg(long, default_value_t = 1.0)]
+    scale: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Group {}
+
+/// One measured (group, case, impl) cell.
+#[derive(Clone, Debug, Serialize)]
+pub struct Record {
+    pub group: String,
+    pub case: String,
+    #[serde(rename = "impl")]
+    pub impl_name: String,
+    pub ns_per_op: f64,
+    pub ops: u64,
+    /// Extra numbers a group reports (memory ratios, sizes…), flattened into the object.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Record {
+    /// A record without extra fields.
+    pub fn new(group: &str, case: &str, impl_name: &str, ns_per_op: f64, ops: u64) -> Self {
+        Record {
+            group: group.into(),
+            case: case.into(),
+            impl_name: impl_name.into(),
+            ns_per_op,
+            ops,
+            extra: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds an extra field.
+    pub fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.extra.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// Runs `round` `rounds` times; each call performs `ops` operations and returns the elapsed
+/// nanoseconds of its timed part. Returns the median ns per op.
+pub fn median_ns_per_op(rounds: usize, ops: u64, mut round: impl FnMut() -> u128) -> f64 {
+    let mut v: Vec<f64> = (0..rounds.max(1))
+        .map(|_| round() as f64 / ops.max(1) as f64)
+        .collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Times `f` once, in nanoseconds.
+pub fn time_ns(f: impl FnOnce()) -> u128 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_nanos()
+}
+
+/// Scales an operation count, keeping at least 1.
+pub fn scaled(n: u64, scale: f64) -> u64 {
+    ((n as f64 * scale) as u64).max(1)
+}
+
+/// Runs a group and prints its records.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
+    // `print_records(&records, args.json)`.
+    match args.group {}
+}
+
+/// Prints records as JSON lines or as a table with ratios to the first impl of each case.
+pub fn print_records(records: &[Record], json: bool) {
+    if json {
+        for r in records {
+            println!("{}", serde_json::to_string(r).expect("records serialize"));
+        }
+        return;
+    }
+    println!(
+        "{:<10} {:<28} {:<26} {:>12} {:>10} {:>8}",
+        "group", "case", "impl", "ns/op", "ops", "ratio"
+    );
+    for r in records {
+        let base = records
+            .iter()
+            .find(|b| b.group == r.group && b.case == r.case)
+            .map(|b| b.ns_per_op)
+            .unwrap_or(r.ns_per_op);
+        let extra = if r.extra.is_empty() {
+            String::new()
+        } else {
+            serde_json::Value::Object(r.extra.clone()).to_string()
+        };
+        println!(
+            "{:<10} {:<28} {:<26} {:>12.2} {:>10} {:>7.2}x {}",
+            r.group,
+            r.case,
+            r.impl_name,
+            r.ns_per_op,
+            r.ops,
+            r.ns_per_op / base,
+            extra
+        );
+    }
+}

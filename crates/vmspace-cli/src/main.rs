@@ -1,0 +1,37 @@
+//! The `vmspace` command.
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod bench;
+
+/// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
+#[derive(Parser)]
+#[command(name = "vmspace", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Measure vmspace against its peers in the same run.
+    ///
+    /// Example: `vmspace bench frames --json` prints one JSON object per line with
+    /// group, case, impl, ns_per_op and ops; without --json a table with ratios.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmspace: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
