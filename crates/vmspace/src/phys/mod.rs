@@ -4,6 +4,8 @@
 //! - [`PhysMem`]: read, write, zero and copy physical memory. The simulator backs it with a
 //!   byte vector; a kernel with its physical-memory window.
 //! - [`FrameAllocator`]: allocate and free naturally aligned blocks of `2^order` 4 KiB frames.
+//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, with per-frame
+//!   metadata ([`FrameInfo`]: state, order, reference count) and [`FrameStats`].
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use core::fmt;
@@ -27,6 +29,8 @@ pub enum PhysError {
         allocated: u8,
         freed: u8,
     },
+    /// A reference count would pass `u32::MAX` or drop below zero.
+    BadRefCount(PhysAddr),
 }
 
 impl fmt::Display for PhysError {
@@ -50,6 +54,12 @@ impl fmt::Display for PhysError {
                 f,
                 "frame {addr} was allocated with order {allocated}, freed with order {freed}"
             ),
+            PhysError::BadRefCount(a) => {
+                write!(
+                    f,
+                    "reference count of frame {a} would overflow or underflow"
+                )
+            }
         }
     }
 }
@@ -138,7 +148,16 @@ pub trait FrameAllocator {
     }
 }
 
+mod buddy;
+mod frame_info;
 #[cfg(feature = "alloc")]
 mod ram;
+
+#[cfg(feature = "alloc")]
+pub use buddy::OwnedBuddyAllocator;
+pub use buddy::{
+    metadata_len, BuddyAllocator, InvariantError, MemoryMapError, MAX_ORDER, MAX_SECTIONS, ORDERS,
+};
+pub use frame_info::{FrameInfo, FrameState, FrameStats};
 #[cfg(feature = "alloc")]
 pub use ram::EmulatedRam;
