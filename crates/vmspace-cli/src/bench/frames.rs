@@ -4,7 +4,9 @@
 //! Each round builds the pool (RAM 0..640 KiB and 1 MiB up, 1,000,000 frames), allocates every
 //! frame, frees a random half, and then times, on that fragmented pool:
 //! - `alloc (fragmented)`: a quarter of the pool allocated frame by frame;
-//! - `alloc+free pair`: an allocation plus the free of a random allocated frame, repeated;
+//! - `alloc+free same frame`: an allocation freed at once (a short-lived frame), repeated;
+//! - `alloc+free random frame`: an allocation plus the free of a random allocated frame,
+//!   repeated (the pool stays fragmented);
 //! - `free (coalescing)`: every allocated frame freed in random order, which merges the pool
 //!   back into its maximal blocks (checked afterwards).
 //!
@@ -16,7 +18,12 @@ use vmspace::phys::{FrameAllocator, OwnedBuddyAllocator};
 
 const GROUP: &str = "frames";
 const ROUNDS: usize = 5;
-const CASES: [&str; 3] = ["alloc (fragmented)", "alloc+free pair", "free (coalescing)"];
+const CASES: [&str; 4] = [
+    "alloc (fragmented)",
+    "alloc+free same frame",
+    "alloc+free random frame",
+    "free (coalescing)",
+];
 
 /// An order-0 frame pool under test.
 trait Pool {
@@ -129,7 +136,7 @@ impl Rng {
 }
 
 /// One round: builds and fragments a pool, returns picoseconds per operation of each case.
-fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 3], String> {
+fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 4], String> {
     // 640 KiB of low memory, a hole up to 1 MiB, the rest above.
     let low = 160.min(frames);
     let ranges = [(0, low), (256, frames - low)];
@@ -154,6 +161,16 @@ fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 3], String> {
                     err = Err(e);
                     return;
                 }
+            }
+        }
+    });
+    err?;
+    let mut err = Ok(());
+    let t_same = time_ns(|| {
+        for _ in 0..n_pairs {
+            if let Err(e) = p.alloc().and_then(|f| p.free(f)) {
+                err = Err(e);
+                return;
             }
         }
     });
@@ -194,6 +211,7 @@ fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 3], String> {
     }
     Ok([
         t_alloc * 1000 / n_alloc.max(1) as u128,
+        t_same * 1000 / n_pairs.max(1) as u128,
         t_pairs * 1000 / n_pairs.max(1) as u128,
         t_free * 1000 / n_free.max(1) as u128,
     ])
@@ -202,7 +220,12 @@ fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 3], String> {
 /// Runs the group: every round measures both allocators, one after the other.
 pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     let frames = scaled(1_000_000, scale).max(1024);
-    let ops = [frames / 4, frames / 2, frames - frames / 2 + frames / 4];
+    let ops = [
+        frames / 4,
+        frames / 2,
+        frames / 2,
+        frames - frames / 2 + frames / 4,
+    ];
     let mut ours = Vec::with_capacity(ROUNDS);
     let mut theirs = Vec::with_capacity(ROUNDS);
     for r in 0..ROUNDS {

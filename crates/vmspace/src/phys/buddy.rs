@@ -335,19 +335,23 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
     }
 
     /// Takes free block `i` off the free list of `order` (its state is left to the caller).
+    ///
+    /// The `prev` link of a list head is never read (the head is recognised through
+    /// `heads`), so taking the head off does not touch the next block's entry: popping a
+    /// recently freed block stays within one cache line.
     #[inline]
     fn unlink(&mut self, i: usize, order: u8) {
         let FrameInfo { next, prev, .. } = self.meta[i];
-        if prev == NIL {
+        if self.heads[order as usize] == i as u32 {
             self.heads[order as usize] = next;
             if next == NIL {
                 self.nonempty &= !(1 << order);
             }
         } else {
             self.meta[prev as usize].next = next;
-        }
-        if next != NIL {
-            self.meta[next as usize].prev = prev;
+            if next != NIL {
+                self.meta[next as usize].prev = prev;
+            }
         }
     }
 
@@ -586,7 +590,7 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
                 if !e.is_free_head_of(order) {
                     return fail("list entry is not a free block of the list's order", pfn);
                 }
-                if e.prev != prev {
+                if prev != NIL && e.prev != prev {
                     return fail("free-list back link is wrong", pfn);
                 }
                 n += 1;
@@ -913,6 +917,30 @@ mod tests {
         // Forge an uncoalesced pair: mark frame 0 free without merging it with its buddy.
         a.meta[x.number() as usize].state = FrameState::Free;
         assert!(a.check_invariants().is_err());
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn allocate_zeroed_clears_every_frame_and_undoes_on_failure() {
+        use crate::phys::{EmulatedRam, PhysMem};
+        // RAM emulated for 0..8 frames only; the allocator manages 0..16.
+        let mut ram = EmulatedRam::new(PhysAddr::new(0), 8 * 4096).unwrap();
+        for p in 0..8u64 {
+            ram.write_u64(PhysAddr::new(p * 4096 + 8), 0xdead).unwrap();
+        }
+        let mut a = new(&[fr(0, 16)], &[]);
+        let x = a.allocate_zeroed(&mut ram, 3).unwrap();
+        assert_eq!(x.number(), 0);
+        for p in 0..8u64 {
+            assert_eq!(ram.read_u64(PhysAddr::new(p * 4096 + 8)), Ok(0));
+        }
+        let before = a.stats();
+        assert!(matches!(
+            a.allocate_zeroed(&mut ram, 3),
+            Err(PhysError::OutOfRange { .. })
+        ));
+        assert_eq!(a.stats(), before);
+        a.check_invariants().unwrap();
     }
 
     #[cfg(feature = "alloc")]

@@ -38,7 +38,7 @@ pub(crate) const NIL: u32 = u32::MAX;
 pub struct FrameInfo {
     /// Next block on the same free list (metadata index), or `NIL`.
     pub(crate) next: u32,
-    /// Previous block on the same free list (metadata index), or `NIL`.
+    /// Previous block on the same free list (metadata index); stale in a list head.
     pub(crate) prev: u32,
     /// Reference count of an allocated head; 0 otherwise.
     pub(crate) refs: u32,

@@ -146,6 +146,32 @@ pub trait FrameAllocator {
     fn deallocate_frame(&mut self, frame: Frame) -> Result<(), PhysError> {
         self.deallocate(frame, 0)
     }
+
+    /// Allocates a block of `2^order` frames and zero-fills it through `mem` (a frame handed
+    /// to a process must never carry another's data). If zeroing fails the block is freed
+    /// again and the error returned.
+    fn allocate_zeroed<P: PhysMem + ?Sized>(
+        &mut self,
+        mem: &mut P,
+        order: u8,
+    ) -> Result<Frame, PhysError>
+    where
+        Self: Sized,
+    {
+        let block = self.allocate(order)?;
+        for k in 0..1u64 << order {
+            let zeroed = block.checked_add(k).map_err(|_| PhysError::OutOfRange {
+                addr: block.start_address(),
+                len: PAGE_SIZE << order,
+            });
+            if let Err(e) = zeroed.and_then(|f| mem.zero_frame(f)) {
+                // The block was just handed out with this order, so taking it back cannot fail.
+                let _ = self.deallocate(block, order);
+                return Err(e);
+            }
+        }
+        Ok(block)
+    }
 }
 
 mod buddy;
