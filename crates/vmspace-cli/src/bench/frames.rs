@@ -10,7 +10,8 @@
 //! - `free (coalescing)`: every allocated frame freed in random order, which merges the pool
 //!   back into its maximal blocks (checked afterwards).
 //!
-//! Both allocators see the same sequence of random choices.
+//! The same cases run again on a 65,536-frame pool (suffix ` 64Ki`), whose metadata
+//! fits in a core's L2 cache. Both allocators see the same sequence of random choices.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use vmspace::addr::{Frame, FrameRange};
@@ -207,37 +208,57 @@ fn check_all_free<P: Pool>(p: &P, frames: u64) -> Result<(), String> {
     }
 }
 
-/// Runs the group: every round measures both allocators, one after the other.
+/// Runs the group: the 1,000,000-frame pool, then a 65,536-frame pool whose metadata fits in
+/// a core's L2 cache (so it shows the cost of the operations themselves rather than of the
+/// cache misses that dominate at 1,000,000 frames).
 pub fn run(scale: f64) -> Result<Vec<Record>, String> {
-    let frames = scaled(1_000_000, scale).max(1024);
+    let mut records = Vec::new();
+    measure(scaled(1_000_000, scale).max(1024), ROUNDS, "", &mut records)?;
+    measure(
+        scaled(65_536, scale).max(1024),
+        3 * ROUNDS,
+        " 64Ki",
+        &mut records,
+    )?;
+    Ok(records)
+}
+
+/// Measures every case on pools of `frames` frames; every round measures both allocators,
+/// one after the other.
+fn measure(
+    frames: u64,
+    rounds: usize,
+    suffix: &str,
+    records: &mut Vec<Record>,
+) -> Result<(), String> {
     let ops = [
         frames / 4,
         frames / 2,
         frames / 2,
         frames - frames / 2 + frames / 4,
     ];
-    let mut ours = Vec::with_capacity(ROUNDS);
-    let mut theirs = Vec::with_capacity(ROUNDS);
-    for r in 0..ROUNDS {
+    let mut ours = Vec::with_capacity(rounds);
+    let mut theirs = Vec::with_capacity(rounds);
+    for r in 0..rounds {
         let seed = 0x5eed + r as u64;
         ours.push(round::<Vmspace>(frames, seed)?);
         theirs.push(round::<Bsa>(frames, seed)?);
     }
-    let mut records = Vec::new();
     for (c, case) in CASES.iter().enumerate() {
+        let case = format!("{case}{suffix}");
         // Rounds report picoseconds per op; median_ns_per_op divides by 1000 "ops".
         let mut a = ours.iter().map(|t| t[c]);
         let mut b = theirs.iter().map(|t| t[c]);
-        let ns_ours = median_ns_per_op(ROUNDS, 1000, || a.next().unwrap_or(0));
-        let ns_theirs = median_ns_per_op(ROUNDS, 1000, || b.next().unwrap_or(0));
+        let ns_ours = median_ns_per_op(rounds, 1000, || a.next().unwrap_or(0));
+        let ns_theirs = median_ns_per_op(rounds, 1000, || b.next().unwrap_or(0));
         records.push(
-            Record::new(GROUP, case, Vmspace::NAME, ns_ours, ops[c]).with("pool_frames", frames),
+            Record::new(GROUP, &case, Vmspace::NAME, ns_ours, ops[c]).with("pool_frames", frames),
         );
         records.push(
-            Record::new(GROUP, case, Bsa::NAME, ns_theirs, ops[c])
+            Record::new(GROUP, &case, Bsa::NAME, ns_theirs, ops[c])
                 .with("pool_frames", frames)
                 .with("slowdown_vs_vmspace", ns_theirs / ns_ours),
         );
     }
-    Ok(records)
+    Ok(())
 }
