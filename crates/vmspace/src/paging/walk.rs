@@ -1,0 +1,117 @@
+//! Walking every entry of a hierarchy, for dumps and checks.
+
+use super::{entry_addr, read_entry, PageTable, TranslateError};
+use crate::addr::{PhysAddr, VirtAddr};
+use crate::arch::{Arch, Entry};
+use crate::phys::{PhysError, PhysMem};
+
+/// One entry met by [`PageTable::walk`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkEvent {
+    /// Level of the table holding the entry (1 = PTEs).
+    pub level: u8,
+    /// First virtual address the entry covers.
+    pub va: VirtAddr,
+    /// Bytes the entry covers.
+    pub span: u64,
+    /// The raw entry.
+    pub raw: u64,
+    /// The entry, decoded.
+    pub entry: Entry,
+}
+
+impl<A: Arch> PageTable<A> {
+    /// Calls `visit` for every entry of every table in address order, depth first: a table
+    /// entry is reported, then the entries of the table it points to. Empty entries are
+    /// reported too (a dump shows holes at the level where they are). The recursive entry is
+    /// followed like any table, as the MMU would.
+    pub fn walk<M: PhysMem, V: FnMut(&WalkEvent)>(
+        &self,
+        mem: &M,
+        mut visit: V,
+    ) -> Result<(), PhysError> {
+        self.walk_in(mem, self.root, A::LEVELS, 0, &mut visit)
+    }
+
+    fn walk_in<M: PhysMem, V: FnMut(&WalkEvent)>(
+        &self,
+        mem: &M,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        visit: &mut V,
+    ) -> Result<(), PhysError> {
+        let span = A::level_span(level);
+        for idx in 0..A::ENTRIES {
+            let lin = base + idx as u64 * span;
+            let raw = read_entry::<A, M>(mem, table, idx)?;
+            let entry = A::decode(level, raw);
+            visit(&WalkEvent {
+                level,
+                va: A::from_linear(lin),
+                span,
+                raw,
+                entry,
+            });
+            if let Entry::Table { addr, .. } = entry {
+                if level > 1 {
+                    self.walk_in(mem, addr, level - 1, lin, visit)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The entry at `level` on the path to `va` and its physical address, or `None` if the
+    /// path ends above `level` (an empty entry or a larger page).
+    pub fn entry<M: PhysMem>(
+        &self,
+        mem: &M,
+        va: VirtAddr,
+        level: u8,
+    ) -> Result<Option<(PhysAddr, u64)>, TranslateError> {
+        if level == 0 || level > A::LEVELS {
+            return Ok(None);
+        }
+        let lin = A::to_linear(va).ok_or(TranslateError::NonCanonical(va))?;
+        let (reached, raw, path) = self.descend(mem, lin, level)?;
+        if reached != level {
+            return Ok(None);
+        }
+        let (table, idx) = path[level as usize];
+        Ok(Some((entry_addr::<A>(table, idx), raw)))
+    }
+
+    /// Counts the tables reachable from the root, the root included, without following the
+    /// recursive entry (a check of [`PageTable::table_pages`]).
+    pub fn count_tables<M: PhysMem>(&self, mem: &M) -> Result<u64, PhysError> {
+        let mut n = 1;
+        let slot = self.arch().recursive_slot();
+        let mut count = |ev: &WalkEvent| {
+            if let Entry::Table { .. } = ev.entry {
+                n += 1;
+            }
+        };
+        // Walk each root entry except the recursive one.
+        let span = A::level_span(A::LEVELS);
+        for idx in 0..A::ENTRIES {
+            if Some(idx) == slot {
+                continue;
+            }
+            let raw = read_entry::<A, M>(mem, self.root().start_address(), idx)?;
+            if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
+                count(&WalkEvent {
+                    level: A::LEVELS,
+                    va: A::from_linear(idx as u64 * span),
+                    span,
+                    raw,
+                    entry: A::decode(A::LEVELS, raw),
+                });
+                if A::LEVELS > 1 {
+                    self.walk_in(mem, addr, A::LEVELS - 1, idx as u64 * span, &mut count)?;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
