@@ -4,8 +4,7 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
-// Remove once the first group uses every helper below.
-#![allow(dead_code)]
+mod frames;
 
 use serde::Serialize;
 use std::time::Instant;
@@ -25,7 +24,11 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Group {}
+enum Group {
+    /// Order-0 frame allocation on a fragmented 1,000,000-frame pool, against
+    /// `buddy_system_allocator`.
+    Frames,
+}
 
 /// One measured (group, case, impl) cell.
 #[derive(Clone, Debug, Serialize)]
@@ -85,9 +88,11 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 
 /// Runs a group and prints its records.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
-    // `print_records(&records, args.json)`.
-    match args.group {}
+    let records = match args.group {
+        Group::Frames => frames::run(args.scale)?,
+    };
+    print_records(&records, args.json);
+    Ok(())
 }
 
 /// Prints records as JSON lines or as a table with ratios to the first impl of each case.
