@@ -29,6 +29,9 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     Ok(out)
 }
 
+/// Which measurement of a round.
+type Pick = fn(&Round) -> u128;
+
 /// What one round measured, in ns for all pages.
 struct Round {
     map: u128,
@@ -223,7 +226,7 @@ fn arch_cases<A: Arch>(arch: A, va: VirtAddr, pages: u64) -> Result<Vec<Record>,
         range_rounds.push(b.range_round()?);
         page_rounds.push(b.page_round()?);
     }
-    let median = |rounds: &[Round], pick: fn(&Round) -> u128| {
+    let median = |rounds: &[Round], pick: Pick| {
         let mut i = 0;
         median_ns_per_op(rounds.len(), pages, || {
             let v = pick(&rounds[i]);
@@ -237,7 +240,7 @@ fn arch_cases<A: Arch>(arch: A, va: VirtAddr, pages: u64) -> Result<Vec<Record>,
         format!("{}KiB", pages * 4)
     };
     let mut out = Vec::new();
-    let ops: [(&str, fn(&Round) -> u128); 3] = [
+    let ops: [(&str, Pick); 3] = [
         ("map", |r| r.map),
         ("translate", |r| r.translate),
         ("unmap", |r| r.unmap),
