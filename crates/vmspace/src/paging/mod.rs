@@ -248,7 +248,7 @@ impl<A: Arch> PageTable<A> {
         table: PhysAddr,
     ) -> Result<(), PhysError> {
         frames.deallocate_frame(Frame::containing(table))?;
-        self.table_pages -= 1;
+        self.table_pages = self.table_pages.saturating_sub(1);
         Ok(())
     }
 
