@@ -167,6 +167,7 @@ fn run<A: Arch>(arch: A, calls: &[Call]) {
             );
         }
         assert_eq!(pt.count_tables(&ram).unwrap(), pt.table_pages());
+        pt.check_invariants(&ram).unwrap();
     }
     pt.destroy(&mut ram, &mut fr, |_, _, _| {}).unwrap();
     assert_eq!(

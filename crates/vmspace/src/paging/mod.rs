@@ -28,7 +28,7 @@ pub use error::{MapError, ProtectError, TranslateError, UnmapError};
 pub use flush::RecordingTlb;
 pub use flush::{Flush, NoTlb, Tlb, TlbEvent, FLUSH_CEILING_PAGES};
 pub use translate::Translation;
-pub use walk::WalkEvent;
+pub use walk::{InvariantError, WalkEvent};
 
 use crate::addr::{Frame, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry};

@@ -644,3 +644,40 @@ fn walk_reports_every_entry() {
     assert_eq!(n[2], 1024);
     assert_eq!(n[1], 2048);
 }
+
+#[test]
+fn invariant_check_catches_corruption() {
+    let (mut ram, mut fr) = setup();
+    let mut pt = PageTable::new(I386::new(), &mut ram, &mut fr).unwrap();
+    pt.map(&mut ram, &mut fr, va(0xC000_0000), pa(0), M4, RW)
+        .unwrap();
+    pt.map(&mut ram, &mut fr, va(0x1000), pa(0x1000), K4, RW)
+        .unwrap();
+    pt.check_invariants(&ram).unwrap();
+    // Bit 21 of a 4 MiB PDE is reserved.
+    let (at, raw) = pt.entry(&ram, va(0xC000_0000), 2).unwrap().unwrap();
+    ram.write_u32(at, (raw | 1 << 21) as u32).unwrap();
+    assert!(matches!(
+        pt.check_invariants(&ram),
+        Err(InvariantError::ReservedBits { level: 2, .. })
+    ));
+    ram.write_u32(at, raw as u32).unwrap();
+    // A PTE cleared behind the walker's back leaves an empty table.
+    let t = pt.translate(&ram, va(0x1000)).unwrap();
+    ram.write_u32(t.entry, 0).unwrap();
+    assert!(matches!(
+        pt.check_invariants(&ram),
+        Err(InvariantError::EmptyTable { level: 1, .. })
+    ));
+    // The recursive entry must point at the root, supervisor-only.
+    let root = pt.root().start_address();
+    ram.write_u32(
+        PhysAddr::new(root.as_u64() + 1023 * 4),
+        (root.as_u64() | 7) as u32,
+    )
+    .unwrap();
+    assert!(matches!(
+        pt.check_invariants(&ram),
+        Err(InvariantError::RecursiveSlot { .. })
+    ));
+}
