@@ -1,7 +1,7 @@
 //! Mapping: one page, or a run of pages onto physically contiguous frames.
 
 use super::{read_entry, table_is_empty, write_entry, MapError, PageTable, MAX_LEVELS};
-use crate::addr::{PhysAddr, VirtAddr};
+use crate::addr::{Frame, Page, PageRange, PageSize, PhysAddr, VirtAddr};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::phys::{FrameAllocator, PhysMem};
 
@@ -70,6 +70,33 @@ impl<A: Arch> PageTable<A> {
                 Ok(())
             }
         }
+    }
+
+    /// [`PageTable::map`] with typed page and frame (alignment is then given).
+    pub fn map_page<S: PageSize, M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        page: Page<S>,
+        frame: Frame<S>,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        let (va, pa) = (page.start_address(), frame.start_address());
+        self.map(mem, frames, va, pa, S::SIZE, flags)
+    }
+
+    /// [`PageTable::map_range`] of typed pages onto the frames from `first` on.
+    pub fn map_pages<S: PageSize, M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        pages: PageRange<S>,
+        first: Frame<S>,
+        flags: PageFlags,
+    ) -> Result<(), MapError> {
+        let len = u64::try_from(pages.len_bytes()).map_err(|_| MapError::Wraps)?;
+        let (va, pa) = (pages.start().start_address(), first.start_address());
+        self.map_range(mem, frames, va, pa, len, S::SIZE, flags)
     }
 
     /// Maps `len` bytes at `va` onto the physically contiguous `[pa, pa + len)` in pages of

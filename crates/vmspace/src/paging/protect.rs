@@ -1,7 +1,7 @@
 //! Reprotecting: replacing the access flags of one page or of every page in a range.
 
 use super::{read_entry, write_entry, Flush, PageTable, ProtectError};
-use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{Page, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::phys::PhysMem;
 
@@ -39,6 +39,16 @@ impl<A: Arch> PageTable<A> {
         }
         write_entry::<A, M>(mem, table, idx, new)?;
         Ok(Flush::Page(va))
+    }
+
+    /// [`PageTable::protect`] of a typed page.
+    pub fn protect_page<S: PageSize, M: PhysMem>(
+        &mut self,
+        mem: &mut M,
+        page: Page<S>,
+        flags: PageFlags,
+    ) -> Result<Flush, ProtectError> {
+        self.protect(mem, page.start_address(), S::SIZE, flags)
     }
 
     /// Gives every mapped page in `[va, va + len)` (4 KiB-aligned) the flags `flags`,

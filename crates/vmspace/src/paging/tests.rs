@@ -681,3 +681,32 @@ fn invariant_check_catches_corruption() {
         Err(InvariantError::RecursiveSlot { .. })
     ));
 }
+
+#[test]
+fn typed_pages() {
+    use crate::addr::{Page, PageRange, Size2MiB, Size4KiB, Size4MiB};
+    let (mut ram, mut fr) = setup();
+    let mut pt = PageTable::new(X86_64, &mut ram, &mut fr).unwrap();
+    let p = Page::<Size2MiB>::from_start_address(va(0x4000_0000)).unwrap();
+    let f = Frame::<Size2MiB>::from_start_address(pa(M2)).unwrap();
+    pt.map_page(&mut ram, &mut fr, p, f, RW).unwrap();
+    pt.protect_page(&mut ram, p, PageFlags::empty())
+        .unwrap()
+        .ignore();
+    assert_eq!(
+        pt.translate(&ram, va(0x4000_0000)).unwrap().flags,
+        PageFlags::PRESENT
+    );
+    let (back, flush) = pt.unmap_page(&mut ram, &mut fr, p).unwrap();
+    assert_eq!((back, flush), (f, Flush::Page(va(0x4000_0000))));
+    let r = PageRange::<Size4KiB>::from_start_len(va(0x1000), 0x3000).unwrap();
+    pt.map_pages(&mut ram, &mut fr, r, Frame::containing(pa(0x8000)), RW)
+        .unwrap();
+    assert_eq!(pt.translate(&ram, va(0x3000)).unwrap().frame, pa(0xa000));
+    // A size the MMU lacks is an error, not a panic.
+    let p4 = Page::<Size4MiB>::from_start_address(va(0)).unwrap();
+    assert_eq!(
+        pt.map_page(&mut ram, &mut fr, p4, Frame::containing(pa(0)), RW),
+        Err(MapError::UnsupportedPageSize(M4))
+    );
+}

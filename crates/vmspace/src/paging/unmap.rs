@@ -1,7 +1,7 @@
 //! Unmapping: one page, or every page in a range; tables that become empty are freed.
 
 use super::{read_entry, table_is_empty, write_entry, Flush, PageTable, UnmapError};
-use crate::addr::{PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::addr::{Frame, Page, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry};
 use crate::phys::{FrameAllocator, PhysMem};
 
@@ -48,6 +48,17 @@ impl<A: Arch> PageTable<A> {
             self.free_table(frames, child)?;
         }
         Ok((addr, Flush::Page(va)))
+    }
+
+    /// [`PageTable::unmap`] of a typed page; returns the frame it mapped.
+    pub fn unmap_page<S: PageSize, M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        page: Page<S>,
+    ) -> Result<(Frame<S>, Flush), UnmapError> {
+        let (pa, flush) = self.unmap(mem, frames, page.start_address(), S::SIZE)?;
+        Ok((Frame::containing(pa), flush))
     }
 
     /// Unmaps every page in `[va, va + len)` (4 KiB-aligned), of whatever size, calling
