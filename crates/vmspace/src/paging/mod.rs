@@ -57,6 +57,7 @@ impl<A: Arch> PageTable<A> {
         mem: &mut M,
         frames: &mut F,
     ) -> Result<Self, MapError> {
+        const { assert!(A::LEVELS >= 1 && A::LEVELS as usize <= MAX_LEVELS) };
         let mut pt = PageTable {
             arch,
             root: PhysAddr::ZERO,
@@ -77,6 +78,7 @@ impl<A: Arch> PageTable<A> {
     /// tables. The walker trusts its contents: decoding never fails, but frees go to
     /// whichever allocator the caller passes.
     pub fn from_root(arch: A, root: Frame, table_pages: u64) -> Self {
+        const { assert!(A::LEVELS >= 1 && A::LEVELS as usize <= MAX_LEVELS) };
         PageTable {
             arch,
             root: root.start_address(),
