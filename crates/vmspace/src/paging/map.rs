@@ -130,7 +130,7 @@ impl<A: Arch> PageTable<A> {
             progress: start,
         };
         let root = self.root;
-        match self.map_in(mem, frames, root, A::LEVELS, start, end, &mut ctx) {
+        match self.map_in(mem, frames, root, A::LEVELS, start, end, false, &mut ctx) {
             Ok(()) => Ok(()),
             Err(e) => {
                 if ctx.progress > start {
@@ -151,7 +151,8 @@ impl<A: Arch> PageTable<A> {
         }
     }
 
-    /// Maps `[start, end)` (linear, inside `table`'s span) below `table` at `level`.
+    /// Maps `[start, end)` (linear, inside `table`'s span) below `table` at `level`;
+    /// `fresh` when `table` was created by this call (all zeros).
     #[allow(clippy::too_many_arguments)]
     fn map_in<M: PhysMem, F: FrameAllocator>(
         &mut self,
@@ -161,6 +162,7 @@ impl<A: Arch> PageTable<A> {
         level: u8,
         start: u64,
         end: u64,
+        fresh: bool,
         ctx: &mut MapCtx,
     ) -> Result<(), MapError> {
         let shift = A::level_shift(level);
@@ -169,7 +171,12 @@ impl<A: Arch> PageTable<A> {
             let span = 1u64 << shift;
             let mut idx = A::index(lin, level);
             while lin < end {
-                let raw = read_entry::<A, M>(mem, table, idx)?;
+                // A table created by this call is all zeros: nothing to check.
+                let raw = if fresh {
+                    0
+                } else {
+                    read_entry::<A, M>(mem, table, idx)?
+                };
                 match A::decode(level, raw) {
                     Entry::Empty | Entry::NotPresent(_) => {}
                     Entry::Table { .. } => {
@@ -211,7 +218,7 @@ impl<A: Arch> PageTable<A> {
                     (child, true)
                 }
             };
-            if let Err(e) = self.map_in(mem, frames, child, level - 1, lin, next, ctx) {
+            if let Err(e) = self.map_in(mem, frames, child, level - 1, lin, next, created, ctx) {
                 // A table made here that received nothing would leak: free it now; one that
                 // did receive pages is freed by the caller's rollback.
                 if created && table_is_empty::<A, M>(mem, child, 0, 0)? {
