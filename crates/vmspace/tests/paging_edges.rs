@@ -179,7 +179,7 @@ fn run<A: Arch>(arch: A, calls: &[Call]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn x86_64_edges(calls in prop::collection::vec(call(), 1..24)) {

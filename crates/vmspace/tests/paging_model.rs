@@ -495,7 +495,7 @@ fn run<A: Arch>(arch: A, shape: Shape, ops: &[Op]) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn x86_64_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
