@@ -152,7 +152,16 @@ impl<A: Arch> Model<A> {
 
     /// Picks a page-aligned address of `size` in one of the regions, with room for `count`.
     fn place(&self, at: u64, size: u64, count: u64) -> (u64, u64) {
-        let (rs, rl) = self.shape.regions[(at % self.shape.regions.len() as u64) as usize];
+        let (mut rs, mut rl) = self.shape.regions[(at % self.shape.regions.len() as u64) as usize];
+        // Three times in four, crowd into 16 MiB (or 4 pages) at either end of the region,
+        // so that ops meet each other's pages and tables.
+        if at >> 62 != 0 {
+            let hot = (16 << 20).max(4 * size).min(rl);
+            if at >> 61 & 1 == 1 {
+                rs += rl - hot;
+            }
+            rl = hot;
+        }
         let slots = rl / size;
         // Data frames come from 2 GiB of RAM: at most 1 GiB per op.
         let count = count.min(slots).min(((1 << 30) / size).max(1));
