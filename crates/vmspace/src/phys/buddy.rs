@@ -910,6 +910,61 @@ mod tests {
     }
 
     #[test]
+    fn empty_and_fully_reserved_maps_hand_out_nothing() {
+        let mut a = new(&[], &[]);
+        assert_eq!(a.allocate(0), Err(PhysError::OutOfMemory { order: 0 }));
+        assert!(matches!(
+            a.deallocate(f(0), 0),
+            Err(PhysError::OutOfRange { .. })
+        ));
+        assert_eq!(a.frame_info(f(0)), None);
+        a.check_invariants().unwrap();
+        let mut b = new(&[fr(16, 16)], &[fr(0, 64)]);
+        assert_eq!(b.stats().reserved_frames, 16);
+        assert_eq!(b.stats().free_frames, 0);
+        assert_eq!(b.allocate(0), Err(PhysError::OutOfMemory { order: 0 }));
+        assert_eq!(
+            b.deallocate(f(16), 0),
+            Err(PhysError::NotAllocated(PhysAddr::new(16 << 12)))
+        );
+        assert_eq!(
+            b.frame_info(f(20)).map(|i| i.state()),
+            Some(FrameState::Reserved)
+        );
+        b.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn blocks_never_span_a_hole_or_a_reserved_frame() {
+        // 0..1024 would be one order-10 block, but frame 512 is reserved and 768..800 is a
+        // hole: no free block may cover either.
+        let mut a = new(&[fr(0, 768), fr(800, 224)], &[fr(512, 1)]);
+        a.check_invariants().unwrap();
+        assert_eq!(a.stats().free_blocks[10], 0);
+        assert_eq!(free_list(&a, 9), vec![0]);
+        assert_eq!(a.allocate(9), Ok(f(0)));
+        assert_eq!(a.allocate(9), Err(PhysError::OutOfMemory { order: 9 }));
+        a.deallocate(f(0), 9).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(free_list(&a, 9), vec![0]);
+        assert_eq!(a.stats().free_blocks[10], 0);
+    }
+
+    #[test]
+    fn largest_blocks_are_max_order() {
+        let mut a = new(&[fr(0, 4096)], &[]);
+        assert_eq!(free_list(&a, MAX_ORDER), vec![0, 1024, 2048, 3072]);
+        let blocks: Vec<Frame> = (0..4).map(|_| a.allocate(MAX_ORDER).unwrap()).collect();
+        assert_eq!(a.allocate(0), Err(PhysError::OutOfMemory { order: 0 }));
+        for b in blocks.into_iter().rev() {
+            a.deallocate(b, MAX_ORDER).unwrap();
+        }
+        // Order-10 buddies never merge further.
+        assert_eq!(free_list(&a, MAX_ORDER), vec![0, 1024, 2048, 3072]);
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
     fn invariant_check_catches_corruption() {
         let mut a = new(&[fr(0, 16)], &[]);
         let x = a.allocate(0).unwrap();
