@@ -85,31 +85,21 @@ impl<A: Arch> PageTable<A> {
     /// Counts the tables reachable from the root, the root included, without following the
     /// recursive entry (a check of [`PageTable::table_pages`]).
     pub fn count_tables<M: PhysMem>(&self, mem: &M) -> Result<u64, PhysError> {
-        let mut n = 1;
-        let slot = self.arch().recursive_slot();
-        let mut count = |ev: &WalkEvent| {
-            if let Entry::Table { .. } = ev.entry {
-                n += 1;
-            }
-        };
-        // Walk each root entry except the recursive one.
+        let root = self.root().start_address();
         let span = A::level_span(A::LEVELS);
+        let mut n = 1;
         for idx in 0..A::ENTRIES {
-            if Some(idx) == slot {
+            if Some(idx) == self.arch().recursive_slot() {
                 continue;
             }
-            let raw = read_entry::<A, M>(mem, self.root().start_address(), idx)?;
+            let raw = read_entry::<A, M>(mem, root, idx)?;
             if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
-                count(&WalkEvent {
-                    level: A::LEVELS,
-                    va: A::from_linear(idx as u64 * span),
-                    span,
-                    raw,
-                    entry: A::decode(A::LEVELS, raw),
-                });
-                if A::LEVELS > 1 {
-                    self.walk_in(mem, addr, A::LEVELS - 1, idx as u64 * span, &mut count)?;
-                }
+                n += 1;
+                self.walk_in(mem, addr, A::LEVELS - 1, idx as u64 * span, &mut |ev| {
+                    if matches!(ev.entry, Entry::Table { .. }) {
+                        n += 1;
+                    }
+                })?;
             }
         }
         Ok(n)
