@@ -15,7 +15,7 @@ use vmspace::paging::{NoTlb, PageTable};
 use vmspace::phys::{EmulatedRam, OwnedBuddyAllocator};
 
 const GROUP: &str = "paging";
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 9;
 const K4: u64 = 4096;
 const DATA: u64 = 1 << 30;
 const TABLE_RAM: u64 = 16 << 20;
