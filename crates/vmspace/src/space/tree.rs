@@ -16,7 +16,10 @@ const NIL: u32 = u32::MAX;
 
 #[derive(Clone, Debug)]
 struct Node {
-    vma: Vma,
+    start: u64,
+    end: u64,
+    /// vm_start_gap of this VMA.
+    sg: u64,
     left: u32,
     right: u32,
     prio: u64,
@@ -28,7 +31,9 @@ struct Node {
 /// The augmented VMA tree.
 #[derive(Clone, Debug)]
 pub struct VmaTree {
+    /// Hot search data, kept apart from the VMAs so walks touch fewer cache lines.
     nodes: Vec<Node>,
+    vmas: Vec<Vma>,
     free: Vec<u32>,
     root: u32,
     len: usize,
@@ -49,6 +54,7 @@ impl VmaTree {
     pub fn new(guard: u64) -> Self {
         VmaTree {
             nodes: Vec::new(),
+            vmas: Vec::new(),
             free: Vec::new(),
             root: NIL,
             len: 0,
@@ -76,8 +82,8 @@ impl VmaTree {
 
     fn pull(&mut self, t: u32) {
         let (l, r) = (self.n(t).left, self.n(t).right);
-        let x = &self.n(t).vma;
-        let sgx = self.sg(x);
+        let x = self.n(t);
+        let sgx = x.sg;
         let (xend, mut gap) = (x.end, 0u64);
         let min_sg = if l != NIL {
             let ln = self.n(l);
@@ -102,7 +108,9 @@ impl VmaTree {
     fn alloc(&mut self, vma: Vma) -> u32 {
         let prio = splitmix(&mut self.seed);
         let node = Node {
-            vma,
+            start: vma.start,
+            end: vma.end,
+            sg: self.sg(&vma),
             left: NIL,
             right: NIL,
             prio,
@@ -112,9 +120,11 @@ impl VmaTree {
         };
         let i = if let Some(i) = self.free.pop() {
             self.nodes[i as usize] = node;
+            self.vmas[i as usize] = vma;
             i
         } else {
             self.nodes.push(node);
+            self.vmas.push(vma);
             (self.nodes.len() - 1) as u32
         };
         self.pull(i);
@@ -125,7 +135,7 @@ impl VmaTree {
         if t == NIL {
             return (NIL, NIL);
         }
-        if self.n(t).vma.start < key {
+        if self.n(t).start < key {
             let (a, b) = self.split(self.n(t).right, key);
             self.nodes[t as usize].right = a;
             self.pull(t);
@@ -162,7 +172,7 @@ impl VmaTree {
         if t == NIL {
             return i;
         }
-        let key = self.n(i).vma.start;
+        let key = self.n(i).start;
         if self.n(i).prio > self.n(t).prio {
             let (l, r) = self.split(t, key);
             let node = &mut self.nodes[i as usize];
@@ -171,7 +181,7 @@ impl VmaTree {
             self.pull(i);
             return i;
         }
-        if key < self.n(t).vma.start {
+        if key < self.n(t).start {
             let l = self.insert_at(self.n(t).left, i);
             self.nodes[t as usize].left = l;
         } else {
@@ -194,13 +204,12 @@ impl VmaTree {
         if t == NIL {
             return NIL;
         }
-        let s = self.n(t).vma.start;
+        let s = self.n(t).start;
         if s == key {
             let (l, r) = (self.n(t).left, self.n(t).right);
             let m = self.merge(l, r);
-            let node = &mut self.nodes[t as usize];
             *out = Some(core::mem::replace(
-                &mut node.vma,
+                &mut self.vmas[t as usize],
                 Vma {
                     start: 0,
                     end: 0,
@@ -241,9 +250,15 @@ impl VmaTree {
         if t == NIL {
             return false;
         }
-        let s = self.n(t).vma.start;
+        let s = self.n(t).start;
         let found = if s == key {
-            f(&mut self.nodes[t as usize].vma);
+            let v = &mut self.vmas[t as usize];
+            f(v);
+            let (start, end, sg) = (v.start, v.end, start_gap(v.start, v.flags, self.guard));
+            let node = &mut self.nodes[t as usize];
+            node.start = start;
+            node.end = end;
+            node.sg = sg;
             true
         } else if key < s {
             self.update_at(self.n(t).left, key, f)
@@ -268,9 +283,9 @@ impl VmaTree {
         let mut best = NIL;
         while t != NIL {
             let n = self.n(t);
-            if n.vma.end > addr {
+            if n.end > addr {
                 best = t;
-                if n.vma.start <= addr {
+                if n.start <= addr {
                     break;
                 }
                 t = n.left;
@@ -278,7 +293,7 @@ impl VmaTree {
                 t = n.right;
             }
         }
-        (best != NIL).then(|| &self.n(best).vma)
+        (best != NIL).then(|| &self.vmas[best as usize])
     }
 
     /// The VMA containing `addr`.
@@ -297,14 +312,14 @@ impl VmaTree {
         let mut best = NIL;
         while t != NIL {
             let n = self.n(t);
-            if n.vma.start > start {
+            if n.start > start {
                 best = t;
                 t = n.left;
             } else {
                 t = n.right;
             }
         }
-        (best != NIL).then(|| &self.n(best).vma)
+        (best != NIL).then(|| &self.vmas[best as usize])
     }
 
     /// The last VMA starting strictly before `addr`.
@@ -313,14 +328,14 @@ impl VmaTree {
         let mut best = NIL;
         while t != NIL {
             let n = self.n(t);
-            if n.vma.start < addr {
+            if n.start < addr {
                 best = t;
                 t = n.right;
             } else {
                 t = n.left;
             }
         }
-        (best != NIL).then(|| &self.n(best).vma)
+        (best != NIL).then(|| &self.vmas[best as usize])
     }
 
     /// The lowest VMA.
@@ -332,7 +347,7 @@ impl VmaTree {
         while self.n(t).left != NIL {
             t = self.n(t).left;
         }
-        Some(&self.n(t).vma)
+        Some(&self.vmas[t as usize])
     }
 
     /// The highest VMA.
@@ -344,7 +359,7 @@ impl VmaTree {
         while self.n(t).right != NIL {
             t = self.n(t).right;
         }
-        Some(&self.n(t).vma)
+        Some(&self.vmas[t as usize])
     }
 
     /// All VMAs in address order.
@@ -378,16 +393,16 @@ impl VmaTree {
             return None;
         }
         let (l, r) = (n.left, n.right);
-        if r != NIL && n.vma.end < high {
+        if r != NIL && n.end < high {
             if let Some(x) = self.search_high(r, low, high, len) {
                 return Some(x);
             }
-            if let Some(x) = Self::fit_top(n.vma.end, self.n(r).min_sg, low, high, len) {
+            if let Some(x) = Self::fit_top(n.end, self.n(r).min_sg, low, high, len) {
                 return Some(x);
             }
         }
         if l != NIL {
-            let sgx = self.sg(&n.vma);
+            let sgx = n.sg;
             if let Some(x) = Self::fit_top(self.n(l).max_end, sgx, low, high, len) {
                 return Some(x);
             }
@@ -405,7 +420,7 @@ impl VmaTree {
             return None;
         }
         let (l, r) = (n.left, n.right);
-        let sgx = self.sg(&n.vma);
+        let sgx = n.sg;
         if l != NIL {
             if let Some(x) = self.search_low(l, low, high, len) {
                 return Some(x);
@@ -415,10 +430,10 @@ impl VmaTree {
             }
         }
         if r != NIL {
-            if n.vma.end >= high {
+            if n.end >= high {
                 return None;
             }
-            if let Some(x) = Self::fit_bottom(n.vma.end, self.n(r).min_sg, low, high, len) {
+            if let Some(x) = Self::fit_bottom(n.end, self.n(r).min_sg, low, high, len) {
                 return Some(x);
             }
             return self.search_low(r, low, high, len);
@@ -508,7 +523,7 @@ impl VmaTree {
         if (n.min_sg, n.max_end, n.max_gap) != (min_sg, max_end, max_gap) {
             return Err(alloc::format!(
                 "augment mismatch at {:#x}: stored ({:#x},{:#x},{:#x}) real ({:#x},{:#x},{:#x})",
-                n.vma.start,
+                n.start,
                 n.min_sg,
                 n.max_end,
                 n.max_gap,
@@ -533,7 +548,7 @@ impl VmaTree {
             return;
         }
         self.collect(self.n(t).left, out);
-        out.push(&self.n(t).vma);
+        out.push(&self.vmas[t as usize]);
         self.collect(self.n(t).right, out);
     }
 }
@@ -558,7 +573,7 @@ impl<'a> Iterator for Iter<'a> {
     fn next(&mut self) -> Option<&'a Vma> {
         let t = self.stack.pop()?;
         self.push_left(self.tree.n(t).right);
-        Some(&self.tree.n(t).vma)
+        Some(&self.tree.vmas[t as usize])
     }
 }
 
