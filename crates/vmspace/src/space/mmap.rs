@@ -172,7 +172,8 @@ impl AddressSpace {
             vm_flags & VM_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
         let start = self.mmap_region(file, addr, len, vm_flags, pgoff)?;
         if populate {
-            self.populate(addr, addr + len);
+            // mm_populate ignores errors.
+            let _ = self.populate(addr, addr + len);
         }
         Ok(start)
     }
