@@ -146,10 +146,16 @@ impl AddressSpace {
             if matches!(backing, Backing::Special(_)) {
                 flags |= VM_DONTEXPAND;
             }
-            let pgoff = match backing {
+            let mut pgoff = match backing {
                 Backing::Anon => sv.start >> 12,
                 _ => sv.offset >> 12,
             };
+            // L14/L15: the stack is built below STACK_TOP_MAX (the 64-bit top) and moved
+            // down to a compat task's stack top keeping its pgoff, so a compat stack's pgoff
+            // is not start >> 12 (and it never merges with an adjacent new mapping, G4).
+            if sv.name == "[stack]" && s.cfg.kind == super::TaskKind::Compat32 {
+                pgoff += (super::layout::TASK_SIZE_64 - super::layout::TASK_SIZE_COMPAT) >> 12;
+            }
             let written = !shared
                 && !matches!(backing, Backing::Special(_))
                 && (flags & (VM_WRITE | VM_ACCOUNT) != 0);
@@ -233,5 +239,29 @@ mod tests {
         // The stack grows (S4).
         assert_eq!(s.touch(0x7fff_fffd_d000, true, 1), Ok(None));
         assert!(s.find_vma(0x7fff_fffd_d000).is_some());
+    }
+
+    #[test]
+    fn g4_stack_pgoff_decides_merge_below_stack() {
+        // Observed on Linux 6.18: a MAP_FIXED|MAP_GROWSDOWN page right below [stack] merges
+        // into it for a 64-bit task but not for a compat task (relocated stack keeps pgoff).
+        let flags = super::super::abi::MAP_PRIVATE
+            | super::super::abi::MAP_ANONYMOUS
+            | super::super::abi::MAP_FIXED
+            | super::super::abi::MAP_GROWSDOWN;
+        for (kind, top, merged) in [
+            (TaskKind::X86_64, 0x7fff_ffff_f000u64, true),
+            (TaskKind::Compat32, 0xffff_e000u64, false),
+        ] {
+            let vmas = [line(top - 0x21000, top, b"rw-p", 0, "[stack]")];
+            let stat = ProcStat {
+                start_stack: top - 0x100,
+                ..Default::default()
+            };
+            let mut s = AddressSpace::from_snapshot(SpaceConfig::linux_default(kind), &vmas, &stat)
+                .unwrap();
+            s.mmap(top - 0x22000, 0x1000, 3, flags, None, 0).unwrap();
+            assert_eq!(s.map_count() == 1, merged, "{kind:?}");
+        }
     }
 }
