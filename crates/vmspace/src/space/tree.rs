@@ -448,17 +448,18 @@ impl VmaTree {
         if len == 0 || high <= low {
             return None;
         }
-        let (first, last) = match (self.first(), self.last()) {
-            (Some(f), Some(l)) => (f, l),
-            _ => return Self::fit_top(0, u64::MAX, low, high, len),
-        };
-        if let Some(x) = Self::fit_top(last.end, u64::MAX, low, high, len) {
+        if self.root == NIL {
+            return Self::fit_top(0, u64::MAX, low, high, len);
+        }
+        // The root's augment holds the lowest gap-adjusted start and the highest end.
+        let (first_sg, last_end) = (self.n(self.root).min_sg, self.n(self.root).max_end);
+        if let Some(x) = Self::fit_top(last_end, u64::MAX, low, high, len) {
             return Some(x);
         }
         if let Some(x) = self.search_high(self.root, low, high, len) {
             return Some(x);
         }
-        Self::fit_top(0, self.sg(first), low, high, len)
+        Self::fit_top(0, first_sg, low, high, len)
     }
 
     /// Bottom-up search (P12): the start of the lowest free interval, clipped to
@@ -467,17 +468,17 @@ impl VmaTree {
         if len == 0 || high <= low {
             return None;
         }
-        let (first, last) = match (self.first(), self.last()) {
-            (Some(f), Some(l)) => (f, l),
-            _ => return Self::fit_bottom(0, u64::MAX, low, high, len),
-        };
-        if let Some(x) = Self::fit_bottom(0, self.sg(first), low, high, len) {
+        if self.root == NIL {
+            return Self::fit_bottom(0, u64::MAX, low, high, len);
+        }
+        let (first_sg, last_end) = (self.n(self.root).min_sg, self.n(self.root).max_end);
+        if let Some(x) = Self::fit_bottom(0, first_sg, low, high, len) {
             return Some(x);
         }
         if let Some(x) = self.search_low(self.root, low, high, len) {
             return Some(x);
         }
-        Self::fit_bottom(last.end, u64::MAX, low, high, len)
+        Self::fit_bottom(last_end, u64::MAX, low, high, len)
     }
 
     /// Verifies order, non-overlap, the augmented fields and the node count.
