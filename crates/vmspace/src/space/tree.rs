@@ -39,6 +39,9 @@ pub struct VmaTree {
     len: usize,
     guard: u64,
     seed: u64,
+    /// Slot of the last VMA `find` returned (like the old per-mm vmacache). Always safe to
+    /// consult: a freed slot holds an empty range, a reused slot a live VMA.
+    last: core::cell::Cell<u32>,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -60,6 +63,7 @@ impl VmaTree {
             len: 0,
             guard,
             seed: 0x5eed,
+            last: core::cell::Cell::new(NIL),
         }
     }
 
@@ -208,6 +212,9 @@ impl VmaTree {
         if s == key {
             let (l, r) = (self.n(t).left, self.n(t).right);
             let m = self.merge(l, r);
+            let node = &mut self.nodes[t as usize];
+            node.start = 0;
+            node.end = 0;
             *out = Some(core::mem::replace(
                 &mut self.vmas[t as usize],
                 Vma {
@@ -279,6 +286,13 @@ impl VmaTree {
 
     /// find_vma: the first VMA with `end > addr`.
     pub fn find(&self, addr: u64) -> Option<&Vma> {
+        let c = self.last.get();
+        if c != NIL {
+            let n = self.n(c);
+            if n.start <= addr && addr < n.end {
+                return Some(&self.vmas[c as usize]);
+            }
+        }
         let mut t = self.root;
         let mut best = NIL;
         while t != NIL {
@@ -292,6 +306,9 @@ impl VmaTree {
             } else {
                 t = n.right;
             }
+        }
+        if best != NIL {
+            self.last.set(best);
         }
         (best != NIL).then(|| &self.vmas[best as usize])
     }
