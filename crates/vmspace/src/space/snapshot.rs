@@ -236,6 +236,14 @@ mod tests {
         s.check_invariants().unwrap();
         // L19: special mappings refuse partial munmap.
         assert_eq!(s.munmap(0x7fff_f7ff_9000, 0x1000), Err(Errno::EINVAL));
+        // 6.4: vvar pages the kernel does not provide raise SIGBUS; vdso is read-only.
+        let e = s.touch(0x7fff_f7ff_a000, false, 0).unwrap_err();
+        assert_eq!(e.signal, super::super::Signal::Bus);
+        assert_eq!(s.touch(0x7fff_f7ff_9000, false, 0), Ok(Some(0)));
+        assert_eq!(
+            s.touch(0x7fff_f7ff_d000, true, 1).unwrap_err().code,
+            super::super::FaultCode::SegvAccerr
+        );
         // The stack grows (S4).
         assert_eq!(s.touch(0x7fff_fffd_d000, true, 1), Ok(None));
         assert!(s.find_vma(0x7fff_fffd_d000).is_some());

@@ -234,7 +234,23 @@ impl AddressSpace {
             p[off] = value;
             return Ok(None);
         }
-        if let Backing::Special(_) = v.backing {
+        if let Backing::Special(k) = &v.backing {
+            // 6.4: a special mapping page the kernel never provides raises SIGBUS. On the
+            // reference (x86-64 KVM guest, no time namespace) those are [vvar] pages 1 (time
+            // namespace) and 3, and [vvar_vclock] page 1 (Hyper-V clock).
+            let idx = v.pgoff_of(page);
+            let missing = match k {
+                super::SpecialKind::Vvar => idx == 1 || idx == 3,
+                super::SpecialKind::VvarVclock => idx == 1,
+                _ => false,
+            };
+            if missing {
+                return Err(Fault {
+                    signal: Signal::Bus,
+                    code: FaultCode::BusAdrerr,
+                    addr,
+                });
+            }
             return if write { Ok(None) } else { Ok(Some(0)) };
         }
         if write {
