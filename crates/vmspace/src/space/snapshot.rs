@@ -56,11 +56,9 @@ fn guess_flags(v: &SnapshotVma) -> u64 {
     }
     match v.name.as_str() {
         "[stack]" => f |= VM_GROWSDOWN | VM_ACCOUNT,
-        "[vvar]" => {
-            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_MIXEDMAP | VM_DONTEXPAND;
-        }
-        "[vvar_vclock]" => {
-            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_PFNMAP | VM_DONTEXPAND;
+        // smaps on the reference: "rd mr pf io de dd" for both.
+        "[vvar]" | "[vvar_vclock]" => {
+            f = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP;
         }
         "[vdso]" => f = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND,
         _ => {

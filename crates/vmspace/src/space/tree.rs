@@ -14,14 +14,16 @@ use alloc::vec::Vec;
 
 const NIL: u32 = u32::MAX;
 
+/// One tree node: exactly one cache line, the fields a lookup reads first.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Node {
     start: u64,
     end: u64,
-    /// vm_start_gap of this VMA.
-    sg: u64,
     left: u32,
     right: u32,
+    /// vm_start_gap of this VMA.
+    sg: u64,
     prio: u64,
     min_sg: u64,
     max_end: u64,
