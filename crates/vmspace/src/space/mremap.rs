@@ -131,6 +131,17 @@ impl AddressSpace {
         if v.sealed() {
             return Err(Errno::EPERM);
         }
+        // align_hugetlb: hugetlb addresses must be huge-page aligned.
+        if v.flags & VM_HUGETLB != 0 {
+            let h = self.huge_page_size(v);
+            if r.addr & (h - 1) != 0 || (r.implies_new_addr() && r.new_addr & (h - 1) != 0) {
+                return Err(Errno::EINVAL);
+            }
+            // Observed on 6.18: hugetlb mappings cannot grow (EINVAL, not EFAULT).
+            if r.new_len > r.old_len {
+                return Err(Errno::EINVAL);
+            }
+        }
         if r.flags & MREMAP_DONTUNMAP != 0 && v.flags & (VM_DONTEXPAND | VM_PFNMAP) != 0 {
             return Err(Errno::EINVAL);
         }

@@ -195,6 +195,14 @@ impl AddressSpace {
         if self.mem.guards.contains(&page) {
             return Err(Fault::segv(FaultCode::SegvMaperr, addr));
         }
+        if v.flags & VM_HUGETLB != 0 {
+            // No huge page can be allocated on the reference (nr_hugepages = 0).
+            return Err(Fault {
+                signal: Signal::Bus,
+                code: FaultCode::BusAdrerr,
+                addr,
+            });
+        }
         let obj = v.object();
         if let Some(o) = obj {
             // 6.4: a page wholly beyond EOF raises SIGBUS.
@@ -360,7 +368,8 @@ impl AddressSpace {
             if v.flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) != 0 {
                 continue;
             }
-            if !v.is_accessible() {
+            if !v.is_accessible() || v.flags & VM_HUGETLB != 0 {
+                // PROT_NONE cannot be faulted in; hugetlb has no huge pages to fault in.
                 return Err(super::Errno::EFAULT);
             }
             let mut ok_until = self.mem.first_guard(s, e).unwrap_or(e);
