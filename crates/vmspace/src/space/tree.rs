@@ -283,7 +283,25 @@ impl VmaTree {
     /// Changes the VMA starting at `start` in place. `f` may move its start/end as long as the
     /// VMA stays between its neighbours. Returns whether the VMA existed.
     pub fn update(&mut self, start: u64, mut f: impl FnMut(&mut Vma)) -> bool {
-        self.update_at(self.root, start, &mut f)
+        // Fast path: when the range and gap-adjusted start stay the same (flags, pgoff,
+        // anon_vma changes), no augmented value changes, so no walk back up is needed.
+        let slot = match self.find(start) {
+            Some(v) if v.start == start => self.last.get(),
+            _ => return false,
+        };
+        let mut v = self.vmas[slot as usize].clone();
+        f(&mut v);
+        let n = self.n(slot);
+        if v.start == n.start && v.end == n.end && self.sg(&v) == n.sg {
+            self.vmas[slot as usize] = v;
+            return true;
+        }
+        let mut v = Some(v);
+        self.update_at(self.root, start, &mut |x: &mut Vma| {
+            if let Some(nv) = v.take() {
+                *x = nv;
+            }
+        })
     }
 
     /// find_vma: the first VMA with `end > addr`.
