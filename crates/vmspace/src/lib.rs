@@ -9,6 +9,8 @@
 //!   `X86_64` (4-level): address width, user/kernel split, entry encodings bit-exact to the SDM.
 //! - [`paging`]: one generic page-table walker over `arch` — map, unmap, protect, translate,
 //!   by page or by range — with TLB-flush tokens.
+//! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
+//!   touches, /proc/pid/maps) — feature `alloc`.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds
@@ -25,3 +27,5 @@ pub mod addr;
 pub mod arch;
 pub mod paging;
 pub mod phys;
+#[cfg(feature = "alloc")]
+pub mod space;

@@ -6,6 +6,7 @@
 
 mod frames;
 mod paging;
+mod space;
 
 use serde::Serialize;
 use std::time::Instant;
@@ -32,6 +33,8 @@ enum Group {
     /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
     /// operations against page-at-a-time.
     Paging,
+    /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
+    Space,
 }
 
 /// One measured (group, case, impl) cell.
@@ -95,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     let records = match args.group {
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
+        Group::Space => space::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())
