@@ -1,0 +1,183 @@
+//! The header at the start of every 64 KiB segment of the size-class heap.
+//!
+//! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
+//! header says which heap owns the segment (a cookie mixing the segment's address with the
+//! heap's key), which class it serves, and keeps one allocated bit per 8-byte granule so a
+//! double free or a pointer into the middle of a block is caught before it corrupts a list.
+//! A small segment's blocks start at [`DATA_OFFSET`] (one page), so block sizes that are
+//! multiples of an alignment up to the page size give aligned blocks.
+
+use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
+
+/// Offset of the first block in a small segment.
+pub(crate) const DATA_OFFSET: usize = PAGE_SIZE;
+/// Number of 64-bit words of one granule bitmap.
+const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
+
+/// A free block: the first word links to the next free block (encoded with `secure`).
+#[repr(C)]
+pub(crate) struct Block {
+    pub next: usize,
+}
+
+/// What a segment holds.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u32)]
+pub(crate) enum Kind {
+    /// Blocks of one size class.
+    Small = 1,
+    /// One large block spanning `count` segments.
+    Large = 2,
+    /// The heap's own bookkeeping (shared state, a thread's local heap).
+    Meta = 3,
+}
+
+/// The segment header.
+#[repr(C)]
+pub(crate) struct Segment {
+    /// `address ^ heap key`: identifies the owning heap.
+    pub cookie: usize,
+    pub kind: Kind,
+    pub class: u32,
+    pub block_size: usize,
+    pub capacity: usize,
+    /// Blocks allocated (including those freed remotely but not yet collected). Owner only.
+    pub used: usize,
+    /// Local free list (encoded). Owner only.
+    pub free: usize,
+    /// Per-segment key for encoding free-list links.
+    pub key: usize,
+    /// The local heap that owns the segment (type-erased), null for large segments.
+    pub owner: *mut (),
+    /// Links in the owner's per-class list, the empty cache, or the heap's large list.
+    pub next: *mut Segment,
+    pub prev: *mut Segment,
+    /// In the owner's full list (no free block when last looked).
+    pub full: bool,
+    /// Blocks freed by other threads, waiting for the owner to collect them.
+    pub remote_free: AtomicPtr<Block>,
+    /// The segment is (or is about to be) in the owner's remote queue.
+    pub remote_queued: AtomicBool,
+    /// Link in the owner's remote queue.
+    pub next_remote: AtomicPtr<Segment>,
+    /// Segments spanned (large) or 1.
+    pub count: usize,
+    /// Requested size of a large block.
+    pub large_size: usize,
+    /// One bit per 8-byte granule, set at the start of each allocated block. Written by the
+    /// owner only (relaxed loads and stores: plain moves), read by remote freers.
+    pub alloc_bits: [AtomicU64; BITMAP_WORDS],
+    /// One bit per granule, set by a remote free until the owner collects the block.
+    pub remote_bits: [AtomicU64; BITMAP_WORDS],
+}
+
+const _: () = assert!(core::mem::size_of::<Segment>() <= DATA_OFFSET);
+
+/// The segment containing `p`.
+#[inline(always)]
+pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
+    (p as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
+}
+
+/// Granule word index and bit of `p` inside its segment.
+#[inline(always)]
+pub(crate) fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
+    let idx = (p as usize - seg as usize) >> 3;
+    (idx >> 6, 1u64 << (idx & 63))
+}
+
+/// Encodes a free-list link (identity unless the `secure` feature is on).
+#[inline(always)]
+pub(crate) fn encode(p: usize, key: usize) -> usize {
+    if cfg!(feature = "secure") {
+        (p ^ key).rotate_left(17)
+    } else {
+        let _ = key;
+        p
+    }
+}
+
+/// Decodes a free-list link.
+#[inline(always)]
+pub(crate) fn decode(v: usize, key: usize) -> usize {
+    if cfg!(feature = "secure") {
+        v.rotate_right(17) ^ key
+    } else {
+        let _ = key;
+        v
+    }
+}
+
+/// The per-segment encoding key: the heap key mixed with the segment address.
+pub(crate) fn segment_key(heap_key: usize, seg: usize) -> usize {
+    mix(heap_key ^ seg)
+}
+
+/// A 64-bit finalizer (splitmix64) used to derive keys.
+pub(crate) fn mix(x: usize) -> usize {
+    let mut z = (x as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (z ^ (z >> 31)) as usize
+}
+
+impl Segment {
+    /// Writes a fresh header at `base` (all bitmaps clear).
+    ///
+    /// # Safety
+    /// `base` must be a writable, SEGMENT_SIZE-aligned segment nothing else uses.
+    pub unsafe fn init(base: *mut u8, heap_key: usize, kind: Kind, owner: *mut (), count: usize) -> *mut Segment {
+        let seg = base as *mut Segment;
+        // SAFETY: the caller gives us the segment; zero is a valid bit pattern for every
+        // field but `kind`, which is written right after.
+        unsafe {
+            core::ptr::write_bytes(base, 0, core::mem::size_of::<Segment>());
+            (*seg).cookie = base as usize ^ heap_key;
+            (*seg).kind = kind;
+            (*seg).key = segment_key(heap_key, base as usize);
+            (*seg).owner = owner;
+            (*seg).count = count;
+        }
+        seg
+    }
+
+    /// Makes an (empty) small segment serve class `class` with blocks of `block_size`: builds
+    /// its free list in address order.
+    ///
+    /// # Safety
+    /// `seg` must be a small segment of the caller with no allocated block.
+    pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
+        // SAFETY: the caller owns the segment; blocks lie inside it.
+        unsafe {
+            let cap = (SEGMENT_SIZE - DATA_OFFSET) / block_size;
+            (*seg).class = class as u32;
+            (*seg).block_size = block_size;
+            (*seg).capacity = cap;
+            (*seg).used = 0;
+            (*seg).full = false;
+            let key = (*seg).key;
+            let first = seg as usize + DATA_OFFSET;
+            let mut next = 0usize;
+            let mut i = cap;
+            while i > 0 {
+                i -= 1;
+                let b = first + i * block_size;
+                (*(b as *mut Block)).next = encode(next, key);
+                next = b;
+            }
+            (*seg).free = next;
+        }
+    }
+
+    /// Whether `p` is the start of an allocated block of this (small) segment.
+    ///
+    /// # Safety
+    /// `seg` must be a valid segment header.
+    #[inline(always)]
+    pub unsafe fn is_allocated(seg: *mut Segment, p: *const u8) -> bool {
+        let (w, bit) = granule(seg, p);
+        // SAFETY: valid header (caller); w < BITMAP_WORDS since p is inside the segment.
+        unsafe { (*seg).alloc_bits.get_unchecked(w).load(Relaxed) & bit != 0 }
+    }
+}

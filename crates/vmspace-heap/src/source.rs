@@ -1,0 +1,468 @@
+//! The segment seam: where heaps get 64 KiB-aligned segments and where the chunk heap grows.
+//!
+//! A [`SegmentSource`] hands out runs of [`SEGMENT_SIZE`]-aligned segments (a single segment
+//! for a size class, several for a large block) and takes them back. A [`BrkSource`] is a
+//! contiguous region that grows and shrinks at its end, as `brk` does. Implementations here:
+//! [`ArenaSource`] / [`ArenaBrk`] over a fixed byte region (a kernel's early heap) and, with
+//! the `std` feature, [`HostSource`] / [`HostBrk`] over `mmap`. A vmspace address space
+//! implements the same traits by mapping (or reserving and committing) regions in its VMA set.
+
+use core::ptr::NonNull;
+
+/// Size and alignment of a segment: 64 KiB.
+pub const SEGMENT_SIZE: usize = 1 << SEGMENT_SHIFT;
+/// log2 of [`SEGMENT_SIZE`].
+pub const SEGMENT_SHIFT: u32 = 16;
+/// The page size heaps assume for commit granularity and the largest small alignment.
+pub const PAGE_SIZE: usize = 4096;
+
+/// Supplier of 64 KiB-aligned segments for the size-class heap.
+///
+/// # Safety
+/// An implementation must return, from [`alloc_segments`](Self::alloc_segments), memory that
+/// is aligned to [`SEGMENT_SIZE`], readable and writable for `count * SEGMENT_SIZE` bytes,
+/// not handed out again until freed, and stays valid until it is freed or the source is
+/// dropped.
+pub unsafe trait SegmentSource {
+    /// Allocates `count` contiguous committed segments; `None` when out of memory.
+    fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>>;
+
+    /// Takes back segments from [`alloc_segments`](Self::alloc_segments).
+    ///
+    /// # Safety
+    /// `base` and `count` must be exactly those of one earlier allocation from this source,
+    /// not freed since, and nothing may use the memory afterwards.
+    unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize);
+
+    /// Tells the source that the pages in `[ptr, ptr + len)` (page-aligned, inside an
+    /// allocation) are not needed; their contents become undefined until written again.
+    ///
+    /// # Safety
+    /// The range must lie inside a live allocation of this source.
+    unsafe fn decommit(&mut self, _ptr: NonNull<u8>, _len: usize) {}
+
+    /// Makes pages decommitted by [`decommit`](Self::decommit) usable again; `false` when
+    /// memory cannot be committed.
+    ///
+    /// # Safety
+    /// The range must lie inside a live allocation of this source.
+    unsafe fn commit(&mut self, _ptr: NonNull<u8>, _len: usize) -> bool {
+        true
+    }
+}
+
+/// A contiguous region that grows and shrinks at its end, as the program break does.
+///
+/// # Safety
+/// [`grow`](Self::grow) must return memory contiguous with the previous end of the region,
+/// readable and writable, 16-byte aligned, valid until shrunk away or the source is dropped.
+pub unsafe trait BrkSource {
+    /// Extends the region by `bytes` (a multiple of [`PAGE_SIZE`]) and returns the old end;
+    /// `None` when the region cannot grow.
+    fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>>;
+
+    /// Gives back the last `bytes` (a multiple of [`PAGE_SIZE`]) of the region.
+    ///
+    /// # Safety
+    /// Nothing may use the released bytes afterwards; `bytes` must not exceed the size grown.
+    unsafe fn shrink(&mut self, bytes: usize);
+}
+
+/// Rounds `n` up to a multiple of the power of two `align`; `None` on overflow.
+#[inline]
+pub(crate) const fn align_up(n: usize, align: usize) -> Option<usize> {
+    match n.checked_add(align - 1) {
+        Some(v) => Some(v & !(align - 1)),
+        None => None,
+    }
+}
+
+/// Largest number of segments an [`ArenaSource`] manages (256 MiB of arena).
+pub const ARENA_MAX_SEGMENTS: usize = 4096;
+
+/// A fixed region carved into segments: the early heap of a kernel, before it has an address
+/// space to map into.
+///
+/// The region is trimmed to [`SEGMENT_SIZE`] alignment; a bitmap records which segments are
+/// in use, and a run of `count` segments is found first-fit. Memory is never decommitted (the
+/// region is assumed to be backed), so `decommit` is a no-op.
+pub struct ArenaSource {
+    base: usize,
+    segments: usize,
+    used: [u64; ARENA_MAX_SEGMENTS / 64],
+    in_use: usize,
+}
+
+// SAFETY: the arena only holds an address range; exclusive access is through `&mut self`.
+unsafe impl Send for ArenaSource {}
+
+impl ArenaSource {
+    /// An arena over `[start, start + len)`.
+    ///
+    /// # Safety
+    /// The range must be readable and writable memory used by nothing else for as long as the
+    /// arena or any block from it lives.
+    pub const unsafe fn new(start: usize, len: usize) -> Self {
+        let base = match align_up(start, SEGMENT_SIZE) {
+            Some(b) => b,
+            None => 0,
+        };
+        let end = start.saturating_add(len) & !(SEGMENT_SIZE - 1);
+        let mut segments = if base == 0 || end <= base {
+            0
+        } else {
+            (end - base) / SEGMENT_SIZE
+        };
+        if segments > ARENA_MAX_SEGMENTS {
+            segments = ARENA_MAX_SEGMENTS;
+        }
+        ArenaSource {
+            base,
+            segments,
+            used: [0; ARENA_MAX_SEGMENTS / 64],
+            in_use: 0,
+        }
+    }
+
+    /// An arena over a static buffer (a kernel's `static mut HEAP: [u8; N]`).
+    pub fn from_static(region: &'static mut [u8]) -> Self {
+        // SAFETY: the exclusive 'static borrow gives the arena the region for ever.
+        unsafe { Self::new(region.as_mut_ptr() as usize, region.len()) }
+    }
+
+    /// Number of segments the arena holds in all.
+    pub fn capacity(&self) -> usize {
+        self.segments
+    }
+
+    /// Number of segments handed out now.
+    pub fn in_use(&self) -> usize {
+        self.in_use
+    }
+
+    fn bit(&self, i: usize) -> bool {
+        self.used[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, i: usize, v: bool) {
+        if v {
+            self.used[i / 64] |= 1 << (i % 64);
+        } else {
+            self.used[i / 64] &= !(1 << (i % 64));
+        }
+    }
+}
+
+// SAFETY: segments are disjoint SEGMENT_SIZE-aligned pieces of the caller-provided region,
+// tracked in the bitmap so none is handed out twice.
+unsafe impl SegmentSource for ArenaSource {
+    fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
+        if count == 0 || count > self.segments {
+            return None;
+        }
+        let mut run = 0;
+        for i in 0..self.segments {
+            if self.bit(i) {
+                run = 0;
+                continue;
+            }
+            run += 1;
+            if run == count {
+                let first = i + 1 - count;
+                for j in first..=i {
+                    self.set(j, true);
+                }
+                self.in_use += count;
+                return NonNull::new((self.base + first * SEGMENT_SIZE) as *mut u8);
+            }
+        }
+        None
+    }
+
+    unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
+        let first = (base.as_ptr() as usize - self.base) / SEGMENT_SIZE;
+        for j in first..first + count {
+            debug_assert!(self.bit(j), "arena segment freed twice");
+            self.set(j, false);
+        }
+        self.in_use -= count;
+    }
+}
+
+/// A `brk`-like region over a fixed buffer: grows upward from its start until the end.
+pub struct ArenaBrk {
+    start: usize,
+    end: usize,
+    brk: usize,
+}
+
+// SAFETY: only an address range; exclusive access is through `&mut self`.
+unsafe impl Send for ArenaBrk {}
+
+impl ArenaBrk {
+    /// A break region over `[start, start + len)` (the start is rounded up to 16 bytes).
+    ///
+    /// # Safety
+    /// The range must be readable and writable memory used by nothing else for as long as the
+    /// region or any block from it lives.
+    pub const unsafe fn new(start: usize, len: usize) -> Self {
+        let s = match align_up(start, 16) {
+            Some(s) => s,
+            None => usize::MAX,
+        };
+        let e = start.saturating_add(len);
+        let e = if e < s { s } else { e };
+        ArenaBrk {
+            start: s,
+            end: e,
+            brk: s,
+        }
+    }
+
+    /// A break region over a static buffer.
+    pub fn from_static(region: &'static mut [u8]) -> Self {
+        // SAFETY: the exclusive 'static borrow gives the region to the break for ever.
+        unsafe { Self::new(region.as_mut_ptr() as usize, region.len()) }
+    }
+
+    /// Bytes between the start and the current break.
+    pub fn used(&self) -> usize {
+        self.brk - self.start
+    }
+}
+
+// SAFETY: grows contiguously inside the caller-provided region, never past its end.
+unsafe impl BrkSource for ArenaBrk {
+    fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+        if bytes > self.end - self.brk {
+            return None;
+        }
+        let old = self.brk;
+        self.brk += bytes;
+        NonNull::new(old as *mut u8)
+    }
+
+    unsafe fn shrink(&mut self, bytes: usize) {
+        self.brk -= bytes.min(self.brk - self.start);
+    }
+}
+
+/// A source shared by several heaps: any source behind a spin lock.
+// SAFETY: forwards to the locked source, whose contract carries over.
+unsafe impl<S: SegmentSource> SegmentSource for &spin::Mutex<S> {
+    fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
+        self.lock().alloc_segments(count)
+    }
+    unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.lock().free_segments(base, count) }
+    }
+    unsafe fn decommit(&mut self, ptr: NonNull<u8>, len: usize) {
+        // SAFETY: forwarded contract.
+        unsafe { self.lock().decommit(ptr, len) }
+    }
+    unsafe fn commit(&mut self, ptr: NonNull<u8>, len: usize) -> bool {
+        // SAFETY: forwarded contract.
+        unsafe { self.lock().commit(ptr, len) }
+    }
+}
+
+#[cfg(feature = "std")]
+pub use host::{HostBrk, HostSource};
+
+#[cfg(feature = "std")]
+mod host {
+    use super::*;
+
+    /// Segments from the host kernel: `mmap` (over-allocated and trimmed to 64 KiB alignment),
+    /// `munmap`, and `madvise(MADV_DONTNEED)` to decommit.
+    #[derive(Clone, Copy, Debug, Default)]
+    pub struct HostSource;
+
+    impl HostSource {
+        /// The host source (stateless).
+        pub const fn new() -> Self {
+            HostSource
+        }
+    }
+
+    fn map(len: usize, prot: libc::c_int, extra: libc::c_int) -> Option<usize> {
+        // SAFETY: an anonymous private mapping at an address the kernel chooses touches no
+        // existing memory.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            None
+        } else {
+            Some(p as usize)
+        }
+    }
+
+    fn unmap(addr: usize, len: usize) {
+        if len != 0 {
+            // SAFETY: callers pass ranges they mapped and no longer use.
+            unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+        }
+    }
+
+    // SAFETY: each allocation is a fresh anonymous mapping trimmed to SEGMENT_SIZE alignment.
+    unsafe impl SegmentSource for HostSource {
+        fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
+            let len = count.checked_mul(SEGMENT_SIZE)?;
+            let total = len.checked_add(SEGMENT_SIZE)?;
+            let raw = map(total, libc::PROT_READ | libc::PROT_WRITE, 0)?;
+            let base = (raw + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+            unmap(raw, base - raw);
+            unmap(base + len, raw + total - (base + len));
+            NonNull::new(base as *mut u8)
+        }
+
+        unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
+            unmap(base.as_ptr() as usize, count * SEGMENT_SIZE);
+        }
+
+        unsafe fn decommit(&mut self, ptr: NonNull<u8>, len: usize) {
+            // SAFETY: the range lies inside a mapping of ours (caller contract).
+            unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
+        }
+    }
+
+    /// A `brk`-like region on the host: a `PROT_NONE` reservation whose pages are committed
+    /// (made read-write) as the break grows and decommitted when it shrinks.
+    pub struct HostBrk {
+        base: usize,
+        reserved: usize,
+        brk: usize,
+    }
+
+    // SAFETY: owns its reservation; exclusive access is through `&mut self`.
+    unsafe impl Send for HostBrk {}
+
+    impl HostBrk {
+        /// Reserves `reserve` bytes of address space (rounded up to pages); `None` when the
+        /// host refuses.
+        pub fn new(reserve: usize) -> Option<Self> {
+            let reserved = align_up(reserve.max(PAGE_SIZE), PAGE_SIZE)?;
+            let base = map(reserved, libc::PROT_NONE, libc::MAP_NORESERVE)?;
+            Some(HostBrk {
+                base,
+                reserved,
+                brk: base,
+            })
+        }
+
+        /// Bytes between the start and the current break.
+        pub fn used(&self) -> usize {
+            self.brk - self.base
+        }
+    }
+
+    impl Drop for HostBrk {
+        fn drop(&mut self) {
+            unmap(self.base, self.reserved);
+        }
+    }
+
+    // SAFETY: grows contiguously inside its own reservation, committing with mprotect.
+    unsafe impl BrkSource for HostBrk {
+        fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+            if bytes > self.base + self.reserved - self.brk {
+                return None;
+            }
+            if bytes != 0 {
+                // SAFETY: the range is inside our reservation.
+                let r = unsafe {
+                    libc::mprotect(
+                        self.brk as *mut libc::c_void,
+                        bytes,
+                        libc::PROT_READ | libc::PROT_WRITE,
+                    )
+                };
+                if r != 0 {
+                    return None;
+                }
+            }
+            let old = self.brk;
+            self.brk += bytes;
+            NonNull::new(old as *mut u8)
+        }
+
+        unsafe fn shrink(&mut self, bytes: usize) {
+            let bytes = bytes.min(self.brk - self.base);
+            let new = self.brk - bytes;
+            if bytes != 0 {
+                // SAFETY: the range is inside our reservation and unused (caller contract).
+                unsafe {
+                    libc::madvise(new as *mut libc::c_void, bytes, libc::MADV_DONTNEED);
+                    libc::mprotect(new as *mut libc::c_void, bytes, libc::PROT_NONE);
+                }
+            }
+            self.brk = new;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    extern crate std;
+    use std::vec;
+
+    #[test]
+    fn arena_carves_aligned_runs_and_reuses_them() {
+        let buf = vec![0u8; 8 * SEGMENT_SIZE].leak();
+        let mut a = ArenaSource::from_static(buf);
+        assert!(a.capacity() >= 7);
+        let s1 = a.alloc_segments(1).unwrap();
+        let s3 = a.alloc_segments(3).unwrap();
+        assert_eq!(s1.as_ptr() as usize % SEGMENT_SIZE, 0);
+        assert_eq!(s3.as_ptr() as usize, s1.as_ptr() as usize + SEGMENT_SIZE);
+        assert!(a.alloc_segments(a.capacity()).is_none());
+        unsafe { a.free_segments(s1, 1) };
+        let again = a.alloc_segments(1).unwrap();
+        assert_eq!(again, s1);
+        assert_eq!(a.in_use(), 4);
+    }
+
+    #[test]
+    fn arena_brk_grows_contiguously_and_stops_at_the_end() {
+        let buf = vec![0u8; 3 * PAGE_SIZE].leak();
+        let mut b = ArenaBrk::from_static(buf);
+        let p = b.grow(PAGE_SIZE).unwrap();
+        let q = b.grow(PAGE_SIZE).unwrap();
+        assert_eq!(q.as_ptr() as usize, p.as_ptr() as usize + PAGE_SIZE);
+        assert!(b.grow(2 * PAGE_SIZE).is_none());
+        unsafe { b.shrink(PAGE_SIZE) };
+        assert_eq!(b.used(), PAGE_SIZE);
+    }
+
+    #[test]
+    fn host_segments_are_aligned_and_writable() {
+        let mut h = HostSource::new();
+        let s = h.alloc_segments(2).unwrap();
+        assert_eq!(s.as_ptr() as usize % SEGMENT_SIZE, 0);
+        unsafe {
+            s.as_ptr().write_bytes(0xab, 2 * SEGMENT_SIZE);
+            h.decommit(s, SEGMENT_SIZE);
+            h.free_segments(s, 2);
+        }
+    }
+
+    #[test]
+    fn host_brk_commits_on_growth() {
+        let mut b = HostBrk::new(1 << 20).unwrap();
+        let p = b.grow(2 * PAGE_SIZE).unwrap();
+        unsafe { p.as_ptr().write_bytes(1, 2 * PAGE_SIZE) };
+        assert!(b.grow(1 << 21).is_none());
+        unsafe { b.shrink(PAGE_SIZE) };
+        assert_eq!(b.used(), PAGE_SIZE);
+    }
+}
