@@ -56,7 +56,12 @@ pub enum FitPolicy {
 
 impl FitPolicy {
     /// All policies, in the order the benchmark names them.
-    pub const ALL: [FitPolicy; 4] = [FitPolicy::First, FitPolicy::Best, FitPolicy::Worst, FitPolicy::Next];
+    pub const ALL: [FitPolicy; 4] = [
+        FitPolicy::First,
+        FitPolicy::Best,
+        FitPolicy::Worst,
+        FitPolicy::Next,
+    ];
 
     /// The lowercase name (`first`, `best`, `worst`, `next`).
     pub fn name(self) -> &'static str {
@@ -175,7 +180,11 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
     /// break), no segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
-        let committed = if self.base == 0 { 0 } else { self.top + self.top_size - self.base };
+        let committed = if self.base == 0 {
+            0
+        } else {
+            self.top + self.top_size - self.base
+        };
         HeapStats::new(self.live, committed, 0)
     }
 
@@ -394,7 +403,11 @@ impl<B: BrkSource> ChunkHeap<B> {
             // SAFETY: the fresh region starts with the top chunk; nothing precedes it.
             unsafe { set_head(p, bytes | PINUSE) };
         } else {
-            debug_assert_eq!(p, self.top + self.top_size, "brk source grew non-contiguously");
+            debug_assert_eq!(
+                p,
+                self.top + self.top_size,
+                "brk source grew non-contiguously"
+            );
             self.top_size += bytes;
             // SAFETY: the top chunk's header is ours.
             unsafe { set_head(self.top, self.top_size | (head(self.top) & PINUSE)) };
@@ -879,7 +892,10 @@ mod tests {
         let a = h.alloc(l(64));
         let b = h.alloc(l(64));
         unsafe {
-            assert_eq!(h.try_free(a.add(16)).unwrap_err().kind, HeapErrorKind::NotABlock);
+            assert_eq!(
+                h.try_free(a.add(16)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
             h.try_free(a).unwrap();
             assert_eq!(h.try_free(a).unwrap_err().kind, HeapErrorKind::DoubleFree);
             let mut x = 0u64;
@@ -912,6 +928,8 @@ mod tests {
             h.check_invariants().unwrap();
         }
         assert!(h.alloc(l(isize::MAX as usize - 7)).is_null());
-        assert!(h.alloc(Layout::from_size_align(isize::MAX as usize - 127, 64).unwrap()).is_null());
+        assert!(h
+            .alloc(Layout::from_size_align(isize::MAX as usize - 127, 64).unwrap())
+            .is_null());
     }
 }

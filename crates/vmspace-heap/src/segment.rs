@@ -33,28 +33,32 @@ pub(crate) enum Kind {
     Meta = 3,
 }
 
-/// The segment header.
+/// The segment header. The first cache line holds what the hot paths touch.
 #[repr(C)]
 pub(crate) struct Segment {
-    /// `address ^ heap key`: identifies the owning heap.
-    pub cookie: usize,
-    pub kind: Kind,
-    pub class: u32,
-    pub block_size: usize,
-    pub capacity: usize,
-    /// Blocks allocated (including those freed remotely but not yet collected). Owner only.
-    pub used: usize,
     /// Local free list (encoded). Owner only.
     pub free: usize,
+    /// Blocks allocated (including those freed remotely but not yet collected). Owner only.
+    pub used: usize,
+    /// A free that leaves `used <= slow_at` takes the slow path: 0 normally (the segment
+    /// became empty), a threshold while the segment is on the full list.
+    pub slow_at: usize,
+    pub block_size: usize,
     /// Per-segment key for encoding free-list links.
     pub key: usize,
     /// The local heap that owns the segment (type-erased), null for large segments.
     pub owner: *mut (),
+    /// `address ^ heap key`: identifies the owning heap.
+    pub cookie: usize,
+    pub kind: Kind,
+    pub class: u32,
+    // -- second line: slow paths
+    pub capacity: usize,
+    /// In the owner's full list (no free block when last looked).
+    pub full: bool,
     /// Links in the owner's per-class list, the empty cache, or the heap's large list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
-    /// In the owner's full list (no free block when last looked).
-    pub full: bool,
     /// Blocks freed by other threads, waiting for the owner to collect them.
     pub remote_free: AtomicPtr<Block>,
     /// The segment is (or is about to be) in the owner's remote queue.
@@ -63,13 +67,34 @@ pub(crate) struct Segment {
     pub next_remote: AtomicPtr<Segment>,
     /// Segments spanned (large) or 1.
     pub count: usize,
-    /// Requested size of a large block.
+    /// Requested size of a large block; for a cached empty segment, when it became empty.
     pub large_size: usize,
-    /// One bit per 8-byte granule, set at the start of each allocated block. Written by the
-    /// owner only (relaxed loads and stores: plain moves), read by remote freers.
-    pub alloc_bits: [AtomicU64; BITMAP_WORDS],
-    /// One bit per granule, set by a remote free until the owner collects the block.
-    pub remote_bits: [AtomicU64; BITMAP_WORDS],
+    /// Per 8-byte granule, a pair of bits words: `[allocated, remote-freed]`. The allocated
+    /// bit is set at the start of each allocated block and written by the owner only (relaxed
+    /// loads and stores: plain moves); the remote bit is set by a remote free until the owner
+    /// collects the block. The pair shares a cache line.
+    pub bits: Bits,
+}
+
+/// The granule bitmaps, cache-line aligned.
+#[repr(C, align(64))]
+pub(crate) struct Bits(pub [[AtomicU64; 2]; BITMAP_WORDS]);
+
+impl Segment {
+    /// The allocated-bits word `w`.
+    #[inline(always)]
+    pub fn abits(&self, w: usize) -> &AtomicU64 {
+        // SAFETY: callers pass w < BITMAP_WORDS (a granule index of a pointer inside the
+        // segment, shifted by 6).
+        unsafe { &self.bits.0.get_unchecked(w)[0] }
+    }
+
+    /// The remote-freed bits word `w`.
+    #[inline(always)]
+    pub fn rbits(&self, w: usize) -> &AtomicU64 {
+        // SAFETY: as `abits`.
+        unsafe { &self.bits.0.get_unchecked(w)[1] }
+    }
 }
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= DATA_OFFSET);
@@ -127,7 +152,13 @@ impl Segment {
     ///
     /// # Safety
     /// `base` must be a writable, SEGMENT_SIZE-aligned segment nothing else uses.
-    pub unsafe fn init(base: *mut u8, heap_key: usize, kind: Kind, owner: *mut (), count: usize) -> *mut Segment {
+    pub unsafe fn init(
+        base: *mut u8,
+        heap_key: usize,
+        kind: Kind,
+        owner: *mut (),
+        count: usize,
+    ) -> *mut Segment {
         let seg = base as *mut Segment;
         // SAFETY: the caller gives us the segment; zero is a valid bit pattern for every
         // field but `kind`, which is written right after.
@@ -156,6 +187,7 @@ impl Segment {
             (*seg).capacity = cap;
             (*seg).used = 0;
             (*seg).full = false;
+            (*seg).slow_at = 0;
             let key = (*seg).key;
             let first = seg as usize + DATA_OFFSET;
             let mut next = 0usize;
@@ -178,6 +210,6 @@ impl Segment {
     pub unsafe fn is_allocated(seg: *mut Segment, p: *const u8) -> bool {
         let (w, bit) = granule(seg, p);
         // SAFETY: valid header (caller); w < BITMAP_WORDS since p is inside the segment.
-        unsafe { (*seg).alloc_bits.get_unchecked(w).load(Relaxed) & bit != 0 }
+        unsafe { (*seg).abits(w).load(Relaxed) & bit != 0 }
     }
 }

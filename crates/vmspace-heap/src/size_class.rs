@@ -12,17 +12,39 @@
 
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
-use crate::segment::{
-    decode, encode, granule, mix, segment_of, Block, Kind, Segment, DATA_OFFSET,
-};
+use crate::segment::{decode, encode, granule, mix, segment_of, Block, Kind, Segment, DATA_OFFSET};
 use crate::source::{SegmentSource, SEGMENT_SIZE};
 use crate::stats::HeapStats;
 use core::alloc::Layout;
 use core::ptr::{self, null_mut, NonNull};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
 
-/// Empty segments a local heap keeps for reuse before returning them to the source.
+/// Empty segments a local heap keeps for reuse without `std` (no clock to age them by).
 const EMPTY_CACHE: usize = 4;
+/// Most empty segments a local heap keeps with `std` (256 MiB).
+#[cfg(feature = "std")]
+const EMPTY_CACHE_MAX: usize = 4096;
+/// With `std`, a cached empty segment idle this long (ms) goes back to the source at the
+/// local heap's next slow path (mimalloc's arena purge delay: 10 ms times 10).
+#[cfg(feature = "std")]
+const PURGE_MS: usize = 100;
+
+/// A coarse monotonic clock in milliseconds (0 without `std`).
+#[inline]
+fn now_ms() -> usize {
+    #[cfg(feature = "std")]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes the current time into `t`.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+        t.tv_sec as usize * 1000 + t.tv_nsec as usize / 1_000_000
+    }
+    #[cfg(not(feature = "std"))]
+    0
+}
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -33,6 +55,7 @@ pub(crate) struct Local<S> {
     avail: [*mut Segment; CLASSES],
     full: [*mut Segment; CLASSES],
     empty: *mut Segment,
+    empty_tail: *mut Segment,
     empty_count: usize,
     remote_queue: AtomicPtr<Segment>,
     live: AtomicUsize,
@@ -81,15 +104,17 @@ impl<S: SegmentSource> Local<S> {
                 let b = (*seg).free;
                 if b != 0 {
                     let next = decode((*(b as *mut Block)).next, (*seg).key);
-                    if cfg!(feature = "secure") && next != 0 && segment_of(next as *const u8) != seg {
+                    if cfg!(feature = "secure") && next != 0 && segment_of(next as *const u8) != seg
+                    {
                         report(HeapError::new(HeapErrorKind::Corrupted, b));
                     }
                     (*seg).free = next;
                     (*seg).used += 1;
                     let (w, bit) = granule(seg, b as *const u8);
-                    let a = (*seg).alloc_bits.get_unchecked(w);
+                    let a = (*seg).abits(w);
                     a.store(a.load(Relaxed) | bit, Relaxed);
-                    self.live.store(self.live.load(Relaxed) + (*seg).block_size, Relaxed);
+                    self.live
+                        .store(self.live.load(Relaxed) + (*seg).block_size, Relaxed);
                     return b as *mut u8;
                 }
             }
@@ -102,6 +127,9 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only list manipulation on valid segments.
         unsafe {
             self.drain_remote();
+            if self.empty_count != 0 {
+                self.purge(now_ms());
+            }
             loop {
                 let seg = self.avail[c];
                 if seg.is_null() {
@@ -131,17 +159,18 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only access to a valid segment; p lies inside it.
         unsafe {
             let (w, bit) = granule(seg, p);
-            let a = (*seg).alloc_bits.get_unchecked(w);
+            let a = (*seg).abits(w);
             let bits = a.load(Relaxed);
-            if bits & bit == 0 || (*seg).remote_bits.get_unchecked(w).load(Relaxed) & bit != 0 {
+            if bits & bit == 0 || (*seg).rbits(w).load(Relaxed) & bit != 0 {
                 return Err(classify(seg, p));
             }
             a.store(bits & !bit, Relaxed);
             (*(p as *mut Block)).next = encode((*seg).free, (*seg).key);
             (*seg).free = p as usize;
             (*seg).used -= 1;
-            self.live.store(self.live.load(Relaxed) - (*seg).block_size, Relaxed);
-            if (*seg).used == 0 || (*seg).full {
+            self.live
+                .store(self.live.load(Relaxed) - (*seg).block_size, Relaxed);
+            if (*seg).used <= (*seg).slow_at {
                 self.free_slow(seg);
             }
             Ok(())
@@ -152,7 +181,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn free_slow(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
-            if (*seg).full {
+            if (*seg).full && (*seg).used <= (*seg).slow_at {
                 self.unlink_full(seg);
                 self.push_avail_second(seg);
             }
@@ -187,8 +216,8 @@ impl<S: SegmentSource> Local<S> {
             while b != 0 {
                 let next = decode((*(b as *mut Block)).next, key);
                 let (w, bit) = granule(seg, b as *const u8);
-                (*seg).remote_bits[w].fetch_and(!bit, Relaxed);
-                let a = &(*seg).alloc_bits[w];
+                (*seg).rbits(w).fetch_and(!bit, Relaxed);
+                let a = (*seg).abits(w);
                 a.store(a.load(Relaxed) & !bit, Relaxed);
                 (*(b as *mut Block)).next = encode((*seg).free, key);
                 (*seg).free = b;
@@ -211,13 +240,56 @@ impl<S: SegmentSource> Local<S> {
                 return; // the class's last segment stays: a hot class does not thrash
             }
             self.unlink_avail(seg);
-            if self.empty_count < EMPTY_CACHE {
-                (*seg).next = self.empty;
-                self.empty = seg;
-                self.empty_count += 1;
+            let now = now_ms();
+            (*seg).large_size = now;
+            (*seg).prev = null_mut();
+            (*seg).next = self.empty;
+            if self.empty.is_null() {
+                self.empty_tail = seg;
             } else {
-                self.release(seg);
+                (*self.empty).prev = seg;
             }
+            self.empty = seg;
+            self.empty_count += 1;
+            self.purge(now);
+        }
+    }
+
+    /// Releases the oldest cached empty segments beyond the cache bound or (with `std`) idle
+    /// for [`PURGE_MS`].
+    unsafe fn purge(&mut self, now: usize) {
+        // SAFETY: owner-only; cached segments are empty and on no other list.
+        unsafe {
+            while !self.empty_tail.is_null() {
+                let t = self.empty_tail;
+                #[cfg(feature = "std")]
+                let go = self.empty_count > EMPTY_CACHE_MAX
+                    || now.wrapping_sub((*t).large_size) >= PURGE_MS;
+                #[cfg(not(feature = "std"))]
+                let go = {
+                    let _ = now;
+                    self.empty_count > EMPTY_CACHE
+                };
+                if !go {
+                    break;
+                }
+                self.take_empty_tail();
+                self.release(t);
+            }
+        }
+    }
+
+    unsafe fn take_empty_tail(&mut self) {
+        // SAFETY: the tail is a cached segment.
+        unsafe {
+            let t = self.empty_tail;
+            self.empty_tail = (*t).prev;
+            if self.empty_tail.is_null() {
+                self.empty = null_mut();
+            } else {
+                (*self.empty_tail).next = null_mut();
+            }
+            self.empty_count -= 1;
         }
     }
 
@@ -226,7 +298,9 @@ impl<S: SegmentSource> Local<S> {
         unsafe {
             let sh = &*self.shared;
             let mut inner = sh.inner.lock();
-            inner.source.free_segments(NonNull::new_unchecked(seg.cast()), 1);
+            inner
+                .source
+                .free_segments(NonNull::new_unchecked(seg.cast()), 1);
             sh.committed.fetch_sub(SEGMENT_SIZE, Relaxed);
             sh.segments.fetch_sub(1, Relaxed);
         }
@@ -239,6 +313,11 @@ impl<S: SegmentSource> Local<S> {
             let seg = if !self.empty.is_null() {
                 let s = self.empty;
                 self.empty = (*s).next;
+                if self.empty.is_null() {
+                    self.empty_tail = null_mut();
+                } else {
+                    (*self.empty).prev = null_mut();
+                }
                 self.empty_count -= 1;
                 s
             } else {
@@ -246,7 +325,13 @@ impl<S: SegmentSource> Local<S> {
                 let base = sh.inner.lock().source.alloc_segments(1)?;
                 sh.committed.fetch_add(SEGMENT_SIZE, Relaxed);
                 sh.segments.fetch_add(1, Relaxed);
-                Segment::init(base.as_ptr(), self.key, Kind::Small, self as *mut Self as *mut (), 1)
+                Segment::init(
+                    base.as_ptr(),
+                    self.key,
+                    Kind::Small,
+                    self as *mut Self as *mut (),
+                    1,
+                )
             };
             Segment::format(seg, c, CLASS_SIZE[c] as usize);
             Some(seg)
@@ -306,6 +391,9 @@ impl<S: SegmentSource> Local<S> {
             }
             self.full[c] = seg;
             (*seg).full = true;
+            // Back to the avail list only once an eighth is free again: no ping-pong.
+            let cap = (*seg).capacity;
+            (*seg).slow_at = cap - (cap / 8).max(1);
         }
     }
 
@@ -315,6 +403,7 @@ impl<S: SegmentSource> Local<S> {
             let c = (*seg).class as usize;
             unlink(&mut self.full[c], seg);
             (*seg).full = false;
+            (*seg).slow_at = 0;
         }
     }
 
@@ -326,17 +415,20 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: remote threads only touch atomics of the header and the freed block.
         unsafe {
             let (w, bit) = granule(seg, p);
-            if (*seg).alloc_bits[w].load(Relaxed) & bit == 0 {
+            if (*seg).abits(w).load(Relaxed) & bit == 0 {
                 return Err(classify(seg, p));
             }
-            if (*seg).remote_bits[w].fetch_or(bit, Relaxed) & bit != 0 {
+            if (*seg).rbits(w).fetch_or(bit, Relaxed) & bit != 0 {
                 return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
             }
             let key = (*seg).key;
             let mut head = (*seg).remote_free.load(Relaxed);
             loop {
                 (*(p as *mut Block)).next = encode(head as usize, key);
-                match (*seg).remote_free.compare_exchange_weak(head, p.cast(), SeqCst, Relaxed) {
+                match (*seg)
+                    .remote_free
+                    .compare_exchange_weak(head, p.cast(), SeqCst, Relaxed)
+                {
                     Ok(_) => break,
                     Err(h) => head = h,
                 }
@@ -363,11 +455,10 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only.
         unsafe {
             self.drain_remote();
-            while !self.empty.is_null() {
-                let s = self.empty;
-                self.empty = (*s).next;
-                self.empty_count -= 1;
-                self.release(s);
+            while !self.empty_tail.is_null() {
+                let t = self.empty_tail;
+                self.take_empty_tail();
+                self.release(t);
             }
         }
     }
@@ -514,6 +605,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 avail: [null_mut(); CLASSES],
                 full: [null_mut(); CLASSES],
                 empty: null_mut(),
+                empty_tail: null_mut(),
                 empty_count: 0,
                 remote_queue: AtomicPtr::new(null_mut()),
                 live: AtomicUsize::new(0),
@@ -678,7 +770,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     }
 
     #[cold]
-    unsafe fn free_large(&self, sh: *const Shared<S>, seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
+    unsafe fn free_large(
+        &self,
+        sh: *const Shared<S>,
+        seg: *mut Segment,
+        p: *mut u8,
+    ) -> Result<(), HeapError> {
         // SAFETY: `seg` is a live large segment of this heap.
         unsafe {
             if p as usize != seg as usize + (*seg).block_size {
@@ -690,7 +787,9 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             sh.large_live.fetch_sub((*seg).large_size, Relaxed);
             unlink(&mut inner.large, seg);
             (*seg).cookie = 0;
-            inner.source.free_segments(NonNull::new_unchecked(seg.cast()), count);
+            inner
+                .source
+                .free_segments(NonNull::new_unchecked(seg.cast()), count);
             sh.committed.fetch_sub(count * SEGMENT_SIZE, Relaxed);
             sh.large_blocks.fetch_sub(1, Relaxed);
             Ok(())
@@ -797,7 +896,9 @@ impl<S: SegmentSource> Drop for SizeClassHeap<S> {
             crate::thread_cache::forget_heap((*sh).id);
             let inner = (*sh).inner.get_mut();
             let src = &mut inner.source;
-            let free = |src: &mut S, s: *mut Segment, n: usize| src.free_segments(NonNull::new_unchecked(s.cast()), n);
+            let free = |src: &mut S, s: *mut Segment, n: usize| {
+                src.free_segments(NonNull::new_unchecked(s.cast()), n)
+            };
             let mut l = inner.all_locals;
             while !l.is_null() {
                 let next = (*l).next_all;
@@ -863,7 +964,9 @@ mod tests {
 
     fn arena(segments: usize) -> &'static spin::Mutex<ArenaSource> {
         let buf = std::vec![0u8; (segments + 1) * SEGMENT_SIZE].leak();
-        std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(ArenaSource::from_static(buf))))
+        std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
+            ArenaSource::from_static(buf),
+        )))
     }
 
     fn l(size: usize, align: usize) -> Layout {
@@ -901,16 +1004,25 @@ mod tests {
         let p = h.alloc(l(48, 8));
         let q = h.alloc(l(48, 8));
         unsafe {
-            assert_eq!(h.try_free(p.add(8)).unwrap_err().kind, HeapErrorKind::NotABlock);
+            assert_eq!(
+                h.try_free(p.add(8)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
             h.try_free(p).unwrap();
             assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
             let other = SizeClassHeap::new(arena(16));
             let r = other.alloc(l(48, 8));
-            assert_eq!(h.try_free(r).unwrap_err().kind, HeapErrorKind::ForeignPointer);
+            assert_eq!(
+                h.try_free(r).unwrap_err().kind,
+                HeapErrorKind::ForeignPointer
+            );
             // the heap is intact after the refused frees
             h.try_free(q).unwrap();
             let big = h.alloc(l(100_000, 8));
-            assert_eq!(h.try_free(big.add(16)).unwrap_err().kind, HeapErrorKind::NotABlock);
+            assert_eq!(
+                h.try_free(big.add(16)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
             h.try_free(big).unwrap();
         }
     }
@@ -920,7 +1032,9 @@ mod tests {
         let h = SizeClassHeap::new(arena(8));
         assert!(h.alloc(l(isize::MAX as usize - 7, 8)).is_null());
         assert!(h.alloc(l(isize::MAX as usize - 8192, 4096)).is_null());
-        assert!(h.alloc(l(isize::MAX as usize - (1 << 17), 1 << 16)).is_null());
+        assert!(h
+            .alloc(l(isize::MAX as usize - (1 << 17), 1 << 16))
+            .is_null());
         assert!(h.alloc(l(64, 1 << 17)).is_null());
     }
 
@@ -950,9 +1064,15 @@ mod tests {
             for p in &ptrs {
                 unsafe { h.free(*p) };
             }
+            // with std, empty segments wait PURGE_MS before they go back
+            #[cfg(feature = "std")]
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2 * PURGE_MS as u64 + 10));
+                unsafe { h.free(h.alloc(l(100, 8))) };
+            }
             let after = a.lock().in_use();
-            // one segment kept for the class, a few cached, plus the heap's own metadata
-            assert!(after <= 2 + 1 + EMPTY_CACHE, "{after}");
+            // one segment kept for each class used, a few cached, the heap's own metadata
+            assert!(after <= 2 + 2 + EMPTY_CACHE, "{after}");
             let big = h.alloc(l(300_000, 64));
             assert!(!big.is_null());
             let st = h.stats();
@@ -986,7 +1106,9 @@ mod tests {
     #[test]
     fn frees_from_another_thread_are_collected_by_the_owner() {
         let h = std::sync::Arc::new(SizeClassHeap::new(crate::HostSource::new()));
-        let ptrs: Vec<usize> = (0..20_000).map(|i| h.alloc(l(8 + i % 200, 8)) as usize).collect();
+        let ptrs: Vec<usize> = (0..20_000)
+            .map(|i| h.alloc(l(8 + i % 200, 8)) as usize)
+            .collect();
         let h2 = h.clone();
         std::thread::spawn(move || {
             for p in ptrs {

@@ -274,15 +274,82 @@ pub use host::{HostBrk, HostSource};
 mod host {
     use super::*;
 
-    /// Segments from the host kernel: `mmap` (over-allocated and trimmed to 64 KiB alignment),
-    /// `munmap`, and `madvise(MADV_DONTNEED)` to decommit.
-    #[derive(Clone, Copy, Debug, Default)]
-    pub struct HostSource;
+    /// Bytes of address space a [`HostSource`] reserves at a time for single segments.
+    const REGION: usize = 64 << 20;
+    /// Regions a [`HostSource`] keeps track of (4 GiB of single segments); beyond them each
+    /// segment is its own mapping.
+    const MAX_REGIONS: usize = 64;
+
+    /// Segments from the host kernel.
+    ///
+    /// Single segments are carved from 64 MiB read-write reservations (`MAP_NORESERVE`:
+    /// pages are committed by the kernel on first touch); a freed one is given back lazily
+    /// with `madvise(MADV_FREE)` and kept in a pool for reuse, so a heap that frees and
+    /// reallocates does not pay for `mmap`, `munmap` and page faults each time. Runs of
+    /// several segments (large blocks) are mappings of their own, unmapped on free.
+    /// Dropping the source unmaps everything.
+    #[derive(Debug)]
+    pub struct HostSource {
+        pool: usize,
+        pooled: usize,
+        next: usize,
+        end: usize,
+        regions: [usize; MAX_REGIONS],
+        nregions: usize,
+    }
+
+    // SAFETY: only addresses of mappings it owns; exclusive access is through `&mut self`.
+    unsafe impl Send for HostSource {}
+
+    impl Default for HostSource {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
 
     impl HostSource {
-        /// The host source (stateless).
+        /// A host source with nothing reserved yet.
         pub const fn new() -> Self {
-            HostSource
+            HostSource {
+                pool: 0,
+                pooled: 0,
+                next: 0,
+                end: 0,
+                regions: [0; MAX_REGIONS],
+                nregions: 0,
+            }
+        }
+
+        /// Freed segments kept for reuse.
+        pub fn pooled(&self) -> usize {
+            self.pooled
+        }
+
+        fn in_region(&self, a: usize) -> bool {
+            self.regions[..self.nregions]
+                .iter()
+                .any(|&r| a >= r && a < r + REGION)
+        }
+
+        fn aligned_map(len: usize) -> Option<usize> {
+            let total = len.checked_add(SEGMENT_SIZE)?;
+            let raw = map(
+                total,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_NORESERVE,
+            )?;
+            let base = (raw + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
+            unmap(raw, base - raw);
+            unmap(base + len, raw + total - (base + len));
+            Some(base)
+        }
+    }
+
+    impl Drop for HostSource {
+        fn drop(&mut self) {
+            for &r in &self.regions[..self.nregions] {
+                unmap(r, REGION);
+            }
         }
     }
 
@@ -313,20 +380,49 @@ mod host {
         }
     }
 
-    // SAFETY: each allocation is a fresh anonymous mapping trimmed to SEGMENT_SIZE alignment.
+    // SAFETY: segments are disjoint SEGMENT_SIZE-aligned pieces of our own mappings; a pooled
+    // segment is handed out again only after it was freed.
     unsafe impl SegmentSource for HostSource {
         fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
+            if count == 1 {
+                if self.pool != 0 {
+                    let s = self.pool;
+                    // SAFETY: a pooled segment holds the link to the next in its first word.
+                    self.pool = unsafe { *(s as *const usize) };
+                    self.pooled -= 1;
+                    return NonNull::new(s as *mut u8);
+                }
+                if self.next == self.end && self.nregions < MAX_REGIONS {
+                    let r = Self::aligned_map(REGION)?;
+                    self.regions[self.nregions] = r;
+                    self.nregions += 1;
+                    self.next = r;
+                    self.end = r + REGION;
+                }
+                if self.next != self.end {
+                    let s = self.next;
+                    self.next += SEGMENT_SIZE;
+                    return NonNull::new(s as *mut u8);
+                }
+            }
             let len = count.checked_mul(SEGMENT_SIZE)?;
-            let total = len.checked_add(SEGMENT_SIZE)?;
-            let raw = map(total, libc::PROT_READ | libc::PROT_WRITE, 0)?;
-            let base = (raw + SEGMENT_SIZE - 1) & !(SEGMENT_SIZE - 1);
-            unmap(raw, base - raw);
-            unmap(base + len, raw + total - (base + len));
-            NonNull::new(base as *mut u8)
+            NonNull::new(Self::aligned_map(len)? as *mut u8)
         }
 
         unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
-            unmap(base.as_ptr() as usize, count * SEGMENT_SIZE);
+            let a = base.as_ptr() as usize;
+            if count == 1 && self.in_region(a) {
+                // SAFETY: the segment is ours and unused; MADV_FREE lets the kernel take its
+                // pages lazily, and writing the link keeps only the first page.
+                unsafe {
+                    libc::madvise(a as *mut libc::c_void, SEGMENT_SIZE, libc::MADV_FREE);
+                    *(a as *mut usize) = self.pool;
+                }
+                self.pool = a;
+                self.pooled += 1;
+            } else {
+                unmap(a, count * SEGMENT_SIZE);
+            }
         }
 
         unsafe fn decommit(&mut self, ptr: NonNull<u8>, len: usize) {
@@ -447,6 +543,11 @@ mod tests {
     #[test]
     fn host_segments_are_aligned_and_writable() {
         let mut h = HostSource::new();
+        let one = h.alloc_segments(1).unwrap();
+        unsafe { one.as_ptr().write_bytes(7, SEGMENT_SIZE) };
+        unsafe { h.free_segments(one, 1) };
+        assert_eq!(h.pooled(), 1);
+        assert_eq!(h.alloc_segments(1).unwrap(), one);
         let s = h.alloc_segments(2).unwrap();
         assert_eq!(s.as_ptr() as usize % SEGMENT_SIZE, 0);
         unsafe {

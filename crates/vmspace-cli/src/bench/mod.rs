@@ -4,11 +4,10 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
-// Remove once the first group uses every helper below.
-#![allow(dead_code)]
-
 use serde::Serialize;
 use std::time::Instant;
+
+mod heap;
 
 /// Arguments of `vmspace bench`.
 #[derive(clap::Args)]
@@ -25,7 +24,10 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Group {}
+enum Group {
+    /// Size-class and chunk heaps against malloc-style peers.
+    Heap,
+}
 
 /// One measured (group, case, impl) cell.
 #[derive(Clone, Debug, Serialize)]
@@ -87,7 +89,11 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
     // `print_records(&records, args.json)`.
-    match args.group {}
+    let records = match args.group {
+        Group::Heap => heap::run(args.scale),
+    };
+    print_records(&records, args.json);
+    Ok(())
 }
 
 /// Prints records as JSON lines or as a table with ratios to the first impl of each case.
