@@ -23,7 +23,7 @@ pub(crate) struct Block {
 
 /// What a segment holds.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u32)]
+#[repr(u8)]
 pub(crate) enum Kind {
     /// Blocks of one size class.
     Small = 1,
@@ -33,26 +33,50 @@ pub(crate) enum Kind {
     Meta = 3,
 }
 
-/// The segment header. The first cache line holds what the hot paths touch.
-#[repr(C)]
-pub(crate) struct Segment {
+/// What the hot paths read and write of a small segment: one cache line.
+///
+/// Segments are 64 KiB-aligned, so fields at a fixed offset would all fall into the same
+/// cache set and evict each other; the line is placed at one of 16 offsets chosen by the
+/// segment's address ("colouring"), found by [`hot`] with a shift, a mask and an add.
+#[repr(C, align(64))]
+pub(crate) struct Hot {
     /// Local free list (encoded). Owner only.
     pub free: usize,
-    /// Blocks allocated (including those freed remotely but not yet collected). Owner only.
+    /// Blocks allocated (including those freed remotely but not yet collected, and those on
+    /// the owner's lookaside list). Owner only.
     pub used: usize,
     /// A free that leaves `used <= slow_at` takes the slow path: 0 normally (the segment
     /// became empty), a threshold while the segment is on the full list.
     pub slow_at: usize,
     pub block_size: usize,
-    /// Per-segment key for encoding free-list links.
-    pub key: usize,
     /// The local heap that owns the segment (type-erased), null for large segments.
     pub owner: *mut (),
     /// `address ^ heap key`: identifies the owning heap.
     pub cookie: usize,
+    /// `ceil(2^64 / block_size)`: `off` is a multiple of the block size iff
+    /// `off * div_c mod 2^64 < div_c` (Lemire, Kaser and Kurz 2019) — no division.
+    pub div_c: u64,
+    /// Bytes of blocks from the data start (`capacity * block_size`).
+    pub limit: u32,
     pub kind: Kind,
-    pub class: u32,
-    // -- second line: slow paths
+    pub class: u8,
+    _pad: u16,
+}
+
+/// Offset of the first of the 16 possible hot lines.
+const HOT_BASE: usize = core::mem::offset_of!(Segment, _hot_lines);
+
+/// The hot line of segment `seg`.
+#[inline(always)]
+pub(crate) fn hot(seg: *mut Segment) -> *mut Hot {
+    (seg as usize + HOT_BASE + ((seg as usize >> 10) & (15 << 6))) as *mut Hot
+}
+
+/// The segment header: cold fields at the base; the [`Hot`] line and the bitmaps follow.
+#[repr(C)]
+pub(crate) struct Segment {
+    /// Per-segment key for encoding free-list links.
+    pub key: usize,
     pub capacity: usize,
     /// In the owner's full list (no free block when last looked).
     pub full: bool,
@@ -69,12 +93,16 @@ pub(crate) struct Segment {
     pub count: usize,
     /// Requested size of a large block; for a cached empty segment, when it became empty.
     pub large_size: usize,
+    /// Room for the 16 possible hot lines.
+    _hot_lines: [Hot; 16],
     /// Per 8-byte granule, a pair of bits words: `[allocated, remote-freed]`. The allocated
     /// bit is set at the start of each allocated block and written by the owner only (relaxed
     /// loads and stores: plain moves); the remote bit is set by a remote free until the owner
     /// collects the block. The pair shares a cache line.
     pub bits: Bits,
 }
+
+const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
 /// The granule bitmaps, cache-line aligned.
 #[repr(C, align(64))]
@@ -164,10 +192,10 @@ impl Segment {
         // field but `kind`, which is written right after.
         unsafe {
             core::ptr::write_bytes(base, 0, core::mem::size_of::<Segment>());
-            (*seg).cookie = base as usize ^ heap_key;
-            (*seg).kind = kind;
+            (*hot(seg)).cookie = base as usize ^ heap_key;
+            (*hot(seg)).kind = kind;
             (*seg).key = segment_key(heap_key, base as usize);
-            (*seg).owner = owner;
+            (*hot(seg)).owner = owner;
             (*seg).count = count;
         }
         seg
@@ -182,12 +210,14 @@ impl Segment {
         // SAFETY: the caller owns the segment; blocks lie inside it.
         unsafe {
             let cap = (SEGMENT_SIZE - DATA_OFFSET) / block_size;
-            (*seg).class = class as u32;
-            (*seg).block_size = block_size;
+            (*hot(seg)).class = class as u8;
+            (*hot(seg)).block_size = block_size;
             (*seg).capacity = cap;
-            (*seg).used = 0;
+            (*hot(seg)).limit = (cap * block_size) as u32;
+            (*hot(seg)).div_c = u64::MAX / block_size as u64 + 1;
+            (*hot(seg)).used = 0;
             (*seg).full = false;
-            (*seg).slow_at = 0;
+            (*hot(seg)).slow_at = 0;
             let key = (*seg).key;
             let first = seg as usize + DATA_OFFSET;
             let mut next = 0usize;
@@ -198,18 +228,98 @@ impl Segment {
                 (*(b as *mut Block)).next = encode(next, key);
                 next = b;
             }
-            (*seg).free = next;
+            (*hot(seg)).free = next;
         }
     }
 
-    /// Whether `p` is the start of an allocated block of this (small) segment.
+    /// Whether `p` is the start of a block of this (small) segment (live or free).
     ///
     /// # Safety
-    /// `seg` must be a valid segment header.
+    /// `seg` must be a valid small segment header and `p` inside the segment.
     #[inline(always)]
-    pub unsafe fn is_allocated(seg: *mut Segment, p: *const u8) -> bool {
+    pub unsafe fn is_block(seg: *mut Segment, p: *const u8) -> bool {
+        // SAFETY: reading the first header line.
+        unsafe {
+            let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET);
+            off < (*hot(seg)).limit as usize
+                && (off as u64).wrapping_mul((*hot(seg)).div_c) < (*hot(seg)).div_c
+        }
+    }
+
+    /// Whether the block at `p` is allocated: its allocated bit is set and no remote free
+    /// is pending for it.
+    ///
+    /// # Safety
+    /// `p` must be a block start of the valid small segment `seg`.
+    #[inline(always)]
+    pub unsafe fn is_live(seg: *mut Segment, p: *const u8) -> bool {
         let (w, bit) = granule(seg, p);
-        // SAFETY: valid header (caller); w < BITMAP_WORDS since p is inside the segment.
-        unsafe { (*seg).abits(w).load(Relaxed) & bit != 0 }
+        // SAFETY: p is a block of seg.
+        unsafe {
+            (*seg).abits(w).load(Relaxed) & bit != 0 && (*seg).rbits(w).load(Relaxed) & bit == 0
+        }
+    }
+
+    /// Marks the live block at `p` free (by its owner); `false` if it already was. The state
+    /// lives in the header, not in the block: a free need not wait for the block's (cold)
+    /// cache line, it only writes it.
+    ///
+    /// # Safety
+    /// As [`is_live`](Self::is_live); only the segment's owner may call it.
+    #[inline(always)]
+    pub unsafe fn mark_free(seg: *mut Segment, p: *const u8) -> bool {
+        let (w, bit) = granule(seg, p);
+        // SAFETY: as is_live; the allocated bits are written by the owner only.
+        unsafe {
+            let a = (*seg).abits(w);
+            let bits = a.load(Relaxed);
+            if bits & bit == 0 || (*seg).rbits(w).load(Relaxed) & bit != 0 {
+                return false;
+            }
+            a.store(bits & !bit, Relaxed);
+            true
+        }
+    }
+
+    /// Marks the free block at `p` allocated (by its owner).
+    ///
+    /// # Safety
+    /// As [`mark_free`](Self::mark_free).
+    #[inline(always)]
+    pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
+        let (w, bit) = granule(seg, p);
+        // SAFETY: as mark_free.
+        unsafe {
+            let a = (*seg).abits(w);
+            a.store(a.load(Relaxed) | bit, Relaxed);
+        }
+    }
+
+    /// Marks the block at `p` free from a thread that does not own the segment: sets its
+    /// remote bit; `false` if it was not live.
+    ///
+    /// # Safety
+    /// As [`is_live`](Self::is_live).
+    pub unsafe fn mark_free_remote(seg: *mut Segment, p: *const u8) -> bool {
+        let (w, bit) = granule(seg, p);
+        // SAFETY: as is_live; the remote bit is an atomic read-modify-write.
+        unsafe {
+            (*seg).abits(w).load(Relaxed) & bit != 0
+                && (*seg).rbits(w).fetch_or(bit, Relaxed) & bit == 0
+        }
+    }
+
+    /// Clears the state of a remotely freed block its owner collects.
+    ///
+    /// # Safety
+    /// As [`mark_free`](Self::mark_free).
+    pub unsafe fn collected(seg: *mut Segment, p: *const u8) {
+        let (w, bit) = granule(seg, p);
+        // SAFETY: as mark_free.
+        unsafe {
+            (*seg).rbits(w).fetch_and(!bit, Relaxed);
+            let a = (*seg).abits(w);
+            a.store(a.load(Relaxed) & !bit, Relaxed);
+        }
     }
 }
