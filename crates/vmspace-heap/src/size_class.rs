@@ -967,6 +967,30 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         n
     }
 
+    /// Tidies the calling thread's part of the heap now instead of at its next slow path:
+    /// collects blocks other threads freed into its segments, gives its lookaside blocks back
+    /// to their segments, and returns its cached empty segments to the source.
+    pub fn collect(&self) {
+        let sh = self.shared.load(Acquire) as *const Shared<S>;
+        if sh.is_null() {
+            return;
+        }
+        // SAFETY: `sh` is live; a thread's registered local heap is its own; the locked one
+        // is used under its lock.
+        unsafe {
+            #[cfg(feature = "std")]
+            if let Some(l) = crate::thread_cache::lookup((*sh).id) {
+                (*(l as *mut Local<S>)).trim();
+                return;
+            }
+            let g = (*sh).locked_local.lock();
+            let l = g.0;
+            if !l.is_null() {
+                (*l).trim();
+            }
+        }
+    }
+
     /// Counters of this heap: live and committed bytes, segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
         let sh = self.shared.load(Acquire);
@@ -1240,87 +1264,5 @@ mod tests {
         }
         let live = h.stats().live_bytes;
         assert_eq!(live, 0);
-    }
-}
-#[cfg(test)]
-mod frag_probe {
-    use super::*;
-    extern crate std;
-    #[test]
-    #[ignore]
-    fn probe() {
-        let h = SizeClassHeap::new(crate::HostSource::new());
-        let mut x = 0x1234_5678u64;
-        let mut slots = std::vec![(0usize, 0usize); 20000];
-        let mut live = 0usize;
-        let mut peak = 0;
-        for _ in 0..2_000_000 {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            let r = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-            let s = (r % 20000) as usize;
-            if slots[s].0 == 0 {
-                x ^= x >> 12;
-                x ^= x << 25;
-                x ^= x >> 27;
-                let r2 = x.wrapping_mul(0x2545_f491_4f6c_dd1d);
-                let size = 8 + (r2 % 4089) as usize;
-                slots[s] = (
-                    h.alloc(Layout::from_size_align(size, 8).unwrap()) as usize,
-                    size,
-                );
-                live += size;
-                peak = peak.max(live);
-            } else {
-                unsafe { h.free(slots[s].0 as *mut u8) };
-                live -= slots[s].1;
-                slots[s] = (0, 0);
-            }
-        }
-        let st = h.stats();
-        std::println!(
-            "live req {live} stats {st:?} ratio {}",
-            st.committed_bytes as f64 / live as f64
-        );
-        unsafe {
-            let sh = &*h.shared.load(Acquire);
-            let inner = sh.inner.lock();
-            let l = inner.all_locals;
-            let mut tot_cap = 0;
-            let mut tot_used = 0;
-            let mut segs = 0;
-            for c in 0..CLASSES {
-                let (mut n, mut cap, mut used, mut nf) = (0, 0, 0, 0);
-                for (head, isfull) in [((*l).avail[c], false), ((*l).full[c], true)] {
-                    let mut s = head;
-                    while !s.is_null() {
-                        n += 1;
-                        if isfull {
-                            nf += 1;
-                        }
-                        cap += (*hot(s)).block_size * (*s).capacity;
-                        used += (*hot(s)).used * (*hot(s)).block_size;
-                        s = (*s).next;
-                    }
-                }
-                tot_cap += cap;
-                tot_used += used;
-                segs += n;
-                if n > 0 {
-                    std::println!(
-                        "class {c} bs {} segs {n} full {nf} occupancy {:.3} la {}",
-                        CLASS_SIZE[c],
-                        used as f64 / cap as f64,
-                        (*l).la_len[c]
-                    );
-                }
-            }
-            std::println!(
-                "segs {segs} empty {} cap {tot_cap} used {tot_used} occ {:.3}",
-                (*l).empty_count,
-                tot_used as f64 / tot_cap as f64
-            );
-        }
     }
 }

@@ -455,6 +455,16 @@ mod host {
             })
         }
 
+        /// A region that reserves `reserve` bytes (rounded up to pages) on its first growth:
+        /// `const`, for a `static` global allocator.
+        pub const fn lazy(reserve: usize) -> Self {
+            HostBrk {
+                base: 0,
+                reserved: reserve,
+                brk: 0,
+            }
+        }
+
         /// Bytes between the start and the current break.
         pub fn used(&self) -> usize {
             self.brk - self.base
@@ -463,13 +473,20 @@ mod host {
 
     impl Drop for HostBrk {
         fn drop(&mut self) {
-            unmap(self.base, self.reserved);
+            if self.base != 0 {
+                unmap(self.base, self.reserved);
+            }
         }
     }
 
     // SAFETY: grows contiguously inside its own reservation, committing with mprotect.
     unsafe impl BrkSource for HostBrk {
         fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+            if self.base == 0 {
+                self.reserved = align_up(self.reserved.max(PAGE_SIZE), PAGE_SIZE)?;
+                self.base = map(self.reserved, libc::PROT_NONE, libc::MAP_NORESERVE)?;
+                self.brk = self.base;
+            }
             if bytes > self.base + self.reserved - self.brk {
                 return None;
             }

@@ -49,10 +49,11 @@ struct ThreadCache {
     e: [Cell<Entry>; ENTRIES],
 }
 
-impl Drop for ThreadCache {
-    fn drop(&mut self) {
+/// Abandons this thread's local heaps (run by [`Guard`]'s destructor at thread exit).
+fn abandon_all(cache: &ThreadCache) {
+    {
         let _g = SLOT_LOCK.lock();
-        for c in &self.e {
+        for c in &cache.e {
             let e = c.get();
             if e.heap != 0 && SLOTS[e.slot].heap.load(Acquire) == e.heap {
                 let f = SLOTS[e.slot].abandon.load(Relaxed);
@@ -70,25 +71,34 @@ impl Drop for ThreadCache {
     }
 }
 
+/// Registered on a thread's first local heap; its destructor abandons them all.
+struct Guard;
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        CACHE.with(abandon_all);
+    }
+}
+
 std::thread_local! {
+    // No destructor: access is a plain thread-pointer-relative load, valid until the thread
+    // is gone (also while other thread-locals are destroyed).
     static CACHE: ThreadCache = const {
         ThreadCache { e: [const { Cell::new(EMPTY_ENTRY) }; ENTRIES] }
     };
+    static GUARD: Guard = const { Guard };
 }
 
 /// This thread's local heap for heap `heap`, if it has one and thread-locals still work.
 #[inline(always)]
 pub(crate) fn lookup(heap: u64) -> Option<*mut ()> {
-    CACHE
-        .try_with(|c| {
-            let e = c.e[0].get();
-            if e.heap == heap {
-                return Some(e.local);
-            }
-            lookup_rest(c, heap)
-        })
-        .ok()
-        .flatten()
+    CACHE.with(|c| {
+        let e = c.e[0].get();
+        if e.heap == heap {
+            return Some(e.local);
+        }
+        lookup_rest(c, heap)
+    })
 }
 
 #[inline(never)]
@@ -113,6 +123,8 @@ pub(crate) fn register(
     create: impl FnOnce() -> Option<*mut ()>,
     abandon: unsafe fn(*mut ()),
 ) -> Option<*mut ()> {
+    // Registering the guard fails once the thread's destructors have started.
+    GUARD.try_with(|_| ()).ok()?;
     CACHE
         .try_with(|c| {
             let _g = SLOT_LOCK.lock();
