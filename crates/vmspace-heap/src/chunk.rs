@@ -6,10 +6,14 @@
 //! chunk before, valid only while that one is free) and `head` (its own size with two flags:
 //! [`PINUSE`] — the chunk before is in use, [`CINUSE`] — this one is). The payload starts at
 //! `c + 16`. A freed chunk merges at once with free neighbours, so no two free chunks touch.
-//! Free chunks below 1 KiB sit in exact bins (one size each, LIFO); larger ones in
-//! logarithmic bins (four per doubling) kept sorted by address. The top chunk — the free end
-//! of the region — is not binned: it serves what no bin can and grows the break when too
-//! small; when a free leaves it larger than the trim threshold, the break shrinks.
+//! Free chunks below 8 KiB sit in exact bins (one size each, LIFO: O(1)); larger ones in
+//! logarithmic bins (four per doubling) kept sorted by address. A bitmap of non-empty bins
+//! finds the next bin that can serve a request in a few word scans. The top chunk — the
+//! free end of the region — is not binned: it serves what no bin can and grows the break
+//! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
+//! If the heap has to grow again soon after a trim, the threshold doubles past what was
+//! trimmed (hysteresis, like glibc's dynamic thresholds), so a burst-and-free pattern stops
+//! paying for giving memory back and faulting it in again.
 
 use crate::error::{report, HeapError, HeapErrorKind};
 use crate::source::{align_up, BrkSource, PAGE_SIZE};
@@ -27,9 +31,10 @@ const HDR: usize = 16;
 /// Smallest chunk (header plus two free-list links).
 const MIN_CHUNK: usize = 32;
 /// Chunks below this size have exact bins.
-const SMALL_LIMIT: usize = 1024;
+const SMALL_LIMIT: usize = 8192;
+const SMALL_SHIFT: usize = 13;
 const NSMALL: usize = SMALL_LIMIT / 16;
-const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - 10);
+const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - SMALL_SHIFT);
 const BITMAP_WORDS: usize = NBINS.div_ceil(64);
 /// Smallest growth of the break.
 const GROW_MIN: usize = 64 * 1024;
@@ -47,7 +52,9 @@ pub enum FitPolicy {
     First,
     /// the smallest chunk that fits (lowest address among equals).
     Best,
-    /// the largest free chunk of all (before the top chunk).
+    /// a chunk of the largest size class that holds free chunks (the largest chunk up to
+    /// bin granularity: the lowest-addressed fitting one of the highest bin), before the
+    /// top chunk.
     Worst,
     /// the first chunk that fits at or after the end of the previous allocation, wrapping
     /// around within the bin.
@@ -87,7 +94,14 @@ pub struct ChunkHeap<B: BrkSource> {
     rover: usize,
     live: usize,
     trim_threshold: usize,
+    /// Allocations and frees so far; when the last trim happened and how much it gave back.
+    ops: u64,
+    trimmed_at: u64,
+    trimmed: usize,
 }
+
+/// Operations after a trim within which growing again raises the trim threshold.
+const TRIM_REGRET_OPS: u64 = 1 << 16;
 
 // SAFETY: the raw addresses are only followed through `&mut self`; the source moves along.
 unsafe impl<B: BrkSource + Send> Send for ChunkHeap<B> {}
@@ -136,7 +150,7 @@ fn bin_of(size: usize) -> usize {
     } else {
         let lg = (usize::BITS - 1 - size.leading_zeros()) as usize;
         let sub = (size >> (lg - 2)) & 3;
-        NSMALL + (lg - 10) * 4 + sub
+        NSMALL + (lg - SMALL_SHIFT) * 4 + sub
     }
 }
 
@@ -164,6 +178,9 @@ impl<B: BrkSource> ChunkHeap<B> {
             rover: 0,
             live: 0,
             trim_threshold: 256 * 1024,
+            ops: 0,
+            trimmed_at: 0,
+            trimmed: 0,
         }
     }
 
@@ -283,18 +300,15 @@ impl<B: BrkSource> ChunkHeap<B> {
             }
             let pick = if self.policy == FitPolicy::Worst {
                 let j = self.last_bin()?;
-                let mut best = 0;
-                let mut c = self.bins[j];
-                while c != 0 {
-                    if best == 0 || head(c) & !FLAGS > head(best) & !FLAGS {
-                        best = c;
-                    }
-                    c = fd(c);
+                let c = if j < NSMALL {
+                    self.bins[j]
+                } else {
+                    self.pick_in_bin(j, n)
+                };
+                if c == 0 || head(c) & !FLAGS < n {
+                    return None; // even the largest free chunk is too small: use the top
                 }
-                if head(best) & !FLAGS < n {
-                    return None;
-                }
-                best
+                c
             } else {
                 let mut j = self.next_bin(i)?;
                 loop {
@@ -392,6 +406,11 @@ impl<B: BrkSource> ChunkHeap<B> {
         let Some(bytes) = align_up((want - self.top_size).max(GROW_MIN), PAGE_SIZE) else {
             return false;
         };
+        if self.trimmed != 0 && self.ops - self.trimmed_at < TRIM_REGRET_OPS {
+            // grew again right after giving memory back: keep more next time
+            self.trim_threshold = self.trim_threshold.max(self.trimmed.saturating_mul(2));
+            self.trimmed = 0;
+        }
         let Some(p) = self.src.grow(bytes) else {
             return false;
         };
@@ -418,6 +437,7 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// Allocates `layout.size()` bytes at `layout.align()`; null when out of memory or the
     /// size overflows.
     pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        self.ops += 1;
         if layout.align() > 16 {
             return self.alloc_aligned(layout);
         }
@@ -535,6 +555,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             return Ok(());
         }
         let c = self.check(p)?;
+        self.ops += 1;
         // SAFETY: `c` is an in-use chunk.
         unsafe {
             self.live -= head(c) & !FLAGS;
@@ -602,6 +623,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             return;
         }
         let release = end - keep_end;
+        self.trimmed = release;
+        self.trimmed_at = self.ops;
         // SAFETY: the bytes past keep_end are the free top's tail; nothing uses them.
         unsafe {
             self.src.shrink(release);
@@ -832,10 +855,10 @@ mod tests {
 
     #[test]
     fn policies_pick_different_chunks() {
-        // free chunks of 2000, 5000, 3000 (large bins), separated by live guards
+        // free chunks of about 10000, 25000, 15000, 10500 bytes (large bins), with live guards
         let pick = |policy| {
             let mut h = heap(policy, 1 << 20);
-            let sizes = [2000usize, 5000, 3000, 2100];
+            let sizes = [10_000usize, 25_000, 15_000, 10_500];
             let mut blocks = Vec::new();
             for s in sizes {
                 blocks.push(h.alloc(l(s)));
@@ -847,7 +870,7 @@ mod tests {
                 }
             }
             h.check_invariants().unwrap();
-            let p = h.alloc(l(1900));
+            let p = h.alloc(l(9500));
             h.check_invariants().unwrap();
             (p, blocks)
         };
@@ -862,16 +885,49 @@ mod tests {
         // the lowest fitting chunk of the bin
         assert_eq!(next, b[0]);
         // best differs from first when the lower chunk is the larger one
-        let mut h = heap(FitPolicy::Best, 1 << 20);
-        let x = h.alloc(l(2200));
-        let _g1 = h.alloc(l(16));
-        let y = h.alloc(l(2050));
-        let _g2 = h.alloc(l(16));
-        unsafe {
-            h.free(x);
-            h.free(y);
+        for (policy, want_lower) in [(FitPolicy::Best, false), (FitPolicy::First, true)] {
+            let mut h = heap(policy, 1 << 20);
+            let x = h.alloc(l(11_000));
+            let _g1 = h.alloc(l(16));
+            let y = h.alloc(l(10_300));
+            let _g2 = h.alloc(l(16));
+            unsafe {
+                h.free(x);
+                h.free(y);
+            }
+            assert_eq!(
+                h.alloc(l(10_000)),
+                if want_lower { x } else { y },
+                "{policy:?}"
+            );
         }
-        assert_eq!(h.alloc(l(2000)), y);
+    }
+
+    #[test]
+    fn worst_fit_falls_back_to_the_top_when_every_free_chunk_is_too_small() {
+        let mut h = heap(FitPolicy::Worst, 1 << 20);
+        let a = h.alloc(l(100));
+        let _g = h.alloc(l(16));
+        unsafe { h.free(a) };
+        let big = h.alloc(l(5000));
+        assert!(!big.is_null() && big != a);
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn growing_right_after_a_trim_raises_the_threshold() {
+        let buf = std::vec![0u8; 16 << 20].leak();
+        let mut h = ChunkHeap::new(ArenaBrk::from_static(buf), FitPolicy::First);
+        for _ in 0..3 {
+            let ptrs: Vec<_> = (0..1000).map(|_| h.alloc(l(2000))).collect();
+            for p in ptrs {
+                unsafe { h.free(p) };
+            }
+        }
+        // the first round trimmed, the second grew again and raised the threshold, so the
+        // memory stays for the third
+        assert!(h.stats().committed_bytes >= 1000 * 2000);
+        h.check_invariants().unwrap();
     }
 
     #[test]

@@ -99,6 +99,8 @@ struct Inner<S> {
 
 /// A heap's shared state, kept in a segment of its own so the heap handle can move.
 pub(crate) struct Shared<S> {
+    /// Unique for the life of the process (keys the per-thread caches).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
     id: u64,
     key: usize,
     inner: spin::Mutex<Inner<S>>,

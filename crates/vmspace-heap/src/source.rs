@@ -557,6 +557,7 @@ mod tests {
         assert_eq!(b.used(), PAGE_SIZE);
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn host_segments_are_aligned_and_writable() {
         let mut h = HostSource::new();
@@ -574,6 +575,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn host_brk_commits_on_growth() {
         let mut b = HostBrk::new(1 << 20).unwrap();
