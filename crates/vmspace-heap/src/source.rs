@@ -4,8 +4,14 @@
 //! for a size class, several for a large block) and takes them back. A [`BrkSource`] is a
 //! contiguous region that grows and shrinks at its end, as `brk` does. Implementations here:
 //! [`ArenaSource`] / [`ArenaBrk`] over a fixed byte region (a kernel's early heap) and, with
-//! the `std` feature, [`HostSource`] / [`HostBrk`] over `mmap`. A vmspace address space
-//! implements the same traits by mapping (or reserving and committing) regions in its VMA set.
+//! the `std` feature, [`HostSource`] / [`HostBrk`] over `mmap`.
+//!
+//! A vmspace address space implements the same traits without anything new here:
+//! `alloc_segments(n)` is an anonymous mapping of `n` segments placed at a 64 KiB-aligned
+//! gap (or a reservation whose pages are committed, Windows-style), `free_segments` unmaps
+//! it, `decommit`/`commit` are `madvise(MADV_DONTNEED)` / decommit-and-recommit, and a
+//! `BrkSource` is the space's `brk`. The heap's segments then show up in the space's maps.
+//! The traits take `&mut self`; a source shared by several heaps is `&spin::Mutex<S>`.
 
 use core::ptr::NonNull;
 
