@@ -64,6 +64,14 @@ pub fn class_of(size: usize) -> Option<usize> {
     }
 }
 
+/// The class for a request of `size <= SMALL_MAX` bytes (alignment at most 8).
+#[inline(always)]
+pub(crate) fn class_of_small(size: usize) -> usize {
+    debug_assert!(size <= SMALL_MAX);
+    // (size + 7) >> 3 <= SMALL_MAX / 8: inside the table.
+    LOOKUP[(size + 7) >> 3] as usize
+}
+
 /// The class for `size` bytes at alignment `align` (a power of two up to [`PAGE_SIZE`]):
 /// the smallest class at least `size` whose block size is a multiple of `align` (blocks start
 /// page-aligned in their segment, so such blocks are `align`-aligned).

@@ -732,6 +732,39 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     /// Allocates a block for `layout`; null when out of memory or the size overflows.
     #[inline]
     pub fn alloc(&self, layout: Layout) -> *mut u8 {
+        // The hot path: this thread's lookaside list for the class. Kept free of calls so the
+        // compiler needs no saved registers; everything else is `alloc_cold`.
+        #[cfg(feature = "std")]
+        {
+            let sh = self.shared.load(Acquire);
+            let size = layout.size();
+            if !sh.is_null() && layout.align() <= 8 && size <= SMALL_MAX {
+                // SAFETY: `sh` is live; the first cache entry for its id is this thread's own
+                // local heap; lookaside blocks are free blocks of its segments.
+                unsafe {
+                    if let Some(l) = crate::thread_cache::lookup_first((*sh).id) {
+                        let l = &mut *(l as *mut Local<S>);
+                        let c = crate::class::class_of_small(size);
+                        let b = *l.la.get_unchecked(c);
+                        if b != 0 {
+                            *l.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, l.key);
+                            *l.la_len.get_unchecked_mut(c) -= 1;
+                            Segment::mark_live(segment_of(b as *const u8), b as *const u8);
+                            l.live.store(
+                                l.live.load(Relaxed) + *CLASS_SIZE.get_unchecked(c) as usize,
+                                Relaxed,
+                            );
+                            return b as *mut u8;
+                        }
+                    }
+                }
+            }
+        }
+        self.alloc_cold(layout)
+    }
+
+    #[inline(never)]
+    fn alloc_cold(&self, layout: Layout) -> *mut u8 {
         let sh = self.shared();
         if sh.is_null() {
             return null_mut();
@@ -875,6 +908,43 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     /// As [`try_free`](Self::try_free).
     #[inline]
     pub unsafe fn free(&self, p: *mut u8) {
+        // The hot path: a block of a segment this thread owns goes on its lookaside list.
+        #[cfg(feature = "std")]
+        // SAFETY: `p` lies in readable memory at its 64 KiB-aligned base (caller contract);
+        // the header is ours if the cookie matches; the local heap is this thread's own.
+        unsafe {
+            let sh = self.shared.load(Acquire);
+            let seg = segment_of(p);
+            let h = hot(seg);
+            if !sh.is_null()
+                && !p.is_null()
+                && (*h).cookie == seg as usize ^ (*sh).key
+                && (*h).kind == Kind::Small
+            {
+                if let Some(l) = crate::thread_cache::lookup_first((*sh).id) {
+                    if (*h).owner == l && Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
+                        let l = &mut *(l as *mut Local<S>);
+                        let c = (*h).class as usize;
+                        let n = *l.la_len.get_unchecked(c) + 1;
+                        (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
+                        *l.la.get_unchecked_mut(c) = p as usize;
+                        *l.la_len.get_unchecked_mut(c) = n;
+                        l.live
+                            .store(l.live.load(Relaxed) - (*h).block_size, Relaxed);
+                        if n > *LOOKASIDE_MAX.get_unchecked(c) {
+                            l.flush_lookaside(c);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_cold(p) }
+    }
+
+    #[inline(never)]
+    unsafe fn free_cold(&self, p: *mut u8) {
         // SAFETY: forwarded contract.
         if let Err(e) = unsafe { self.try_free(p) } {
             report(e)

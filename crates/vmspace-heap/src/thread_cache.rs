@@ -101,6 +101,15 @@ pub(crate) fn lookup(heap: u64) -> Option<*mut ()> {
     })
 }
 
+/// Like [`lookup`], but only the most recently used entry (the hot paths' check).
+#[inline(always)]
+pub(crate) fn lookup_first(heap: u64) -> Option<*mut ()> {
+    CACHE.with(|c| {
+        let e = c.e[0].get();
+        (e.heap == heap).then_some(e.local)
+    })
+}
+
 #[inline(never)]
 fn lookup_rest(c: &ThreadCache, heap: u64) -> Option<*mut ()> {
     for i in 1..ENTRIES {
