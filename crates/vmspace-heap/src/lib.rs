@@ -32,7 +32,9 @@ mod thread_cache;
 pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap};
 pub use error::{report, HeapError, HeapErrorKind};
 pub use size_class::SizeClassHeap;
-pub use source::{ArenaBrk, ArenaSource, BrkSource, SegmentSource, PAGE_SIZE, SEGMENT_SIZE};
+pub use source::{
+    ArenaBrk, ArenaSource, BrkSource, SegmentBrk, SegmentSource, PAGE_SIZE, SEGMENT_SIZE,
+};
 #[cfg(feature = "std")]
 pub use source::{HostBrk, HostSource};
 pub use stats::HeapStats;

@@ -253,6 +253,73 @@ unsafe impl BrkSource for ArenaBrk {
     }
 }
 
+/// A break region carved from a segment source: a fixed run of segments taken at creation
+/// (the most the region can grow to), grown and shrunk inside it, and given back when
+/// dropped. This is how many chunk heaps share one arena or one address space.
+pub struct SegmentBrk<S: SegmentSource> {
+    source: S,
+    base: usize,
+    segments: usize,
+    brk: usize,
+}
+
+// SAFETY: owns its run of segments; exclusive access is through `&mut self`.
+unsafe impl<S: SegmentSource + Send> Send for SegmentBrk<S> {}
+
+impl<S: SegmentSource> SegmentBrk<S> {
+    /// Takes room for `max_bytes` (rounded up to segments) from `source`; `None` when the
+    /// source has no such run.
+    pub fn new(mut source: S, max_bytes: usize) -> Option<Self> {
+        let segments = align_up(max_bytes.max(1), SEGMENT_SIZE)? / SEGMENT_SIZE;
+        let base = source.alloc_segments(segments)?.as_ptr() as usize;
+        Some(SegmentBrk {
+            source,
+            base,
+            segments,
+            brk: base,
+        })
+    }
+
+    /// Bytes between the start and the current break.
+    pub fn used(&self) -> usize {
+        self.brk - self.base
+    }
+}
+
+impl<S: SegmentSource> Drop for SegmentBrk<S> {
+    fn drop(&mut self) {
+        // SAFETY: the run came from this source and nothing uses it once the region goes.
+        unsafe {
+            self.source
+                .free_segments(NonNull::new_unchecked(self.base as *mut u8), self.segments)
+        };
+    }
+}
+
+// SAFETY: grows contiguously inside its own run of segments.
+unsafe impl<S: SegmentSource> BrkSource for SegmentBrk<S> {
+    fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>> {
+        if bytes > self.base + self.segments * SEGMENT_SIZE - self.brk {
+            return None;
+        }
+        let old = self.brk;
+        self.brk += bytes;
+        NonNull::new(old as *mut u8)
+    }
+
+    unsafe fn shrink(&mut self, bytes: usize) {
+        let bytes = bytes.min(self.brk - self.base);
+        self.brk -= bytes;
+        if bytes != 0 {
+            // SAFETY: the released tail lies in our run and is unused (caller contract).
+            unsafe {
+                self.source
+                    .decommit(NonNull::new_unchecked(self.brk as *mut u8), bytes)
+            };
+        }
+    }
+}
+
 /// A source shared by several heaps: any source behind a spin lock.
 // SAFETY: forwards to the locked source, whose contract carries over.
 unsafe impl<S: SegmentSource> SegmentSource for &spin::Mutex<S> {

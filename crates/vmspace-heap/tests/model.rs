@@ -7,7 +7,6 @@ use proptest::prelude::*;
 use std::alloc::Layout;
 use vmspace_heap::{
     ArenaBrk, ArenaSource, ChunkHeap, FitPolicy, HeapErrorKind, HostSource, SizeClassHeap,
-    SEGMENT_SIZE,
 };
 
 #[global_allocator]
@@ -200,6 +199,5 @@ proptest! {
             prop_assert_eq!(e.kind, HeapErrorKind::DoubleFree);
         }
         prop_assert_eq!(h.stats().live_bytes, 0);
-        let _ = SEGMENT_SIZE;
-    }
+        }
 }
