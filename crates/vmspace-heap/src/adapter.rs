@@ -55,3 +55,49 @@ unsafe impl<B: BrkSource + Send> Allocator for &LockedChunkHeap<B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ArenaBrk, ArenaSource, FitPolicy};
+    extern crate std;
+
+    fn exercise<A: Allocator>(a: A) {
+        let l = Layout::from_size_align(100, 16).unwrap();
+        let p = a.allocate(l).unwrap();
+        assert!(p.len() >= 100);
+        let base = p.as_ptr() as *mut u8;
+        assert_eq!(base as usize % 16, 0);
+        unsafe {
+            base.write_bytes(9, 100);
+            // `grow` is the trait's default: allocate, copy, deallocate
+            let l2 = Layout::from_size_align(20_000, 16).unwrap();
+            let q = a.grow(NonNull::new_unchecked(base), l, l2).unwrap();
+            let q = q.as_ptr() as *mut u8;
+            assert_eq!(*q.add(99), 9);
+            a.deallocate(NonNull::new_unchecked(q), l2);
+        }
+        let z = a.allocate(Layout::from_size_align(0, 64).unwrap()).unwrap();
+        assert_eq!(z.len(), 0);
+        unsafe { a.deallocate(z.cast(), Layout::from_size_align(0, 64).unwrap()) };
+        assert!(a
+            .allocate(Layout::from_size_align(isize::MAX as usize - 63, 64).unwrap())
+            .is_err());
+    }
+
+    #[test]
+    fn both_heaps_are_allocator_api2_allocators() {
+        let arena = std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
+            ArenaSource::from_static(std::vec![0u8; 1 << 20].leak()),
+        )));
+        let sc = SizeClassHeap::new(&*arena);
+        exercise(&sc);
+        assert_eq!(sc.stats().live_bytes, 0);
+        let ch = LockedChunkHeap::new(
+            ArenaBrk::from_static(std::vec![0u8; 1 << 20].leak()),
+            FitPolicy::Best,
+        );
+        exercise(&ch);
+        assert_eq!(ch.lock().stats().live_bytes, 0);
+    }
+}

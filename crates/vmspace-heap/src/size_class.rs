@@ -747,7 +747,14 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         let c = crate::class::class_of_small(size);
                         let b = *l.la.get_unchecked(c);
                         if b != 0 {
-                            *l.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, l.key);
+                            let next = decode((*(b as *mut Block)).next, l.key);
+                            if cfg!(feature = "secure") && next != 0 {
+                                let ns = segment_of(next as *const u8);
+                                if (*hot(ns)).cookie != ns as usize ^ (*sh).key {
+                                    report(HeapError::new(HeapErrorKind::Corrupted, b));
+                                }
+                            }
+                            *l.la.get_unchecked_mut(c) = next;
                             *l.la_len.get_unchecked_mut(c) -= 1;
                             Segment::mark_live(segment_of(b as *const u8), b as *const u8);
                             l.live.store(
