@@ -2,7 +2,7 @@
 //!
 //! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
 //! header says which heap owns the segment (a cookie mixing the segment's address with the
-//! heap's key), which class it serves, and keeps one allocated bit per 8-byte granule so a
+//! heap's key), which class it serves, and keeps one allocated bit per block so a
 //! double free or a pointer into the middle of a block is caught before it corrupts a list.
 //! A small segment's blocks start at [`DATA_OFFSET`] (one page), so block sizes that are
 //! multiples of an alignment up to the page size give aligned blocks.
@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
 /// Offset of the first block in a small segment.
 pub(crate) const DATA_OFFSET: usize = PAGE_SIZE;
-/// Number of 64-bit words of one granule bitmap.
+/// Number of 64-bit words of one block bitmap (enough for 8-byte blocks).
 const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
 
 /// A free block: the first word links to the next free block (encoded with `secure`).
@@ -95,7 +95,7 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Room for the 16 possible hot lines.
     _hot_lines: [Hot; 16],
-    /// Per 8-byte granule, a pair of bits words: `[allocated, remote-freed]`. The allocated
+    /// Per 64 blocks, a pair of bits words: `[allocated, remote-freed]`. The allocated
     /// bit is set at the start of each allocated block and written by the owner only (relaxed
     /// loads and stores: plain moves); the remote bit is set by a remote free until the owner
     /// collects the block. The pair shares a cache line.
@@ -104,7 +104,7 @@ pub(crate) struct Segment {
 
 const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
-/// The granule bitmaps, cache-line aligned.
+/// The block bitmaps, cache-line aligned.
 #[repr(C, align(64))]
 pub(crate) struct Bits(pub [[AtomicU64; 2]; BITMAP_WORDS]);
 
@@ -112,7 +112,7 @@ impl Segment {
     /// The allocated-bits word `w`.
     #[inline(always)]
     pub fn abits(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: callers pass w < BITMAP_WORDS (a granule index of a pointer inside the
+        // SAFETY: callers pass w < BITMAP_WORDS (a block index of a pointer inside the
         // segment, shifted by 6).
         unsafe { &self.bits.0.get_unchecked(w)[0] }
     }
@@ -133,10 +133,17 @@ pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
     (p as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
 }
 
-/// Granule word index and bit of `p` inside its segment.
+/// Bitmap word index and bit of the block at `p`: its block index is the high half of
+/// `offset * div_c` (exact for offsets below 2^32), so no division.
+///
+/// # Safety
+/// `seg` must be a formatted small segment and `p` a block start inside it.
 #[inline(always)]
-pub(crate) fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
-    let idx = (p as usize - seg as usize) >> 3;
+pub(crate) unsafe fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
+    let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
+    // SAFETY: reading the hot line of a valid segment (caller).
+    let c = unsafe { (*hot(seg)).div_c };
+    let idx = ((off as u128 * c as u128) >> 64) as usize;
     (idx >> 6, 1u64 << (idx & 63))
 }
 
@@ -253,7 +260,8 @@ impl Segment {
     /// `p` must be a block start of the valid small segment `seg`.
     #[inline(always)]
     pub unsafe fn is_live(seg: *mut Segment, p: *const u8) -> bool {
-        let (w, bit) = granule(seg, p);
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: p is a block of seg.
         unsafe {
             (*seg).abits(w).load(Relaxed) & bit != 0 && (*seg).rbits(w).load(Relaxed) & bit == 0
@@ -268,7 +276,8 @@ impl Segment {
     /// As [`is_live`](Self::is_live); only the segment's owner may call it.
     #[inline(always)]
     pub unsafe fn mark_free(seg: *mut Segment, p: *const u8) -> bool {
-        let (w, bit) = granule(seg, p);
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: as is_live; the allocated bits are written by the owner only.
         unsafe {
             let a = (*seg).abits(w);
@@ -287,7 +296,8 @@ impl Segment {
     /// As [`mark_free`](Self::mark_free).
     #[inline(always)]
     pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
-        let (w, bit) = granule(seg, p);
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: as mark_free.
         unsafe {
             let a = (*seg).abits(w);
@@ -301,7 +311,8 @@ impl Segment {
     /// # Safety
     /// As [`is_live`](Self::is_live).
     pub unsafe fn mark_free_remote(seg: *mut Segment, p: *const u8) -> bool {
-        let (w, bit) = granule(seg, p);
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: as is_live; the remote bit is an atomic read-modify-write.
         unsafe {
             (*seg).abits(w).load(Relaxed) & bit != 0
@@ -314,7 +325,8 @@ impl Segment {
     /// # Safety
     /// As [`mark_free`](Self::mark_free).
     pub unsafe fn collected(seg: *mut Segment, p: *const u8) {
-        let (w, bit) = granule(seg, p);
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: as mark_free.
         unsafe {
             (*seg).rbits(w).fetch_and(!bit, Relaxed);

@@ -50,9 +50,9 @@ fn now_ms() -> usize {
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Bytes a lookaside list may hold before its older half goes back to the segments.
-const LOOKASIDE_BYTES: usize = 16 * 1024;
+const LOOKASIDE_BYTES: usize = 64 * 1024;
 
-/// Blocks a class's lookaside list may hold: about [`LOOKASIDE_BYTES`], 4 to 256.
+/// Blocks a class's lookaside list may hold: about [`LOOKASIDE_BYTES`], 4 to 1024.
 const LOOKASIDE_MAX: [u32; CLASSES] = lookaside_max();
 
 const fn lookaside_max() -> [u32; CLASSES] {
@@ -62,8 +62,8 @@ const fn lookaside_max() -> [u32; CLASSES] {
         let n = LOOKASIDE_BYTES / CLASS_SIZE[c] as usize;
         t[c] = if n < 4 {
             4
-        } else if n > 256 {
-            256
+        } else if n > 1024 {
+            1024
         } else {
             n as u32
         };

@@ -149,7 +149,7 @@ fn layout(size: usize) -> Layout {
 fn replay<A: GlobalAlloc>(a: &A, w: &Workload, every: usize, mut sample: impl FnMut()) -> u128 {
     let mut ptrs = vec![std::ptr::null_mut::<u8>(); w.slots];
     let mut sizes = vec![0u32; w.slots];
-    let ns = time_ns(|| {
+    let ns = timed(|| {
         for (i, op) in w.ops.iter().enumerate() {
             let s = op.slot as usize;
             if op.size != 0 {
@@ -181,6 +181,26 @@ fn replay<A: GlobalAlloc>(a: &A, w: &Workload, every: usize, mut sample: impl Fn
         }
     }
     ns
+}
+
+/// Times `f`: wall-clock, or with `VMSPACE_BENCH_HEAP_CPU_TIME=1` this thread's CPU time
+/// (steadier on a machine shared with other work; single-thread cases only).
+fn timed(f: impl FnOnce()) -> u128 {
+    if std::env::var_os("VMSPACE_BENCH_HEAP_CPU_TIME").is_none() {
+        return time_ns(f);
+    }
+    let now = || {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes the calling thread's CPU time into `t`.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+    };
+    let t0 = now();
+    f();
+    now() - t0
 }
 
 const BATCH: usize = 256;
