@@ -17,7 +17,7 @@ use crate::source::{SegmentSource, SEGMENT_SIZE};
 use crate::stats::HeapStats;
 use core::alloc::Layout;
 use core::ptr::{self, null_mut, NonNull};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// Empty segments a local heap keeps for reuse without `std` (no clock to age them by).
 #[cfg(not(feature = "std"))]
@@ -76,7 +76,8 @@ const fn lookaside_max() -> [u32; CLASSES] {
 pub(crate) struct Local<S> {
     /// Lookaside lists: recently freed blocks per class (encoded links), reused first.
     la: [usize; CLASSES],
-    la_len: [u32; CLASSES],
+    /// Blocks on each lookaside list (atomic only so `stats` may read it; plain moves).
+    la_len: [AtomicU32; CLASSES],
     shared: *const Shared<S>,
     key: usize,
     avail: [*mut Segment; CLASSES],
@@ -85,7 +86,9 @@ pub(crate) struct Local<S> {
     empty_tail: *mut Segment,
     empty_count: usize,
     remote_queue: AtomicPtr<Segment>,
-    live: AtomicUsize,
+    /// Bytes of blocks taken out of segments (live, or waiting on a lookaside list); live
+    /// bytes are this minus the lookaside lists, so the hot paths need not count.
+    seg_live: AtomicUsize,
     next_all: *mut Local<S>,
     next_abandoned: *mut Local<S>,
 }
@@ -131,13 +134,10 @@ impl<S: SegmentSource> Local<S> {
             let b = *self.la.get_unchecked(c);
             if b != 0 {
                 *self.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, self.key);
-                *self.la_len.get_unchecked_mut(c) -= 1;
+                let n = self.la_len.get_unchecked(c);
+                n.store(n.load(Relaxed) - 1, Relaxed);
                 let seg = segment_of(b as *const u8);
                 Segment::mark_live(seg, b as *const u8);
-                self.live.store(
-                    self.live.load(Relaxed) + *CLASS_SIZE.get_unchecked(c) as usize,
-                    Relaxed,
-                );
                 return b as *mut u8;
             }
             let seg = *self.avail.get_unchecked(c);
@@ -152,8 +152,10 @@ impl<S: SegmentSource> Local<S> {
                     (*hot(seg)).free = next;
                     (*hot(seg)).used += 1;
                     Segment::mark_live(seg, b as *const u8);
-                    self.live
-                        .store(self.live.load(Relaxed) + (*hot(seg)).block_size, Relaxed);
+                    self.seg_live.store(
+                        self.seg_live.load(Relaxed) + (*hot(seg)).block_size,
+                        Relaxed,
+                    );
                     return b as *mut u8;
                 }
             }
@@ -229,12 +231,10 @@ impl<S: SegmentSource> Local<S> {
                 return Err(classify(seg, p));
             }
             let c = (*hot(seg)).class as usize;
-            let n = *self.la_len.get_unchecked(c) + 1;
+            let n = self.la_len.get_unchecked(c).load(Relaxed) + 1;
             (*(p as *mut Block)).next = encode(*self.la.get_unchecked(c), self.key);
             *self.la.get_unchecked_mut(c) = p as usize;
-            *self.la_len.get_unchecked_mut(c) = n;
-            self.live
-                .store(self.live.load(Relaxed) - (*hot(seg)).block_size, Relaxed);
+            self.la_len.get_unchecked(c).store(n, Relaxed);
             if n > *LOOKASIDE_MAX.get_unchecked(c) {
                 self.flush_lookaside(c);
             }
@@ -247,15 +247,18 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn flush_lookaside(&mut self, c: usize) {
         // SAFETY: owner-only; the list holds free blocks of this owner's segments.
         unsafe {
-            let keep = self.la_len[c] / 2;
+            let keep = self.la_len[c].load(Relaxed) / 2;
             let mut b = self.la[c];
             for _ in 1..keep {
                 b = decode((*(b as *mut Block)).next, self.key);
             }
             let mut rest = decode((*(b as *mut Block)).next, self.key);
             (*(b as *mut Block)).next = encode(0, self.key);
-            self.la_len[c] = keep;
+            self.la_len[c].store(keep, Relaxed);
+            let bs = CLASS_SIZE[c] as usize;
             while rest != 0 {
+                self.seg_live
+                    .store(self.seg_live.load(Relaxed) - bs, Relaxed);
                 let next = decode((*(rest as *mut Block)).next, self.key);
                 let seg = segment_of(rest as *const u8);
                 (*(rest as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
@@ -274,8 +277,8 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only.
         unsafe {
             for c in 0..CLASSES {
-                if self.la_len[c] >= 2 {
-                    self.la_len[c] = 2;
+                if self.la_len[c].load(Relaxed) >= 2 {
+                    self.la_len[c].store(2, Relaxed);
                     self.flush_lookaside(c); // keeps one
                 }
                 let b = self.la[c];
@@ -285,7 +288,11 @@ impl<S: SegmentSource> Local<S> {
                     (*hot(seg)).free = b;
                     (*hot(seg)).used -= 1;
                     self.la[c] = 0;
-                    self.la_len[c] = 0;
+                    self.la_len[c].store(0, Relaxed);
+                    self.seg_live.store(
+                        self.seg_live.load(Relaxed) - CLASS_SIZE[c] as usize,
+                        Relaxed,
+                    );
                     if (*hot(seg)).used <= (*hot(seg)).slow_at {
                         self.free_slow(seg);
                     }
@@ -336,7 +343,8 @@ impl<S: SegmentSource> Local<S> {
                 (*(b as *mut Block)).next = encode((*hot(seg)).free, key);
                 (*hot(seg)).free = b;
                 (*hot(seg)).used -= 1;
-                self.live.store(self.live.load(Relaxed) - bs, Relaxed);
+                self.seg_live
+                    .store(self.seg_live.load(Relaxed) - bs, Relaxed);
                 b = next;
             }
             self.free_slow(seg);
@@ -520,6 +528,14 @@ impl<S: SegmentSource> Local<S> {
             (*seg).full = false;
             (*hot(seg)).slow_at = 0;
         }
+    }
+
+    /// Bytes in live blocks (approximate while the owner runs).
+    fn live(&self) -> usize {
+        let on_lists: usize = (0..CLASSES)
+            .map(|c| self.la_len[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .sum();
+        self.seg_live.load(Relaxed).saturating_sub(on_lists)
     }
 
     /// Pushes `p` on its segment's remote list and queues the segment to its owner.
@@ -711,7 +727,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let l = (seg as *mut u8).add(DATA_OFFSET) as *mut Local<S>;
             l.write(Local {
                 la: [0; CLASSES],
-                la_len: [0; CLASSES],
+                la_len: [const { AtomicU32::new(0) }; CLASSES],
                 shared: sh,
                 key: sh_ref.key,
                 avail: [null_mut(); CLASSES],
@@ -720,7 +736,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 empty_tail: null_mut(),
                 empty_count: 0,
                 remote_queue: AtomicPtr::new(null_mut()),
-                live: AtomicUsize::new(0),
+                seg_live: AtomicUsize::new(0),
                 next_all: inner.all_locals,
                 next_abandoned: null_mut(),
             });
@@ -755,12 +771,9 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                                 }
                             }
                             *l.la.get_unchecked_mut(c) = next;
-                            *l.la_len.get_unchecked_mut(c) -= 1;
+                            let n = l.la_len.get_unchecked(c);
+                            n.store(n.load(Relaxed) - 1, Relaxed);
                             Segment::mark_live(segment_of(b as *const u8), b as *const u8);
-                            l.live.store(
-                                l.live.load(Relaxed) + *CLASS_SIZE.get_unchecked(c) as usize,
-                                Relaxed,
-                            );
                             return b as *mut u8;
                         }
                     }
@@ -932,12 +945,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     if (*h).owner == l && Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = (*h).class as usize;
-                        let n = *l.la_len.get_unchecked(c) + 1;
+                        let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
                         (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
                         *l.la.get_unchecked_mut(c) = p as usize;
-                        *l.la_len.get_unchecked_mut(c) = n;
-                        l.live
-                            .store(l.live.load(Relaxed) - (*h).block_size, Relaxed);
+                        l.la_len.get_unchecked(c).store(n, Relaxed);
                         if n > *LOOKASIDE_MAX.get_unchecked(c) {
                             l.flush_lookaside(c);
                         }
@@ -1083,7 +1094,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let inner = sh.inner.lock();
             let mut l = inner.all_locals;
             while !l.is_null() {
-                live += (*l).live.load(Relaxed);
+                live += (*l).live();
                 l = (*l).next_all;
             }
             HeapStats::new(
