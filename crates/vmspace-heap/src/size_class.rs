@@ -273,6 +273,7 @@ impl<S: SegmentSource> Local<S> {
     }
 
     /// Gives every lookaside block back to its segment.
+    #[allow(clippy::needless_range_loop)] // `c` indexes three arrays and is passed on
     unsafe fn flush_all_lookaside(&mut self) {
         // SAFETY: owner-only.
         unsafe {
