@@ -124,3 +124,31 @@ fn the_example_programs_run_on_each_heap() {
         assert!(String::from_utf8_lossy(&out.stdout).contains("as global allocator"));
     }
 }
+
+/// A double free through the global allocator stops the program with a clear message
+/// (checked in a child process: this test binary re-runs itself for this one test).
+#[test]
+fn a_double_free_through_the_global_allocator_aborts_with_a_message() {
+    const CHILD: &str = "VMSPACE_HEAP_DOUBLE_FREE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let l = Layout::from_size_align(48, 8).unwrap();
+        unsafe {
+            let p = std::alloc::alloc(l);
+            std::alloc::dealloc(p, l);
+            std::alloc::dealloc(p, l);
+        }
+        return; // not reached: the second free aborts
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_double_free_through_the_global_allocator_aborts_with_a_message",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("vmspace-heap: double free of 0x"), "{err}");
+}
