@@ -320,18 +320,18 @@ impl Segment {
         }
     }
 
-    /// Clears the state of a remotely freed block its owner collects.
+    /// Clears the state of the remotely freed blocks `mask` of bitmap word `w`, which their
+    /// owner collects.
     ///
     /// # Safety
-    /// As [`mark_free`](Self::mark_free).
-    pub unsafe fn collected(seg: *mut Segment, p: *const u8) {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as mark_free.
+    /// Only the segment's owner may call it, for blocks it took off the remote list.
+    #[inline]
+    pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
+        // SAFETY: as mark_free; w is a word of this segment's bitmap.
         unsafe {
-            (*seg).rbits(w).fetch_and(!bit, Relaxed);
+            (*seg).rbits(w).fetch_and(!mask, Relaxed);
             let a = (*seg).abits(w);
-            a.store(a.load(Relaxed) & !bit, Relaxed);
+            a.store(a.load(Relaxed) & !mask, Relaxed);
         }
     }
 }

@@ -337,17 +337,34 @@ impl<S: SegmentSource> Local<S> {
         unsafe {
             let mut b = (*seg).remote_free.swap(null_mut(), SeqCst) as usize;
             let key = (*seg).key;
-            let bs = (*hot(seg)).block_size;
+            let h = hot(seg);
+            let bs = (*h).block_size;
+            let (mut free, mut n) = ((*h).free, 0usize);
+            // Neighbouring blocks share a bitmap word: clear each word's bits with one
+            // atomic operation per run instead of one per block.
+            let (mut word, mut mask) = (usize::MAX, 0u64);
             while b != 0 {
                 let next = decode((*(b as *mut Block)).next, key);
-                Segment::collected(seg, b as *const u8);
-                (*(b as *mut Block)).next = encode((*hot(seg)).free, key);
-                (*hot(seg)).free = b;
-                (*hot(seg)).used -= 1;
-                self.seg_live
-                    .store(self.seg_live.load(Relaxed) - bs, Relaxed);
+                let (w, bit) = crate::segment::granule(seg, b as *const u8);
+                if w != word {
+                    if mask != 0 {
+                        Segment::collected_bits(seg, word, mask);
+                    }
+                    (word, mask) = (w, 0);
+                }
+                mask |= bit;
+                (*(b as *mut Block)).next = encode(free, key);
+                free = b;
+                n += 1;
                 b = next;
             }
+            if mask != 0 {
+                Segment::collected_bits(seg, word, mask);
+            }
+            (*h).free = free;
+            (*h).used -= n;
+            self.seg_live
+                .store(self.seg_live.load(Relaxed) - n * bs, Relaxed);
             self.free_slow(seg);
         }
     }
@@ -561,7 +578,9 @@ impl<S: SegmentSource> Local<S> {
                     Err(h) => head = h,
                 }
             }
-            if !(*seg).remote_queued.swap(true, SeqCst) {
+            // Already queued (the common case under load): the owner's drain will see this
+            // block, as it clears the flag before taking the list.
+            if !(*seg).remote_queued.load(SeqCst) && !(*seg).remote_queued.swap(true, SeqCst) {
                 let owner = (*hot(seg)).owner as *mut Local<S>;
                 let q = &(*owner).remote_queue;
                 let mut h = q.load(Relaxed);
@@ -777,6 +796,20 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             Segment::mark_live(segment_of(b as *const u8), b as *const u8);
                             return b as *mut u8;
                         }
+                        // then the current segment of the class
+                        let seg = *l.avail.get_unchecked(c);
+                        if !seg.is_null() {
+                            let h = hot(seg);
+                            let b = (*h).free;
+                            if b != 0 && !cfg!(feature = "secure") {
+                                (*h).free = decode((*(b as *mut Block)).next, (*seg).key);
+                                (*h).used += 1;
+                                Segment::mark_live(seg, b as *const u8);
+                                l.seg_live
+                                    .store(l.seg_live.load(Relaxed) + (*h).block_size, Relaxed);
+                                return b as *mut u8;
+                            }
+                        }
                     }
                 }
             }
@@ -943,7 +976,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 && (*h).kind == Kind::Small
             {
                 if let Some(l) = crate::thread_cache::lookup_first((*sh).id) {
-                    if (*h).owner == l && Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
+                    if (*h).owner != l {
+                        if let Err(e) = Local::<S>::remote_free(seg, p) {
+                            report(e)
+                        }
+                        return;
+                    }
+                    if Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = (*h).class as usize;
                         let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
