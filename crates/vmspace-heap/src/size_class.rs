@@ -1,14 +1,24 @@
 //! The size-class heap: lookaside free lists per size class over 64 KiB segments.
 //!
-//! Each local heap (one per thread with `std`, one behind a spin lock otherwise) keeps, per
-//! class, a list of segments with free blocks; the head segment's free list is popped on
-//! allocation and pushed on free — no atomics, no lock, no division on that path. A freed
-//! block's segment is its address rounded down to 64 KiB. Blocks freed by a thread that does
-//! not own the segment go to the segment's atomic remote list (as mimalloc's sharded free
-//! lists) and the segment is queued to its owner, which collects them when its lists run dry.
-//! A wholly free segment goes back to the source unless it is its class's last one or fits in
-//! a small per-local cache (hysteresis). Requests above [`SMALL_MAX`] or aligned beyond a
-//! page are large blocks: whole segments straight from the source.
+//! Each local heap (one per thread with `std`, one behind a spin lock otherwise) has, per
+//! class, a lookaside list of recently freed blocks (LIFO, up to about 64 KiB) in front of a
+//! list of segments with free blocks. Allocation pops the lookaside list, else the current
+//! segment's free list; a free pushes on the lookaside list, whose older half goes back to
+//! the blocks' segments when it grows too long — no atomics, no lock, no division, no call
+//! on those paths. A freed block's segment is its address rounded down to 64 KiB; the
+//! segment header's cookie says which heap owns it, and one allocated bit per block (plus a
+//! remote bit) catches double frees and pointers that are not block starts.
+//!
+//! Blocks freed by a thread that does not own the segment go to the segment's atomic remote
+//! list (as mimalloc's sharded free lists) and the segment is queued to its owner, which
+//! collects them when its lists run dry. A thread's local heap outlives the thread: it is
+//! abandoned to the heap on exit and adopted, segments and all, by the next thread.
+//!
+//! A wholly free segment stays if it is its class's last one; otherwise it waits in a
+//! per-local cache and goes back to the source after 100 ms unused (with `std`; without it
+//! the cache keeps four), so a hot class does not thrash and a burst of frees followed by a
+//! burst of allocations reuses the same memory. Requests above [`SMALL_MAX`] or aligned
+//! beyond a page are large blocks: whole segments straight from the source.
 
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
