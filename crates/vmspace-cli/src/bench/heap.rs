@@ -635,7 +635,17 @@ mod tests {
                 replay(a, &c, 0, || ());
                 threads(a, 4 * BATCH as u64);
             });
-            assert!(peak_committed_here(name, &c) > 0, "{name}");
+            // process-wide allocators may reuse what they already hold (hence the child
+            // process in the real run); fresh instances must show the burst
+            // (arena peers count resident pages: a block's untouched pages are not)
+            let min = if name.starts_with("vmspace") {
+                c.peak_live
+            } else {
+                1
+            };
+            if name != "system" && name != "mimalloc" {
+                assert!(peak_committed_here(name, &c) >= min, "{name}");
+            }
         }
     }
 }
