@@ -489,7 +489,7 @@ fn selected(var: &str, name: &str) -> bool {
 }
 
 /// Runs the heap group.
-pub fn run(scale: f64) -> Vec<Record> {
+pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     let ops = scaled(2_000_000, scale);
     let burst = scaled(100_000, scale) as usize;
     let cases = [
@@ -602,7 +602,7 @@ pub fn run(scale: f64) -> Vec<Record> {
             records.push(Record::new(GROUP, "d-threads", name, ns, totals[i]));
         }
     }
-    records
+    Ok(records)
 }
 
 #[cfg(test)]

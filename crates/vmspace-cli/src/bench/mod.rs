@@ -4,10 +4,12 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
+mod frames;
+mod heap;
+mod paging;
+
 use serde::Serialize;
 use std::time::Instant;
-
-mod heap;
 
 /// Arguments of `vmspace bench`.
 #[derive(clap::Args)]
@@ -25,6 +27,12 @@ pub struct BenchArgs {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Group {
+    /// Order-0 frame allocation on a fragmented 1,000,000-frame pool, against
+    /// `buddy_system_allocator`.
+    Frames,
+    /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
+    /// operations against page-at-a-time.
+    Paging,
     /// Size-class and chunk heaps against malloc-style peers.
     Heap,
 }
@@ -87,10 +95,10 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 
 /// Runs a group and prints its records.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
-    // `print_records(&records, args.json)`.
     let records = match args.group {
-        Group::Heap => heap::run(args.scale),
+        Group::Frames => frames::run(args.scale)?,
+        Group::Paging => paging::run(args.scale)?,
+        Group::Heap => heap::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())
