@@ -59,6 +59,10 @@ fn now_ms() -> usize {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where a meta segment keeps its shared state or local heap: past the header, off the
+/// page-aligned cache set that every segment's first block maps to.
+const META_OFFSET: usize = DATA_OFFSET + 5 * 64;
+
 /// Bytes a lookaside list may hold before its older half goes back to the segments.
 const LOOKASIDE_BYTES: usize = 64 * 1024;
 
@@ -672,9 +676,13 @@ unsafe fn abandon<S: SegmentSource>(local: *mut ()) {
 /// up (in a segment of its own) on first use and can be moved freely. Dropping it returns
 /// every segment to the source, including those of threads that still cache it. With `std`
 /// each thread allocates from its own local heap; without it all go through one spin lock.
+#[repr(C)]
 pub struct SizeClassHeap<S: SegmentSource> {
-    pending: spin::Mutex<Option<S>>,
     shared: AtomicPtr<Shared<S>>,
+    /// Copies of the shared state's id and key, on the handle's cache line for the hot paths.
+    id: AtomicU64,
+    key: AtomicUsize,
+    pending: spin::Mutex<Option<S>>,
 }
 
 // SAFETY: all shared state is behind locks or atomics; the source moves between threads.
@@ -686,8 +694,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     /// A heap that takes its segments from `source`.
     pub const fn new(source: S) -> Self {
         SizeClassHeap {
-            pending: spin::Mutex::new(Some(source)),
             shared: AtomicPtr::new(null_mut()),
+            id: AtomicU64::new(0),
+            key: AtomicUsize::new(0),
+            pending: spin::Mutex::new(Some(source)),
         }
     }
 
@@ -716,10 +726,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         };
         let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
         let key = mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)) | 1;
-        // SAFETY: a fresh segment of our own: header, then the shared state at DATA_OFFSET.
+        // SAFETY: a fresh segment of our own: header, then the shared state at META_OFFSET.
         unsafe {
             let seg = Segment::init(base.as_ptr(), key, Kind::Meta, null_mut(), 1);
-            let sh = (seg as *mut u8).add(DATA_OFFSET) as *mut Shared<S>;
+            let sh = (seg as *mut u8).add(META_OFFSET) as *mut Shared<S>;
             sh.write(Shared {
                 id,
                 key,
@@ -735,6 +745,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 large_blocks: AtomicUsize::new(0),
                 large_live: AtomicUsize::new(0),
             });
+            self.id.store(id, Relaxed);
+            self.key.store(key, Relaxed);
             self.shared.store(sh, Release);
             sh
         }
@@ -754,7 +766,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let base = inner.source.alloc_segments(1)?;
             sh_ref.committed.fetch_add(SEGMENT_SIZE, Relaxed);
             let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
-            let l = (seg as *mut u8).add(DATA_OFFSET) as *mut Local<S>;
+            let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
             l.write(Local {
                 la: [0; CLASSES],
                 la_len: [const { AtomicU32::new(0) }; CLASSES],
@@ -788,7 +800,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 // SAFETY: `sh` is live; the first cache entry for its id is this thread's own
                 // local heap; lookaside blocks are free blocks of its segments.
                 unsafe {
-                    if let Some(l) = crate::thread_cache::lookup_first((*sh).id) {
+                    if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = crate::class::class_of_small(size);
                         let b = *l.la.get_unchecked(c);
@@ -796,7 +808,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             let next = decode((*(b as *mut Block)).next, l.key);
                             if cfg!(feature = "secure") && next != 0 {
                                 let ns = segment_of(next as *const u8);
-                                if (*hot(ns)).cookie != ns as usize ^ (*sh).key {
+                                if (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed) {
                                     report(HeapError::new(HeapErrorKind::Corrupted, b));
                                 }
                             }
@@ -982,10 +994,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let h = hot(seg);
             if !sh.is_null()
                 && !p.is_null()
-                && (*h).cookie == seg as usize ^ (*sh).key
+                && (*h).cookie == seg as usize ^ self.key.load(Relaxed)
                 && (*h).kind == Kind::Small
             {
-                if let Some(l) = crate::thread_cache::lookup_first((*sh).id) {
+                if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                     if (*h).owner != l {
                         if let Err(e) = Local::<S>::remote_free(seg, p) {
                             report(e)
