@@ -11,12 +11,18 @@
 //! Each block's first byte is written. `linked_list_allocator` (a first-fit list, several
 //! microseconds per operation at 10,000 live blocks) runs the first tenth of the random
 //! workloads and of `d-threads`, once; everyone else runs the full count, five interleaved
-//! rounds after a warm-up, and the median is reported. Besides ns/op, a first (untimed) pass on a fresh
-//! instance samples each allocator's committed memory and reports `peak_committed` over the
-//! workload's `peak_live` requested bytes (cases a–c). Committed memory is what the
-//! allocator holds from the system: vmspace's own counters, glibc's `mallinfo2`
-//! (arena + mmapped), mimalloc's `mi_process_info` commit, and for the arena-based peers the
-//! resident pages of their arena (`mincore`).
+//! rounds after a warm-up, each right after a short untimed run of the same workload (so an
+//! allocator that returns idle memory on a timer is not timed while waking up from the other
+//! impls' rounds), and the median is reported.
+//!
+//! Besides ns/op, a first (untimed) pass on a fresh instance samples each allocator's
+//! committed memory and reports `peak_committed` over the workload's `peak_live` requested
+//! bytes (cases a–c). Committed memory is what the allocator holds from the system:
+//! vmspace's own counters, glibc's `mallinfo2` (arena + mmapped), mimalloc's
+//! `mi_process_info` commit (both in a child process), and for the arena-based peers the
+//! resident pages of their arena (`mincore`). The arena peers' regions ask for transparent
+//! huge pages when timed (as the vmspace host sources do for theirs), and not in the memory
+//! pass, where their resident 4 KiB pages are exactly what they touched.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::alloc::{GlobalAlloc, Layout};
@@ -279,7 +285,7 @@ struct Region {
 }
 
 impl Region {
-    fn new(len: usize) -> Region {
+    fn new(len: usize, huge: bool) -> Region {
         // SAFETY: a fresh anonymous mapping.
         let p = unsafe {
             libc::mmap(
@@ -292,6 +298,12 @@ impl Region {
             )
         };
         assert_ne!(p, libc::MAP_FAILED, "mmap of the bench arena failed");
+        if huge {
+            // Transparent huge pages, as the vmspace host sources ask for their own regions:
+            // the peers' arenas get the same advice when timed.
+            // SAFETY: advice on our own fresh mapping.
+            unsafe { libc::madvise(p, len, libc::MADV_HUGEPAGE) };
+        }
         Region {
             base: p.cast(),
             len,
@@ -357,25 +369,26 @@ const NAMES: [&str; 10] = [
     "buddy_system_allocator",
 ];
 
-fn make(name: &str) -> Impl {
+/// A fresh `name`; `huge`: its arena (if it takes one) asks for transparent huge pages.
+fn make(name: &str, huge: bool) -> Impl {
     match name {
         "vmspace-size-class" => Impl::SizeClass(Box::new(SizeClassHeap::new(HostSource::new()))),
         "system" => Impl::System,
         "mimalloc" => Impl::Mimalloc,
         "linked_list_allocator" => {
-            let r = Region::new(ARENA);
+            let r = Region::new(ARENA, huge);
             // SAFETY: the region is ours, unused, and outlives the heap (dropped after it).
             let h = unsafe { linked_list_allocator::LockedHeap::new(r.base, r.len) };
             Impl::LinkedList(Box::new(h), r)
         }
         "talc" => {
-            let r = Region::new(ARENA);
+            let r = Region::new(ARENA, huge);
             // SAFETY: as above.
             let t = Talc::new(unsafe { talc::source::Claim::new(r.base, r.len) });
             Impl::Talc(Box::new(t), r)
         }
         "buddy_system_allocator" => {
-            let r = Region::new(ARENA);
+            let r = Region::new(ARENA, huge);
             let h = buddy_system_allocator::LockedHeap::<33>::new();
             // SAFETY: as above.
             unsafe { h.lock().init(r.base as usize, r.len) };
@@ -468,7 +481,8 @@ fn peak_committed(name: &str, case: &str, scale: f64, w: &Workload) -> usize {
 
 /// Peak committed bytes of a fresh `name` over `w`, sampled every few operations.
 fn peak_committed_here(name: &str, w: &Workload) -> usize {
-    let imp = make(name);
+    // 4 KiB pages here: resident pages then count what the allocator touched.
+    let imp = make(name, false);
     let every = match imp {
         Impl::LinkedList(..) | Impl::Talc(..) | Impl::Buddy(..) => 16384,
         _ => 512,
@@ -536,6 +550,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         // The first-fit list allocator is O(free blocks) per operation (microseconds here):
         // it runs the first tenth of the random workloads, once, so the group ends in time.
         let short = full.prefix(full.ops.len() / 10);
+        let wake = full.prefix(full.ops.len() / 20);
         let work = |name: &str| {
             if name == "linked_list_allocator" && *case != "c-burst" {
                 &short
@@ -547,7 +562,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             .iter()
             .map(|n| peak_committed(n, case, scale, work(n)))
             .collect();
-        let imps: Vec<Impl> = names.iter().map(|n| make(n)).collect();
+        let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
         for (i, imp) in imps.iter().enumerate() {
             if rounds_of(names[i]) > 1 {
                 with_alloc!(imp, |a| replay(a, work(names[i]), 0, || ())); // warm-up
@@ -558,6 +573,11 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         for r in 0..ROUNDS {
             for (i, imp) in imps.iter().enumerate() {
                 if r < rounds_of(names[i]) {
+                    // A short untimed run first, so no allocator starts its round cold from
+                    // the idle time other impls' rounds left it (memory returned on a timer).
+                    if rounds_of(names[i]) > 1 {
+                        with_alloc!(imp, |a| replay(a, &wake, 0, || ()));
+                    }
                     samples[i].push(with_alloc!(imp, |a| replay(a, work(names[i]), 0, || ())));
                 }
             }
@@ -581,7 +601,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         }
     }
     if selected("VMSPACE_BENCH_HEAP_CASES", "d-threads") {
-        let imps: Vec<Impl> = names.iter().map(|n| make(n)).collect();
+        let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
         for imp in &imps {
             with_alloc!(imp, |a| threads(a, ops / 20));
         }
@@ -629,7 +649,7 @@ mod tests {
         let w = random_workload(5_000, 500, 8, 4096, 3);
         let c = burst_workload(500, 4);
         for name in NAMES {
-            let imp = make(name);
+            let imp = make(name, true);
             with_alloc!(&imp, |a| {
                 replay(a, &w, 0, || ());
                 replay(a, &c, 0, || ());
