@@ -34,6 +34,20 @@ const fn class_sizes() -> [u32; CLASSES] {
     t
 }
 
+/// `ceil(2^64 / CLASS_SIZE[c])` per class: the multiply-high constant that turns a block
+/// offset into a block index (and tests that it is a block start) without dividing.
+pub(crate) const DIV_C: [u64; CLASSES] = div_constants();
+
+const fn div_constants() -> [u64; CLASSES] {
+    let mut t = [0u64; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        t[c] = u64::MAX / CLASS_SIZE[c] as u64 + 1;
+        c += 1;
+    }
+    t
+}
+
 const LOOKUP_LEN: usize = SMALL_MAX / 8 + 1;
 static LOOKUP: [u8; LOOKUP_LEN] = lookup_table();
 

@@ -221,7 +221,7 @@ impl Segment {
             (*hot(seg)).block_size = block_size;
             (*seg).capacity = cap;
             (*hot(seg)).limit = (cap * block_size) as u32;
-            (*hot(seg)).div_c = u64::MAX / block_size as u64 + 1;
+            (*hot(seg)).div_c = crate::class::DIV_C[class];
             (*hot(seg)).used = 0;
             (*seg).full = false;
             (*hot(seg)).slow_at = 0;
@@ -287,6 +287,24 @@ impl Segment {
             }
             a.store(bits & !bit, Relaxed);
             true
+        }
+    }
+
+    /// Marks the free block at `p` of class `c` allocated (by its owner), without reading
+    /// the segment's hot line (the divisor constant comes from the class).
+    ///
+    /// # Safety
+    /// As [`mark_free`](Self::mark_free); `c` must be the segment's class.
+    #[inline(always)]
+    pub unsafe fn mark_live_class(seg: *mut Segment, p: *const u8, c: usize) {
+        let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
+        // SAFETY: c < CLASSES (caller).
+        let dc = unsafe { *crate::class::DIV_C.get_unchecked(c) };
+        let idx = ((off as u128 * dc as u128) >> 64) as usize;
+        // SAFETY: as mark_free.
+        unsafe {
+            let a = (*seg).abits(idx >> 6);
+            a.store(a.load(Relaxed) | 1u64 << (idx & 63), Relaxed);
         }
     }
 

@@ -151,7 +151,7 @@ impl<S: SegmentSource> Local<S> {
                 let n = self.la_len.get_unchecked(c);
                 n.store(n.load(Relaxed) - 1, Relaxed);
                 let seg = segment_of(b as *const u8);
-                Segment::mark_live(seg, b as *const u8);
+                Segment::mark_live_class(seg, b as *const u8, c);
                 return b as *mut u8;
             }
             let seg = *self.avail.get_unchecked(c);
@@ -815,7 +815,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             *l.la.get_unchecked_mut(c) = next;
                             let n = l.la_len.get_unchecked(c);
                             n.store(n.load(Relaxed) - 1, Relaxed);
-                            Segment::mark_live(segment_of(b as *const u8), b as *const u8);
+                            Segment::mark_live_class(segment_of(b as *const u8), b as *const u8, c);
                             return b as *mut u8;
                         }
                         // then the current segment of the class
