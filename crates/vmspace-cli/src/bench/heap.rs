@@ -10,10 +10,9 @@
 //!
 //! Each block's first byte is written. `linked_list_allocator` (a first-fit list, several
 //! microseconds per operation at 10,000 live blocks) runs the first tenth of the random
-//! workloads and of `d-threads`, once; everyone else runs the full count, five interleaved
-//! rounds after a warm-up, each right after a short untimed run of the same workload (so an
-//! allocator that returns idle memory on a timer is not timed while waking up from the other
-//! impls' rounds), and the median is reported.
+//! workloads and of `d-threads`, once; everyone else runs the full count on a fresh instance,
+//! a warm-up and then five rounds back to back, and the median is reported (on a loaded
+//! machine, `VMSPACE_BENCH_HEAP_CPU_TIME=1` times by thread CPU time instead of wall-clock).
 //!
 //! Besides ns/op, a first (untimed) pass on a fresh instance samples each allocator's
 //! committed memory and reports `peak_committed` over the workload's `peak_live` requested
@@ -550,7 +549,6 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         // The first-fit list allocator is O(free blocks) per operation (microseconds here):
         // it runs the first tenth of the random workloads, once, so the group ends in time.
         let short = full.prefix(full.ops.len() / 10);
-        let wake = full.prefix(full.ops.len() / 20);
         let work = |name: &str| {
             if name == "linked_list_allocator" && *case != "c-burst" {
                 &short
@@ -562,24 +560,16 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             .iter()
             .map(|n| peak_committed(n, case, scale, work(n)))
             .collect();
-        let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
-        for (i, imp) in imps.iter().enumerate() {
-            if rounds_of(names[i]) > 1 {
-                with_alloc!(imp, |a| replay(a, work(names[i]), 0, || ())); // warm-up
-            }
-        }
-        // Rounds interleave the impls, so a burst of load on the machine hits them alike.
+        // Each allocator runs its warm-up and rounds back to back on a fresh instance, as a
+        // program would: no idle gaps in which memory returned on a timer goes away.
         let mut samples = vec![Vec::new(); names.len()];
-        for r in 0..ROUNDS {
-            for (i, imp) in imps.iter().enumerate() {
-                if r < rounds_of(names[i]) {
-                    // A short untimed run first, so no allocator starts its round cold from
-                    // the idle time other impls' rounds left it (memory returned on a timer).
-                    if rounds_of(names[i]) > 1 {
-                        with_alloc!(imp, |a| replay(a, &wake, 0, || ()));
-                    }
-                    samples[i].push(with_alloc!(imp, |a| replay(a, work(names[i]), 0, || ())));
-                }
+        for (i, name) in names.iter().enumerate() {
+            let imp = make(name, true);
+            if rounds_of(name) > 1 {
+                with_alloc!(&imp, |a| replay(a, work(name), 0, || ())); // warm-up
+            }
+            for _ in 0..rounds_of(name) {
+                samples[i].push(with_alloc!(&imp, |a| replay(a, work(name), 0, || ())));
             }
         }
         for (i, name) in names.iter().enumerate() {
@@ -601,19 +591,15 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         }
     }
     if selected("VMSPACE_BENCH_HEAP_CASES", "d-threads") {
-        let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
-        for imp in &imps {
-            with_alloc!(imp, |a| threads(a, ops / 20));
-        }
         let mut samples = vec![Vec::new(); names.len()];
         let mut totals = vec![1u64; names.len()];
-        for r in 0..ROUNDS {
-            for (i, imp) in imps.iter().enumerate() {
-                if r < rounds_of(names[i]) {
-                    let (ns, n) = with_alloc!(imp, |a| threads(a, threads_ops(names[i])));
-                    totals[i] = n;
-                    samples[i].push(ns);
-                }
+        for (i, name) in names.iter().enumerate() {
+            let imp = make(name, true);
+            with_alloc!(&imp, |a| threads(a, ops / 20)); // warm-up
+            for _ in 0..rounds_of(name) {
+                let (ns, n) = with_alloc!(&imp, |a| threads(a, threads_ops(name)));
+                totals[i] = n;
+                samples[i].push(ns);
             }
         }
         for (i, name) in names.iter().enumerate() {
