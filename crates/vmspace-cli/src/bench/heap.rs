@@ -10,9 +10,12 @@
 //!
 //! Each block's first byte is written. `linked_list_allocator` (a first-fit list, several
 //! microseconds per operation at 10,000 live blocks) runs the first tenth of the random
-//! workloads and of `d-threads`, once; everyone else runs the full count on a fresh instance,
-//! a warm-up and then five rounds back to back, and the median is reported (on a loaded
-//! machine, `VMSPACE_BENCH_HEAP_CPU_TIME=1` times by thread CPU time instead of wall-clock).
+//! workloads and of `d-threads`, once; everyone else runs the full count: for a–c on a fresh
+//! instance, a warm-up and then five rounds back to back (no idle gaps, in which memory an
+//! allocator returns on a timer would go away); for `d-threads` (short, always busy rounds)
+//! five rounds interleaved across the allocators, so a burst of load hits them alike. The
+//! median is reported. On a loaded machine `VMSPACE_BENCH_HEAP_CPU_TIME=1` times cases a–c
+//! by thread CPU time instead of wall-clock.
 //!
 //! Besides ns/op, a first (untimed) pass on a fresh instance samples each allocator's
 //! committed memory and reports `peak_committed` over the workload's `peak_live` requested
@@ -591,15 +594,21 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         }
     }
     if selected("VMSPACE_BENCH_HEAP_CASES", "d-threads") {
+        // Short rounds: interleaved across the impls, so a burst of load on the machine
+        // hits them alike (every round here is busy throughout; no idle-time effects).
+        let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
+        for imp in &imps {
+            with_alloc!(imp, |a| threads(a, ops / 20)); // warm-up
+        }
         let mut samples = vec![Vec::new(); names.len()];
         let mut totals = vec![1u64; names.len()];
-        for (i, name) in names.iter().enumerate() {
-            let imp = make(name, true);
-            with_alloc!(&imp, |a| threads(a, ops / 20)); // warm-up
-            for _ in 0..rounds_of(name) {
-                let (ns, n) = with_alloc!(&imp, |a| threads(a, threads_ops(name)));
-                totals[i] = n;
-                samples[i].push(ns);
+        for r in 0..ROUNDS {
+            for (i, imp) in imps.iter().enumerate() {
+                if r < rounds_of(names[i]) {
+                    let (ns, n) = with_alloc!(imp, |a| threads(a, threads_ops(names[i])));
+                    totals[i] = n;
+                    samples[i].push(ns);
+                }
             }
         }
         for (i, name) in names.iter().enumerate() {
