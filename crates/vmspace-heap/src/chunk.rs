@@ -446,6 +446,26 @@ impl<B: BrkSource> ChunkHeap<B> {
         };
         // SAFETY: every chunk handled lies inside the region.
         unsafe {
+            // The common case first: the head of the exact bin, no split, no search.
+            if n < SMALL_LIMIT {
+                let i = n >> 4;
+                let c = *self.bins.get_unchecked(i);
+                if c != 0 {
+                    let f = fd(c);
+                    *self.bins.get_unchecked_mut(i) = f;
+                    if f != 0 {
+                        wr(f + 24, 0);
+                    } else {
+                        self.unmark(i);
+                    }
+                    set_head(c, head(c) | CINUSE);
+                    let nx = c + n;
+                    set_head(nx, head(nx) | PINUSE);
+                    self.live += n;
+                    self.rover = nx;
+                    return (c + HDR) as *mut u8;
+                }
+            }
             if let Some(c) = self.find(n) {
                 let size = head(c) & !FLAGS;
                 self.use_chunk(c, size, n);
