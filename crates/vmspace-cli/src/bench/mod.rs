@@ -5,6 +5,7 @@
 //! same case. Times are wall-clock medians over several rounds.
 
 mod frames;
+mod heap;
 mod paging;
 mod space;
 
@@ -35,6 +36,8 @@ enum Group {
     Paging,
     /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
     Space,
+    /// Size-class and chunk heaps against malloc-style peers.
+    Heap,
 }
 
 /// One measured (group, case, impl) cell.
@@ -99,6 +102,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
         Group::Space => space::run(args.scale)?,
+        Group::Heap => heap::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())
