@@ -217,7 +217,8 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
                 given: meta.len(),
             });
         }
-        // Every frame starts as a tail of nothing; reserved ranges then mark theirs.
+        // Every frame starts as `Tail` (here: "not reserved"); reserved ranges then mark
+        // theirs, and the carving below turns the first frame of each free block into a head.
         for (si, sec) in secs.list[..secs.len].iter().enumerate() {
             let base = sec.base as usize;
             let n = (sec.end - sec.start) as usize;
@@ -233,11 +234,10 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
         for r in reserved.iter().filter(|r| !r.is_empty()) {
             let (rs, re) = (r.start().number(), r.start().number() + r.count());
             for sec in &secs.list[..secs.len] {
-                let (s, e) = (rs.max(sec.start), re.min(sec.end));
-                for pfn in s..e {
-                    let e = &mut meta[(sec.base as u64 + pfn - sec.start) as usize];
-                    if e.state != FrameState::Reserved {
-                        e.state = FrameState::Reserved;
+                for pfn in rs.max(sec.start)..re.min(sec.end) {
+                    let entry = &mut meta[(sec.base as u64 + pfn - sec.start) as usize];
+                    if entry.state != FrameState::Reserved {
+                        entry.state = FrameState::Reserved;
                         reserved_frames += 1;
                     }
                 }
