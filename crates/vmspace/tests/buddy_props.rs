@@ -1,14 +1,15 @@
 //! Property tests of the buddy frame allocator against a plain model: a set of usable frames,
 //! a set of reserved frames and the list of blocks handed out.
 //!
-//! After every step: the allocator's own invariant check passes, allocated blocks are aligned,
+//! Blocks are also shared, put and split into single frames. After every step: the
+//! allocator's own invariant check passes, allocated blocks are aligned,
 //! inside usable non-reserved memory and disjoint, counts agree with the model, an
 //! `OutOfMemory` happens only when no aligned free run of the order exists, and a rejected
 //! free changes nothing. After freeing everything, the free lists hold exactly the maximal
 //! aligned blocks of each free run (full coalescing).
 
 use proptest::prelude::*;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use vmspace::addr::{Frame, FrameRange, PhysAddr};
 use vmspace::phys::{
     metadata_len, BuddyAllocator, FrameAllocator, FrameInfo, PhysError, MAX_ORDER, ORDERS,
@@ -41,6 +42,8 @@ enum Op {
     Arbitrary(u64, u8),
     /// Free the picked live block with a wrong order, then with its tail frame.
     Wrong(usize, u8),
+    /// Split the picked live block into single frames.
+    Split(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Put),
         2 => (0..SPACE + 64, 0..=MAX_ORDER + 1).prop_map(|(p, o)| Op::Arbitrary(p, o)),
         1 => (any::<usize>(), 0..=MAX_ORDER).prop_map(|(i, o)| Op::Wrong(i, o)),
+        1 => any::<usize>().prop_map(Op::Split),
     ]
 }
 
@@ -71,7 +75,7 @@ struct Model {
     managed: Vec<bool>,
     usable: Vec<bool>,
     /// Live blocks: head pfn -> (order, refs).
-    live: HashMap<u64, (u8, u32)>,
+    live: BTreeMap<u64, (u8, u32)>,
     /// Frames of live blocks.
     taken: Vec<bool>,
 }
@@ -89,7 +93,7 @@ impl Model {
         Model {
             managed: m,
             usable: u,
-            live: HashMap::new(),
+            live: BTreeMap::new(),
             taken: vec![false; SPACE as usize],
         }
     }
@@ -105,18 +109,15 @@ impl Model {
     }
 
     fn sorted_live(&self) -> Vec<(u64, u8)> {
-        let mut v: Vec<(u64, u8)> = self.live.iter().map(|(&p, &(o, _))| (p, o)).collect();
-        v.sort_unstable();
-        v
+        self.live.iter().map(|(&p, &(o, _))| (p, o)).collect()
     }
 
     fn pick(&self, i: usize) -> Option<(u64, u8, u32)> {
-        let v = self.sorted_live();
-        if v.is_empty() {
+        if self.live.is_empty() {
             return None;
         }
-        let (p, o) = v[i % v.len()];
-        Some((p, o, self.live[&p].1))
+        let (&p, &(o, refs)) = self.live.iter().nth(i % self.live.len())?;
+        Some((p, o, refs))
     }
 
     fn set_taken(&mut self, pfn: u64, order: u8, v: bool) {
@@ -211,17 +212,20 @@ fn expected_free(m: &Model, pfn: u64, order: u8) -> Result<(), PhysError> {
 
 fn free_checked(a: &mut Buddy, m: &mut Model, pfn: u64, order: u8) -> Result<(), TestCaseError> {
     let want = expected_free(m, pfn, order);
-    let before = snapshot(a);
+    let before = want.is_err().then(|| snapshot(a));
     let got = a.deallocate(f(pfn), order);
     prop_assert_eq!(got, want);
-    if got.is_ok() {
-        m.live.remove(&pfn);
-        m.set_taken(pfn, order, false);
-    } else {
-        prop_assert!(
-            snapshot(a) == before,
-            "a rejected free changed the allocator"
-        );
+    match before {
+        None => {
+            m.live.remove(&pfn);
+            m.set_taken(pfn, order, false);
+        }
+        Some(before) => {
+            prop_assert!(
+                snapshot(a) == before,
+                "a rejected free changed the allocator"
+            );
+        }
     }
     Ok(())
 }
@@ -282,6 +286,14 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
                 }
             }
             Op::Arbitrary(p, o) => free_checked(&mut a, &mut m, p, o)?,
+            Op::Split(i) => {
+                if let Some((p, o, refs)) = m.pick(i) {
+                    prop_assert_eq!(a.split_allocated(f(p), o), Ok(()));
+                    for k in 0..1u64 << o {
+                        m.live.insert(p + k, (0, refs));
+                    }
+                }
+            }
             Op::Wrong(i, o) => {
                 if let Some((p, order, _)) = m.pick(i) {
                     if o != order {
@@ -317,6 +329,10 @@ proptest! {
                                   ops in prop::collection::vec(op(), 0..160)) {
         run(&usable, &reserved, &ops)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn pc_memory_map(ops in prop::collection::vec(op(), 0..250)) {

@@ -516,6 +516,24 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
         }
     }
 
+    /// Splits allocated block `frame` of `order` into `2^order` allocated single frames, each
+    /// with the block's reference count, so that they can be freed (or shared) one by one —
+    /// for instance when part of a large-page mapping is unmapped. O(2^order); checks as
+    /// [`deallocate`](FrameAllocator::deallocate) does and changes nothing on error.
+    pub fn split_allocated(&mut self, frame: Frame, order: u8) -> Result<(), PhysError> {
+        if order > MAX_ORDER {
+            return Err(PhysError::BadOrder(order));
+        }
+        let i = self.allocated_head(frame, Some(order))?;
+        let refs = self.meta[i].refs;
+        for e in &mut self.meta[i..i + (1usize << order)] {
+            e.state = FrameState::Allocated;
+            e.order = 0;
+            e.refs = refs;
+        }
+        Ok(())
+    }
+
     /// Checks every structural invariant; O(frames). For tests and debugging.
     ///
     /// Free blocks are aligned to their order, lie inside one range, do not overlap any other
@@ -869,6 +887,45 @@ mod tests {
         a.meta[z.number() as usize].refs = u32::MAX;
         assert_eq!(a.inc_ref(z), Err(PhysError::BadRefCount(z.start_address())));
         a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn split_blocks_free_frame_by_frame_and_coalesce_back() {
+        let mut a = new(&[fr(0, 64)], &[]);
+        let x = a.allocate(3).unwrap();
+        a.inc_ref(x).unwrap();
+        assert_eq!(
+            a.split_allocated(x, 2),
+            Err(PhysError::WrongOrder {
+                addr: x.start_address(),
+                allocated: 3,
+                freed: 2
+            })
+        );
+        assert_eq!(
+            a.split_allocated(f(x.number() + 1), 0),
+            Err(PhysError::NotAllocated(f(x.number() + 1).start_address()))
+        );
+        a.split_allocated(x, 3).unwrap();
+        a.check_invariants().unwrap();
+        assert_eq!(a.stats().allocated_frames, 8);
+        for k in 0..8 {
+            assert_eq!(a.ref_count(f(x.number() + k)), Ok(2));
+        }
+        assert_eq!(
+            a.deallocate(x, 3),
+            Err(PhysError::WrongOrder {
+                addr: x.start_address(),
+                allocated: 0,
+                freed: 3
+            })
+        );
+        for k in (0..8).rev() {
+            assert_eq!(a.put(f(x.number() + k)), Ok(None));
+            assert_eq!(a.put(f(x.number() + k)), Ok(Some(0)));
+            a.check_invariants().unwrap();
+        }
+        assert_eq!(free_list(&a, 6), vec![0]);
     }
 
     #[test]
