@@ -1,7 +1,7 @@
 //! Property tests of the buddy frame allocator against a plain model: a set of usable frames,
 //! a set of reserved frames and the list of blocks handed out.
 //!
-//! Blocks are also shared, put and split into single frames. After every step: the
+//! Blocks are also shared, put and split into single frames, and reserved frames released. After every step: the
 //! allocator's own invariant check passes, allocated blocks are aligned,
 //! inside usable non-reserved memory and disjoint, counts agree with the model, an
 //! `OutOfMemory` happens only when no aligned free run of the order exists, and a rejected
@@ -44,6 +44,8 @@ enum Op {
     Wrong(usize, u8),
     /// Split the picked live block into single frames.
     Split(usize),
+    /// Release the reserved frames of a range.
+    Release(u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -55,6 +57,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..SPACE + 64, 0..=MAX_ORDER + 1).prop_map(|(p, o)| Op::Arbitrary(p, o)),
         1 => (any::<usize>(), 0..=MAX_ORDER).prop_map(|(i, o)| Op::Wrong(i, o)),
         1 => any::<usize>().prop_map(Op::Split),
+        1 => (0..SPACE, 1..64u64).prop_map(|(s, l)| Op::Release(s, l.min(SPACE - s))),
     ]
 }
 
@@ -286,6 +289,16 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
                 }
             }
             Op::Arbitrary(p, o) => free_checked(&mut a, &mut m, p, o)?,
+            Op::Release(start, len) => {
+                let mut want = 0;
+                for q in start..start + len {
+                    if m.usable[q as usize] && !m.managed[q as usize] {
+                        m.managed[q as usize] = true;
+                        want += 1;
+                    }
+                }
+                prop_assert_eq!(a.release_reserved(fr(start, len)), want);
+            }
             Op::Split(i) => {
                 if let Some((p, o, refs)) = m.pick(i) {
                     prop_assert_eq!(a.split_allocated(f(p), o), Ok(()));

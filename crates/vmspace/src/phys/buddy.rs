@@ -534,6 +534,32 @@ impl<M: DerefMut<Target = [FrameInfo]>> BuddyAllocator<M> {
         Ok(())
     }
 
+    /// Gives the reserved frames of `range` to the allocator (boot-time memory no longer
+    /// needed: the boot page tables, an initrd that has been unpacked…), merging them with
+    /// their free buddies. Frames of `range` outside the managed ranges or not reserved are
+    /// left alone. Returns how many frames were released. O(frames in range × MAX_ORDER).
+    pub fn release_reserved(&mut self, range: FrameRange) -> u64 {
+        let (rs, re) = (
+            range.start().number(),
+            range.start().number() + range.count(),
+        );
+        let mut released = 0;
+        for si in 0..self.nsections {
+            let sec = self.sections[si];
+            for pfn in rs.max(sec.start)..re.min(sec.end) {
+                let i = self.index_in(&sec, pfn);
+                if self.meta[i].state == FrameState::Reserved {
+                    self.meta[i].state = FrameState::Allocated;
+                    self.meta[i].order = 0;
+                    self.reserved_frames -= 1;
+                    self.release(i, 0);
+                    released += 1;
+                }
+            }
+        }
+        released
+    }
+
     /// Checks every structural invariant; O(frames). For tests and debugging.
     ///
     /// Free blocks are aligned to their order, lie inside one range, do not overlap any other
@@ -926,6 +952,30 @@ mod tests {
             a.check_invariants().unwrap();
         }
         assert_eq!(free_list(&a, 6), vec![0]);
+    }
+
+    #[test]
+    fn released_reserved_frames_coalesce_with_free_ones() {
+        let (u, r) = pc_map();
+        let mut a = new(&u, &r);
+        let before = a.stats();
+        // Only the reserved frames inside managed memory count.
+        assert_eq!(a.release_reserved(fr(250, 100)), 16);
+        assert_eq!(a.release_reserved(fr(250, 100)), 0);
+        a.check_invariants().unwrap();
+        let s = a.stats();
+        assert_eq!(s.reserved_frames, before.reserved_frames - 16);
+        assert_eq!(s.free_frames, before.free_frames + 16);
+        // 256..512 is whole again: one order-8 block.
+        assert_eq!(free_list(&a, 8), vec![256]);
+        assert_eq!(
+            a.frame_info(f(256)).map(|i| i.state()),
+            Some(FrameState::Free)
+        );
+        assert_eq!(a.release_reserved(fr(0, 1)), 1);
+        a.check_invariants().unwrap();
+        assert_eq!(free_list(&a, 7), vec![0]);
+        assert_eq!(a.stats().reserved_frames, 0);
     }
 
     #[test]
