@@ -160,10 +160,17 @@ pub fn metadata_len(usable: &[FrameRange]) -> Result<usize, MemoryMapError> {
     usize::try_from(s.frames()).map_err(|_| MemoryMapError::TooManyFrames)
 }
 
-/// Buddy allocator of 4 KiB frames over a memory map with holes; see the [module](self) docs.
+/// Buddy allocator of 4 KiB frames over a memory map with holes: naturally aligned blocks of
+/// `2^order` frames, orders `0..=MAX_ORDER`, fully coalesced.
 ///
-/// `M` is the metadata storage: `&mut [FrameInfo]` without a heap, `Box<[FrameInfo]>` or
-/// `Vec<FrameInfo>` with one.
+/// Every managed frame has a [`FrameInfo`]; free blocks sit on one intrusive doubly-linked
+/// list per order threaded through those entries, so finding a block's buddy, checking it is
+/// free and taking it off its list are O(1): no list is ever walked. Allocation and free are
+/// O(`MAX_ORDER`). Frees are checked (see [`FrameAllocator::deallocate`] below) and change
+/// nothing on error.
+///
+/// `M` is the metadata storage: `&mut [FrameInfo]` of [`metadata_len`] entries without a heap,
+/// `Box<[FrameInfo]>` or `Vec<FrameInfo>` with one ([`OwnedBuddyAllocator`] allocates it).
 pub struct BuddyAllocator<M> {
     meta: M,
     sections: [Section; MAX_SECTIONS],
@@ -701,6 +708,11 @@ impl<M: DerefMut<Target = [FrameInfo]>> FrameAllocator for BuddyAllocator<M> {
 
     /// Frees a block allocated with `order`, whatever its reference count (sharers use
     /// [`put`](BuddyAllocator::put)), and merges it with its free buddies. O(MAX_ORDER).
+    ///
+    /// Errors, checked in this order: `BadOrder` above `MAX_ORDER`; `OutOfRange` outside the
+    /// managed ranges; `Misaligned` if the frame is not aligned to the order; `NotAllocated`
+    /// for a frame that does not head an allocated block (double free, a frame inside a
+    /// block, a reserved or never-allocated frame); `WrongOrder` for another order.
     fn deallocate(&mut self, frame: Frame, order: u8) -> Result<(), PhysError> {
         if order > MAX_ORDER {
             return Err(PhysError::BadOrder(order));
