@@ -366,3 +366,60 @@ fn fill_and_drain_whole_pool_in_order_0() {
         .collect();
     run(&usable, &reserved, &ops).unwrap();
 }
+
+/// The last frame number below 2^64.
+const TOP_PFN: u64 = u64::MAX >> 12;
+
+/// A range of at most `max_len` frames anywhere below 2^64, often touching the top.
+fn anywhere(max_len: u64) -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        (0..=TOP_PFN, 0..max_len).prop_map(|(s, l)| (s, l.min(TOP_PFN + 1 - s))),
+        (0..max_len, 0..max_len).prop_map(|(back, l)| {
+            let s = TOP_PFN - back;
+            (s, l.min(TOP_PFN + 1 - s))
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Maps anywhere in the 64-bit space, reserved ranges of any size: construction never
+    /// panics, counts what it should, and every managed frame can be allocated and freed.
+    #[test]
+    fn maps_anywhere_up_to_the_top(
+        usable in prop::collection::vec(anywhere(600), 0..5),
+        reserved in prop::collection::vec(
+            prop_oneof![anywhere(300), (0..=TOP_PFN).prop_map(|s| (s, TOP_PFN + 1 - s))],
+            0..3,
+        ),
+    ) {
+        let ur: Vec<FrameRange> = usable.iter().map(|&(s, l)| fr(s, l)).collect();
+        let rr: Vec<FrameRange> = reserved.iter().map(|&(s, l)| fr(s, l)).collect();
+        let usable_set: BTreeSet<u64> = usable.iter().flat_map(|&(s, l)| s..s + l).collect();
+        let reserved_n = usable_set
+            .iter()
+            .filter(|&&p| reserved.iter().any(|&(s, l)| p >= s && p - s < l))
+            .count() as u64;
+        let n = metadata_len(&ur).unwrap();
+        prop_assert_eq!(n as u64, usable_set.len() as u64);
+        let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![FrameInfo::EMPTY; n]).unwrap();
+        prop_assert!(a.check_invariants().is_ok());
+        let s = a.stats();
+        prop_assert_eq!(s.total_frames, usable_set.len() as u64);
+        prop_assert_eq!(s.reserved_frames, reserved_n);
+        let mut got = Vec::new();
+        while let Ok(f) = a.allocate(0) {
+            prop_assert!(usable_set.contains(&f.number()));
+            got.push(f);
+        }
+        prop_assert_eq!(got.len() as u64, s.free_frames);
+        for f in got {
+            prop_assert_eq!(a.deallocate(f, 0), Ok(()));
+        }
+        prop_assert!(a.check_invariants().is_ok());
+        prop_assert_eq!(a.stats(), s);
+        // Frees beyond the top or in holes are rejected, never a panic.
+        prop_assert!(a.deallocate(f(TOP_PFN), MAX_ORDER).is_err());
+    }
+}
