@@ -5,6 +5,10 @@
 //! - [`addr`]: typed virtual and physical addresses, pages, frames, ranges, checked arithmetic.
 //! - [`phys`]: physical memory — the [`phys::PhysMem`] seam, emulated RAM, the buddy frame
 //!   allocator with per-frame reference counts.
+//! - [`arch`]: what differs per MMU — `I386` (2-level, recursive page directory) and
+//!   `X86_64` (4-level): address width, user/kernel split, entry encodings bit-exact to the SDM.
+//! - [`paging`]: one generic page-table walker over `arch` — map, unmap, protect, translate,
+//!   by page or by range — with TLB-flush tokens.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds
@@ -18,4 +22,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod arch;
+pub mod paging;
 pub mod phys;

@@ -5,6 +5,7 @@
 //! same case. Times are wall-clock medians over several rounds.
 
 mod frames;
+mod paging;
 
 use serde::Serialize;
 use std::time::Instant;
@@ -28,6 +29,9 @@ enum Group {
     /// Order-0 frame allocation on a fragmented 1,000,000-frame pool, against
     /// `buddy_system_allocator`.
     Frames,
+    /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
+    /// operations against page-at-a-time.
+    Paging,
 }
 
 /// One measured (group, case, impl) cell.
@@ -90,6 +94,7 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let records = match args.group {
         Group::Frames => frames::run(args.scale)?,
+        Group::Paging => paging::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())
