@@ -4,7 +4,8 @@
 //! Blocks are also shared, put and split into single frames, and reserved frames released. After every step: the
 //! allocator's own invariant check passes, allocated blocks are aligned,
 //! inside usable non-reserved memory and disjoint, counts agree with the model, an
-//! `OutOfMemory` happens only when no aligned free run of the order exists, and a rejected
+//! `OutOfMemory` happens only when no aligned free run of the order exists, an allocation
+//! returns the lowest free block of the smallest order that has one, and a rejected
 //! free changes nothing. After freeing everything, the free lists hold exactly the maximal
 //! aligned blocks of each free run (full coalescing).
 
@@ -18,7 +19,7 @@ use vmspace::phys::{
 /// Frame numbers the generated maps live in.
 const SPACE: u64 = 3072;
 
-type Buddy = BuddyAllocator<Vec<FrameInfo>>;
+type Buddy = BuddyAllocator<Vec<u64>>;
 
 fn fr(start: u64, count: u64) -> FrameRange {
     FrameRange::new(Frame::from_number(start).unwrap(), count).unwrap()
@@ -160,7 +161,7 @@ impl Model {
 
 /// Everything observable about the allocator, to show that a rejected call changed nothing.
 fn snapshot(a: &Buddy) -> (String, Vec<Option<FrameInfo>>, Vec<Vec<u64>>) {
-    let infos = (0..SPACE).map(|p| a.frame_info(f(p)).copied()).collect();
+    let infos = (0..SPACE).map(|p| a.frame_info(f(p))).collect();
     let lists = (0..=MAX_ORDER)
         .map(|o| a.free_blocks(o).map(|fr| fr.number()).collect())
         .collect();
@@ -237,17 +238,24 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
     let ur: Vec<FrameRange> = usable.iter().map(|&(s, l)| fr(s, l)).collect();
     let rr: Vec<FrameRange> = reserved.iter().map(|&(s, l)| fr(s, l)).collect();
     let n = metadata_len(&ur).unwrap();
-    let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![FrameInfo::EMPTY; n]).unwrap();
+    let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![0; n]).unwrap();
     let mut m = Model::new(usable, reserved);
     for blocks in a.stats().free_blocks.iter().zip(m.maximal_blocks()) {
         prop_assert_eq!(*blocks.0, blocks.1.len() as u64);
     }
     check(&a, &m)?;
     for op in ops {
+        let a_before: Vec<Option<u64>> = (0..=MAX_ORDER)
+            .map(|o| a.free_blocks(o).next().map(|fr| fr.number()))
+            .collect();
         match *op {
             Op::Alloc(order) => match a.allocate(order) {
                 Ok(fr) => {
                     prop_assert!(order <= MAX_ORDER);
+                    // Best fit, lowest address first: the lowest free block of the smallest
+                    // order that has one (split, its lowest part is handed out).
+                    let want = (order..=MAX_ORDER).find_map(|o| a_before[o as usize]);
+                    prop_assert_eq!(Some(fr.number()), want, "not the lowest best-fit block");
                     let p = fr.number();
                     prop_assert_eq!(p % (1 << order), 0, "block not aligned");
                     prop_assert!(p + (1 << order) <= SPACE);
@@ -402,8 +410,8 @@ proptest! {
             .filter(|&&p| reserved.iter().any(|&(s, l)| p >= s && p - s < l))
             .count() as u64;
         let n = metadata_len(&ur).unwrap();
-        prop_assert_eq!(n as u64, usable_set.len() as u64);
-        let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![FrameInfo::EMPTY; n]).unwrap();
+        // Storage contents do not matter: start from garbage.
+        let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![u64::MAX; n]).unwrap();
         prop_assert!(a.check_invariants().is_ok());
         let s = a.stats();
         prop_assert_eq!(s.total_frames, usable_set.len() as u64);

@@ -4,8 +4,9 @@
 //! - [`PhysMem`]: read, write, zero and copy physical memory. The simulator backs it with a
 //!   byte vector; a kernel with its physical-memory window.
 //! - [`FrameAllocator`]: allocate and free naturally aligned blocks of `2^order` 4 KiB frames.
-//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, with per-frame
-//!   metadata ([`FrameInfo`]: state, order, reference count) and [`FrameStats`].
+//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, kept in
+//!   cache-sized bitmaps, with per-frame reference counts ([`FrameInfo`]: state, order,
+//!   reference count) and [`FrameStats`].
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use core::fmt;
@@ -174,6 +175,7 @@ pub trait FrameAllocator {
     }
 }
 
+mod bitmap;
 mod buddy;
 mod frame_info;
 #[cfg(feature = "alloc")]
