@@ -969,11 +969,10 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
     }
 }
 
-impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
-    /// Takes the lowest free block of the smallest non-empty order at or above `order`,
-    /// splitting it; the block's reference count starts at 1. O(MAX_ORDER).
-    #[inline]
-    fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
+impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
+    /// [`allocate`](FrameAllocator::allocate) in general: the smallest non-empty order at
+    /// or above `order`, its lowest block, split down.
+    fn allocate_any(&mut self, order: u8) -> Result<Frame, PhysError> {
         if order > MAX_ORDER {
             return Err(PhysError::BadOrder(order));
         }
@@ -994,11 +993,47 @@ impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
         self.free_frames -= 1 << order;
         let c = b << order;
         self.last = self.section_of_bit(c, self.last);
-        let pfn = self.sections[self.last].pfn(c);
+        self.frame_at(self.last, c, order)
+    }
+
+    /// The frame of bit index `c` of section `si`, as handed out for `order`.
+    #[inline(always)]
+    fn frame_at(&self, si: usize, c: usize, order: u8) -> Result<Frame, PhysError> {
+        let pfn = self.sections[si].pfn(c);
+        // Managed frame numbers come from `Frame`s, so this cannot fail.
         Frame::from_number(pfn).map_err(|_| PhysError::OutOfRange {
             addr: PhysAddr::new(pfn << PAGE_SHIFT),
             len: 1 << (PAGE_SHIFT + order as u32),
         })
+    }
+}
+
+impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
+    /// Takes the lowest free block of the smallest non-empty order at or above `order`,
+    /// splitting it; the block's reference count starts at 1. O(MAX_ORDER).
+    #[inline]
+    fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
+        // Fast path: the word at the search hint holds two or more free blocks of `order`
+        // itself (so no summary changes and the order stays non-empty), and the lowest lies
+        // in the section of the last allocation.
+        if order <= MAX_ORDER {
+            let o = order as usize;
+            let g = self.hint[o];
+            let i = self.free[o].leaf(g);
+            let w = self.meta[i];
+            let rest = w & w.wrapping_sub(1);
+            let bit = w.trailing_zeros();
+            let c = (g * 64 + bit as usize) << order;
+            let s = &self.sections[self.last];
+            if rest != 0 && s.cbase <= c && c < s.cend {
+                self.meta[i] = rest;
+                self.meta[i + ALLOC] |= 1 << bit;
+                self.free_blocks[o] -= 1;
+                self.free_frames -= 1 << order;
+                return self.frame_at(self.last, c, order);
+            }
+        }
+        self.allocate_any(order)
     }
 
     /// Frees a block allocated with `order`, whatever its reference count (sharers use
