@@ -6,7 +6,7 @@
 //! - `alloc (fragmented)`: a quarter of the pool allocated frame by frame;
 //! - `alloc+free same frame`: an allocation freed at once (a short-lived frame), repeated;
 //! - `alloc+free random frame`: an allocation plus the free of a random allocated frame,
-//!   repeated (the pool stays fragmented);
+//!   repeated (the pool stays fragmented); the victims are the held frames in shuffled order;
 //! - `free (coalescing)`: every allocated frame freed in random order, which merges the pool
 //!   back into its maximal blocks (checked afterwards).
 //!
@@ -179,12 +179,15 @@ fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 4], String> {
         }
         Ok(())
     })?;
-    let picks: Vec<usize> = (0..n_pairs).map(|_| rng.below(live.len())).collect();
+    // The victims are a random sample of the allocated frames: the held frames shuffled and
+    // walked in order, so that the harness reads its own array sequentially and the time is
+    // the allocators' (a random index into the 6 MB array cost a cache miss per pair, as
+    // much as either allocator's work).
+    rng.shuffle(&mut live);
     let t_pairs = ps_per_op(n_pairs, || {
-        for &i in &picks {
+        for slot in live.iter_mut().take(n_pairs as usize) {
             let f = p.alloc()?;
-            let old = std::mem::replace(&mut live[i], f);
-            p.free(old)?;
+            p.free(std::mem::replace(slot, f))?;
         }
         Ok(())
     })?;

@@ -1013,22 +1013,24 @@ impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
     /// splitting it; the block's reference count starts at 1. O(MAX_ORDER).
     #[inline]
     fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
-        // Fast path: the word at the search hint holds two or more free blocks of `order`
-        // itself (so no summary changes and the order stays non-empty), and the lowest lies
-        // in the section of the last allocation.
+        // Fast path: the word at the search hint holds a free block of `order` itself, in the
+        // section of the last allocation.
         if order <= MAX_ORDER {
             let o = order as usize;
             let g = self.hint[o];
             let i = self.free[o].leaf(g);
             let w = self.meta[i];
-            let rest = w & w.wrapping_sub(1);
             let bit = w.trailing_zeros();
             let c = (g * 64 + bit as usize) << order;
             let s = &self.sections[self.last];
-            if rest != 0 && s.cbase <= c && c < s.cend {
+            if w != 0 && s.cbase <= c && c < s.cend {
+                let rest = w & (w - 1);
                 self.meta[i] = rest;
                 self.meta[i + ALLOC] |= 1 << bit;
-                self.free_blocks[o] -= 1;
+                if rest == 0 {
+                    self.free[o].unmark(&mut self.meta, g);
+                }
+                self.count_taken(o);
                 self.free_frames -= 1 << order;
                 return self.frame_at(self.last, c, order);
             }
