@@ -7,6 +7,8 @@
 //! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, kept in
 //!   cache-sized bitmaps, with per-frame reference counts ([`FrameInfo`]: state, order,
 //!   reference count) and [`FrameStats`].
+//! - `x86_64_crate` (feature `x86_64-crate`): the buddy allocator as the `x86_64` crate's
+//!   `FrameAllocator` and `FrameDeallocator`.
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use core::fmt;
@@ -180,6 +182,8 @@ mod buddy;
 mod frame_info;
 #[cfg(feature = "alloc")]
 mod ram;
+#[cfg(feature = "x86_64-crate")]
+pub mod x86_64_crate;
 
 #[cfg(feature = "alloc")]
 pub use buddy::OwnedBuddyAllocator;
