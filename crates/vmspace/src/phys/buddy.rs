@@ -1011,7 +1011,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
 impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
     /// Takes the lowest free block of the smallest non-empty order at or above `order`,
     /// splitting it; the block's reference count starts at 1. O(MAX_ORDER).
-    #[inline]
+    #[inline(always)]
     fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
         // Fast path: the word at the search hint holds a free block of `order` itself, in the
         // section of the last allocation.
