@@ -105,7 +105,7 @@ impl Bitmap {
 
     /// Records in the summaries that leaf word `g` turned non-zero.
     #[inline]
-    fn mark(&self, m: &mut [u64], mut g: usize) {
+    pub(crate) fn mark(&self, m: &mut [u64], mut g: usize) {
         for &base in &self.up[..self.nup] {
             let i = base + g / 64;
             let w = m[i];
@@ -178,6 +178,15 @@ impl Bitmap {
                 return None;
             }
             w = m[bm.leaf(g)];
+        })
+    }
+
+    /// Whether every summary word is zero.
+    pub(crate) fn summaries_zero(&self, m: &[u64]) -> bool {
+        let mut below = self.leaves;
+        (0..self.nup).all(|l| {
+            below = below.div_ceil(64);
+            m[self.up[l]..self.up[l] + below].iter().all(|&w| w == 0)
         })
     }
 

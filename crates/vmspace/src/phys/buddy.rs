@@ -282,6 +282,10 @@ pub struct BuddyAllocator<M> {
     last: usize,
     /// Bit `k` set when some block of order `k` is free.
     nonempty: u16,
+    /// Bit `k` set when order `k` has a single free block, in the hint word, left out of the
+    /// summaries: splitting for a run of small allocations then enters and removes a block
+    /// without touching them.
+    lone: u16,
     free_blocks: [u64; ORDERS],
     total_frames: u64,
     reserved_frames: u64,
@@ -346,6 +350,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
             hint: [0; ORDERS],
             last: 0,
             nonempty: 0,
+            lone: 0,
             free_blocks: [0; ORDERS],
             total_frames: secs.frames,
             reserved_frames: 0,
@@ -440,12 +445,24 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
     #[inline(always)]
     fn insert_free(&mut self, order: u8, b: usize) {
         let o = order as usize;
-        self.free[o].set(&mut self.meta, b);
-        if b / 64 < self.hint[o] {
-            self.hint[o] = b / 64;
-        }
+        let bm = &self.free[o];
+        let m = &mut *self.meta;
         if self.free_blocks[o] == 0 {
+            // The only free block of its order: the hint finds it, the summaries need not.
+            m[bm.leaf(b / 64)] |= 1 << (b % 64);
+            self.hint[o] = b / 64;
+            self.lone |= 1 << o;
             self.nonempty |= 1 << o;
+        } else {
+            if self.lone & (1 << o) != 0 {
+                // A second one: enter the first in the summaries.
+                bm.mark(m, self.hint[o]);
+                self.lone &= !(1 << o);
+            }
+            bm.set(m, b);
+            if b / 64 < self.hint[o] {
+                self.hint[o] = b / 64;
+            }
         }
         self.free_blocks[o] += 1;
     }
@@ -456,6 +473,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
         self.free_blocks[order] -= 1;
         if self.free_blocks[order] == 0 {
             self.nonempty &= !(1 << order);
+            self.lone &= !(1 << order);
         }
     }
 
@@ -481,7 +499,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
             // Not split: its ALLOCATED bit is in the same group.
             m[i + ALLOC] |= 1 << bit;
         }
-        if w & (w - 1) == 0 {
+        if w & (w - 1) == 0 && self.lone & (1 << o) == 0 {
             bm.unmark(m, g);
         }
         self.count_taken(o);
@@ -874,7 +892,14 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
         let (mut free, mut allocated) = (0u64, 0u64);
         for o in 0..ORDERS {
             let bm = self.free[o];
-            if let Err(what) = bm.check_summaries(m) {
+            if self.lone & (1 << o) != 0 {
+                if self.free_blocks[o] != 1 || m[bm.leaf(self.hint[o])] == 0 {
+                    return raw("lone free block is not the one in the hint word", o as u64);
+                }
+                if !bm.summaries_zero(m) {
+                    return raw("lone free block entered in the summaries", o as u64);
+                }
+            } else if let Err(what) = bm.check_summaries(m) {
                 return raw(what, o as u64);
             }
             if self.hint[o] >= bm.leaves() || (0..self.hint[o]).any(|g| m[bm.leaf(g)] != 0) {
@@ -972,6 +997,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
 impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
     /// [`allocate`](FrameAllocator::allocate) in general: the smallest non-empty order at
     /// or above `order`, its lowest block, split down.
+    #[inline]
     fn allocate_any(&mut self, order: u8) -> Result<Frame, PhysError> {
         if order > MAX_ORDER {
             return Err(PhysError::BadOrder(order));
@@ -1027,7 +1053,7 @@ impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
                 let rest = w & (w - 1);
                 self.meta[i] = rest;
                 self.meta[i + ALLOC] |= 1 << bit;
-                if rest == 0 {
+                if rest == 0 && self.lone & (1 << o) == 0 {
                     self.free[o].unmark(&mut self.meta, g);
                 }
                 self.count_taken(o);
@@ -1428,6 +1454,28 @@ mod tests {
         }
         // Order-10 buddies never merge further.
         assert_eq!(free_list(&a, MAX_ORDER), vec![0, 1024, 2048, 3072]);
+        a.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_lone_free_block_stays_out_of_the_summaries_until_a_second_comes() {
+        let mut a = new(&[fr(0, 1 << 16)], &[]);
+        let x = a.allocate(0).unwrap();
+        // Splitting left one free block at each order 0..=9, each alone.
+        assert_eq!(a.lone, 0x3ff);
+        assert!((0..10).all(|o| a.free[o].summaries_zero(&a.meta)));
+        a.check_invariants().unwrap();
+        // Frame 1 is taken (and order 0 emptied) without touching the summaries; frame 2
+        // comes from splitting order 1, frame 3 is left alone.
+        assert_eq!(a.allocate(0).map(|f| f.number()), Ok(1));
+        assert_eq!(a.allocate(0).map(|f| f.number()), Ok(2));
+        assert_eq!(a.lone & 1, 1);
+        // Freeing frame 0 makes two order-0 blocks: both enter the summaries.
+        a.deallocate(x, 0).unwrap();
+        assert_eq!(a.lone & 1, 0);
+        a.check_invariants().unwrap();
+        assert_eq!(a.allocate(0).map(|f| f.number()), Ok(0));
+        assert_eq!(a.allocate(0).map(|f| f.number()), Ok(3));
         a.check_invariants().unwrap();
     }
 
