@@ -1,14 +1,17 @@
 //! The buddy frame allocator: naturally aligned blocks of `2^order` frames, orders
 //! `0..=MAX_ORDER`, over several physical ranges with holes.
 //!
-//! The state is a handful of bitmaps, small enough to stay in cache (about 0.8 bit-words per
-//! frame: 640 KiB of bitmaps for 1,000,000 frames), so that no allocation or free waits for
-//! main memory:
+//! The state is a handful of bitmaps, small enough to stay in cache (the words allocation
+//! and free touch are about 4 bits per frame: 0.5 MiB for 1,000,000 frames), so that no
+//! allocation or free waits for main memory:
 //! - per order, a FREE bitmap with a bit per naturally aligned block of that order, under a
 //!   64-ary summary hierarchy ([`Bitmap`]): the lowest free block of an order is found with a
-//!   trailing-zero count per level, and allocation hands out the lowest address first;
-//! - per order, an ALLOCATED bitmap with a bit per allocated block head, which checks frees;
-//! - per frame, a SHARED bit (the count is not 1) and a RESERVED bit;
+//!   trailing-zero count per level, and allocation hands out the lowest address first; a
+//!   per-order hint word is looked at first, and an order's only free block is left out of
+//!   the summaries (the hint finds it);
+//! - per order, an ALLOCATED bitmap with a bit per allocated block head, which checks frees,
+//!   its words interleaved with the FREE words of the same blocks;
+//! - per frame, a SHARED bit (the count is not 1) and a RESERVED bit, kept apart;
 //! - per frame, a reference count, read and written only when the SHARED bit is set (or by
 //!   the reference-count operations), so that allocation and free never touch it.
 //!
@@ -256,9 +259,10 @@ pub fn metadata_len(usable: &[FrameRange]) -> Result<usize, MemoryMapError> {
 /// Buddy allocator of 4 KiB frames over a memory map with holes: naturally aligned blocks of
 /// `2^order` frames, orders `0..=MAX_ORDER`, fully coalesced, lowest address first.
 ///
-/// Its state is a set of bitmaps (see the [module documentation](self)), so an allocation is
-/// a few trailing-zero counts and a free a few bit tests, O(`MAX_ORDER`) either way, on memory
-/// small enough to stay in cache. Frees are checked (see [`FrameAllocator::deallocate`]
+/// Its state is a set of bitmaps: per order, free blocks (under a 64-ary summary) and
+/// allocated block heads; per frame, reserved and shared flags and a reference count read only
+/// for shared frames. An allocation is a few trailing-zero counts and a free a few bit tests,
+/// O(`MAX_ORDER`) either way, on memory small enough to stay in cache. Frees are checked (see [`FrameAllocator::deallocate`]
 /// below) and change nothing on error.
 ///
 /// `M` is the metadata storage: `&mut [u64]` of [`metadata_len`] words without a heap,
