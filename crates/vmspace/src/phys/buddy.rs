@@ -1064,6 +1064,31 @@ impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
                 self.free_frames -= 1 << order;
                 return self.frame_at(self.last, c, order);
             }
+            // Second fast path: `order` has no free block and the hint word one order up
+            // holds one: hand out its lower half, its upper half becomes the order's only
+            // (lone) free block — what a run of small allocations does every other time once
+            // the small blocks are used up.
+            if self.free_blocks[o] == 0 && order < MAX_ORDER {
+                let g1 = self.hint[o + 1];
+                let i1 = self.free[o + 1].leaf(g1);
+                let w1 = self.meta[i1];
+                let b = (g1 * 64 + w1.trailing_zeros() as usize) << 1;
+                let c = b << order;
+                let s = &self.sections[self.last];
+                if w1 != 0 && s.cbase <= c && c < s.cend {
+                    let rest = w1 & (w1 - 1);
+                    self.meta[i1] = rest;
+                    if rest == 0 && self.lone & (2 << o) == 0 {
+                        self.free[o + 1].unmark(&mut self.meta, g1);
+                    }
+                    self.count_taken(o + 1);
+                    self.insert_free(order, b + 1);
+                    let ai = self.alloc_word(order, b);
+                    self.meta[ai] |= 1 << (b % 64);
+                    self.free_frames -= 1 << order;
+                    return self.frame_at(self.last, c, order);
+                }
+            }
         }
         self.allocate_any(order)
     }
