@@ -1001,7 +1001,7 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
 impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
     /// [`allocate`](FrameAllocator::allocate) in general: the smallest non-empty order at
     /// or above `order`, its lowest block, split down.
-    #[inline]
+    #[inline(never)]
     fn allocate_any(&mut self, order: u8) -> Result<Frame, PhysError> {
         if order > MAX_ORDER {
             return Err(PhysError::BadOrder(order));
