@@ -1048,17 +1048,20 @@ impl<M: DerefMut<Target = [u64]>> FrameAllocator for BuddyAllocator<M> {
         if order <= MAX_ORDER {
             let o = order as usize;
             let g = self.hint[o];
-            let i = self.free[o].leaf(g);
-            let w = self.meta[i];
+            let bm = &self.free[o];
+            // One borrow of the words, so that their address stays in a register.
+            let m = &mut *self.meta;
+            let i = bm.leaf(g);
+            let w = m[i];
             let bit = w.trailing_zeros();
             let c = (g * 64 + bit as usize) << order;
             let s = &self.sections[self.last];
             if w != 0 && s.cbase <= c && c < s.cend {
                 let rest = w & (w - 1);
-                self.meta[i] = rest;
-                self.meta[i + ALLOC] |= 1 << bit;
+                m[i] = rest;
+                m[i + ALLOC] |= 1 << bit;
                 if rest == 0 && self.lone & (1 << o) == 0 {
-                    self.free[o].unmark(&mut self.meta, g);
+                    bm.unmark(m, g);
                 }
                 self.count_taken(o);
                 self.free_frames -= 1 << order;
