@@ -287,6 +287,44 @@ mod tests {
         assert_eq!(b.iter_from(&m, 1 << 20).count(), 0);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// Random sets and clears against a set: membership, the lowest set bit, iteration
+        /// and the summaries agree after every step.
+        #[test]
+        fn matches_a_set_model(
+            bits in 1usize..200_000,
+            ops in proptest::collection::vec((proptest::bool::ANY, 0usize..200_000), 1..200),
+        ) {
+            use std::collections::BTreeSet;
+            let (b, mut m) = bitmap(bits, u64::MAX);
+            let mut model = BTreeSet::new();
+            for (set, x) in ops {
+                let x = x % bits;
+                match (set, model.contains(&x)) {
+                    (true, false) => {
+                        b.set(&mut m, x);
+                        model.insert(x);
+                    }
+                    (false, true) => {
+                        b.clear(&mut m, x);
+                        model.remove(&x);
+                    }
+                    _ => {}
+                }
+                proptest::prop_assert_eq!(b.test(&m, x), model.contains(&x));
+                proptest::prop_assert!(b.check_summaries(&m).is_ok());
+                if let Some(&lowest) = model.iter().next() {
+                    proptest::prop_assert_eq!(b.first_leaf(&m), lowest / 64);
+                }
+                let got: Vec<usize> = b.iter_from(&m, x).collect();
+                let want: Vec<usize> = model.range(x..).copied().collect();
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
+    }
+
     #[test]
     fn summary_check_catches_a_stale_bit() {
         let (b, mut m) = bitmap(10_000, 0);
