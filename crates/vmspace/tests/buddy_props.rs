@@ -6,7 +6,7 @@
 //! inside usable non-reserved memory and disjoint, counts agree with the model, an
 //! `OutOfMemory` happens only when no aligned free run of the order exists, an allocation
 //! returns the lowest free block of the smallest order that has one, and a rejected
-//! free changes nothing. After freeing everything, the free lists hold exactly the maximal
+//! free changes nothing. After freeing everything, the free blocks are exactly the maximal
 //! aligned blocks of each free run (full coalescing).
 
 use proptest::prelude::*;
@@ -328,7 +328,7 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
         }
         check(&a, &m)?;
     }
-    // Free everything: the lists must then hold exactly the maximal blocks of each run.
+    // Free everything: the free blocks must then be exactly the maximal blocks of each run.
     for (p, o) in m.sorted_live() {
         free_checked(&mut a, &mut m, p, o)?;
         check(&a, &m)?;
