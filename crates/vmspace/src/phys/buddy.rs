@@ -705,6 +705,12 @@ impl<M: DerefMut<Target = [u64]>> BuddyAllocator<M> {
         info(FrameState::Tail, 0, 0)
     }
 
+    /// The metadata words as they are (bitmaps and counts; their layout is private): for
+    /// debugging, and to check that an operation changed nothing.
+    pub fn metadata(&self) -> &[u64] {
+        &self.meta
+    }
+
     /// The managed ranges (usable ranges merged), in address order.
     pub fn ranges(&self) -> impl Iterator<Item = FrameRange> + '_ {
         self.sections[..self.nsections].iter().filter_map(|s| {
