@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod ptdump;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
 #[derive(Parser)]
@@ -20,12 +21,18 @@ enum Command {
     /// Example: `vmspace bench frames --json` prints one JSON object per line with
     /// group, case, impl, ns_per_op and ops; without --json a table with ratios.
     Bench(bench::BenchArgs),
+    /// Build an example i386 and x86-64 address space and dump their page tables.
+    ///
+    /// Prints coalesced ranges `start-end  size  flags  level` the way Linux's
+    /// /sys/kernel/debug/page_tables does, plus a summary; `--json` for one object per space.
+    Ptdump(ptdump::PtdumpArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Ptdump(args) => ptdump::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

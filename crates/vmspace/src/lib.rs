@@ -7,6 +7,10 @@
 //!   allocator with per-frame reference counts.
 //! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
 //!   touches, /proc/pid/maps) — feature `alloc`.
+//! - [`arch`]: what differs per MMU — `I386` (2-level, recursive page directory) and
+//!   `X86_64` (4-level): address width, user/kernel split, entry encodings bit-exact to the SDM.
+//! - [`paging`]: one generic page-table walker over `arch` — map, unmap, protect, translate,
+//!   by page or by range — with TLB-flush tokens.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds
@@ -20,6 +24,8 @@ extern crate alloc;
 extern crate std;
 
 pub mod addr;
+pub mod arch;
+pub mod paging;
 pub mod phys;
 #[cfg(feature = "alloc")]
 pub mod space;

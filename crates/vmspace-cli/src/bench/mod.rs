@@ -4,6 +4,8 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
+mod frames;
+mod paging;
 mod space;
 
 use serde::Serialize;
@@ -27,6 +29,12 @@ pub struct BenchArgs {
 enum Group {
     /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
     Space,
+    /// Order-0 frame allocation on a fragmented 1,000,000-frame pool, against
+    /// `buddy_system_allocator`.
+    Frames,
+    /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
+    /// operations against page-at-a-time.
+    Paging,
 }
 
 /// One measured (group, case, impl) cell.
@@ -87,10 +95,10 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 
 /// Runs a group and prints its records.
 pub fn run(args: BenchArgs) -> Result<(), String> {
-    // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
-    // `print_records(&records, args.json)`.
     let records = match args.group {
         Group::Space => space::run(args.scale)?,
+        Group::Frames => frames::run(args.scale)?,
+        Group::Paging => paging::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

@@ -4,6 +4,8 @@
 //! - [`PhysMem`]: read, write, zero and copy physical memory. The simulator backs it with a
 //!   byte vector; a kernel with its physical-memory window.
 //! - [`FrameAllocator`]: allocate and free naturally aligned blocks of `2^order` 4 KiB frames.
+//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, with per-frame
+//!   metadata ([`FrameInfo`]: state, order, reference count) and [`FrameStats`].
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use core::fmt;
@@ -27,6 +29,8 @@ pub enum PhysError {
         allocated: u8,
         freed: u8,
     },
+    /// A reference count would pass `u32::MAX` or drop below zero.
+    BadRefCount(PhysAddr),
 }
 
 impl fmt::Display for PhysError {
@@ -50,6 +54,12 @@ impl fmt::Display for PhysError {
                 f,
                 "frame {addr} was allocated with order {allocated}, freed with order {freed}"
             ),
+            PhysError::BadRefCount(a) => {
+                write!(
+                    f,
+                    "reference count of frame {a} would overflow or underflow"
+                )
+            }
         }
     }
 }
@@ -136,9 +146,44 @@ pub trait FrameAllocator {
     fn deallocate_frame(&mut self, frame: Frame) -> Result<(), PhysError> {
         self.deallocate(frame, 0)
     }
+
+    /// Allocates a block of `2^order` frames and zero-fills it through `mem` (a frame handed
+    /// to a process must never carry another's data). If zeroing fails the block is freed
+    /// again and the error returned.
+    fn allocate_zeroed<P: PhysMem + ?Sized>(
+        &mut self,
+        mem: &mut P,
+        order: u8,
+    ) -> Result<Frame, PhysError>
+    where
+        Self: Sized,
+    {
+        let block = self.allocate(order)?;
+        for k in 0..1u64 << order {
+            let zeroed = block.checked_add(k).map_err(|_| PhysError::OutOfRange {
+                addr: block.start_address(),
+                len: PAGE_SIZE << order,
+            });
+            if let Err(e) = zeroed.and_then(|f| mem.zero_frame(f)) {
+                // The block was just handed out with this order, so taking it back cannot fail.
+                let _ = self.deallocate(block, order);
+                return Err(e);
+            }
+        }
+        Ok(block)
+    }
 }
 
+mod buddy;
+mod frame_info;
 #[cfg(feature = "alloc")]
 mod ram;
+
+#[cfg(feature = "alloc")]
+pub use buddy::OwnedBuddyAllocator;
+pub use buddy::{
+    metadata_len, BuddyAllocator, InvariantError, MemoryMapError, MAX_ORDER, MAX_SECTIONS, ORDERS,
+};
+pub use frame_info::{FrameInfo, FrameState, FrameStats};
 #[cfg(feature = "alloc")]
 pub use ram::EmulatedRam;

@@ -79,6 +79,19 @@ impl PhysMem for EmulatedRam {
         Ok(())
     }
 
+    fn read_u32(&self, addr: PhysAddr) -> Result<u32, PhysError> {
+        let i = self.index(addr, 4)?;
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.bytes[i..i + 4]);
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn write_u32(&mut self, addr: PhysAddr, v: u32) -> Result<(), PhysError> {
+        let i = self.index(addr, 4)?;
+        self.bytes[i..i + 4].copy_from_slice(&v.to_le_bytes());
+        Ok(())
+    }
+
     fn read_u64(&self, addr: PhysAddr) -> Result<u64, PhysError> {
         let i = self.index(addr, 8)?;
         let mut b = [0u8; 8];
@@ -127,5 +140,18 @@ mod tests {
             .zero_frame(Frame::containing(PhysAddr::new(0x10_2000)))
             .is_err());
         assert!(EmulatedRam::new(PhysAddr::new(0x123), 0x1000).is_err());
+    }
+
+    #[test]
+    fn u32_access_is_little_endian_and_bounded() {
+        let mut ram = EmulatedRam::new(PhysAddr::new(0x1000), 0x1000).unwrap();
+        ram.write_u32(PhysAddr::new(0x1ffc), 0x1234_5678).unwrap();
+        assert_eq!(ram.read_u32(PhysAddr::new(0x1ffc)), Ok(0x1234_5678));
+        let mut b = [0u8; 1];
+        ram.read(PhysAddr::new(0x1ffc), &mut b).unwrap();
+        assert_eq!(b[0], 0x78);
+        assert!(ram.read_u32(PhysAddr::new(0x1ffd)).is_err());
+        assert!(ram.write_u32(PhysAddr::new(0xffe), 1).is_err());
+        assert!(ram.read_u32(PhysAddr::new(u64::MAX - 1)).is_err());
     }
 }

@@ -1,0 +1,264 @@
+//! `vmspace bench frames`: order-0 allocation and freeing on a fragmented pool of 1,000,000
+//! frames, vmspace's buddy allocator against `buddy_system_allocator`'s `FrameAllocator`.
+//!
+//! Each round builds the pool (RAM 0..640 KiB and 1 MiB up, 1,000,000 frames), allocates every
+//! frame, frees a random half, and then times, on that fragmented pool:
+//! - `alloc (fragmented)`: a quarter of the pool allocated frame by frame;
+//! - `alloc+free same frame`: an allocation freed at once (a short-lived frame), repeated;
+//! - `alloc+free random frame`: an allocation plus the free of a random allocated frame,
+//!   repeated (the pool stays fragmented);
+//! - `free (coalescing)`: every allocated frame freed in random order, which merges the pool
+//!   back into its maximal blocks (checked afterwards).
+//!
+//! The same cases run again on a 65,536-frame pool (suffix ` 64Ki`), whose metadata
+//! fits in a core's L2 cache. Both allocators see the same sequence of random choices.
+
+use super::{median_ns_per_op, scaled, time_ns, Record};
+use vmspace::addr::{Frame, FrameRange};
+use vmspace::phys::{FrameAllocator, OwnedBuddyAllocator};
+
+const GROUP: &str = "frames";
+const ROUNDS: usize = 5;
+const CASES: [&str; 4] = [
+    "alloc (fragmented)",
+    "alloc+free same frame",
+    "alloc+free random frame",
+    "free (coalescing)",
+];
+
+/// An order-0 frame pool under test.
+trait Pool: Sized {
+    const NAME: &'static str;
+    /// How the pool names a frame.
+    type F: Copy;
+    fn build(ranges: &[(u64, u64)]) -> Result<Self, String>;
+    fn alloc(&mut self) -> Result<Self::F, String>;
+    fn free(&mut self, f: Self::F) -> Result<(), String>;
+    fn free_frames(&self) -> u64;
+}
+
+struct Vmspace(OwnedBuddyAllocator);
+
+impl Pool for Vmspace {
+    const NAME: &'static str = "vmspace-buddy";
+    type F = Frame;
+
+    fn build(ranges: &[(u64, u64)]) -> Result<Self, String> {
+        let usable = ranges
+            .iter()
+            .map(|&(s, n)| {
+                let f = Frame::from_number(s).map_err(|e| e.to_string())?;
+                FrameRange::new(f, n).map_err(|e| e.to_string())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        OwnedBuddyAllocator::new_owned(&usable, &[])
+            .map(Vmspace)
+            .map_err(|e| e.to_string())
+    }
+
+    #[inline]
+    fn alloc(&mut self) -> Result<Frame, String> {
+        self.0.allocate(0).map_err(|e| e.to_string())
+    }
+
+    #[inline]
+    fn free(&mut self, f: Frame) -> Result<(), String> {
+        self.0.deallocate(f, 0).map_err(|e| e.to_string())
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.0.stats().free_frames
+    }
+}
+
+/// `buddy_system_allocator` with the same largest order (10).
+struct Bsa(buddy_system_allocator::FrameAllocator<11>, u64);
+
+impl Pool for Bsa {
+    const NAME: &'static str = "buddy_system_allocator";
+    type F = usize;
+
+    fn build(ranges: &[(u64, u64)]) -> Result<Self, String> {
+        let mut a = buddy_system_allocator::FrameAllocator::<11>::new();
+        let mut total = 0;
+        for &(s, n) in ranges {
+            let start = usize::try_from(s).map_err(|e| e.to_string())?;
+            let end = usize::try_from(s + n).map_err(|e| e.to_string())?;
+            a.add_frame(start, end);
+            total += n;
+        }
+        Ok(Bsa(a, total))
+    }
+
+    #[inline]
+    fn alloc(&mut self) -> Result<usize, String> {
+        match self.0.alloc(1) {
+            Some(p) => {
+                self.1 -= 1;
+                Ok(p)
+            }
+            None => Err("buddy_system_allocator: out of frames".into()),
+        }
+    }
+
+    #[inline]
+    fn free(&mut self, f: usize) -> Result<(), String> {
+        self.0.dealloc(f, 1);
+        self.1 += 1;
+        Ok(())
+    }
+
+    fn free_frames(&self) -> u64 {
+        self.1
+    }
+}
+
+/// splitmix64: a small seeded generator, so both allocators get the same choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Builds a pool of `frames` frames (640 KiB of low memory, a hole up to 1 MiB, the rest
+/// above), allocates all of it and frees a random half; returns it with the frames still held.
+fn fragmented<P: Pool>(frames: u64, rng: &mut Rng) -> Result<(P, Vec<P::F>), String> {
+    let low = 160.min(frames);
+    let mut p = P::build(&[(0, low), (256, frames - low)])?;
+    let mut live = Vec::with_capacity(frames as usize);
+    for _ in 0..frames {
+        live.push(p.alloc()?);
+    }
+    rng.shuffle(&mut live);
+    for f in live.drain(live.len() / 2..) {
+        p.free(f)?;
+    }
+    Ok((p, live))
+}
+
+/// Times `f`, which may fail; returns picoseconds per op.
+fn ps_per_op(ops: u64, f: impl FnOnce() -> Result<(), String>) -> Result<u128, String> {
+    let mut r = Ok(());
+    let t = time_ns(|| r = f());
+    r?;
+    Ok(t * 1000 / ops.max(1) as u128)
+}
+
+/// One round: returns picoseconds per operation of each case.
+fn round<P: Pool>(frames: u64, seed: u64) -> Result<[u128; 4], String> {
+    let mut rng = Rng(seed);
+    let (mut p, mut live) = fragmented::<P>(frames, &mut rng)?;
+    let n_alloc = frames / 4;
+    let n_pairs = frames / 2;
+    let t_alloc = ps_per_op(n_alloc, || {
+        for _ in 0..n_alloc {
+            live.push(p.alloc()?);
+        }
+        Ok(())
+    })?;
+    let t_same = ps_per_op(n_pairs, || {
+        for _ in 0..n_pairs {
+            let f = p.alloc()?;
+            p.free(f)?;
+        }
+        Ok(())
+    })?;
+    let picks: Vec<usize> = (0..n_pairs).map(|_| rng.below(live.len())).collect();
+    let t_pairs = ps_per_op(n_pairs, || {
+        for &i in &picks {
+            let f = p.alloc()?;
+            let old = std::mem::replace(&mut live[i], f);
+            p.free(old)?;
+        }
+        Ok(())
+    })?;
+    rng.shuffle(&mut live);
+    let t_free = ps_per_op(live.len() as u64, || {
+        live.iter().try_for_each(|&f| p.free(f))
+    })?;
+    check_all_free(&p, frames)?;
+    Ok([t_alloc, t_same, t_pairs, t_free])
+}
+
+fn check_all_free<P: Pool>(p: &P, frames: u64) -> Result<(), String> {
+    if p.free_frames() == frames {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {} of {frames} frames free after freeing all",
+            P::NAME,
+            p.free_frames()
+        ))
+    }
+}
+
+/// Runs the group: the 1,000,000-frame pool, then a 65,536-frame pool whose metadata fits in
+/// a core's L2 cache (so it shows the cost of the operations themselves rather than of the
+/// cache misses that dominate at 1,000,000 frames).
+pub fn run(scale: f64) -> Result<Vec<Record>, String> {
+    let mut records = Vec::new();
+    measure(scaled(1_000_000, scale).max(1024), ROUNDS, "", &mut records)?;
+    measure(
+        scaled(65_536, scale).max(1024),
+        3 * ROUNDS,
+        " 64Ki",
+        &mut records,
+    )?;
+    Ok(records)
+}
+
+/// Measures every case on pools of `frames` frames; every round measures both allocators,
+/// one after the other.
+fn measure(
+    frames: u64,
+    rounds: usize,
+    suffix: &str,
+    records: &mut Vec<Record>,
+) -> Result<(), String> {
+    let ops = [
+        frames / 4,
+        frames / 2,
+        frames / 2,
+        frames - frames / 2 + frames / 4,
+    ];
+    let mut ours = Vec::with_capacity(rounds);
+    let mut theirs = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        let seed = 0x5eed + r as u64;
+        ours.push(round::<Vmspace>(frames, seed)?);
+        theirs.push(round::<Bsa>(frames, seed)?);
+    }
+    for (c, case) in CASES.iter().enumerate() {
+        let case = format!("{case}{suffix}");
+        // Rounds report picoseconds per op; median_ns_per_op divides by 1000 "ops".
+        let mut a = ours.iter().map(|t| t[c]);
+        let mut b = theirs.iter().map(|t| t[c]);
+        let ns_ours = median_ns_per_op(rounds, 1000, || a.next().unwrap_or(0));
+        let ns_theirs = median_ns_per_op(rounds, 1000, || b.next().unwrap_or(0));
+        records.push(
+            Record::new(GROUP, &case, Vmspace::NAME, ns_ours, ops[c]).with("pool_frames", frames),
+        );
+        records.push(
+            Record::new(GROUP, &case, Bsa::NAME, ns_theirs, ops[c])
+                .with("pool_frames", frames)
+                .with("slowdown_vs_vmspace", ns_theirs / ns_ours),
+        );
+    }
+    Ok(())
+}
