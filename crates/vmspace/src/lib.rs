@@ -7,6 +7,8 @@
 //!   allocator with per-frame reference counts.
 //! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
 //!   touches, /proc/pid/maps) — feature `alloc`.
+//! - [`fault`]: the page-fault handler (demand-zero, copy-on-write, stack growth, SIGSEGV /
+//!   SIGBUS classification) and `Mm`, a space whose page table follows its VMAs, with fork.
 //! - [`arch`]: what differs per MMU — `I386` (2-level, recursive page directory) and
 //!   `X86_64` (4-level): address width, user/kernel split, entry encodings bit-exact to the SDM.
 //! - [`paging`]: one generic page-table walker over `arch` — map, unmap, protect, translate,
@@ -25,6 +27,8 @@ extern crate std;
 
 pub mod addr;
 pub mod arch;
+#[cfg(feature = "alloc")]
+pub mod fault;
 pub mod paging;
 pub mod phys;
 #[cfg(feature = "alloc")]

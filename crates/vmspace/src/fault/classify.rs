@@ -1,0 +1,159 @@
+//! Fault routing and classification (F1–F3, 6.4): which VMA a faulting address belongs to,
+//! whether the access is allowed, and the signal Linux raises when it is not.
+
+use super::{stack, FaultError};
+use crate::space::vma::flags::*;
+use crate::space::vma::Backing;
+use crate::space::{AddressSpace, Fault, FaultCode, Signal};
+
+/// The kind of memory access that faulted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Read,
+    Write,
+    /// An instruction fetch.
+    Fetch,
+}
+
+/// What the backing of a VMA is, as the fault cases need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Private anonymous memory.
+    Anon,
+    /// A kernel special mapping (vDSO, vvar): reads see zeros.
+    Special,
+    /// A file or shared-memory object: `obj` is the space-local id, `shmem` whether its
+    /// pages count as shared memory.
+    Object {
+        obj: u64,
+        shmem: bool,
+        is_file: bool,
+    },
+}
+
+/// The faulting VMA, copied out of the space (after any stack growth).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VmaView {
+    pub start: u64,
+    pub end: u64,
+    pub flags: u64,
+    pub pgoff: u64,
+    pub kind: Kind,
+    /// The VMA was grown downwards to reach the address (S4).
+    pub grew: bool,
+}
+
+impl VmaView {
+    /// Page index in the backing object of the page holding `addr`.
+    pub fn index_of(&self, addr: u64) -> u64 {
+        self.pgoff.wrapping_add((addr - self.start) >> 12)
+    }
+}
+
+pub(crate) fn segv(code: FaultCode, addr: u64) -> FaultError {
+    FaultError::Signal(Fault {
+        signal: Signal::Segv,
+        code,
+        addr,
+    })
+}
+
+/// Routes a user-mode fault at `addr` to its VMA, growing a stack if the address lies below
+/// a VM_GROWSDOWN VMA (F1, S1–S4), and checks the access (F3):
+///
+/// - no VMA at or above `addr`, or growth refused, or a guard-region page (MADV_GUARD_INSTALL)
+///   -> SIGSEGV `SEGV_MAPERR`;
+/// - a write to a VMA without VM_WRITE, any access to a VMA with none of R/W/X, an access
+///   the present entry refuses that is not a write (an instruction fetch from a no-execute
+///   page) -> SIGSEGV `SEGV_ACCERR` (access_error; reads of write-only VMAs are allowed, R5);
+/// - a page of a file or shared object wholly beyond its end -> SIGBUS `BUS_ADRERR` (6.4).
+///
+/// `present` is the hardware's P bit as the access saw it (a PROT_NONE entry counts as not
+/// present, as Linux's protnone entries are).
+pub fn classify(
+    space: &mut AddressSpace,
+    addr: u64,
+    access: Access,
+    present: bool,
+) -> Result<VmaView, FaultError> {
+    let (mut start, mut grew) = match space.find_vma_above(addr) {
+        None => return Err(segv(FaultCode::SegvMaperr, addr)),
+        Some(v) => (v.start, false),
+    };
+    if start > addr {
+        // F1: below a VM_GROWSDOWN VMA the stack may grow (any distance, since 4.20).
+        if !stack::grow(space, start, addr) {
+            return Err(segv(FaultCode::SegvMaperr, addr));
+        }
+        start = addr & !0xfff;
+        grew = true;
+    }
+    let v = match space.find_vma(start) {
+        Some(v) => v,
+        None => return Err(segv(FaultCode::SegvMaperr, addr)),
+    };
+    // F3: access_error().
+    let denied = match access {
+        Access::Write => v.flags & VM_WRITE == 0,
+        _ if present => true,
+        _ => !v.is_accessible(),
+    };
+    if denied {
+        return Err(segv(FaultCode::SegvAccerr, addr));
+    }
+    let kind = match &v.backing {
+        Backing::Anon => Kind::Anon,
+        Backing::Special(_) => Kind::Special,
+        Backing::Shmem { obj } => Kind::Object {
+            obj: *obj,
+            shmem: true,
+            is_file: false,
+        },
+        Backing::File { id } => Kind::Object {
+            obj: *id,
+            shmem: space.file_is_shmem(*id),
+            is_file: true,
+        },
+    };
+    let view = VmaView {
+        start: v.start,
+        end: v.end,
+        flags: v.flags,
+        pgoff: v.pgoff,
+        kind,
+        grew,
+    };
+    let page = addr & !0xfff;
+    if space.guard_at(page) {
+        // A guard-region marker: handle_pte_marker -> VM_FAULT_SIGSEGV -> SEGV_MAPERR.
+        return Err(segv(FaultCode::SegvMaperr, addr));
+    }
+    if let Kind::Object { .. } = kind {
+        let size = space.backing_size(v);
+        if view.index_of(page) >= size.div_ceil(4096) {
+            return Err(FaultError::Signal(Fault {
+                signal: Signal::Bus,
+                code: FaultCode::BusAdrerr,
+                addr,
+            }));
+        }
+    }
+    Ok(view)
+}
+
+impl AddressSpace {
+    /// Whether file `id` is a shmem/tmpfs file (memfd).
+    pub(crate) fn file_is_shmem(&self, id: u64) -> bool {
+        self.files.get(&id).is_some_and(|f| f.shmem)
+    }
+
+    /// Whether a guard-region marker (MADV_GUARD_INSTALL) covers `page`.
+    pub(crate) fn guard_at(&self, page: u64) -> bool {
+        self.mem.first_guard(page, page + 4096).is_some()
+    }
+
+    /// Size in bytes of the object behind `v` (u64::MAX for non-objects).
+    pub(crate) fn backing_size(&self, v: &crate::space::Vma) -> u64 {
+        self.object_size(&v.backing)
+    }
+}
