@@ -628,21 +628,7 @@ impl<A: Arch> Mm<A> {
                 self.obj_key(phys, obj, false);
             }
         }
-        let mut space = self.space.clone();
-        let _ = space.take_mmu_events();
-        let dontcopy: Vec<u64> = vmas
-            .iter()
-            .filter(|v| v.2 & VM_DONTCOPY != 0)
-            .map(|v| v.0)
-            .collect();
-        space.remove_vmas(&dontcopy);
-        for &(s, _, f, anon, _) in &vmas {
-            if f & VM_DONTCOPY != 0 {
-                continue;
-            }
-            space.fork_vma(s, anon, f & VM_WIPEONFORK != 0);
-        }
-        let _ = space.take_mmu_events();
+        let space = self.space.dup_for_fork();
         let pt = PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
             .map_err(|e| super::map_err_at(e, 0))?;
         let mut child = Mm {
@@ -793,20 +779,41 @@ pub fn is_private_anon(v: &VmaView) -> bool {
 }
 
 impl AddressSpace {
-    /// dup_mmap's per-VMA changes in the child: a VMA with an anon_vma gets a chained one
-    /// (it can no longer share it with fresh neighbours, G6); VM_WIPEONFORK starts empty.
-    pub(crate) fn fork_vma(&mut self, start: u64, had_anon: bool, wipe: bool) {
-        self.tree.update(start, |v| {
-            if wipe {
-                v.anon_vma = None;
-                v.forked = false;
-            } else if had_anon {
-                v.forked = true;
+    /// The child's space after fork (dup_mmap): every VMA but VM_DONTCOPY ones; a VMA with
+    /// an anon_vma gets a chained one (G6: it no longer merges with fresh neighbours nor
+    /// lends them its anon_vma); VM_WIPEONFORK VMAs start empty, without an anon_vma. Page
+    /// contents are not the space's business here (the page tables carry them).
+    pub fn dup_for_fork(&self) -> AddressSpace {
+        let mut child = self.clone();
+        let _ = child.take_mmu_events();
+        let rows: Vec<(u64, u64, u64, bool)> = child
+            .vmas()
+            .map(|v| (v.start, v.end, v.flags, v.anon_vma.is_some()))
+            .collect();
+        let dontcopy: Vec<u64> = rows
+            .iter()
+            .filter(|r| r.2 & VM_DONTCOPY != 0)
+            .map(|r| r.0)
+            .collect();
+        child.remove_vmas(&dontcopy);
+        for &(start, end, flags, anon) in &rows {
+            if flags & VM_DONTCOPY != 0 {
+                continue;
             }
-        });
-        if wipe {
-            let end = self.tree.containing(start).map_or(start, |v| v.end);
-            self.mem.drop_private(start, end);
+            let wipe = flags & VM_WIPEONFORK != 0;
+            child.tree.update(start, |v| {
+                if wipe {
+                    v.anon_vma = None;
+                    v.forked = false;
+                } else if anon {
+                    v.forked = true;
+                }
+            });
+            if wipe {
+                child.mem.drop_private(start, end);
+            }
         }
+        let _ = child.take_mmu_events();
+        child
     }
 }
