@@ -133,10 +133,12 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A process as the test tracks it: oracle space, regions mapped, has shared mappings.
+type Shadow = (AddressSpace, Vec<(u64, u64)>, bool);
+
 struct World {
     m: Machine,
-    /// pid -> (oracle space, regions mapped)
-    procs: BTreeMap<Pid, (AddressSpace, Vec<(u64, u64)>, bool)>,
+    procs: BTreeMap<Pid, Shadow>,
 }
 
 impl World {
