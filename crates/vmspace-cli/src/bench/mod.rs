@@ -4,6 +4,7 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
+mod fault;
 mod frames;
 mod paging;
 mod space;
@@ -35,6 +36,9 @@ enum Group {
     /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
     /// operations against page-at-a-time.
     Paging,
+    /// The simulated CPU and fault handler: TLB-hit translation, demand-zero and COW faults
+    /// against memset/memcpy of a 4 KiB page.
+    Fault,
 }
 
 /// One measured (group, case, impl) cell.
@@ -99,6 +103,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Space => space::run(args.scale)?,
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
+        Group::Fault => fault::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())
