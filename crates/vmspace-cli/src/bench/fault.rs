@@ -19,12 +19,14 @@
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::hint::black_box;
+use vmspace::addr::{Frame, PhysAddr};
 use vmspace::fault::{Access, Resolved};
+use vmspace::phys::EmulatedRam;
 use vmspace::space::abi::*;
 use vmspace_sim::{with_mm, ArchKind, Machine};
 
 const GROUP: &str = "fault";
-const ROUNDS: usize = 9;
+const ROUNDS: usize = 15;
 const PAGES: u64 = 4096;
 const RW: u64 = PROT_READ | PROT_WRITE;
 const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
@@ -33,19 +35,25 @@ const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
 pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     let pages = scaled(PAGES, scale).clamp(16, PAGES);
     let mut out = translate(scaled(20_000_000, scale))?;
-    let zero_floor = memset_floor(pages);
+    let (zero_floor, dz, dz_store) = demand_zero(pages)?;
     out.push(Record::new(GROUP, "zero-4k", "memset", zero_floor, pages));
-    let (dz, dz_store) = demand_zero(pages)?;
-    out.push(with_floor(Record::new(GROUP, "zero-4k", "demand-zero-fault", dz, pages), zero_floor, 1.5));
+    out.push(with_floor(
+        Record::new(GROUP, "zero-4k", "demand-zero-fault", dz, pages),
+        zero_floor,
+        1.5,
+    ));
     out.push(with_floor(
         Record::new(GROUP, "zero-4k", "demand-zero-store", dz_store, pages),
         zero_floor,
         1.5,
     ));
-    let copy_floor = memcpy_floor(pages);
+    let (copy_floor, cow, reuse) = cow(pages)?;
     out.push(Record::new(GROUP, "copy-4k", "memcpy", copy_floor, pages));
-    let (cow, reuse) = cow(pages)?;
-    out.push(with_floor(Record::new(GROUP, "copy-4k", "cow-fault", cow, pages), copy_floor, 1.5));
+    out.push(with_floor(
+        Record::new(GROUP, "copy-4k", "cow-fault", cow, pages),
+        copy_floor,
+        1.5,
+    ));
     out.push(with_floor(
         Record::new(GROUP, "copy-4k", "cow-reuse-fault", reuse, pages),
         copy_floor,
@@ -61,8 +69,16 @@ fn with_floor(r: Record, floor: f64, goal: f64) -> Record {
         .with("goal_ratio", goal)
 }
 
+/// A machine with one x86-64 process. The emulated RAM is touched once so that the host's
+/// own lazy allocation of it is not measured as fault cost.
 fn machine(ram: u64) -> Result<(Machine, u32), String> {
     let mut m = Machine::new(ram).map_err(|e| format!("{e:?}"))?;
+    for f in 0..ram / 4096 {
+        let fr = vmspace::addr::Frame::from_number(f).map_err(|e| format!("{e:?}"))?;
+        if let Ok(b) = m.phys_mut().mem.frame_mut(fr) {
+            b[0] = 0;
+        }
+    }
     let pid = m.spawn(ArchKind::X86_64).map_err(|e| format!("{e:?}"))?;
     Ok((m, pid))
 }
@@ -77,7 +93,8 @@ fn translate(ops: u64) -> Result<Vec<Record>, String> {
         .mmap(pid, 0, n * 4096, RW, PA, None, 0)
         .map_err(|e| format!("{e:?}"))?;
     for i in 0..n {
-        m.store(tid, a + i * 4096, 1).map_err(|e| format!("{e:?}"))?;
+        m.store(tid, a + i * 4096, 1)
+            .map_err(|e| format!("{e:?}"))?;
     }
     // Every page must hit from here on.
     for i in 0..n {
@@ -90,7 +107,11 @@ fn translate(ops: u64) -> Result<Vec<Record>, String> {
             let mut acc = 0u64;
             for i in 0..ops {
                 let va = a + ((i & (n - 1)) << 12) + (i & 0xff8);
-                acc = acc.wrapping_add(black_box(&mut m).tlb_translate(asid, va, Access::Read).unwrap_or(1));
+                acc = acc.wrapping_add(
+                    black_box(&mut m)
+                        .tlb_translate(asid, va, Access::Read)
+                        .unwrap_or(1),
+                );
             }
             black_box(acc);
         })
@@ -120,50 +141,77 @@ fn translate(ops: u64) -> Result<Vec<Record>, String> {
     ])
 }
 
-/// memset of `pages` distinct 4 KiB pages.
-fn memset_floor(pages: u64) -> f64 {
-    let mut buf = vec![0xa5u8; (pages * 4096) as usize];
-    median_ns_per_op(ROUNDS, pages, || {
-        for c in buf.chunks_mut(4096) {
-            c[0] = 1;
-        }
-        time_ns(|| {
-            for c in buf.chunks_mut(4096) {
-                black_box(c).fill(0);
-            }
-        })
-    })
+/// Median of per-op times.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// memcpy of `pages` distinct 4 KiB pages into as many others.
-fn memcpy_floor(pages: u64) -> f64 {
-    let src = vec![0x5au8; (pages * 4096) as usize];
-    let mut dst = vec![0u8; (pages * 4096) as usize];
-    median_ns_per_op(ROUNDS, pages, || {
-        time_ns(|| {
-            for (d, s) in dst.chunks_mut(4096).zip(src.chunks(4096)) {
+/// Host memory for the floors, allocated and touched exactly as the machine's RAM is (an
+/// `EmulatedRam`), so both run on the same kind of host pages.
+fn host_pages(pages: u64, fill: u8) -> Result<EmulatedRam, String> {
+    let mut r = EmulatedRam::new(PhysAddr::ZERO, pages * 4096).map_err(|e| e.to_string())?;
+    for f in 0..pages {
+        let fr = Frame::from_number(f).map_err(|e| format!("{e:?}"))?;
+        r.frame_mut(fr).map_err(|e| e.to_string())?.fill(fill);
+    }
+    Ok(r)
+}
+
+/// The frames of a floor buffer.
+fn frames_of(r: &EmulatedRam) -> Vec<Frame> {
+    (0..r.size() / 4096)
+        .filter_map(|f| Frame::from_number(f).ok())
+        .collect()
+}
+
+/// One round of memset over every 4 KiB page of `buf`: ns per page.
+fn memset_round(buf: &mut EmulatedRam) -> f64 {
+    let frames = frames_of(buf);
+    for f in &frames {
+        if let Ok(b) = buf.frame_mut(*f) {
+            b[0] = 1;
+        }
+    }
+    let ns = time_ns(|| {
+        for f in &frames {
+            if let Ok(b) = buf.frame_mut(*f) {
+                black_box(b).fill(0);
+            }
+        }
+    });
+    ns as f64 / frames.len().max(1) as f64
+}
+
+/// One round of memcpy of every 4 KiB page of `src` into `dst`: ns per page.
+fn memcpy_round(src: &EmulatedRam, dst: &mut EmulatedRam) -> f64 {
+    let frames = frames_of(src);
+    let ns = time_ns(|| {
+        for f in &frames {
+            if let (Ok(s), Ok(d)) = (src.frame(*f), dst.frame_mut(*f)) {
                 black_box(d).copy_from_slice(black_box(s));
             }
-        })
-    })
+        }
+    });
+    ns as f64 / frames.len().max(1) as f64
 }
 
-/// Demand-zero faults: through the handler alone, and through the CPU's store path.
-fn demand_zero(pages: u64) -> Result<(f64, f64), String> {
+/// Demand-zero faults, through the handler alone and through the CPU's store path, each
+/// round preceded by a memset round over as many pages (same load, same run).
+fn demand_zero(pages: u64) -> Result<(f64, f64, f64), String> {
     let (mut m, pid) = machine((pages * 4096) * 3 + (16 << 20))?;
     let tid = m.process(pid).ok_or("no process")?.threads[0];
     let len = pages * 4096;
-    let mut bad = None;
-    let handler = median_ns_per_op(ROUNDS, pages, || {
-        let a = match m.mmap(pid, 0, len, RW, PA, None, 0) {
-            Ok(a) => a,
-            Err(e) => {
-                bad = Some(format!("{e:?}"));
-                return 0;
-            }
-        };
+    let mut buf = host_pages(pages, 0xa5)?;
+    let (mut floor, mut handler, mut store) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        floor.push(memset_round(&mut buf));
+        let a = m
+            .mmap(pid, 0, len, RW, PA, None, 0)
+            .map_err(|e| format!("{e:?}"))?;
+        let mut bad = None;
         let mut ns = 0;
-        let r = m.with_mm(pid, |mm, ph, tlb| {
+        m.with_mm(pid, |mm, ph, tlb| {
             with_mm!(mm, mm => {
                 ns = time_ns(|| {
                     for i in 0..pages {
@@ -174,41 +222,36 @@ fn demand_zero(pages: u64) -> Result<(f64, f64), String> {
                     }
                 });
             })
-        });
-        if r.is_err() || m.munmap(pid, a, len).is_err() {
-            bad = Some("munmap".into());
+        })
+        .map_err(|e| format!("{e:?}"))?;
+        if let Some(b) = bad {
+            return Err(format!("demand-zero: {b}"));
         }
-        ns
-    });
-    let store = median_ns_per_op(ROUNDS, pages, || {
-        let a = match m.mmap(pid, 0, len, RW, PA, None, 0) {
-            Ok(a) => a,
-            Err(e) => {
-                bad = Some(format!("{e:?}"));
-                return 0;
-            }
-        };
+        handler.push(ns as f64 / pages as f64);
+        m.munmap(pid, a, len).map_err(|e| format!("{e:?}"))?;
+        floor.push(memset_round(&mut buf));
+        let a = m
+            .mmap(pid, 0, len, RW, PA, None, 0)
+            .map_err(|e| format!("{e:?}"))?;
+        let mut ok = true;
         let ns = time_ns(|| {
             for i in 0..pages {
-                if m.store(tid, a + i * 4096, 1).is_err() {
-                    bad = Some("store".into());
-                }
+                ok &= m.store(tid, a + i * 4096, 1).is_ok();
             }
         });
-        if m.munmap(pid, a, len).is_err() {
-            bad = Some("munmap".into());
+        if !ok {
+            return Err("demand-zero store failed".into());
         }
-        ns
-    });
-    if let Some(b) = bad {
-        return Err(format!("demand-zero: {b}"));
+        store.push(ns as f64 / pages as f64);
+        m.munmap(pid, a, len).map_err(|e| format!("{e:?}"))?;
     }
     m.check()?;
-    Ok((handler, store))
+    Ok((median(floor), median(handler), median(store)))
 }
 
-/// COW faults in a child (copy), then in the parent as last sharer (reuse).
-fn cow(pages: u64) -> Result<(f64, f64), String> {
+/// COW faults in a child (copy), then in the parent as last sharer (reuse), each round
+/// preceded by a memcpy round over as many pages.
+fn cow(pages: u64) -> Result<(f64, f64, f64), String> {
     let (mut m, pid) = machine((pages * 4096) * 3 + (16 << 20))?;
     let tid = m.process(pid).ok_or("no process")?.threads[0];
     let len = pages * 4096;
@@ -216,22 +259,19 @@ fn cow(pages: u64) -> Result<(f64, f64), String> {
         .mmap(pid, 0, len, RW, PA, None, 0)
         .map_err(|e| format!("{e:?}"))?;
     for i in 0..pages {
-        m.store(tid, a + i * 4096, 7).map_err(|e| format!("{e:?}"))?;
+        m.store(tid, a + i * 4096, 7)
+            .map_err(|e| format!("{e:?}"))?;
     }
+    let src = host_pages(pages, 0x5a)?;
+    let mut dst = host_pages(pages, 0)?;
+    let (mut floor, mut copy, mut reuse) = (Vec::new(), Vec::new(), Vec::new());
     let mut bad = None;
-    let mut reuse_rounds = Vec::new();
-    let copy = median_ns_per_op(ROUNDS, pages, || {
-        let child = match m.fork(pid) {
-            Ok(c) => c,
-            Err(e) => {
-                bad = Some(format!("{e:?}"));
-                return 0;
-            }
-        };
-        let mut ns = 0;
-        let _ = m.with_mm(child, |mm, ph, tlb| {
+    for _ in 0..ROUNDS {
+        floor.push(memcpy_round(&src, &mut dst));
+        let child = m.fork(pid).map_err(|e| format!("{e:?}"))?;
+        m.with_mm(child, |mm, ph, tlb| {
             with_mm!(mm, mm => {
-                ns = time_ns(|| {
+                let ns = time_ns(|| {
                     for i in 0..pages {
                         let r = mm.fault(ph, tlb, a + i * 4096, Access::Write);
                         if r != Ok(Resolved::CowCopy) {
@@ -239,13 +279,15 @@ fn cow(pages: u64) -> Result<(f64, f64), String> {
                         }
                     }
                 });
+                copy.push(ns as f64 / pages as f64);
             })
-        });
+        })
+        .map_err(|e| format!("{e:?}"))?;
         m.exit(child);
         // The parent is now the only user of every frame: its writes reuse them.
-        let _ = m.with_mm(pid, |mm, ph, tlb| {
+        m.with_mm(pid, |mm, ph, tlb| {
             with_mm!(mm, mm => {
-                let r = time_ns(|| {
+                let ns = time_ns(|| {
                     for i in 0..pages {
                         let r = mm.fault(ph, tlb, a + i * 4096, Access::Write);
                         if r != Ok(Resolved::CowReuse) {
@@ -253,15 +295,14 @@ fn cow(pages: u64) -> Result<(f64, f64), String> {
                         }
                     }
                 });
-                reuse_rounds.push(r as f64 / pages as f64);
+                reuse.push(ns as f64 / pages as f64);
             })
-        });
-        ns
-    });
+        })
+        .map_err(|e| format!("{e:?}"))?;
+    }
     if let Some(b) = bad {
         return Err(format!("cow: {b}"));
     }
     m.check()?;
-    reuse_rounds.sort_by(|x, y| x.total_cmp(y));
-    Ok((copy, reuse_rounds[reuse_rounds.len() / 2]))
+    Ok((median(floor), median(copy), median(reuse)))
 }

@@ -41,6 +41,8 @@ pub struct VmaView {
     pub kind: Kind,
     /// The VMA was grown downwards to reach the address (S4).
     pub grew: bool,
+    /// The VMA has its anon_vma already (G8).
+    pub has_anon_vma: bool,
 }
 
 impl VmaView {
@@ -76,21 +78,22 @@ pub fn classify(
     access: Access,
     present: bool,
 ) -> Result<VmaView, FaultError> {
-    let (mut start, mut grew) = match space.find_vma_above(addr) {
+    let mut grew = false;
+    let needs_growth = match space.find_vma_above(addr) {
         None => return Err(segv(FaultCode::SegvMaperr, addr)),
-        Some(v) => (v.start, false),
+        Some(v) => v.start > addr,
     };
-    if start > addr {
+    if needs_growth {
         // F1: below a VM_GROWSDOWN VMA the stack may grow (any distance, since 4.20).
+        let start = space.find_vma_above(addr).map_or(0, |v| v.start);
         if !stack::grow(space, start, addr) {
             return Err(segv(FaultCode::SegvMaperr, addr));
         }
-        start = addr & !0xfff;
         grew = true;
     }
-    let v = match space.find_vma(start) {
-        Some(v) => v,
-        None => return Err(segv(FaultCode::SegvMaperr, addr)),
+    let v = match space.find_vma_above(addr) {
+        Some(v) if v.start <= addr => v,
+        _ => return Err(segv(FaultCode::SegvMaperr, addr)),
     };
     // F3: access_error().
     let denied = match access {
@@ -122,6 +125,11 @@ pub fn classify(
         pgoff: v.pgoff,
         kind,
         grew,
+        has_anon_vma: v.anon_vma.is_some(),
+    };
+    let size = match kind {
+        Kind::Object { .. } => space.backing_size(v),
+        _ => 0,
     };
     let page = addr & !0xfff;
     if space.guard_at(page) {
@@ -129,7 +137,6 @@ pub fn classify(
         return Err(segv(FaultCode::SegvMaperr, addr));
     }
     if let Kind::Object { .. } = kind {
-        let size = space.backing_size(v);
         if view.index_of(page) >= size.div_ceil(4096) {
             return Err(FaultError::Signal(Fault {
                 signal: Signal::Bus,

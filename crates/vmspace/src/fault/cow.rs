@@ -42,7 +42,9 @@ pub fn fault<A: Arch, M: PhysMem, F: RefFrames>(
         tlb.invalidate_page(page);
         return Ok(Resolved::CowReuse);
     }
-    mm.space.anon_vma_prepare(v.start);
+    if !v.has_anon_vma {
+        mm.space.anon_vma_prepare(v.start);
+    }
     let zero = old == phys.zero_page();
     let new = if zero {
         phys.alloc_zeroed(addr)?

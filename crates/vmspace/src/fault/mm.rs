@@ -15,7 +15,7 @@ use super::classify::{self, Access, Kind, VmaView};
 use super::{cow, demand_zero, pte, shared};
 use super::{FaultError, InternalError, ObjKey, Phys, RefFrames, Resolved, ANON, SHMEM};
 use crate::addr::{Frame, PhysAddr, VirtAddr, PAGE_SIZE};
-use crate::arch::{Arch, PageFlags};
+use crate::arch::{Arch, Entry, PageFlags};
 use crate::paging::{Flush, MapError, PageTable, Tlb, Translation};
 use crate::phys::PhysMem;
 use crate::space::mmu::MmuEvent;
@@ -144,7 +144,33 @@ impl<A: Arch> Mm<A> {
         addr: u64,
         access: Access,
     ) -> Result<Resolved, FaultError> {
-        let t = self.pt.translate(&phys.mem, VirtAddr::new(addr)).ok();
+        let va = VirtAddr::new(addr);
+        // One walk decides everything: no table, an empty entry, or a present entry.
+        let leaf = match A::to_linear(va) {
+            Some(lin) => pte::find_leaf(&self.pt, &phys.mem, lin)
+                .map_err(|e| FaultError::Internal(InternalError::Phys(e)))?,
+            None => pte::Leaf::NoTable,
+        };
+        let t = match leaf {
+            pte::Leaf::At(entry, raw) => match A::decode(1, raw) {
+                Entry::Page {
+                    addr: frame, flags, ..
+                } => Some(Translation {
+                    page: va.align_down(PAGE_SIZE),
+                    frame,
+                    size: PAGE_SIZE,
+                    level: 1,
+                    flags,
+                    raw,
+                    entry,
+                }),
+                _ => None,
+            },
+            pte::Leaf::Large => {
+                return Err(internal_map(MapError::TableInTheWay(va)));
+            }
+            pte::Leaf::NoTable => None,
+        };
         if let Some(t) = &t {
             if pte::allows(t.flags, access, true, pte::has_nx::<A>()) {
                 return Ok(Resolved::Spurious);
@@ -152,11 +178,17 @@ impl<A: Arch> Mm<A> {
         }
         let present = t.is_some_and(|t| t.flags.contains(PageFlags::USER));
         let v = classify::classify(&mut self.space, addr, access, present)?;
+        let slot = match leaf {
+            pte::Leaf::At(entry, _) => Some(entry),
+            _ => None,
+        };
         match t {
             None => match v.kind {
-                Kind::Object { .. } => shared::fault(self, phys, &v, addr, access == Access::Write),
+                Kind::Object { .. } => {
+                    shared::fault(self, phys, &v, addr, access == Access::Write, slot)
+                }
                 Kind::Anon | Kind::Special => {
-                    demand_zero::fault(self, phys, &v, addr, access == Access::Write)
+                    demand_zero::fault(self, phys, &v, addr, access == Access::Write, slot)
                 }
             },
             Some(t) if access == Access::Write => cow::fault(self, phys, tlb, &v, &t, addr),

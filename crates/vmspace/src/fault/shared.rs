@@ -2,11 +2,8 @@
 //! mappings, and reads of private ones), or copied on a first write to a private mapping.
 
 use super::classify::{Kind, VmaView};
-use super::demand_zero::map_or_release;
-use super::{
-    map_err_at, pte, FaultError, InternalError, Mm, Phys, RefFrames, Resolved, ANON, SHMEM,
-};
-use crate::addr::{VirtAddr, PAGE_SIZE};
+use super::demand_zero::install;
+use super::{pte, FaultError, InternalError, Mm, Phys, RefFrames, Resolved, ANON, SHMEM};
 use crate::arch::{Arch, PageFlags};
 use crate::phys::PhysMem;
 use crate::space::vma::flags::*;
@@ -21,6 +18,7 @@ pub fn fault<A: Arch, M: PhysMem, F: RefFrames>(
     v: &VmaView,
     addr: u64,
     write: bool,
+    slot: Option<crate::addr::PhysAddr>,
 ) -> Result<Resolved, FaultError> {
     let (obj, shmem) = match v.kind {
         Kind::Object {
@@ -34,24 +32,15 @@ pub fn fault<A: Arch, M: PhysMem, F: RefFrames>(
             )))
         }
     };
-    let page = VirtAddr::new(addr & !(PAGE_SIZE - 1));
     let idx = v.index_of(addr);
     let cached = phys.cache_page(obj, idx, addr)?;
     if write && v.flags & VM_SHARED == 0 {
-        mm.space.anon_vma_prepare(v.start);
+        if !v.has_anon_vma {
+            mm.space.anon_vma_prepare(v.start);
+        }
         let new = phys.alloc_copy(cached, addr)?;
         let flags = pte::user_flags(v.flags, true, ANON);
-        if let Err(e) = mm.pt.map(
-            &mut phys.mem,
-            &mut phys.frames,
-            page,
-            new.start_address(),
-            PAGE_SIZE,
-            flags,
-        ) {
-            let _ = phys.frames.deallocate_frame(new);
-            return Err(map_err_at(e, addr));
-        }
+        install(mm, phys, addr, slot, new, flags)?;
         mm.rss.anon += 1;
         return Ok(Resolved::FileCopy);
     }
@@ -60,7 +49,7 @@ pub fn fault<A: Arch, M: PhysMem, F: RefFrames>(
         .map_err(|e| FaultError::Internal(InternalError::Phys(e)))?;
     let kind = if shmem { SHMEM } else { PageFlags::empty() };
     let flags = pte::user_flags(v.flags, v.flags & VM_SHARED != 0, kind);
-    map_or_release(mm, phys, page, cached.start_address(), flags)?;
+    install(mm, phys, addr, slot, cached, flags)?;
     if shmem {
         mm.rss.shmem += 1;
     } else {
