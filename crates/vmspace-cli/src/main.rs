@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod gen_trace;
+mod replay;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
 #[derive(Parser)]
@@ -20,12 +22,27 @@ enum Command {
     /// Example: `vmspace bench frames --json` prints one JSON object per line with
     /// group, case, impl, ns_per_op and ops; without --json a table with ratios.
     Bench(bench::BenchArgs),
+    /// Run a trace on the real kernel and/or in the vmspace model.
+    ///
+    /// Example: `vmspace replay t.jsonl --backend linux --json > linux.json`, then
+    /// `vmspace replay t.jsonl --backend model --start-from linux.json --json`; or
+    /// `vmspace replay --diff t.jsonl` to run both and print the first difference.
+    Replay(replay::ReplayArgs),
+    /// Generate a valid but tricky trace (deterministic per seed).
+    ///
+    /// Example: `vmspace gen-trace --seed 7 --ops 150 > t.jsonl`.
+    GenTrace(gen_trace::GenTraceArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
+        Command::Replay(args) => match replay::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::GenTrace(args) => gen_trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
