@@ -123,6 +123,15 @@ fn check_one(
                 (other, _) => return Err(format!("vma must be null or an object, got {other}")),
             }
         }
+        "addr" | "new_addr" | "old" | "target" | "fault_addr"
+            if want.is_object() || want.as_str().is_some_and(|s| s.starts_with('$')) =>
+        {
+            let w = addr_value(want, resolve)?;
+            let got = actual.get(k).map(parse_int);
+            if got != Some(Ok(w)) {
+                return Err(format!("want {w:#x}, got {:?}", actual.get(k)));
+            }
+        }
         field => {
             let got = actual.get(field).cloned().unwrap_or(Value::Null);
             let same = got == *want

@@ -201,10 +201,7 @@ impl Runner<'_> {
     }
 
     fn fits(&self, vals: &[u64]) -> bool {
-        !self.ctx.is_32bit
-            || vals
-                .iter()
-                .all(|&v| v <= u32::MAX as u64 || v >= 0xffff_ffff_8000_0000)
+        !self.ctx.is_32bit || vals.iter().all(|&v| v <= u32::MAX as u64)
     }
 
     /// Truncates to the task's word size (i386: 32 bits).
