@@ -156,9 +156,21 @@ impl Gen {
                 } else {
                     "fixed_noreplace"
                 });
-                self.regions.push((id.clone(), pages));
                 let prot = self.prot();
-                let addr = self.zone(at);
+                // Often exactly adjacent to (or over the edge of) a known region, so that
+                // merges and partial replacements happen.
+                let addr = match self.region() {
+                    Some((rid, rpages)) if self.rng.chance(45) => {
+                        let p = match self.rng.below(3) {
+                            0 => rpages,
+                            1 => -pages,
+                            _ => self.rng.range(-pages + 1, rpages.max(2) - 1),
+                        };
+                        json!({"ref": rid, "pages": p})
+                    }
+                    _ => self.zone(at),
+                };
+                self.regions.push((id.clone(), pages));
                 json!({"op": "mmap", "addr": addr, "len": pages * PAGE, "prot": prot, "flags": flags, "id": id})
             }
             // A hint next to an existing region (may be honoured, may be ignored).
