@@ -538,3 +538,196 @@ impl Runner<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::doc::Hex;
+    use crate::trace::parse;
+
+    /// A scripted backend: mmap returns increasing addresses or EINVAL for len 0; the break
+    /// moves only within [0x10000, 0x20000); touches below 0x1000 fault.
+    #[derive(Default)]
+    struct Fake {
+        next: u64,
+        brk: u64,
+        calls: Vec<Call>,
+        brk_calls: usize,
+    }
+
+    impl Executor for Fake {
+        fn call(&mut self, c: &Call) -> Result<Result<u64, i32>, Fatal> {
+            self.calls.push(c.clone());
+            Ok(match c {
+                Call::Mmap { len: 0, .. } => Err(22),
+                Call::Mmap { len, .. } => {
+                    self.next += 0x10000;
+                    let _ = len;
+                    Ok(self.next)
+                }
+                _ => Ok(0),
+            })
+        }
+        fn brk(&mut self, target: u64) -> Result<u64, Fatal> {
+            self.brk_calls += 1;
+            if (0x10000..0x20000).contains(&target) {
+                self.brk = target;
+            }
+            Ok(self.brk)
+        }
+        fn touch(&mut self, addr: u64, _w: bool, _v: u8) -> Result<Touched, Fatal> {
+            Ok(if addr < 0x1000 {
+                Touched::Fault {
+                    signo: 11,
+                    code: 1,
+                    addr,
+                }
+            } else {
+                Touched::Ok(9)
+            })
+        }
+        fn maps(&mut self) -> Result<Vec<Vma>, Fatal> {
+            Ok(vec![vma(0x5000, 0x6000, "[stack]")])
+        }
+        fn smaps(&mut self) -> Result<Vec<Smaps>, Fatal> {
+            Ok(vec![])
+        }
+    }
+
+    fn vma(s: u64, e: u64, name: &str) -> Vma {
+        Vma {
+            start: Hex(s),
+            end: Hex(e),
+            perms: "rw-p".into(),
+            offset: Hex(0),
+            dev: "00:00".into(),
+            inode: Int(0),
+            name: name.into(),
+        }
+    }
+
+    fn ctx(is_32bit: bool) -> RunContext {
+        RunContext {
+            before: vec![vma(0x5000, 0x6000, "[stack]")],
+            brk0: 0x10000,
+            start_brk: 0x10000,
+            is_32bit,
+            tags: vec!["x86_64".into()],
+            snapshot_each: false,
+        }
+    }
+
+    fn run(text: &str, is_32bit: bool) -> (RunOutput, Fake) {
+        let t = parse(text).unwrap();
+        let mut f = Fake {
+            brk: 0x10000,
+            ..Default::default()
+        };
+        let out = run_ops(&t, &mut f, &ctx(is_32bit));
+        (out, f)
+    }
+
+    #[test]
+    fn failed_ops_keep_ids_and_unbound_ids_skip() {
+        let (out, f) = run(
+            concat!(
+                "{\"op\":\"mmap\",\"len\":4096,\"prot\":\"rw\",\"flags\":[\"private\",\"anonymous\"],\"id\":\"a\"}\n",
+                "{\"op\":\"mmap\",\"len\":0,\"prot\":\"rw\",\"flags\":[\"private\",\"anonymous\"],\"id\":\"a\"}\n",
+                "{\"op\":\"munmap\",\"addr\":{\"ref\":\"a\",\"pages\":1},\"len\":4096}\n",
+                "{\"op\":\"mmap\",\"len\":0,\"prot\":\"rw\",\"flags\":[\"private\",\"anonymous\"],\"id\":\"u\"}\n",
+                "{\"op\":\"munmap\",\"addr\":{\"ref\":\"u\"},\"len\":4096}\n",
+            ),
+            false,
+        );
+        let r = &out.results;
+        assert_eq!(r[1].err.as_deref(), Some("EINVAL"));
+        assert_eq!(r[2].addr, Some(Hex(0x11000)));
+        assert_eq!(r[4].skip.as_deref(), Some("unresolved_ref"));
+        assert_eq!(r[4].addr, None);
+        assert_eq!(f.calls.len(), 4, "the skipped op is not executed");
+    }
+
+    #[test]
+    fn brk_fields_and_specials() {
+        let (out, f) = run(
+            concat!(
+                "{\"op\":\"brk\",\"delta\":4096,\"id\":\"b\"}\n",
+                "{\"op\":\"brk\",\"addr\":\"0x90000\",\"id\":\"b\"}\n",
+                "{\"op\":\"let\",\"addr\":{\"ref\":\"$brk\",\"off\":1},\"id\":\"x\"}\n",
+                "{\"op\":\"query\",\"addr\":{\"ref\":\"b\"},\"expect\":{\"addr\":\"0x11000\"}}\n",
+            ),
+            false,
+        );
+        let r = &out.results;
+        assert_eq!(
+            (r[0].old, r[0].target),
+            (Some(Hex(0x10000)), Some(Hex(0x11000)))
+        );
+        assert_eq!(r[0].ret, Some(Value::String("0x11000".into())));
+        assert_eq!(r[0].addr, None);
+        assert_eq!(
+            r[1].ret,
+            Some(Value::String("0x11000".into())),
+            "refused brk returns the old break"
+        );
+        assert_eq!(r[2].ret, Some(Value::String("0x11001".into())));
+        assert!(out.expect_failures.is_empty(), "{:?}", out.expect_failures);
+        assert!(f.brk_calls >= 5);
+    }
+
+    #[test]
+    fn self_protection_and_pointer_size() {
+        let (out, f) = run(
+            concat!(
+                "{\"op\":\"munmap\",\"addr\":\"0x4fff\",\"len\":2}\n",
+                "{\"op\":\"munmap\",\"addr\":\"0x4000\",\"len\":4096}\n",
+                "{\"op\":\"touch\",\"addr\":\"0x5008\",\"mode\":\"w\"}\n",
+                "{\"op\":\"touch\",\"addr\":\"0x5008\",\"mode\":\"r\"}\n",
+                "{\"op\":\"touch\",\"addr\":\"0x5008\",\"mode\":\"w\",\"unsafe\":true}\n",
+                "{\"op\":\"mmap\",\"addr\":\"0x5000\",\"len\":4096,\"prot\":\"rw\",\"flags\":[\"fixed_noreplace\",\"fixed\",\"private\",\"anon\"]}\n",
+                "{\"op\":\"mremap\",\"addr\":\"0x9000\",\"old_len\":4096,\"new_len\":4096,\"flags\":[\"maymove\",\"fixed\"],\"new_addr\":\"0x5000\"}\n",
+                "{\"op\":\"munmap\",\"addr\":\"0x100000000\",\"len\":4096}\n",
+            ),
+            false,
+        );
+        let skips: Vec<_> = out.results.iter().map(|r| r.skip.as_deref()).collect();
+        assert_eq!(
+            skips,
+            [
+                Some("protected"),
+                None,
+                Some("protected"),
+                None,
+                None,
+                None,
+                Some("protected"),
+                None
+            ]
+        );
+        assert_eq!(out.results[3].val_hidden.as_deref(), Some("baseline"));
+        assert_eq!(out.results[3].val, None);
+        assert_eq!(f.calls.len(), 3);
+        let (out32, _) = run("{\"op\":\"munmap\",\"addr\":\"0x100000000\",\"len\":4096}\n{\"op\":\"munmap\",\"addr\":\"0xfffff000\",\"len\":\"-1\"}\n", true);
+        assert_eq!(
+            out32.results[0].skip.as_deref(),
+            Some("does_not_fit_in_pointer")
+        );
+        assert_eq!(
+            out32.results[1].skip.as_deref(),
+            Some("does_not_fit_in_pointer")
+        );
+    }
+
+    #[test]
+    fn touch_with_len_stops_at_the_first_fault() {
+        let (out, _) = run("{\"op\":\"touch\",\"addr\":\"0x10\",\"mode\":\"r\",\"len\":8192}\n{\"op\":\"touch\",\"addr\":\"0x2010\",\"mode\":\"r\"}\n", false);
+        let r = &out.results;
+        assert_eq!(
+            (r[0].fault.as_deref(), r[0].code.as_deref()),
+            (Some("SIGSEGV"), Some("SEGV_MAPERR"))
+        );
+        assert_eq!(r[0].fault_addr, Some(Hex(0x10)));
+        assert_eq!(r[0].len, Some(Int(8192)));
+        assert_eq!(r[1].val, Some(Int(9)));
+    }
+}
