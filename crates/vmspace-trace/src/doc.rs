@@ -35,9 +35,25 @@ impl Serialize for Int {
 
 impl<'de> Deserialize<'de> for Int {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = Value::deserialize(d)?;
-        parse_int(&v).map(Int).map_err(serde::de::Error::custom)
+        match Value::deserialize(d)? {
+            Value::Bool(b) => Ok(Int(b as u64)),
+            v => parse_int(&v).map(Int).map_err(serde::de::Error::custom),
+        }
     }
+}
+
+/// Reads a map whose values may be strings, numbers or booleans, as strings.
+fn lenient_strings<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, String>, D::Error> {
+    let m = BTreeMap::<String, Value>::deserialize(d)?;
+    Ok(m.into_iter()
+        .map(|(k, v)| {
+            let s = match v {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (k, s)
+        })
+        .collect())
 }
 
 /// One `/proc/self/maps` line.
@@ -197,7 +213,7 @@ pub struct ResultDoc {
     pub ops: usize,
     #[serde(default)]
     pub config: Map<String, Value>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "lenient_strings")]
     pub sysctl: BTreeMap<String, String>,
     #[serde(default)]
     pub rlimits: BTreeMap<String, Value>,
@@ -439,6 +455,26 @@ mod tests {
         assert!(text.contains("\"brk0\":\"0x4000\""));
         let back = ResultDoc::from_text(&text).unwrap();
         assert_eq!(back, doc);
+    }
+
+    #[test]
+    fn foreign_documents_are_read_leniently() {
+        let text = r#"{"backend":"linux","version":1,"arch":"x86_64","personality":262144,
+            "sysctl":{"vm.max_map_count":65530,"vm.mmap_min_addr":"65536"},
+            "rlimits":{"stack":"8388608","as":"unlimited"},"stat":{"start_brk":4198400},
+            "brk0":"0x401000","before":[{"start":4096,"end":"0x2000","perms":"rw-p"}],
+            "before_smaps":[{"start":"0x1000","end":"0x2000","perms":"rw-p","thp_eligible":true,"vmflags":"rd wr"}],
+            "results":[{"i":0,"line":3,"op":"query","vma":null,"extra":1}],"unknown":{}}
+            {"fatal":"helper died","line":3}"#;
+        let d = ResultDoc::from_text(text).unwrap();
+        assert_eq!(d.personality, Hex(0x40000));
+        assert_eq!(d.sysctl_int("vm.max_map_count"), Some(65530));
+        assert_eq!(d.rlimit("stack"), Some(8 << 20));
+        assert_eq!(d.rlimit("as"), None);
+        assert_eq!(d.before[0].start, Hex(0x1000));
+        assert_eq!(d.before_smaps.as_ref().unwrap()[0].thp_eligible, Int(1));
+        assert_eq!(d.results[0].vma, Some(None));
+        assert_eq!(d.fatal.as_deref(), Some("helper died"));
     }
 
     #[test]
