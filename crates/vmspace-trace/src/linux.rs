@@ -155,7 +155,9 @@ fn install_helper(arch: Arch) -> Result<PathBuf, String> {
     if std::fs::read(&path).map(|b| b == bytes).unwrap_or(false) {
         return Ok(path);
     }
-    let tmp = dir.join(format!("tmp-{}-{}", std::process::id(), fnv(bytes)));
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!("tmp-{}-{seq}", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))
