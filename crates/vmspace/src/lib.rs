@@ -5,6 +5,8 @@
 //! - [`addr`]: typed virtual and physical addresses, pages, frames, ranges, checked arithmetic.
 //! - [`phys`]: physical memory — the [`phys::PhysMem`] seam, emulated RAM, the buddy frame
 //!   allocator with per-frame reference counts.
+//! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
+//!   touches, /proc/pid/maps) — feature `alloc`.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds
@@ -19,3 +21,5 @@ extern crate std;
 
 pub mod addr;
 pub mod phys;
+#[cfg(feature = "alloc")]
+pub mod space;

@@ -4,8 +4,7 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
-// Remove once the first group uses every helper below.
-#![allow(dead_code)]
+mod space;
 
 use serde::Serialize;
 use std::time::Instant;
@@ -25,7 +24,10 @@ pub struct BenchArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Group {}
+enum Group {
+    /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
+    Space,
+}
 
 /// One measured (group, case, impl) cell.
 #[derive(Clone, Debug, Serialize)]
@@ -87,7 +89,11 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 pub fn run(args: BenchArgs) -> Result<(), String> {
     // Each group adds an arm: `Group::Frames => frames::run(args.scale)`, then
     // `print_records(&records, args.json)`.
-    match args.group {}
+    let records = match args.group {
+        Group::Space => space::run(args.scale)?,
+    };
+    print_records(&records, args.json);
+    Ok(())
 }
 
 /// Prints records as JSON lines or as a table with ratios to the first impl of each case.

@@ -1,0 +1,298 @@
+//! mmap (2.1, P1–P15, G11): argument checks in Linux's order, placement, replacing what a
+//! MAP_FIXED range covers, accounting, merging with neighbours, MAP_POPULATE/MAP_LOCKED.
+
+use super::abi::*;
+use super::merge::Proposal;
+use super::vma::{flags::*, Backing, Vma};
+use super::{AddressSpace, Errno, FileRef, SHMEM_OBJ_BIT};
+
+/// MAX_LFS_FILESIZE.
+const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
+
+impl AddressSpace {
+    /// mmap(addr, len, prot, flags, fd, offset). `file` is the open file for non-anonymous
+    /// mappings (`None` there means a bad fd: EBADF). Returns the mapped address.
+    pub fn mmap(
+        &mut self,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        file: Option<FileRef>,
+        offset: u64,
+    ) -> Result<u64, Errno> {
+        // sys_mmap (2.1 step 1).
+        if !is_page_aligned(offset) {
+            return Err(Errno::EINVAL);
+        }
+        let pgoff = offset >> PAGE_SHIFT;
+        let file = if flags & MAP_ANONYMOUS != 0 {
+            None
+        } else {
+            match file {
+                Some(f) => Some(f),
+                None => return Err(Errno::EBADF),
+            }
+        };
+        if flags & MAP_HUGETLB != 0 {
+            if file.is_some() {
+                return Err(Errno::EINVAL);
+            }
+            // No huge pages are reserved on the reference: hugetlbfs cannot back the mapping.
+            return if len == 0 {
+                Err(Errno::EINVAL)
+            } else {
+                Err(Errno::ENOMEM)
+            };
+        }
+        self.do_mmap(file, addr, len, prot, flags, pgoff)
+    }
+
+    fn do_mmap(
+        &mut self,
+        file: Option<FileRef>,
+        addr: u64,
+        len: u64,
+        mut prot: u64,
+        mut flags: u64,
+        mut pgoff: u64,
+    ) -> Result<u64, Errno> {
+        if len == 0 {
+            return Err(Errno::EINVAL);
+        }
+        if prot & PROT_READ != 0 && self.cfg.read_implies_exec {
+            prot |= PROT_EXEC;
+        }
+        if flags & MAP_FIXED_NOREPLACE != 0 {
+            flags |= MAP_FIXED;
+        }
+        let mut addr = addr;
+        if flags & MAP_FIXED == 0 {
+            // round_hint_to_min (2.1 step 5).
+            addr &= !(PAGE_SIZE - 1);
+            if addr != 0 && addr < self.cfg.mmap_min_addr {
+                addr = page_align(self.cfg.mmap_min_addr).unwrap_or(0);
+            }
+        }
+        let len = match page_align(len) {
+            Some(l) if l != 0 => l,
+            _ => return Err(Errno::ENOMEM),
+        };
+        if pgoff.checked_add(len >> PAGE_SHIFT).is_none() {
+            return Err(Errno::EOVERFLOW);
+        }
+        // M-count (2.8): strictly greater.
+        if self.map_count() > self.max_map_count() {
+            return Err(Errno::ENOMEM);
+        }
+        let mut vm_flags = (prot & (PROT_READ | PROT_WRITE | PROT_EXEC))
+            | if flags & MAP_GROWSDOWN != 0 {
+                VM_GROWSDOWN
+            } else {
+                0
+            }
+            | if flags & MAP_LOCKED != 0 {
+                VM_LOCKED
+            } else {
+                0
+            }
+            | if flags & MAP_SYNC != 0 { VM_SYNC } else { 0 }
+            | if flags & MAP_STACK != 0 && self.cfg.thp {
+                VM_NOHUGEPAGE
+            } else {
+                0
+            }
+            | VM_MAYREAD
+            | VM_MAYWRITE
+            | VM_MAYEXEC;
+        let addr = self.get_unmapped_area(file.as_ref(), addr, len, pgoff, flags)?;
+        if flags & MAP_FIXED_NOREPLACE != 0 && self.tree.intersecting(addr, addr + len).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if flags & MAP_LOCKED != 0 && !self.can_do_mlock() {
+            return Err(Errno::EPERM);
+        }
+        if !self.mlock_future_ok(vm_flags, len) {
+            return Err(Errno::EAGAIN);
+        }
+        match &file {
+            Some(f) => {
+                let max = MAX_LFS_FILESIZE - len;
+                if pgoff > max >> PAGE_SHIFT {
+                    return Err(Errno::EOVERFLOW);
+                }
+                let mut ty = flags & MAP_TYPE;
+                if ty == MAP_SHARED {
+                    flags &= LEGACY_MAP_MASK;
+                    ty = MAP_SHARED_VALIDATE;
+                }
+                match ty {
+                    MAP_SHARED_VALIDATE => {
+                        if flags & !LEGACY_MAP_MASK != 0 {
+                            return Err(Errno::EOPNOTSUPP);
+                        }
+                        if prot & PROT_WRITE != 0 && !f.writable {
+                            return Err(Errno::EACCES);
+                        }
+                        vm_flags |= VM_SHARED | VM_MAYSHARE;
+                        if !f.writable {
+                            vm_flags &= !(VM_MAYWRITE | VM_SHARED);
+                        }
+                    }
+                    MAP_PRIVATE => {}
+                    _ => return Err(Errno::EINVAL),
+                }
+                if vm_flags & VM_GROWSDOWN != 0 {
+                    return Err(Errno::EINVAL);
+                }
+            }
+            None => match flags & MAP_TYPE {
+                MAP_SHARED => {
+                    if vm_flags & VM_GROWSDOWN != 0 {
+                        return Err(Errno::EINVAL);
+                    }
+                    pgoff = 0;
+                    vm_flags |= VM_SHARED | VM_MAYSHARE;
+                }
+                MAP_DROPPABLE => {
+                    if flags & MAP_LOCKED != 0 || vm_flags & VM_GROWSDOWN != 0 {
+                        return Err(Errno::EINVAL);
+                    }
+                    vm_flags |= VM_DROPPABLE | VM_NORESERVE | VM_WIPEONFORK | VM_DONTDUMP;
+                    pgoff = addr >> PAGE_SHIFT;
+                }
+                MAP_PRIVATE => pgoff = addr >> PAGE_SHIFT,
+                _ => return Err(Errno::EINVAL),
+            },
+        }
+        if flags & MAP_NORESERVE != 0 && self.cfg.overcommit_memory != 2 {
+            vm_flags |= VM_NORESERVE;
+        }
+        let populate =
+            vm_flags & VM_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+        let start = self.mmap_region(file, addr, len, vm_flags, pgoff)?;
+        if populate {
+            self.populate(addr, addr + len);
+        }
+        Ok(start)
+    }
+
+    /// mmap_region / __mmap_region: replaces whatever `[addr, addr+len)` covers (P5), checks
+    /// RLIMIT_AS/RLIMIT_DATA and the commit charge (2.1 step 15), then merges or inserts.
+    pub(crate) fn mmap_region(
+        &mut self,
+        file: Option<FileRef>,
+        addr: u64,
+        len: u64,
+        mut vm_flags: u64,
+        pgoff: u64,
+    ) -> Result<u64, Errno> {
+        let end = addr + len;
+        let pglen = len >> PAGE_SHIFT;
+        let gathered = self.gather_munmap(addr, end)?;
+        let (mut nr_pages, mut nr_accounted) = (0u64, 0u64);
+        for s in &gathered {
+            if let Some(v) = self.tree.containing(*s) {
+                nr_pages += v.pages();
+                if v.flags & VM_ACCOUNT != 0 {
+                    nr_accounted += v.pages();
+                }
+            }
+        }
+        if !self.may_expand_vm(vm_flags, pglen - nr_pages.min(pglen)) {
+            return Err(Errno::ENOMEM);
+        }
+        let mut transferred = false;
+        if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE {
+            let charged = pglen.saturating_sub(nr_accounted);
+            if charged > 0 && !self.vm_enough_memory(charged) {
+                return Err(Errno::ENOMEM);
+            }
+            transferred = true;
+            vm_flags |= VM_ACCOUNT;
+        }
+        if transferred {
+            // The replaced VMAs' charge now belongs to the new mapping (nr_accounted = 0).
+            for s in &gathered {
+                self.tree.update(*s, |v| v.flags &= !VM_ACCOUNT);
+            }
+        }
+        self.remove_vmas(&gathered);
+        let backing = match &file {
+            Some(f) => {
+                self.files.insert(f.id, f.clone());
+                Backing::File { id: f.id }
+            }
+            None if vm_flags & VM_SHARED != 0 => {
+                let obj = SHMEM_OBJ_BIT | self.new_id();
+                self.shmem_size.insert(obj, len);
+                Backing::Shmem { obj }
+            }
+            None => Backing::Anon,
+        };
+        if vm_flags & VM_LOCKED != 0 && vm_flags & VM_SPECIAL != 0 {
+            vm_flags &= !VM_LOCKED_MASK;
+        }
+        let make = Vma {
+            start: addr,
+            end,
+            flags: vm_flags | VM_SOFTDIRTY,
+            pgoff,
+            backing: backing.clone(),
+            anon_vma: None,
+            forked: false,
+        };
+        let p = Proposal {
+            start: addr,
+            end,
+            flags: vm_flags,
+            pgoff,
+            backing: &backing,
+            anon: None,
+            forked: false,
+        };
+        self.place_new_range(&p, false, make);
+        self.acct_map(vm_flags, pglen);
+        Ok(addr)
+    }
+
+    /// vms_gather_munmap_vmas: splits the VMAs at the edges of `[start, end)` and returns the
+    /// starts of the VMAs inside. Errors (U3 map-count, U4 sealed/special) leave any split
+    /// already made in place, as Linux does.
+    pub(crate) fn gather_munmap(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<alloc::vec::Vec<u64>, Errno> {
+        let mut out = alloc::vec::Vec::new();
+        let first = match self.tree.intersecting(start, end) {
+            Some(v) => v.clone(),
+            None => return Ok(out),
+        };
+        if start > first.start {
+            if end < first.end && self.map_count() >= self.max_map_count() {
+                return Err(Errno::ENOMEM);
+            }
+            if first.sealed() {
+                return Err(Errno::EPERM);
+            }
+            self.split_vma(first.start, start)?;
+        }
+        let mut cursor = start;
+        while let Some(v) = self.tree.intersecting(cursor, end) {
+            let v = v.clone();
+            if v.sealed() {
+                return Err(Errno::EPERM);
+            }
+            if v.end > end {
+                self.split_vma(v.start, end)?;
+            }
+            out.push(v.start);
+            cursor = v.end.min(end);
+            if cursor >= end {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

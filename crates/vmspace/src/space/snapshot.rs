@@ -1,0 +1,237 @@
+//! Rebuilding a space from a Linux /proc/pid/maps (+ smaps VmFlags) snapshot and
+//! /proc/pid/stat: heap, stack (VM_GROWSDOWN), vdso/vvar special mappings, files, bss.
+
+use super::vma::{flags::*, parse_vmflags, Backing, SpecialKind, Vma};
+use super::{AddressSpace, Errno, FileRef, SpaceConfig, SHMEM_OBJ_BIT};
+use alloc::string::String;
+
+/// One line of a Linux maps/smaps snapshot used to build a starting state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotVma {
+    pub start: u64,
+    pub end: u64,
+    /// e.g. `*b"rw-p"`.
+    pub perms: [u8; 4],
+    pub offset: u64,
+    pub dev: (u32, u32),
+    pub inode: u64,
+    pub name: String,
+    /// smaps `VmFlags` ("rd wr mr mw me ac"), when known.
+    pub vmflags: Option<String>,
+}
+
+/// The /proc/pid/stat fields the space needs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcStat {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+}
+
+/// File ids the snapshot invents for files it sees (bit 62 set, so caller ids stay free).
+pub const SNAPSHOT_FILE_BIT: u64 = 1 << 62;
+
+fn guess_flags(v: &SnapshotVma) -> u64 {
+    let p = v.perms;
+    let mut f = VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC;
+    if p[0] == b'r' {
+        f |= VM_READ;
+    }
+    if p[1] == b'w' {
+        f |= VM_WRITE;
+    }
+    if p[2] == b'x' {
+        f |= VM_EXEC;
+    }
+    let shared = p[3] == b's';
+    if shared {
+        f |= VM_MAYSHARE;
+        if p[1] == b'w' {
+            f |= VM_SHARED;
+        }
+    }
+    match v.name.as_str() {
+        "[stack]" => f |= VM_GROWSDOWN | VM_ACCOUNT,
+        "[vvar]" => {
+            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_MIXEDMAP | VM_DONTEXPAND;
+        }
+        "[vvar_vclock]" => {
+            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_PFNMAP | VM_DONTEXPAND;
+        }
+        "[vdso]" => f = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND,
+        _ => {
+            if !shared && p[1] == b'w' {
+                f |= VM_ACCOUNT;
+            }
+        }
+    }
+    f
+}
+
+impl AddressSpace {
+    /// Builds a space from a snapshot (maps lines in order, optional VmFlags) and stat.
+    /// Lines above TASK_SIZE (`[vsyscall]`) are skipped. Written-looking VMAs (private and
+    /// writable, or VM_ACCOUNT) get distinct anon_vmas, which keeps adjacent snapshot VMAs
+    /// apart exactly as Linux kept them. Errors: EINVAL for unaligned, empty or overlapping
+    /// lines.
+    pub fn from_snapshot(
+        config: SpaceConfig,
+        vmas: &[SnapshotVma],
+        stat: &ProcStat,
+    ) -> Result<Self, Errno> {
+        let mut s = AddressSpace::new(config);
+        s.start_brk = stat.start_brk;
+        s.brk = stat.brk;
+        s.start_stack = stat.start_stack;
+        s.start_data = stat.start_data;
+        s.end_data = stat.end_data;
+        s.start_code = stat.start_code;
+        s.end_code = stat.end_code;
+        for sv in vmas {
+            if sv.start >= s.layout.task_size && sv.name == "[vsyscall]" {
+                continue;
+            }
+            if sv.start >= sv.end || sv.start & 0xfff != 0 || sv.end & 0xfff != 0 {
+                return Err(Errno::EINVAL);
+            }
+            if s.tree.intersecting(sv.start, sv.end).is_some() {
+                return Err(Errno::EINVAL);
+            }
+            let mut flags = match &sv.vmflags {
+                Some(f) => parse_vmflags(f),
+                None => guess_flags(sv),
+            };
+            let shared = sv.perms[3] == b's';
+            let backing = match sv.name.as_str() {
+                "[vvar]" => Backing::Special(SpecialKind::Vvar),
+                "[vvar_vclock]" => Backing::Special(SpecialKind::VvarVclock),
+                "[vdso]" => Backing::Special(SpecialKind::Vdso),
+                "" | "[heap]" | "[stack]" if !shared => Backing::Anon,
+                n if n.starts_with('[')
+                    && n != "[heap]"
+                    && n != "[stack]"
+                    && !n.starts_with("[anon") =>
+                {
+                    Backing::Special(SpecialKind::Other(String::from(n)))
+                }
+                n if n.starts_with("/dev/zero") || n.starts_with("/SYSV") || n.is_empty() => {
+                    let obj = SHMEM_OBJ_BIT | sv.inode;
+                    let size = s.shmem_size.get(&obj).copied().unwrap_or(0);
+                    let need = (sv.offset + (sv.end - sv.start)).max(size);
+                    s.shmem_size.insert(obj, need);
+                    Backing::Shmem { obj }
+                }
+                n => {
+                    let id = SNAPSHOT_FILE_BIT
+                        | ((sv.dev.0 as u64) << 52)
+                        | ((sv.dev.1 as u64) << 40)
+                        | (sv.inode & ((1 << 40) - 1));
+                    let shmem = n.starts_with("/memfd:");
+                    s.files.entry(id).or_insert_with(|| FileRef {
+                        id,
+                        size: u64::MAX,
+                        name: String::from(n),
+                        dev: sv.dev,
+                        inode: sv.inode,
+                        writable: shared && sv.perms[1] == b'w',
+                        shmem,
+                    });
+                    Backing::File { id }
+                }
+            };
+            if matches!(backing, Backing::Special(_)) {
+                flags |= VM_DONTEXPAND;
+            }
+            let pgoff = match backing {
+                Backing::Anon => sv.start >> 12,
+                _ => sv.offset >> 12,
+            };
+            let written = !shared
+                && !matches!(backing, Backing::Special(_))
+                && (flags & (VM_WRITE | VM_ACCOUNT) != 0);
+            let anon_vma = if written { Some(s.new_id()) } else { None };
+            if flags & VM_ACCOUNT != 0 {
+                s.acct.committed += (sv.end - sv.start) >> 12;
+            }
+            s.acct_map(flags, (sv.end - sv.start) >> 12);
+            s.tree.insert(Vma {
+                start: sv.start,
+                end: sv.end,
+                flags,
+                pgoff,
+                backing,
+                anon_vma,
+                forked: false,
+            });
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::TaskKind;
+    use super::*;
+
+    fn line(start: u64, end: u64, perms: &[u8; 4], off: u64, name: &str) -> SnapshotVma {
+        SnapshotVma {
+            start,
+            end,
+            perms: *perms,
+            offset: off,
+            dev: if name.starts_with('/') {
+                (0xfe, 0)
+            } else {
+                (0, 0)
+            },
+            inode: if name.starts_with('/') { 99 } else { 0 },
+            name: name.into(),
+            vmflags: None,
+        }
+    }
+
+    #[test]
+    fn rebuilds_a_static_binary_and_renders_it_back() {
+        let vmas = [
+            line(0x400000, 0x401000, b"r--p", 0, "/t"),
+            line(0x401000, 0x402000, b"r-xp", 0x1000, "/t"),
+            line(0x402000, 0x403000, b"rw-p", 0x2000, "/t"),
+            line(0x403000, 0x425000, b"rw-p", 0, "[heap]"),
+            line(0x7fff_f7ff_9000, 0x7fff_f7ffd000, b"r--p", 0, "[vvar]"),
+            line(0x7fff_f7ff_d000, 0x7fff_f7fff000, b"r-xp", 0, "[vdso]"),
+            line(0x7fff_fffd_e000, 0x7fff_ffff_f000, b"rw-p", 0, "[stack]"),
+            line(
+                0xffff_ffff_ff60_0000,
+                0xffff_ffff_ff60_1000,
+                b"--xp",
+                0,
+                "[vsyscall]",
+            ),
+        ];
+        let stat = ProcStat {
+            start_brk: 0x403000,
+            brk: 0x425000,
+            start_stack: 0x7fff_ffff_e000,
+            ..Default::default()
+        };
+        let mut s =
+            AddressSpace::from_snapshot(SpaceConfig::linux_default(TaskKind::X86_64), &vmas, &stat)
+                .unwrap();
+        let lines = s.maps_lines();
+        assert_eq!(lines.len(), vmas.len());
+        for (l, v) in lines.iter().zip(vmas.iter()) {
+            assert_eq!((l.start, l.end, &l.name), (v.start, v.end, &v.name));
+            assert_eq!(l.perms, v.perms);
+        }
+        s.check_invariants().unwrap();
+        // L19: special mappings refuse partial munmap.
+        assert_eq!(s.munmap(0x7fff_f7ff_9000, 0x1000), Err(Errno::EINVAL));
+        // The stack grows (S4).
+        assert_eq!(s.touch(0x7fff_fffd_d000, true, 1), Ok(None));
+        assert!(s.find_vma(0x7fff_fffd_d000).is_some());
+    }
+}
