@@ -87,14 +87,19 @@ fn vma_line(v: &Vma) -> String {
     )
 }
 
-fn print_summary(doc: &ResultDoc) {
-    println!(
+/// The human-readable summary of a document.
+fn summary(doc: &ResultDoc) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
         "{} backend, {} ({}), kernel {}, personality {:#x}, brk0 {:#x}",
         doc.backend, doc.arch, doc.build, doc.kernel, doc.personality.0, doc.brk0.0
     );
     for r in &doc.results {
         let a = r.addr.map(|h| format!(" {:#x}", h.0)).unwrap_or_default();
-        println!(
+        let _ = writeln!(
+            o,
             "  #{:<3} line {:<4} {:<9}{a} -> {}",
             r.i,
             r.line,
@@ -103,24 +108,31 @@ fn print_summary(doc: &ResultDoc) {
         );
     }
     if let Some(b) = doc.brk_end {
-        println!("brk at end: {:#x}", b.0);
+        let _ = writeln!(o, "brk at end: {:#x}", b.0);
     }
     if let Some(after) = &doc.after {
-        println!("maps after:");
+        let _ = writeln!(o, "maps after:");
         for v in after {
-            println!("  {}", vma_line(v));
+            let _ = writeln!(o, "  {}", vma_line(v));
         }
     }
     if let Some(f) = &doc.fatal {
-        println!("FATAL: {f}");
+        let _ = writeln!(o, "FATAL: {f}");
     }
+    o
+}
+
+/// Writes to stdout, ignoring a closed pipe (`| head`).
+fn out(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().write_all(text.as_bytes());
 }
 
 fn emit(doc: &ResultDoc, json: bool) {
     if json {
-        print!("{}", doc.to_text(false));
+        out(&doc.to_text(false));
     } else {
-        print_summary(doc);
+        out(&summary(doc));
     }
 }
 
@@ -159,8 +171,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
         }
         let (mdoc, _) = model::run(&trace, &ldoc, args.smaps)?;
         if args.json {
-            print!("{}", ldoc.to_text(false));
-            print!("{}", mdoc.to_text(false));
+            out(&ldoc.to_text(false));
+            out(&mdoc.to_text(false));
         }
         return Ok(match first_difference(&ldoc, &mdoc) {
             None => {
