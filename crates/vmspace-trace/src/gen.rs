@@ -134,7 +134,7 @@ impl Gen {
     }
 
     fn op(&mut self) {
-        let choice = self.rng.below(100);
+        let choice = self.rng.below(112);
         let line = match choice {
             // Hint-less anonymous mappings (stack downward and merge top-down).
             0..=9 => {
@@ -317,6 +317,57 @@ impl Gen {
                 let (addr, _) = self.somewhere();
                 json!({"op": "query", "addr": addr})
             }
+            // Wide and unusual ranges: spans over many regions and holes, mappings against
+            // the break, PROT_GROWSDOWN, mseal.
+            100..=111 => match self.rng.below(7) {
+                0 => {
+                    let id = self.new_id();
+                    let pages = self.rng.range(1, 4);
+                    let fixed = if self.rng.chance(60) {
+                        "fixed"
+                    } else {
+                        "fixed_noreplace"
+                    };
+                    let addr = json!({"ref": "$brk", "pages": self.rng.range(0, 3)});
+                    self.regions.push((id.clone(), pages));
+                    json!({"op": "mmap", "addr": addr, "len": pages * PAGE, "prot": "rw", "flags": ["private", "anonymous", fixed], "id": id})
+                }
+                1 => {
+                    let at = self.rng.range(0, ZONE_PAGES);
+                    let addr = self.zone(at);
+                    json!({"op": "munmap", "addr": addr, "len": self.rng.range(16, 200) * PAGE})
+                }
+                2 => {
+                    let at = self.rng.range(0, ZONE_PAGES);
+                    let addr = self.zone(at);
+                    let prot = self.prot();
+                    json!({"op": "mprotect", "addr": addr, "len": self.rng.range(16, 200) * PAGE, "prot": prot})
+                }
+                3 if !self.growsdown.is_empty() => {
+                    let g = self.rng.pick(&self.growsdown).clone();
+                    let prot = if self.rng.chance(50) { "r" } else { "rw" };
+                    json!({"op": "mprotect", "addr": {"ref": g, "pages": self.rng.range(0, 1)}, "len": PAGE, "prot": prot, "prot_flags": ["growsdown"]})
+                }
+                4 => {
+                    let (addr, pages) = self.somewhere();
+                    json!({"op": "mseal", "addr": addr, "len": self.rng.range(1, pages.clamp(1, 4)) * PAGE})
+                }
+                5 => {
+                    let at = self.rng.range(0, ZONE_PAGES);
+                    let addr = self.zone(at);
+                    json!({"op": "madvise", "addr": addr, "len": self.rng.range(16, 200) * PAGE, "advice": "dontneed"})
+                }
+                _ => {
+                    let at = self.rng.range(0, ZONE_PAGES);
+                    let addr = self.zone(at);
+                    let op = if self.rng.chance(50) {
+                        "mlock"
+                    } else {
+                        "munlock"
+                    };
+                    json!({"op": op, "addr": addr, "len": self.rng.range(4, 64) * PAGE})
+                }
+            },
             // Edge arguments: zero/unaligned lengths, unknown bits, huge lengths.
             _ => {
                 let (addr, _) = self.somewhere();

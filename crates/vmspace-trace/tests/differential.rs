@@ -231,3 +231,24 @@ fn generated_traces() {
     }
     check_all("gen/", cases);
 }
+
+/// A longer exploration: 2,000 more generated traces, reporting every disagreement with its
+/// first difference (not checked against the known-failures list). Run with
+/// `cargo test -p vmspace-trace --release --test differential -- --ignored --nocapture`.
+#[test]
+#[ignore = "exploration run; a few seconds per hundred traces"]
+fn generated_traces_long_exploration() {
+    let configs = configs();
+    let mut differ = 0;
+    for seed in 10_000..12_000u64 {
+        let o = configs[seed as usize % configs.len()];
+        let text = gen::generate(seed, GENERATED_OPS, o.arch == Arch::I386);
+        let mut errs = Vec::new();
+        if let Outcome::Differ(d) = run_case(&format!("gen/seed-{seed}"), &text, o, &mut errs) {
+            differ += 1;
+            eprintln!("gen/seed-{seed} {}: {d}", config_name(&o));
+        }
+        assert!(errs.is_empty(), "{errs:?}");
+    }
+    eprintln!("{differ} of 2000 generated traces differ");
+}
