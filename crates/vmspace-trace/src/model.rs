@@ -262,7 +262,7 @@ impl Executor for ModelExec {
                 anon_huge_kb: Int(s.anon_huge_kb),
                 locked_kb: Int(s.locked_kb),
                 thp_eligible: Int(s.thp_eligible as u64),
-                vmflags: s.vmflags,
+                vmflags: s.vmflags.trim().to_string(),
             })
             .collect())
     }
