@@ -33,6 +33,10 @@ pub struct ReplayArgs {
     /// difference and exit non-zero if the documents do not agree.
     #[arg(long)]
     diff: bool,
+    /// Linux backend: grow the break by this many bytes before the first snapshot, so the
+    /// run starts with a `[heap]` and `$start_brk < $brk0`, as static glibc builds do.
+    #[arg(long, default_value_t = 0)]
+    initial_heap: u64,
     /// Print the result document as JSON (one line) instead of a summary.
     #[arg(long)]
     json: bool,
@@ -153,6 +157,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
     let arch = Arch::from_name(&args.arch)
         .ok_or_else(|| format!("unknown arch {:?} (x86_64 or i386)", args.arch))?;
     let opts = LinuxOptions {
+        initial_heap: args.initial_heap,
         arch,
         legacy: args.legacy,
         smaps: args.smaps,

@@ -115,6 +115,10 @@ pub struct LinuxOptions {
     pub legacy: bool,
     /// Add `after_smaps` even without `config.smaps`.
     pub smaps: bool,
+    /// Grow the break by this many bytes before the first snapshot, so the run starts with a
+    /// `[heap]` VMA and `$start_brk < $brk0` — the shape of static glibc builds, which
+    /// allocate their TLS with `sbrk`. 0 for a fresh layout.
+    pub initial_heap: u64,
 }
 
 /// Why the i386 helper is unavailable, if it is.
@@ -591,9 +595,16 @@ pub fn run(trace: &Trace, opts: LinuxOptions) -> Result<(ResultDoc, RunOutput), 
             h.decode(r)
                 .map_err(|e| Fatal(format!("dropping privileges failed: errno {e}")))?;
         }
+        if opts.initial_heap > 0 {
+            let b = h.brk(0)?;
+            h.brk(b.wrapping_add(opts.initial_heap))?;
+        }
         let mut config = trace.config.to_json();
         let uid = h.syscall(h.nr.getuid, &[])?;
         config.insert("uid".into(), Value::from(uid & 0xffff_ffff));
+        if opts.initial_heap > 0 {
+            config.insert("initial_heap".into(), Value::from(opts.initial_heap));
+        }
         doc.config = config;
         doc.personality = Hex(h.syscall(h.nr.personality, &[0xffff_ffff])? & 0xffff_ffff);
         doc.rlimits = rlimits(h.child.id());

@@ -31,6 +31,8 @@ fn handwritten_expectations_hold_on_linux() {
                 let (doc, out) = linux::run(
                     &t,
                     LinuxOptions {
+                        initial_heap: 0,
+                        initial_heap: 0,
                         arch,
                         legacy,
                         smaps: false,
