@@ -32,7 +32,6 @@ fn handwritten_expectations_hold_on_linux() {
                     &t,
                     LinuxOptions {
                         initial_heap: 0,
-                        initial_heap: 0,
                         arch,
                         legacy,
                         smaps: false,
@@ -64,6 +63,7 @@ fn a_broken_expectation_is_reported() {
     let (_, out) = linux::run(
         &t,
         LinuxOptions {
+            initial_heap: 0,
             arch: Arch::X86_64,
             legacy: false,
             smaps: false,
