@@ -14,9 +14,9 @@ use vmspace_trace::{model, trace};
 pub struct ReplayArgs {
     /// The trace (JSON Lines, see docs/trace-format.md).
     trace: PathBuf,
-    /// Where to run it.
-    #[arg(long, value_enum, default_value_t = Backend::Linux)]
-    backend: Backend,
+    /// Where to run it (default: `model` with --start-from, else `linux`).
+    #[arg(long, value_enum)]
+    backend: Option<Backend>,
     /// Linux backend: use the legacy (bottom-up) layout (personality ADDR_COMPAT_LAYOUT).
     #[arg(long)]
     legacy: bool,
@@ -190,7 +190,12 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
             }
         });
     }
-    let (doc, out) = match args.backend {
+    let backend = args.backend.unwrap_or(if args.start_from.is_some() {
+        Backend::Model
+    } else {
+        Backend::Linux
+    });
+    let (doc, out) = match backend {
         Backend::Linux => linux::run(&trace, opts)?,
         Backend::Model => {
             let path = args
