@@ -3,7 +3,7 @@
 //!
 //! - Hand-written traces under `tests/traces/` (one file per rule group, with `expect`
 //!   fields, which must hold on Linux in every configuration).
-//! - 200 generated traces of 150 ops (`vmspace_trace::gen`), spread over x86-64 and i386,
+//! - 400 generated traces of 150 ops (`vmspace_trace::gen`), spread over x86-64 and i386,
 //!   top-down and legacy.
 //!
 //! Cases known to fail because the model is still incomplete are listed, with the first
@@ -18,7 +18,7 @@ use vmspace_trace::compare::first_difference;
 use vmspace_trace::linux::{self, Arch, LinuxOptions};
 use vmspace_trace::{gen, model, trace};
 
-const GENERATED: u64 = 200;
+const GENERATED: u64 = 400;
 const GENERATED_OPS: usize = 150;
 
 fn configs() -> Vec<LinuxOptions> {
