@@ -268,3 +268,38 @@ fn generated_traces_long_exploration() {
     }
     eprintln!("{differ} of 2000 generated traces differ");
 }
+
+/// M-count (2.8, U3): vm.max_map_count. Every other page of one large mapping is made
+/// read-only until splits fail with ENOMEM; then mmap, munmap and mprotect at the limit.
+#[test]
+fn map_count_limit() {
+    let mut t = String::from("# M-count: splitting up to vm.max_map_count\n");
+    t.push_str("{\"op\":\"mmap\",\"len\":\"0x11000000\",\"prot\":\"rw\",\"flags\":[\"private\",\"anonymous\",\"noreserve\"],\"id\":\"a\"}\n");
+    for i in 0..33_000u64 {
+        t.push_str(&format!(
+            "{{\"op\":\"mprotect\",\"addr\":{{\"ref\":\"a\",\"pages\":{}}},\"len\":4096,\"prot\":\"r\"}}\n",
+            2 * i + 1
+        ));
+    }
+    for (op, pages) in [
+        ("mmap", 0),
+        ("munmap", 67_001),
+        ("mprotect", 67_003),
+        ("munmap", 1),
+        ("mmap", 0),
+        ("mmap", 0),
+    ] {
+        t.push_str(&match op {
+            "mmap" => "{\"op\":\"mmap\",\"len\":4096,\"prot\":\"r\",\"flags\":[\"private\",\"anonymous\"]}\n".to_string(),
+            "munmap" => format!("{{\"op\":\"munmap\",\"addr\":{{\"ref\":\"a\",\"pages\":{pages}}},\"len\":4096}}\n"),
+            _ => format!("{{\"op\":\"mprotect\",\"addr\":{{\"ref\":\"a\",\"pages\":{pages}}},\"len\":4096,\"prot\":\"r\"}}\n"),
+        });
+    }
+    let o = LinuxOptions {
+        arch: Arch::X86_64,
+        legacy: false,
+        smaps: false,
+        initial_heap: 0,
+    };
+    check_all("limits/", vec![("limits/map-count".into(), t, o)]);
+}
