@@ -17,8 +17,12 @@ pub struct SpaceConfig {
     pub kind: TaskKind,
     /// Bottom-up layout (ADDR_COMPAT_LAYOUT or vm.legacy_va_layout, L1).
     pub legacy_layout: bool,
-    /// vm.mmap_min_addr.
+    /// vm.mmap_min_addr (dac_mmap_min_addr): below it MAP_FIXED needs CAP_SYS_RAWIO.
     pub mmap_min_addr: u64,
+    /// CONFIG_LSM_MMAP_MIN_ADDR (65536 on the reference). The kernel's effective
+    /// `mmap_min_addr` — hint rounding, search floor, stack growth floor — is the larger of
+    /// this and `mmap_min_addr`, even when no LSM is active.
+    pub lsm_mmap_min_addr: u64,
     pub rlimit_stack: u64,
     pub rlimit_data: u64,
     pub rlimit_as: u64,
@@ -55,6 +59,7 @@ impl SpaceConfig {
             kind,
             legacy_layout: false,
             mmap_min_addr: 65536,
+            lsm_mmap_min_addr: 65536,
             rlimit_stack: 8 << 20,
             rlimit_data: u64::MAX,
             rlimit_as: u64::MAX,

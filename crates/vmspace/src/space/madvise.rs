@@ -222,8 +222,9 @@ impl AddressSpace {
         }
     }
 
-    /// MADV_POPULATE_READ/WRITE: fault every page in; holes ENOMEM, permission EFAULT,
-    /// VM_IO/VM_PFNMAP EINVAL.
+    /// MADV_POPULATE_READ/WRITE (FOLL_MADV_POPULATE): fault every page in; a hole gives
+    /// ENOMEM, a VMA that forbids the access (or VM_IO/VM_PFNMAP) EINVAL, a fault that would
+    /// signal (beyond EOF) EFAULT. Pages before the failure stay populated.
     fn madvise_populate(&mut self, start: u64, end: u64, write: bool) -> Result<(), Errno> {
         let mut cursor = start;
         while cursor < end {
@@ -240,17 +241,21 @@ impl AddressSpace {
                 v.flags & VM_READ != 0
             };
             if !ok {
-                return Err(Errno::EFAULT);
+                return Err(Errno::EINVAL);
             }
             let e = v.end.min(end);
-            if let Some(_o) = v.object() {
-                let size = self.object_size(&v.backing);
-                if v.pgoff_of(e - 4096) >= size.div_ceil(4096) {
-                    return Err(Errno::EFAULT);
-                }
+            let mut beyond = false;
+            let mut first_ok = true;
+            if v.object().is_some() {
+                let eof_page = self.object_size(&v.backing).div_ceil(4096);
+                beyond = v.pgoff_of(e - 4096) >= eof_page;
+                first_ok = v.pgoff_of(cursor) < eof_page;
             }
-            if write && v.flags & VM_SHARED == 0 {
+            if write && v.flags & VM_SHARED == 0 && first_ok {
                 self.anon_vma_prepare(v.start);
+            }
+            if beyond {
+                return Err(Errno::EFAULT);
             }
             cursor = e;
         }
@@ -279,6 +284,22 @@ mod tests {
         assert_eq!(s.madvise(a + 1, 0x1000, MADV_DONTNEED), Err(Errno::EINVAL));
         assert_eq!(s.madvise(a, 0x1000, 999), Err(Errno::EINVAL));
         assert_eq!(s.madvise(a, 0, MADV_DONTNEED), Ok(()));
+    }
+
+    #[test]
+    fn populate_errors() {
+        let mut s = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
+        let a = s
+            .mmap(0x1000_0000, 0x2000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(
+            s.madvise(a, 0x2000, MADV_POPULATE_WRITE),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(s.madvise(a, 0x3000, MADV_POPULATE_READ), Err(Errno::ENOMEM));
+        s.mprotect(a, 0x2000, RW).unwrap();
+        assert_eq!(s.madvise(a, 0x2000, MADV_POPULATE_WRITE), Ok(()));
+        assert!(s.find_vma(a).unwrap().anon_vma.is_some());
     }
 
     #[test]

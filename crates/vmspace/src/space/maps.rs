@@ -89,7 +89,9 @@ impl AddressSpace {
                 }),
             ),
             Backing::Anon => {
-                let name = if v.start <= self.brk && v.end >= self.start_brk {
+                // vma_is_initial_heap: strict overlap with [start_brk, brk) (L13);
+                // vma_is_initial_stack: inclusive at both ends.
+                let name = if v.start < self.brk && v.end > self.start_brk {
                     "[heap]"
                 } else if v.start <= self.start_stack && v.end >= self.start_stack {
                     "[stack]"

@@ -70,8 +70,8 @@ impl AddressSpace {
         if flags & MAP_FIXED == 0 {
             // round_hint_to_min (2.1 step 5).
             addr &= !(PAGE_SIZE - 1);
-            if addr != 0 && addr < self.cfg.mmap_min_addr {
-                addr = page_align(self.cfg.mmap_min_addr).unwrap_or(0);
+            if addr != 0 && addr < self.min_addr() {
+                addr = page_align(self.min_addr()).unwrap_or(0);
             }
         }
         let len = match page_align(len) {

@@ -90,7 +90,9 @@ impl AddressSpace {
     pub fn new(config: SpaceConfig) -> Self {
         let layout = Layout::new(&config);
         AddressSpace {
-            tree: VmaTree::new(config.stack_guard_gap),
+            // Raw gaps: the guard gap below VM_GROWSDOWN VMAs is applied by the search retries
+            // exactly as unmapped_area{,_topdown} do (P8, P12).
+            tree: VmaTree::new(0),
             cfg: config,
             layout,
             acct: Accounting::default(),
@@ -177,6 +179,11 @@ impl AddressSpace {
 
     pub(crate) fn guard(&self) -> u64 {
         self.cfg.stack_guard_gap
+    }
+
+    /// The effective mmap_min_addr: max(vm.mmap_min_addr, CONFIG_LSM_MMAP_MIN_ADDR).
+    pub(crate) fn min_addr(&self) -> u64 {
+        self.cfg.mmap_min_addr.max(self.cfg.lsm_mmap_min_addr)
     }
 
     pub(crate) fn max_map_count(&self) -> u64 {

@@ -141,10 +141,16 @@ impl AddressSpace {
         if r.old_len == 0 && v.flags & (VM_SHARED | VM_MAYSHARE) == 0 {
             return Err(Errno::EINVAL);
         }
-        if r.old_len > v.end - r.addr {
+        // A shrink may unmap across VMA boundaries; only the kept part must lie in `v`.
+        let old_len = if r.new_len < r.old_len {
+            r.new_len
+        } else {
+            r.old_len
+        };
+        if old_len > v.end - r.addr {
             return Err(Errno::EFAULT);
         }
-        if r.new_len == r.old_len {
+        if r.new_len == old_len {
             return Ok(v.clone());
         }
         let pgoff = v.pgoff_of(r.addr);
@@ -424,6 +430,37 @@ mod tests {
         assert_eq!(b, 0x2000_0000);
         assert_eq!(s.touch(a, false, 0), Ok(Some(0)));
         assert_eq!(s.touch(b, false, 0), Ok(Some(5)));
+    }
+
+    #[test]
+    fn x4_fixed_shrink_may_unmap_across_vmas() {
+        // The shrunk-away tail may cross VMA boundaries; only the kept part must be in one VMA.
+        let mut s = space();
+        s.mmap(0x1000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.mmap(0x1000_2000, 0x2000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        let got = s
+            .mremap(
+                0x1000_0000,
+                0x4000,
+                0x1000,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                0x2000_0000,
+            )
+            .unwrap();
+        assert_eq!(got, 0x2000_0000);
+        assert_eq!(s.map_count(), 1);
+        assert_eq!(
+            s.mremap(
+                0x2000_0000,
+                0x3000,
+                0x2000,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                0x3000_0000
+            ),
+            Err(Errno::EFAULT)
+        );
     }
 
     #[test]

@@ -101,8 +101,44 @@ impl AddressSpace {
         }
     }
 
+    /// unmapped_area_topdown (P8): the highest raw gap in `[low, high)` holding `len`; when
+    /// the VMA above it is VM_GROWSDOWN and its guard gap reaches into the gap, the search
+    /// restarts with `high` lowered to that VMA's `vm_start_gap` (which may also cut off
+    /// gaps below other VMAs inside the guard gap, as in Linux).
+    pub(crate) fn search_topdown(&self, low: u64, mut high: u64, len: u64) -> Option<u64> {
+        loop {
+            let gap_end = self.tree.highest_gap_end(low, high, len)?;
+            if let Some(next) = self.tree.find(gap_end) {
+                let sg = self.vm_start_gap(next);
+                if next.flags & super::vma::flags::VM_GROWSDOWN != 0 && sg < gap_end {
+                    high = sg;
+                    continue;
+                }
+            }
+            return Some(gap_end - len);
+        }
+    }
+
+    /// unmapped_area (P12): the lowest raw gap in `[low, high)` holding `len`; when the VMA
+    /// above is VM_GROWSDOWN and the mapping would reach into its guard gap, the search
+    /// restarts above that VMA.
+    pub(crate) fn search_bottomup(&self, mut low: u64, high: u64, len: u64) -> Option<u64> {
+        loop {
+            let gap = self.tree.lowest_gap_start(low, high, len)?;
+            if let Some(next) = self.tree.find(gap) {
+                if next.flags & super::vma::flags::VM_GROWSDOWN != 0
+                    && self.vm_start_gap(next) < (gap + len).saturating_sub(1)
+                {
+                    low = next.end;
+                    continue;
+                }
+            }
+            return Some(gap);
+        }
+    }
+
     fn low_limit(&self, low: u64) -> u64 {
-        low.max(self.cfg.mmap_min_addr)
+        low.max(self.min_addr())
     }
 
     /// The hint is free, including the guard gap below a VM_GROWSDOWN VMA (P6 (b)).
@@ -142,8 +178,8 @@ impl AddressSpace {
             PAGE_SIZE
         };
         let low = self.low_limit(low);
-        if let Some(end) = self.tree.highest_gap_end(low, self.layout.mmap_base, len) {
-            return Ok(end - len);
+        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len) {
+            return Ok(addr);
         }
         // P9: fall back to bottom-up, hint included.
         self.arch_bottomup(addr0, len, flags)
@@ -169,8 +205,7 @@ impl AddressSpace {
                 }
             }
         }
-        self.tree
-            .lowest_gap_start(self.low_limit(begin), end, len)
+        self.search_bottomup(self.low_limit(begin), end, len)
             .ok_or(Errno::ENOMEM)
     }
 
@@ -179,13 +214,13 @@ impl AddressSpace {
             return None;
         }
         let a = page_align(addr)?;
-        (mmap_end - len >= a && a >= self.cfg.mmap_min_addr && self.hint_fits(a, len)).then_some(a)
+        (mmap_end - len >= a && a >= self.min_addr() && self.hint_fits(a, len)).then_some(a)
     }
 
     /// generic_get_unmapped_area_topdown (mm/mmap.c), used by native i386 kernels.
     fn generic_topdown(&self, addr: u64, len: u64, flags: u64) -> Result<u64, Errno> {
         let mmap_end = self.layout.task_size;
-        if len > mmap_end.saturating_sub(self.cfg.mmap_min_addr) {
+        if len > mmap_end.saturating_sub(self.min_addr()) {
             return Err(Errno::ENOMEM);
         }
         if flags & MAP_FIXED != 0 {
@@ -195,18 +230,17 @@ impl AddressSpace {
             return Ok(a);
         }
         let low = self.low_limit(PAGE_SIZE);
-        if let Some(end) = self.tree.highest_gap_end(low, self.layout.mmap_base, len) {
-            return Ok(end - len);
+        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len) {
+            return Ok(addr);
         }
-        self.tree
-            .lowest_gap_start(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
+        self.search_bottomup(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
             .ok_or(Errno::ENOMEM)
     }
 
     /// generic_get_unmapped_area (bottom-up), native i386.
     fn generic_bottomup(&self, addr: u64, len: u64, flags: u64) -> Result<u64, Errno> {
         let mmap_end = self.layout.task_size;
-        if len > mmap_end.saturating_sub(self.cfg.mmap_min_addr) {
+        if len > mmap_end.saturating_sub(self.min_addr()) {
             return Err(Errno::ENOMEM);
         }
         if flags & MAP_FIXED != 0 {
@@ -215,8 +249,7 @@ impl AddressSpace {
         if let Some(a) = self.generic_hint(addr, len, mmap_end) {
             return Ok(a);
         }
-        self.tree
-            .lowest_gap_start(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
+        self.search_bottomup(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
             .ok_or(Errno::ENOMEM)
     }
 }

@@ -289,7 +289,7 @@ impl AddressSpace {
     /// expand_downwards (S1–S4): grows the GROWSDOWN VMA `v` down to the page of `addr`.
     fn expand_downwards(&mut self, v: &Vma, addr: u64) -> bool {
         let address = addr & !0xfff;
-        if address < self.cfg.mmap_min_addr {
+        if address < self.min_addr() {
             return false;
         }
         if let Some(prev) = self.tree.prev_before(v.start) {
