@@ -15,11 +15,10 @@ use vmspace::space::{
 
 /// Personality bit READ_IMPLIES_EXEC.
 const READ_IMPLIES_EXEC: u64 = 0x0040_0000;
-/// CONFIG_LSM_MMAP_MIN_ADDR of the reference kernel (Debian and Fedora builds: 65536). The
-/// kernel's effective `mmap_min_addr` is `max(vm.mmap_min_addr, this)`; it rounds hints up and
-/// bounds searches and stack growth (measured: a hint of 0x1000 returns 0x10000 with
-/// vm.mmap_min_addr = 4096). Only the CAP_SYS_RAWIO check uses the sysctl value alone, which
-/// the model cannot express separately yet.
+/// CONFIG_LSM_MMAP_MIN_ADDR of the reference kernel (Debian and Fedora builds: 65536; result
+/// documents do not record it). The kernel's effective `mmap_min_addr` is
+/// `max(vm.mmap_min_addr, this)` (measured: a hint of 0x1000 returns 0x10000 with
+/// vm.mmap_min_addr = 4096), while the CAP_SYS_RAWIO check uses the sysctl alone.
 const LSM_MMAP_MIN_ADDR: u64 = 65536;
 /// Identity of the trace's memfd inside the model.
 const MEMFD_ID: u64 = 0x6d65_6d66_6400;
@@ -38,7 +37,7 @@ pub fn space_config(doc: &ResultDoc) -> Result<SpaceConfig, String> {
             .sysctl_int("vm.legacy_va_layout")
             .is_some_and(|v| v != 0);
     if let Some(v) = doc.sysctl_int("vm.mmap_min_addr") {
-        c.mmap_min_addr = v.max(LSM_MMAP_MIN_ADDR);
+        c.mmap_min_addr = v;
     }
     if let Some(v) = doc.sysctl_int("vm.overcommit_memory") {
         c.overcommit_memory = v as u32;
@@ -68,6 +67,7 @@ pub fn space_config(doc: &ResultDoc) -> Result<SpaceConfig, String> {
     if doc.rlimits.contains_key("memlock") {
         c.rlimit_memlock = lim("memlock");
     }
+    c.lsm_mmap_min_addr = LSM_MMAP_MIN_ADDR;
     let uid = doc.config.get("uid").and_then(|v| v.as_u64()).unwrap_or(0);
     c.cap_sys_rawio = uid == 0;
     c.cap_ipc_lock = uid == 0;
