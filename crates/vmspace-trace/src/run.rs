@@ -288,22 +288,23 @@ impl Runner<'_> {
                 }
                 let a = self.word(a);
                 r.addr = Some(Hex(a));
-                if *write && !unsafe_ && self.protected.hits(a, len.unwrap_or(1)) {
+                if *write && !unsafe_ && self.protected.hits(a, len.unwrap_or(1).max(1)) {
                     r.skip = Some(Skip::Protected.name().into());
                     return Ok(());
                 }
-                let end = a as u128 + len.unwrap_or(1) as u128;
-                let mut p = a as u128;
-                let mut outcome = Touched::Ok(0);
-                while p < end {
+                // One byte at addr, then (with len) one at every following page start below
+                // addr+len (which cannot pass the top of the task's address space).
+                let top = if self.ctx.is_32bit {
+                    1u128 << 32
+                } else {
+                    1u128 << 64
+                };
+                let end = (a as u128 + len.unwrap_or(0) as u128).min(top);
+                let mut outcome = exec.touch(a, *write, *value)?;
+                let mut p = (a as u128 & !0xfff) + 4096;
+                while p < end && matches!(outcome, Touched::Ok(_)) {
                     outcome = exec.touch(p as u64, *write, *value)?;
-                    if let Touched::Fault { .. } = outcome {
-                        break;
-                    }
-                    if len.is_none() {
-                        break;
-                    }
-                    p = (p & !0xfff) + 4096;
+                    p += 4096;
                 }
                 match outcome {
                     Touched::Ok(v) => {
@@ -720,7 +721,7 @@ mod tests {
 
     #[test]
     fn touch_with_len_stops_at_the_first_fault() {
-        let (out, _) = run("{\"op\":\"touch\",\"addr\":\"0x10\",\"mode\":\"r\",\"len\":8192}\n{\"op\":\"touch\",\"addr\":\"0x2010\",\"mode\":\"r\"}\n", false);
+        let (out, _) = run("{\"op\":\"touch\",\"addr\":\"0x10\",\"mode\":\"r\",\"len\":8192}\n{\"op\":\"touch\",\"addr\":\"0x2010\",\"mode\":\"r\"}\n{\"op\":\"touch\",\"addr\":\"0x20\",\"mode\":\"r\",\"len\":0}\n", false);
         let r = &out.results;
         assert_eq!(
             (r[0].fault.as_deref(), r[0].code.as_deref()),
@@ -729,5 +730,10 @@ mod tests {
         assert_eq!(r[0].fault_addr, Some(Hex(0x10)));
         assert_eq!(r[0].len, Some(Int(8192)));
         assert_eq!(r[1].val, Some(Int(9)));
+        assert_eq!(
+            r[2].fault.as_deref(),
+            Some("SIGSEGV"),
+            "len 0 still touches addr"
+        );
     }
 }
