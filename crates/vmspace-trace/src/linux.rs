@@ -140,17 +140,77 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The embedded helper binary for `arch`.
+fn helper_bytes(arch: Arch) -> Result<&'static [u8], String> {
+    match arch {
+        Arch::X86_64 => Ok(HELPER_X86_64),
+        Arch::I386 => match i386_unavailable() {
+            Some(why) => Err(format!("i386 backend unavailable: {why}")),
+            None => Ok(HELPER_I386),
+        },
+    }
+}
+
+/// Starts the helper at `path` with personality `persona`, an empty environment, an 8 MiB
+/// stack soft limit and piped stdin/stdout.
+fn spawn_at(path: &std::path::Path, persona: u64) -> std::io::Result<Child> {
+    let mut cmd = Command::new(path);
+    cmd.arg0("vmspace-trace-helper")
+        .env_clear()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe syscalls (personality, getrlimit, setrlimit) on stack data.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::personality(persona as libc::c_ulong) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            if libc::getrlimit(libc::RLIMIT_STACK, &mut lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            lim.rlim_cur = 8 << 20;
+            if lim.rlim_max < lim.rlim_cur {
+                lim.rlim_max = lim.rlim_cur;
+            }
+            if libc::setrlimit(libc::RLIMIT_STACK, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// Starts the helper from a close-on-exec memfd holding `bytes` (the kernel opens the file
+/// before it closes such descriptors, so `/proc/self/fd/N` works for an ELF binary).
+fn spawn_from_memfd(bytes: &[u8], persona: u64) -> Result<Child, String> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: memfd_create takes a NUL-terminated name and returns a new descriptor we own.
+    let fd = unsafe { libc::memfd_create(c"vmspace-trace-helper".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    // SAFETY: fd is a fresh descriptor owned by nobody else.
+    let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+    file.write_all(bytes).map_err(|e| e.to_string())?;
+    let child = spawn_at(
+        std::path::Path::new(&format!("/proc/self/fd/{fd}")),
+        persona,
+    )
+    .map_err(|e| e.to_string());
+    drop(file);
+    child
+}
+
 /// Writes the helper binary to a per-user cache file (once per content) and returns its path.
 fn install_helper(arch: Arch) -> Result<PathBuf, String> {
-    let bytes = match arch {
-        Arch::X86_64 => HELPER_X86_64,
-        Arch::I386 => {
-            if let Some(why) = i386_unavailable() {
-                return Err(format!("i386 backend unavailable: {why}"));
-            }
-            HELPER_I386
-        }
-    };
+    let bytes = helper_bytes(arch)?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     let dir = std::env::temp_dir().join(format!("vmspace-helpers-{uid}"));
@@ -184,41 +244,15 @@ impl Helper {
     /// Starts a helper with ASLR off (and `ADDR_COMPAT_LAYOUT` if `legacy`), an empty
     /// environment and an 8 MiB stack soft limit.
     pub fn spawn(arch: Arch, legacy: bool) -> Result<Helper, String> {
-        let path = install_helper(arch)?;
         let persona = ADDR_NO_RANDOMIZE | if legacy { ADDR_COMPAT_LAYOUT } else { 0 };
-        let mut cmd = Command::new(&path);
-        cmd.arg0("vmspace-trace-helper")
-            .env_clear()
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        // SAFETY: the closure runs in the forked child before exec and only makes
-        // async-signal-safe syscalls (personality, getrlimit, setrlimit) on stack data.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::personality(persona as libc::c_ulong) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let mut lim = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                if libc::getrlimit(libc::RLIMIT_STACK, &mut lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                lim.rlim_cur = 8 << 20;
-                if lim.rlim_max < lim.rlim_cur {
-                    lim.rlim_max = lim.rlim_cur;
-                }
-                if libc::setrlimit(libc::RLIMIT_STACK, &lim) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", path.display()))?;
+        let mut child = match install_helper(arch).and_then(|path| {
+            spawn_at(&path, persona).map_err(|e| format!("starting {}: {e}", path.display()))
+        }) {
+            Ok(c) => c,
+            // A temporary directory on a noexec mount: run the helper from a memfd instead.
+            Err(first) => spawn_from_memfd(helper_bytes(arch)?, persona)
+                .map_err(|e| format!("{first}; from a memfd: {e}"))?,
+        };
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
         let nr = match arch {
