@@ -140,6 +140,15 @@ fn emit(doc: &ResultDoc, json: bool) {
     }
 }
 
+/// Whether two results of the same op disagree (the ops part of "two documents agree").
+fn first_difference_of(a: &OpResult, b: &OpResult) -> bool {
+    let one = |r: &OpResult| ResultDoc {
+        results: vec![r.clone()],
+        ..Default::default()
+    };
+    first_difference(&one(a), &one(b)).is_some()
+}
+
 /// Runs `vmspace replay`; returns the process exit code.
 pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
     let text = std::fs::read_to_string(&args.trace)
@@ -186,6 +195,15 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
             }
             Some(d) => {
                 eprintln!("first difference (linux vs model): {d}");
+                let line = ldoc
+                    .results
+                    .iter()
+                    .zip(&mdoc.results)
+                    .find(|(a, b)| first_difference_of(a, b))
+                    .map(|(a, _)| a.line);
+                if let Some(text) = line.and_then(|l| text.lines().nth(l - 1)) {
+                    eprintln!("  at: {text}");
+                }
                 ExitCode::from(1)
             }
         });
