@@ -72,9 +72,8 @@ pub fn space_config(doc: &ResultDoc) -> Result<SpaceConfig, String> {
     c.cap_sys_rawio = uid == 0;
     c.cap_ipc_lock = uid == 0;
     c.read_implies_exec = doc.personality.0 & READ_IMPLIES_EXEC != 0;
-    if !doc.sysctl.is_empty() {
-        c.thp = doc.sysctl.contains_key("thp.enabled");
-    }
+    // CONFIG_TRANSPARENT_HUGEPAGE is a build switch (P13) that documents do not record; the
+    // reference kernels have it, so `c.thp` keeps its default (true) whatever thp.enabled says.
     let kb = |name: &str| {
         doc.sysctl
             .get(name)
