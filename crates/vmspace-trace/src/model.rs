@@ -74,9 +74,13 @@ pub fn space_config(doc: &ResultDoc) -> Result<SpaceConfig, String> {
     c.read_implies_exec = doc.personality.0 & READ_IMPLIES_EXEC != 0;
     // CONFIG_TRANSPARENT_HUGEPAGE is a build switch (P13) that documents do not record; the
     // reference kernels have it, so `c.thp` keeps its default (true) whatever thp.enabled says.
+    // RAM and swap size decide commit accounting (mode 0: one request above RAM + swap fails).
+    // Documents of this crate record them; for others, assume they come from this machine.
+    let local = crate::linux::sysctls();
     let kb = |name: &str| {
         doc.sysctl
             .get(name)
+            .or_else(|| local.get(name))
             .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
     };
     if let Some(k) = kb("meminfo.MemTotal") {
