@@ -84,4 +84,32 @@ fn main() {
         std::fs::write(&h32, b"").expect("writing the empty i386 helper");
     }
     std::fs::write(out.join("helper-i386.why"), reason).expect("writing helper-i386.why");
+
+    // Dynamically linked glibc PIE helpers (optional: the `pie` build of the Linux backend).
+    println!("cargo:rerun-if-changed=helper/glibc.c");
+    for (name, m32) in [("x86_64", false), ("i386", true)] {
+        let target = out.join(format!("helper-{name}-pie"));
+        let mut c = Command::new(&cc);
+        if m32 {
+            c.arg("-m32");
+        }
+        let built = c
+            .args(["-O2", "-fPIE", "-pie", "-s", "-o"])
+            .arg(&target)
+            .arg("helper/glibc.c")
+            .output();
+        let reason = match built {
+            Ok(o) if o.status.success() => String::new(),
+            Ok(o) => format!(
+                "`{cc}` could not build the glibc helper: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => format!("`{cc}` not runnable: {e}"),
+        };
+        if !reason.is_empty() {
+            std::fs::write(&target, b"").expect("writing an empty pie helper");
+        }
+        std::fs::write(out.join(format!("helper-{name}-pie.why")), reason)
+            .expect("writing the reason");
+    }
 }

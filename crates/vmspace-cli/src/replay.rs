@@ -33,6 +33,10 @@ pub struct ReplayArgs {
     /// difference and exit non-zero if the documents do not agree.
     #[arg(long)]
     diff: bool,
+    /// Linux backend: which helper runs the trace: `static` (no libc, the default) or `pie`
+    /// (a dynamically linked glibc PIE, so the run starts with ld.so and libc mapped).
+    #[arg(long, default_value = "static", value_parser = ["static", "pie"])]
+    build: String,
     /// Linux backend: grow the break by this many bytes before the first snapshot, so the
     /// run starts with a `[heap]` and `$start_brk < $brk0`, as static glibc builds do.
     #[arg(long, default_value_t = 0)]
@@ -167,6 +171,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
         .ok_or_else(|| format!("unknown arch {:?} (x86_64 or i386)", args.arch))?;
     let opts = LinuxOptions {
         initial_heap: args.initial_heap,
+        pie: args.build == "pie",
         arch,
         legacy: args.legacy,
         smaps: args.smaps,

@@ -23,6 +23,11 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 static HELPER_X86_64: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/helper-x86_64"));
 static HELPER_I386: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/helper-i386"));
 static HELPER_I386_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/helper-i386.why"));
+static HELPER_X86_64_PIE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/helper-x86_64-pie"));
+static HELPER_X86_64_PIE_WHY: &str =
+    include_str!(concat!(env!("OUT_DIR"), "/helper-x86_64-pie.why"));
+static HELPER_I386_PIE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/helper-i386-pie"));
+static HELPER_I386_PIE_WHY: &str = include_str!(concat!(env!("OUT_DIR"), "/helper-i386-pie.why"));
 
 const REQ_SYSCALL: u64 = 1;
 const REQ_TOUCH: u64 = 2;
@@ -119,6 +124,9 @@ pub struct LinuxOptions {
     /// `[heap]` VMA and `$start_brk < $brk0` — the shape of static glibc builds, which
     /// allocate their TLS with `sbrk`. 0 for a fresh layout.
     pub initial_heap: u64,
+    /// Use the dynamically linked glibc PIE helper (`helper/glibc.c`, build `ARCH-pie`):
+    /// runs start with ld.so, libc and the executable at ELF_ET_DYN_BASE.
+    pub pie: bool,
 }
 
 /// Why the i386 helper is unavailable, if it is.
@@ -140,15 +148,24 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
-/// The embedded helper binary for `arch`.
-fn helper_bytes(arch: Arch) -> Result<&'static [u8], String> {
-    match arch {
-        Arch::X86_64 => Ok(HELPER_X86_64),
-        Arch::I386 => match i386_unavailable() {
-            Some(why) => Err(format!("i386 backend unavailable: {why}")),
-            None => Ok(HELPER_I386),
-        },
+/// The embedded helper binary for `arch` (the glibc PIE one with `pie`).
+fn helper_bytes(arch: Arch, pie: bool) -> Result<&'static [u8], String> {
+    let (bytes, why): (&'static [u8], &'static str) = match (arch, pie) {
+        (Arch::X86_64, false) => (HELPER_X86_64, ""),
+        (Arch::I386, false) => (HELPER_I386, HELPER_I386_WHY),
+        (Arch::X86_64, true) => (HELPER_X86_64_PIE, HELPER_X86_64_PIE_WHY),
+        (Arch::I386, true) => (HELPER_I386_PIE, HELPER_I386_PIE_WHY),
+    };
+    if bytes.is_empty() {
+        let what = format!("{}-{}", arch.name(), if pie { "pie" } else { "static" });
+        return Err(format!("the {what} helper was not built: {why}"));
     }
+    Ok(bytes)
+}
+
+/// Why the `pie` helper for `arch` is unavailable, if it is.
+pub fn pie_unavailable(arch: Arch) -> Option<String> {
+    helper_bytes(arch, true).err()
 }
 
 /// Starts the helper at `path` with personality `persona`, an empty environment, an 8 MiB
@@ -209,13 +226,14 @@ fn spawn_from_memfd(bytes: &[u8], persona: u64) -> Result<Child, String> {
 }
 
 /// Writes the helper binary to a per-user cache file (once per content) and returns its path.
-fn install_helper(arch: Arch) -> Result<PathBuf, String> {
-    let bytes = helper_bytes(arch)?;
+fn install_helper(arch: Arch, pie: bool) -> Result<PathBuf, String> {
+    let bytes = helper_bytes(arch, pie)?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     let dir = std::env::temp_dir().join(format!("vmspace-helpers-{uid}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let path = dir.join(format!("helper-{}-{:016x}", arch.name(), fnv(bytes)));
+    let kind = if pie { "pie" } else { "static" };
+    let path = dir.join(format!("helper-{}-{kind}-{:016x}", arch.name(), fnv(bytes)));
     if std::fs::read(&path).map(|b| b == bytes).unwrap_or(false) {
         return Ok(path);
     }
@@ -243,14 +261,14 @@ pub struct Helper {
 impl Helper {
     /// Starts a helper with ASLR off (and `ADDR_COMPAT_LAYOUT` if `legacy`), an empty
     /// environment and an 8 MiB stack soft limit.
-    pub fn spawn(arch: Arch, legacy: bool) -> Result<Helper, String> {
+    pub fn spawn(arch: Arch, legacy: bool, pie: bool) -> Result<Helper, String> {
         let persona = ADDR_NO_RANDOMIZE | if legacy { ADDR_COMPAT_LAYOUT } else { 0 };
-        let mut child = match install_helper(arch).and_then(|path| {
+        let mut child = match install_helper(arch, pie).and_then(|path| {
             spawn_at(&path, persona).map_err(|e| format!("starting {}: {e}", path.display()))
         }) {
             Ok(c) => c,
             // A temporary directory on a noexec mount: run the helper from a memfd instead.
-            Err(first) => spawn_from_memfd(helper_bytes(arch)?, persona)
+            Err(first) => spawn_from_memfd(helper_bytes(arch, pie)?, persona)
                 .map_err(|e| format!("{first}; from a memfd: {e}"))?,
         };
         let stdin = child.stdin.take().expect("piped stdin");
@@ -600,12 +618,16 @@ pub fn config_tags(arch: &str, build: &str, legacy: bool) -> Vec<String> {
 /// Runs `trace` on the real kernel. Returns the document and the run's extra output
 /// (expectation failures). Errors only if the helper cannot be started at all.
 pub fn run(trace: &Trace, opts: LinuxOptions) -> Result<(ResultDoc, RunOutput), String> {
-    let mut h = Helper::spawn(opts.arch, opts.legacy)?;
+    let mut h = Helper::spawn(opts.arch, opts.legacy, opts.pie)?;
     let mut doc = ResultDoc {
         backend: "linux".into(),
         version: 1,
         arch: opts.arch.name().into(),
-        build: opts.arch.build(),
+        build: if opts.pie {
+            format!("{}-pie", opts.arch.name())
+        } else {
+            opts.arch.build()
+        },
         kernel: read_trim("/proc/sys/kernel/osrelease").unwrap_or_default(),
         machine: uname_machine(),
         page_size: 4096,

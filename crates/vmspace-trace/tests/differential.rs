@@ -4,7 +4,7 @@
 //! - Hand-written traces under `tests/traces/` (one file per rule group, with `expect`
 //!   fields, which must hold on Linux in every configuration).
 //! - 400 generated traces of 150 ops (`vmspace_trace::gen`), spread over x86-64 and i386,
-//!   top-down and legacy.
+//!   top-down and legacy, static and glibc-PIE helpers.
 //!
 //! Cases known to fail because the model is still incomplete are listed, with the first
 //! difference, in `tests/known-failures.txt`; such a case must still fail (a listed case that
@@ -21,6 +21,7 @@ use vmspace_trace::{gen, model, trace};
 const GENERATED: u64 = 400;
 const GENERATED_OPS: usize = 150;
 
+/// The static-helper configurations: x86-64 and i386, top-down and legacy.
 fn configs() -> Vec<LinuxOptions> {
     let mut v = Vec::new();
     for arch in [Arch::X86_64, Arch::I386] {
@@ -33,6 +34,7 @@ fn configs() -> Vec<LinuxOptions> {
         for legacy in [false, true] {
             v.push(LinuxOptions {
                 initial_heap: 0,
+                pie: false,
                 arch,
                 legacy,
                 smaps: false,
@@ -42,10 +44,31 @@ fn configs() -> Vec<LinuxOptions> {
     v
 }
 
+/// The same with the dynamically linked glibc PIE helper (ld.so and libc in the before state).
+fn pie_configs() -> Vec<LinuxOptions> {
+    configs()
+        .into_iter()
+        .filter(|o| match linux::pie_unavailable(o.arch) {
+            Some(why) => {
+                eprintln!("SKIPPING {}-pie: {why}", o.arch.name());
+                false
+            }
+            None => true,
+        })
+        .map(|o| LinuxOptions { pie: true, ..o })
+        .collect()
+}
+
+/// Every configuration of the generated traces.
+fn all_configs() -> Vec<LinuxOptions> {
+    configs().into_iter().chain(pie_configs()).collect()
+}
+
 fn config_name(o: &LinuxOptions) -> String {
     let heap = if o.initial_heap > 0 { "-preheap" } else { "" };
+    let build = if o.pie { "-pie" } else { "" };
     format!(
-        "{}-{}{heap}",
+        "{}{build}-{}{heap}",
         o.arch.name(),
         if o.legacy { "legacy" } else { "topdown" }
     )
@@ -229,7 +252,7 @@ fn handwritten_traces() {
     for f in files {
         let text = std::fs::read_to_string(&f).expect("trace");
         let name = format!("traces/{}", f.file_name().unwrap().to_string_lossy());
-        for o in configs().into_iter().chain(preheap_configs()) {
+        for o in all_configs().into_iter().chain(preheap_configs()) {
             cases.push((name.clone(), text.clone(), o));
         }
     }
@@ -238,7 +261,7 @@ fn handwritten_traces() {
 
 #[test]
 fn generated_traces() {
-    let configs = configs();
+    let configs = all_configs();
     let mut cases = Vec::new();
     for seed in 0..GENERATED {
         let o = configs[seed as usize % configs.len()];
@@ -254,7 +277,7 @@ fn generated_traces() {
 #[test]
 #[ignore = "exploration run; a few seconds per hundred traces"]
 fn generated_traces_long_exploration() {
-    let configs = configs();
+    let configs = all_configs();
     let mut differ = 0;
     for seed in 10_000..12_000u64 {
         let o = configs[seed as usize % configs.len()];
@@ -300,6 +323,7 @@ fn map_count_limit() {
         legacy: false,
         smaps: false,
         initial_heap: 0,
+        pie: false,
     };
     check_all("limits/", vec![("limits/map-count".into(), t, o)]);
 }

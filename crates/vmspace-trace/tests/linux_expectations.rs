@@ -1,5 +1,6 @@
 //! The hand-written traces' `expect` fields hold on the real kernel in every configuration
-//! (x86-64 and i386, top-down and legacy): Linux is the judge of the traces themselves.
+//! (x86-64 and i386, top-down and legacy, static and glibc-PIE helper): Linux is the judge of
+//! the traces themselves.
 
 use std::path::Path;
 use vmspace_trace::linux::{self, Arch, LinuxOptions};
@@ -22,7 +23,13 @@ fn handwritten_expectations_hold_on_linux() {
                 continue;
             }
         }
-        for legacy in [false, true] {
+        for (legacy, pie) in [(false, false), (true, false), (false, true), (true, true)] {
+            if pie {
+                if let Some(why) = linux::pie_unavailable(arch) {
+                    eprintln!("SKIPPING {}-pie: {why}", arch.name());
+                    continue;
+                }
+            }
             for f in files
                 .iter()
                 .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
@@ -32,6 +39,7 @@ fn handwritten_expectations_hold_on_linux() {
                     &t,
                     LinuxOptions {
                         initial_heap: 0,
+                        pie,
                         arch,
                         legacy,
                         smaps: false,
@@ -40,9 +48,10 @@ fn handwritten_expectations_hold_on_linux() {
                 .expect("run");
                 runs += 1;
                 let name = format!(
-                    "{} {}{}",
+                    "{} {}{}{}",
                     f.file_name().unwrap().to_string_lossy(),
                     arch.name(),
+                    if pie { "-pie" } else { "" },
                     if legacy { " legacy" } else { "" }
                 );
                 if let Some(fatal) = doc.fatal {
@@ -64,6 +73,7 @@ fn a_broken_expectation_is_reported() {
         &t,
         LinuxOptions {
             initial_heap: 0,
+            pie: false,
             arch: Arch::X86_64,
             legacy: false,
             smaps: false,
