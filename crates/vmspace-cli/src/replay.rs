@@ -29,8 +29,8 @@ pub struct ReplayArgs {
     /// Add `after_smaps` to the document.
     #[arg(long)]
     smaps: bool,
-    /// Run on Linux, then in the model from that run's before state; print the first
-    /// difference and exit non-zero if the documents do not agree.
+    /// Run on Linux (or take --start-from's document), then in the model from its before
+    /// state; print the first difference and exit 1 if the documents do not agree.
     #[arg(long)]
     diff: bool,
     /// Linux backend: which helper runs the trace: `static` (no libc, the default) or `pie`
@@ -182,8 +182,19 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
         }
     };
     if args.diff {
-        let (ldoc, lout) = linux::run(&trace, opts)?;
-        report_expects(&lout.expect_failures);
+        // With --start-from, compare against that (Linux) document instead of a new run.
+        let ldoc = match &args.start_from {
+            Some(path) => {
+                let t = std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading {}: {e}", path.display()))?;
+                ResultDoc::from_text(&t)?
+            }
+            None => {
+                let (ldoc, lout) = linux::run(&trace, opts)?;
+                report_expects(&lout.expect_failures);
+                ldoc
+            }
+        };
         if let Some(f) = &ldoc.fatal {
             emit(&ldoc, args.json);
             return Err(format!("the Linux run failed: {f}"));

@@ -78,3 +78,57 @@ fn gen_trace_is_deterministic_and_replayable() {
     assert_eq!(doc["results"].as_array().unwrap().len(), 41);
     assert_eq!(doc["personality"], "0x240000");
 }
+
+#[test]
+fn model_backend_and_diff_start_from_a_linux_document() {
+    let trace = "{\"op\":\"let\",\"addr\":{\"ref\":\"$brk0\",\"off\":268435456},\"id\":\"F\"}\n\
+         {\"op\":\"mmap\",\"addr\":{\"ref\":\"F\"},\"len\":16384,\"prot\":\"rw\",\"flags\":[\"private\",\"anonymous\",\"fixed\"]}\n\
+         {\"op\":\"mprotect\",\"addr\":{\"ref\":\"F\",\"pages\":1},\"len\":4096,\"prot\":\"r\"}\n\
+         {\"op\":\"touch\",\"addr\":{\"ref\":\"F\",\"pages\":1},\"mode\":\"w\"}\n";
+    let p = write_trace("diff.jsonl", trace);
+    let out = vmspace(&["replay", p.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let doc = write_trace("diff-linux.json", std::str::from_utf8(&out.stdout).unwrap());
+    let model = vmspace(&[
+        "replay",
+        p.to_str().unwrap(),
+        "--start-from",
+        doc.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        model.status.success(),
+        "{}",
+        String::from_utf8_lossy(&model.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&model.stdout).unwrap();
+    assert_eq!(m["backend"], "model");
+    assert_eq!(m["results"][3]["code"], "SEGV_ACCERR");
+    let diff = vmspace(&[
+        "replay",
+        p.to_str().unwrap(),
+        "--diff",
+        "--start-from",
+        doc.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    // A document whose results were tampered with no longer agrees.
+    let tampered = std::str::from_utf8(&out.stdout)
+        .unwrap()
+        .replace("SEGV_ACCERR", "SEGV_MAPERR");
+    let bad = write_trace("diff-bad.json", &tampered);
+    let diff = vmspace(&[
+        "replay",
+        p.to_str().unwrap(),
+        "--diff",
+        "--start-from",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(diff.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&diff.stderr).contains("code"));
+}
