@@ -296,3 +296,109 @@ impl AddressSpace {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{SpaceConfig, TaskKind};
+    use super::*;
+
+    const RW: u64 = PROT_READ | PROT_WRITE;
+    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+    fn space() -> AddressSpace {
+        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
+    }
+
+    #[test]
+    fn step_order_of_argument_errors() {
+        let mut s = space();
+        // 2.1 steps 1, 2, 6, 13.
+        assert_eq!(s.mmap(0, 0, RW, PA, None, 1), Err(Errno::EINVAL));
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, MAP_PRIVATE, None, 0),
+            Err(Errno::EBADF)
+        );
+        assert_eq!(s.mmap(0, 0, RW, PA, None, 0), Err(Errno::EINVAL));
+        assert_eq!(s.mmap(0, u64::MAX, RW, PA, None, 0), Err(Errno::ENOMEM));
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, MAP_ANONYMOUS, None, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, MAP_ANONYMOUS | MAP_SHARED_VALIDATE, None, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mmap(
+                0,
+                0x1000,
+                RW,
+                MAP_ANONYMOUS | MAP_SHARED | MAP_GROWSDOWN,
+                None,
+                0
+            ),
+            Err(Errno::EINVAL)
+        );
+        // Step 10: unaligned MAP_FIXED; beyond TASK_SIZE.
+        assert_eq!(
+            s.mmap(0x10001, 0x1000, RW, PA | MAP_FIXED, None, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.mmap(0x7fff_ffff_f000, 0x1000, RW, PA | MAP_FIXED, None, 0),
+            Err(Errno::ENOMEM)
+        );
+        // Step 11.
+        let a = s
+            .mmap(0x2000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(
+            s.mmap(a + 0x1000, 0x2000, RW, PA | MAP_FIXED_NOREPLACE, None, 0),
+            Err(Errno::EEXIST)
+        );
+    }
+
+    #[test]
+    fn m_count_mmap_allows_one_past_the_limit() {
+        // 2.8 M-count (checked on 6.18.44: three non-merging mmaps succeed from 65530 VMAs).
+        let mut c = SpaceConfig::linux_default(TaskKind::X86_64);
+        c.max_map_count = 3;
+        let mut s = AddressSpace::new(c);
+        for i in 0..4u64 {
+            let p = if i % 2 == 0 { PROT_READ } else { RW };
+            s.mmap(0x2000_0000 + i * 0x2000, 0x1000, p, PA | MAP_FIXED, None, 0)
+                .unwrap();
+        }
+        assert_eq!(s.map_count(), 4);
+        assert_eq!(
+            s.mmap(0x3000_0000, 0x1000, RW, PA | MAP_FIXED, None, 0),
+            Err(Errno::ENOMEM)
+        );
+    }
+
+    #[test]
+    fn g11_fixed_over_middle_remerges() {
+        let mut s = space();
+        let a = s
+            .mmap(0x2000_0000, 0x3000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.touch(a + 0x1000, true, 3).unwrap();
+        s.mmap(a + 0x1000, 0x1000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(s.map_count(), 1);
+        assert_eq!(s.touch(a + 0x1000, false, 0), Ok(Some(0)));
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn l13_heap_label_needs_strict_overlap() {
+        // A .bss VMA ending exactly at start_brk is not [heap] (vma_is_initial_heap).
+        let mut s = space();
+        s.set_brk(0x60_0000, 0x60_0000);
+        s.mmap(0x5f_0000, 0x1_0000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert!(!s.render_maps().contains("[heap]"));
+        s.brk(0x60_1000);
+        assert_eq!(s.render_maps().matches("[heap]").count(), 1);
+    }
+}

@@ -253,3 +253,129 @@ impl AddressSpace {
             .ok_or(Errno::ENOMEM)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::vma::flags::VM_GROWSDOWN;
+    use super::super::{SpaceConfig, TaskKind};
+    use super::*;
+
+    const RW: u64 = PROT_READ | PROT_WRITE;
+    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+    fn space() -> AddressSpace {
+        let mut c = SpaceConfig::linux_default(TaskKind::X86_64);
+        c.mmap_min_addr = 4096;
+        AddressSpace::new(c)
+    }
+
+    #[test]
+    fn p13_p14_thp_alignment_of_2mib_multiples() {
+        // linux-mm.md P14 worked example.
+        let mut s = space();
+        assert_eq!(s.mmap(0, 2 << 20, RW, PA, None, 0), Ok(0x7fff_f7c0_0000));
+        assert_eq!(s.mmap(0, 2 << 20, RW, PA, None, 0), Ok(0x7fff_f7a0_0000));
+        assert_eq!(s.map_count(), 1);
+        // Not a multiple of 2 MiB: plain top-down placement.
+        let a = s.mmap(0, (2 << 20) + 4096, RW, PA, None, 0).unwrap();
+        assert_eq!(a, 0x7fff_f7a0_0000 - (2 << 20) - 4096);
+        // Compat tasks never align (P13).
+        let mut c = SpaceConfig::linux_default(TaskKind::Compat32);
+        c.mmap_min_addr = 4096;
+        let mut s = AddressSpace::new(c);
+        assert_eq!(
+            s.mmap(0, 2 << 20, RW, PA, None, 0),
+            Ok(0xf7ff_e000 - (2 << 20))
+        );
+    }
+
+    #[test]
+    fn step5_hint_rounding_uses_lsm_min_addr() {
+        // vm.mmap_min_addr 4096 but CONFIG_LSM_MMAP_MIN_ADDR 65536: a hint of 0x1000 becomes
+        // 0x10000 (round_hint_to_min), while MAP_FIXED at 0x1000 is allowed with
+        // CAP_SYS_RAWIO (2.1 steps 5 and 10).
+        let mut s = space();
+        assert_eq!(s.mmap(0x1000, 0x1000, RW, PA, None, 0), Ok(0x10000));
+        assert_eq!(
+            s.mmap(0x1000, 0x1000, RW, PA | MAP_FIXED, None, 0),
+            Ok(0x1000)
+        );
+        let mut c = SpaceConfig::linux_default(TaskKind::X86_64);
+        c.cap_sys_rawio = false;
+        let mut s = AddressSpace::new(c);
+        assert_eq!(
+            s.mmap(0x1000, 0x1000, RW, PA | MAP_FIXED, None, 0),
+            Err(Errno::EPERM)
+        );
+    }
+
+    #[test]
+    fn p6_hint_rejected_inside_guard_gap() {
+        let mut s = space();
+        let g = s
+            .mmap(
+                0x4000_0000,
+                0x1000,
+                RW,
+                PA | MAP_FIXED | MAP_GROWSDOWN,
+                None,
+                0,
+            )
+            .unwrap();
+        assert!(s.find_vma(g).unwrap().flags & VM_GROWSDOWN != 0);
+        // Ends exactly at the guard gap: accepted. One page into it: ignored (top-down).
+        assert_eq!(
+            s.mmap(g - (1 << 20) - 0x1000, 0x1000, RW, PA, None, 0),
+            Ok(g - (1 << 20) - 0x1000)
+        );
+        let got = s
+            .mmap(g - (1 << 20), 0x1000, PROT_READ, PA, None, 0)
+            .unwrap();
+        assert_eq!(got, 0x7fff_f7ff_f000 - 0x1000);
+    }
+
+    #[test]
+    fn p8_guard_retry_cuts_gaps_below_vmas_inside_the_guard() {
+        // Checked on Linux 6.18: a VMA W inside the 1 MiB guard gap of a GROWSDOWN VMA G. The
+        // highest gap (between W and G) is too small once the guard is applied, so the
+        // search restarts below vm_start_gap(G) — which also cuts the gap right below W.
+        let mut s = space();
+        let top = 0x7fff_f7ff_f000u64;
+        let g = top - 0x1000;
+        s.mmap(g, 0x1000, RW, PA | MAP_FIXED | MAP_GROWSDOWN, None, 0)
+            .unwrap();
+        let w = g - (1 << 20) + 0x1000;
+        s.mmap(w, 0x1000, PROT_WRITE, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(
+            s.mmap(0, 0x2000, RW, PA, None, 0),
+            Ok(g - (1 << 20) - 0x2000)
+        );
+    }
+
+    #[test]
+    fn p9_p11_fallback_and_map_32bit() {
+        let mut s = space();
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, PA | MAP_32BIT, None, 0),
+            Ok(0x4000_0000)
+        );
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, PA | MAP_32BIT, None, 0),
+            Ok(0x4000_1000)
+        );
+        // P9: with everything below mmap_base taken, top-down fails and bottom-up from the
+        // legacy base finds the area above mmap_base.
+        let base = s.layout().mmap_base;
+        s.mmap(
+            0x10000,
+            base - 0x10000,
+            PROT_NONE,
+            PA | MAP_FIXED | MAP_NORESERVE,
+            None,
+            0,
+        )
+        .unwrap();
+        assert_eq!(s.mmap(0, 0x1000, RW, PA, None, 0), Ok(base));
+    }
+}

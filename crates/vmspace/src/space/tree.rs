@@ -502,24 +502,34 @@ impl VmaTree {
         Ok(())
     }
 
-    /// Returns (min_sg, max_end, max_gap) recomputed by brute force for subtree `t`.
+    /// Returns (min_sg, max_end, max_gap) of subtree `t` recomputed from its children (O(n)
+    /// over the whole tree) and compares them with the stored values.
     fn check_at(&self, t: u32, count: &mut usize) -> Result<(u64, u64, u64), String> {
         let n = self.n(t);
         *count += 1;
-        let mut items = Vec::new();
-        self.collect(t, &mut items);
-        for w in items.windows(2) {
-            if w[0].start >= w[1].start {
-                return Err(String::from("unsorted subtree"));
-            }
+        let v = &self.vmas[t as usize];
+        if (n.start, n.end, n.sg) != (v.start, v.end, self.sg(v)) {
+            return Err(alloc::format!("stale node keys at {:#x}", v.start));
         }
-        let min_sg = self.sg(items[0]);
-        let max_end = items[items.len() - 1].end;
-        let max_gap = items
-            .windows(2)
-            .map(|w| self.sg(w[1]).saturating_sub(w[0].end))
-            .max()
-            .unwrap_or(0);
+        let mut min_sg = n.sg;
+        let mut max_end = n.end;
+        let mut max_gap = 0u64;
+        if n.left != NIL {
+            if self.n(n.left).prio > n.prio || self.n(n.left).start >= n.start {
+                return Err(String::from("left child order violated"));
+            }
+            let (lmin, lend, lgap) = self.check_at(n.left, count)?;
+            min_sg = lmin;
+            max_gap = max_gap.max(lgap).max(n.sg.saturating_sub(lend));
+        }
+        if n.right != NIL {
+            if self.n(n.right).prio > n.prio || self.n(n.right).start <= n.start {
+                return Err(String::from("right child order violated"));
+            }
+            let (rmin, rend, rgap) = self.check_at(n.right, count)?;
+            max_end = rend;
+            max_gap = max_gap.max(rgap).max(rmin.saturating_sub(n.end));
+        }
         if (n.min_sg, n.max_end, n.max_gap) != (min_sg, max_end, max_gap) {
             return Err(alloc::format!(
                 "augment mismatch at {:#x}: stored ({:#x},{:#x},{:#x}) real ({:#x},{:#x},{:#x})",
@@ -532,24 +542,7 @@ impl VmaTree {
                 max_gap
             ));
         }
-        for c in [n.left, n.right] {
-            if c != NIL {
-                if self.n(c).prio > n.prio {
-                    return Err(String::from("heap order violated"));
-                }
-                self.check_at(c, count)?;
-            }
-        }
         Ok((min_sg, max_end, max_gap))
-    }
-
-    fn collect<'a>(&'a self, t: u32, out: &mut Vec<&'a Vma>) {
-        if t == NIL {
-            return;
-        }
-        self.collect(self.n(t).left, out);
-        out.push(&self.vmas[t as usize]);
-        self.collect(self.n(t).right, out);
     }
 }
 
