@@ -255,6 +255,11 @@ fn handwritten_traces() {
         for o in all_configs().into_iter().chain(preheap_configs()) {
             cases.push((name.clone(), text.clone(), o));
         }
+        // With `smaps_before` the model also gets the before state's VmFlags.
+        let with_flags = format!("{{\"op\":\"config\",\"smaps_before\":true}}\n{text}");
+        for o in all_configs().into_iter().filter(|o| o.pie != o.legacy) {
+            cases.push((format!("{name}+smaps_before"), with_flags.clone(), o));
+        }
     }
     check_all("traces/", cases);
 }
