@@ -144,7 +144,22 @@ impl AddressSpace {
                 self.mem.zap_private(s, e);
                 return Ok(e);
             }
-            MADV_COLLAPSE => return Ok(e),
+            MADV_COLLAPSE => {
+                // madvise_collapse: thp_vma_allowable_order(TVA_FORCED_COLLAPSE) first, then
+                // success only if every PMD block in [round_up(s), round_down(e)) collapsed
+                // (an empty list counts, a negative one does not). Observed on the reference
+                // (THP "madvise", shmem "never"): only shared anonymous memory passes the first
+                // check, and never-touched blocks do not collapse.
+                let pmd = 2u64 << 20;
+                let hstart = s.div_ceil(pmd) * pmd;
+                let hend = e & !(pmd - 1);
+                let allowed = matches!(v.backing, super::Backing::Shmem { .. })
+                    && v.flags & (VM_NOHUGEPAGE | VM_SPECIAL | VM_HUGETLB) == 0;
+                if !allowed || hstart != hend {
+                    return Err(Errno::EINVAL);
+                }
+                return Ok(e);
+            }
             MADV_GUARD_INSTALL | MADV_GUARD_REMOVE => {
                 if v.flags & (VM_SPECIAL | VM_HUGETLB) != 0
                     || (adv == MADV_GUARD_INSTALL && v.flags & VM_LOCKED != 0)
@@ -244,12 +259,15 @@ impl AddressSpace {
                 return Err(Errno::EINVAL);
             }
             let e = v.end.min(end);
-            let mut beyond = false;
-            let mut first_ok = true;
+            // A guard-region page or a page beyond EOF faults (EFAULT); pages before it
+            // are populated.
+            let guard = self.mem.first_guard(cursor, e);
+            let mut beyond = guard.is_some();
+            let mut first_ok = guard != Some(cursor);
             if v.object().is_some() {
                 let eof_page = self.object_size(&v.backing).div_ceil(4096);
-                beyond = v.pgoff_of(e - 4096) >= eof_page;
-                first_ok = v.pgoff_of(cursor) < eof_page;
+                beyond |= v.pgoff_of(e - 4096) >= eof_page;
+                first_ok &= v.pgoff_of(cursor) < eof_page;
             }
             if write && v.flags & VM_SHARED == 0 && first_ok {
                 self.anon_vma_prepare(v.start);

@@ -37,14 +37,12 @@ impl AddressSpace {
         if vmf & VM_LOCKONFAULT == 0 {
             let end = start.wrapping_add(len);
             if end > start {
-                self.populate(start, end);
-                // __mm_populate fails on inaccessible VMAs: mlock reports ENOMEM.
-                let mut c = start;
-                while let Some(v) = self.tree.intersecting(c, end) {
-                    if !v.is_accessible() && v.flags & (VM_IO | VM_PFNMAP) == 0 {
-                        return Err(Errno::ENOMEM);
-                    }
-                    c = v.end;
+                // __mlock_posix_error_return: EFAULT -> ENOMEM, ENOMEM -> EAGAIN.
+                match self.populate(start, end) {
+                    Err(Errno::EFAULT) => return Err(Errno::ENOMEM),
+                    Err(Errno::ENOMEM) => return Err(Errno::EAGAIN),
+                    Err(e) => return Err(e),
+                    Ok(()) => {}
                 }
             }
         }

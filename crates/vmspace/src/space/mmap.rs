@@ -172,7 +172,8 @@ impl AddressSpace {
             vm_flags & VM_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
         let start = self.mmap_region(file, addr, len, vm_flags, pgoff)?;
         if populate {
-            self.populate(addr, addr + len);
+            // mm_populate ignores errors.
+            let _ = self.populate(addr, addr + len);
         }
         Ok(start)
     }
@@ -278,9 +279,12 @@ impl AddressSpace {
             }
             self.split_vma(first.start, start)?;
         }
-        let mut cursor = start;
-        while let Some(v) = self.tree.intersecting(cursor, end) {
-            let v = v.clone();
+        let mut next = if start > first.start {
+            self.tree.intersecting(start, end).cloned()
+        } else {
+            Some(first)
+        };
+        while let Some(v) = next.take() {
             if v.sealed() {
                 return Err(Errno::EPERM);
             }
@@ -288,10 +292,11 @@ impl AddressSpace {
                 self.split_vma(v.start, end)?;
             }
             out.push(v.start);
-            cursor = v.end.min(end);
+            let cursor = v.end.min(end);
             if cursor >= end {
                 break;
             }
+            next = self.tree.intersecting(cursor, end).cloned();
         }
         Ok(out)
     }

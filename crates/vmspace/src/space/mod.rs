@@ -6,6 +6,15 @@
 //! raw Linux ABI integers; every operation either succeeds or returns the errno Linux would
 //! return, leaving the space as Linux would (including partial changes where Linux makes
 //! them, R4). Nothing here panics on caller input.
+//!
+//! Replaying a Linux trace: build [`SpaceConfig::linux_default`] for the task kind, set
+//! `mmap_min_addr` from `vm.mmap_min_addr`, the rlimits, `overcommit_memory`,
+//! `max_map_count`, `legacy_layout` from the personality, `cap_sys_rawio`/`cap_ipc_lock`
+//! from the uid, then [`AddressSpace::from_snapshot`] with the `before` maps (and smaps
+//! VmFlags when present) and `/proc/self/stat` (start_brk, start_stack, data) plus brk0 as
+//! `ProcStat::brk`. A memfd is a [`FileRef`] with `shmem: true`, `writable: true`, its size,
+//! name `/memfd:trace (deleted)` and dev `(0, 1)`; pass the same `id` to every mmap of it.
+//! Compat (i386-on-x86-64) traces must pass 32-bit-truncated values, as the kernel sees them.
 
 pub mod abi;
 pub mod accounting;

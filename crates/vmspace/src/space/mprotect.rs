@@ -132,7 +132,7 @@ impl AddressSpace {
         self.vm_stat_account(oldflags, nrpages, true);
         self.vm_stat_account(newflags, nrpages, false);
         if oldflags & (VM_WRITE | VM_SHARED | VM_LOCKED) == VM_LOCKED && newflags & VM_WRITE != 0 {
-            self.populate(start, end);
+            let _ = self.populate(start, end);
         }
         Ok(cur)
     }

@@ -142,6 +142,11 @@ impl Memory {
         }
     }
 
+    /// The first guard-region page in `[start, end)`.
+    pub(crate) fn first_guard(&self, start: u64, end: u64) -> Option<u64> {
+        self.guards.range(start..end).next().copied()
+    }
+
     /// Private pages in `[start, end)`.
     pub(crate) fn private_pages_in(&self, start: u64, end: u64) -> u64 {
         self.private.range(start..end).count() as u64
@@ -229,7 +234,23 @@ impl AddressSpace {
             p[off] = value;
             return Ok(None);
         }
-        if let Backing::Special(_) = v.backing {
+        if let Backing::Special(k) = &v.backing {
+            // 6.4: a special mapping page the kernel never provides raises SIGBUS. On the
+            // reference (x86-64 KVM guest, no time namespace) those are [vvar] pages 1 (time
+            // namespace) and 3, and [vvar_vclock] page 1 (Hyper-V clock).
+            let idx = v.pgoff_of(page);
+            let missing = match k {
+                super::SpecialKind::Vvar => idx == 1 || idx == 3,
+                super::SpecialKind::VvarVclock => idx == 1,
+                _ => false,
+            };
+            if missing {
+                return Err(Fault {
+                    signal: Signal::Bus,
+                    code: FaultCode::BusAdrerr,
+                    addr,
+                });
+            }
             return if write { Ok(None) } else { Ok(Some(0)) };
         }
         if write {
@@ -326,29 +347,42 @@ impl AddressSpace {
         true
     }
 
-    /// populate_vma_page_range over `[start, end)`: writable private VMAs take write faults
-    /// (assigning their anon_vma, G8); others read faults (no visible change).
-    pub(crate) fn populate(&mut self, start: u64, end: u64) {
+    /// __mm_populate over `[start, end)`: writable private VMAs take write faults (assigning
+    /// their anon_vma, G8), others read faults. VM_IO/VM_PFNMAP and VM_LOCKONFAULT VMAs are
+    /// skipped. Fails with EFAULT at an inaccessible VMA or a page beyond EOF (the pages
+    /// before it stay populated); callers that ignore errors (mmap) drop the result.
+    pub(crate) fn populate(&mut self, start: u64, end: u64) -> Result<(), super::Errno> {
         let mut cursor = start;
         while let Some(v) = self.tree.intersecting(cursor, end) {
             let v = v.clone();
+            let (s, e) = (cursor.max(v.start), v.end.min(end));
             cursor = v.end;
-            if v.flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) != 0 || !v.is_accessible() {
+            if v.flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) != 0 {
                 continue;
             }
-            if v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE {
-                if v.object().is_some() {
-                    let size = self.object_size(&v.backing);
-                    if v.pgoff_of(start.max(v.start)) >= size.div_ceil(4096) {
-                        continue;
-                    }
+            if !v.is_accessible() {
+                return Err(super::Errno::EFAULT);
+            }
+            let mut ok_until = self.mem.first_guard(s, e).unwrap_or(e);
+            if v.object().is_some() {
+                let eof_page = self.object_size(&v.backing).div_ceil(4096);
+                let mut p = s;
+                while p < ok_until && v.pgoff_of(p) < eof_page {
+                    p += 4096;
                 }
+                ok_until = p;
+            }
+            if v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE && ok_until > s {
                 self.anon_vma_prepare(v.start);
+            }
+            if ok_until < e {
+                return Err(super::Errno::EFAULT);
             }
             if cursor >= end {
                 break;
             }
         }
+        Ok(())
     }
 }
 
