@@ -4,8 +4,8 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
-mod ptdump;
 mod gen_trace;
+mod ptdump;
 mod replay;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
