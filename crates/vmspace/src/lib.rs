@@ -5,14 +5,14 @@
 //! - [`addr`]: typed virtual and physical addresses, pages, frames, ranges, checked arithmetic.
 //! - [`phys`]: physical memory — the [`phys::PhysMem`] seam, emulated RAM, the buddy frame
 //!   allocator with per-frame reference counts.
-//! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
-//!   touches, /proc/pid/maps) — feature `alloc`.
-//! - [`fault`]: the page-fault handler (demand-zero, copy-on-write, stack growth, SIGSEGV /
-//!   SIGBUS classification) and `Mm`, a space whose page table follows its VMAs, with fork.
 //! - [`arch`]: what differs per MMU — `I386` (2-level, recursive page directory) and
 //!   `X86_64` (4-level): address width, user/kernel split, entry encodings bit-exact to the SDM.
 //! - [`paging`]: one generic page-table walker over `arch` — map, unmap, protect, translate,
 //!   by page or by range — with TLB-flush tokens.
+//! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
+//!   touches, /proc/pid/maps) — feature `alloc`.
+//! - [`fault`]: the page-fault handler (demand-zero, copy-on-write, stack growth, SIGSEGV /
+//!   SIGBUS classification) and `Mm`, a space whose page table follows its VMAs, with fork.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds

@@ -28,14 +28,14 @@ pub struct BenchArgs {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Group {
-    /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
-    Space,
     /// Order-0 frame allocation on a fragmented 1,000,000-frame pool, against
     /// `buddy_system_allocator`.
     Frames,
     /// Mapping, translating and unmapping 1 GiB in 4 KiB pages on i386 and x86-64: range
     /// operations against page-at-a-time.
     Paging,
+    /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
+    Space,
     /// The simulated CPU and fault handler: TLB-hit translation, demand-zero and COW faults
     /// against memset/memcpy of a 4 KiB page.
     Fault,
@@ -100,9 +100,9 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 /// Runs a group and prints its records.
 pub fn run(args: BenchArgs) -> Result<(), String> {
     let records = match args.group {
-        Group::Space => space::run(args.scale)?,
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
+        Group::Space => space::run(args.scale)?,
         Group::Fault => fault::run(args.scale)?,
     };
     print_records(&records, args.json);

@@ -34,7 +34,9 @@ impl AddressSpace {
             return Err(Errno::ENOMEM);
         }
         self.apply_vma_lock_flags(start, len, vmf)?;
-        if vmf & VM_LOCKONFAULT == 0 {
+        // __mm_populate runs for mlock2(MLOCK_ONFAULT) too; it skips VM_LOCKONFAULT VMAs but
+        // not the ones mlock leaves unlocked (hugetlb, special).
+        {
             let end = start.wrapping_add(len);
             if end > start {
                 // __mlock_posix_error_return: EFAULT -> ENOMEM, ENOMEM -> EAGAIN.

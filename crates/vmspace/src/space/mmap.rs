@@ -4,7 +4,7 @@
 use super::abi::*;
 use super::merge::Proposal;
 use super::vma::{flags::*, Backing, Vma};
-use super::{AddressSpace, Errno, FileRef, SHMEM_OBJ_BIT};
+use super::{AddressSpace, Errno, FileRef, HUGETLB_FILE_BIT, SHMEM_OBJ_BIT};
 
 /// MAX_LFS_FILESIZE.
 const MAX_LFS_FILESIZE: u64 = i64::MAX as u64;
@@ -38,12 +38,26 @@ impl AddressSpace {
             if file.is_some() {
                 return Err(Errno::EINVAL);
             }
-            // No huge pages are reserved on the reference: hugetlbfs cannot back the mapping.
-            return if len == 0 {
-                Err(Errno::EINVAL)
-            } else {
-                Err(Errno::ENOMEM)
+            // ksys_mmap_pgoff: an anonymous hugetlbfs file of the requested huge page size
+            // (MAP_HUGE_SHIFT bits; default 2 MiB), length rounded up to it.
+            let hsize: u64 = match (flags >> 26) & 0x3f {
+                0 | 21 => 2 << 20,
+                30 => 1 << 30,
+                _ => return Err(Errno::EINVAL),
             };
+            let len = len.wrapping_add(hsize - 1) & !(hsize - 1);
+            let id = HUGETLB_FILE_BIT | self.new_id();
+            let f = FileRef {
+                id,
+                size: len,
+                name: alloc::string::String::from("/anon_hugepage (deleted)"),
+                dev: (0, if hsize == 1 << 30 { 0x12 } else { 0x11 }),
+                inode: id & 0xffff_ffff,
+                writable: true,
+                shmem: false,
+            };
+            self.hugetlb.insert(id, hsize);
+            return self.do_mmap(Some(f), addr, len, prot, flags, pgoff);
         }
         self.do_mmap(file, addr, len, prot, flags, pgoff)
     }
@@ -165,8 +179,15 @@ impl AddressSpace {
                 _ => return Err(Errno::EINVAL),
             },
         }
-        if flags & MAP_NORESERVE != 0 && self.cfg.overcommit_memory != 2 {
+        let hugetlb = file
+            .as_ref()
+            .is_some_and(|f| self.hugetlb.contains_key(&f.id));
+        // hugetlbfs always honours MAP_NORESERVE (strict reservation otherwise).
+        if flags & MAP_NORESERVE != 0 && (self.cfg.overcommit_memory != 2 || hugetlb) {
             vm_flags |= VM_NORESERVE;
+        }
+        if hugetlb {
+            vm_flags |= VM_HUGETLB | VM_DONTEXPAND;
         }
         let populate =
             vm_flags & VM_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
@@ -203,8 +224,14 @@ impl AddressSpace {
         if !self.may_expand_vm(vm_flags, pglen - nr_pages.min(pglen)) {
             return Err(Errno::ENOMEM);
         }
+        if vm_flags & VM_HUGETLB != 0 && vm_flags & VM_NORESERVE == 0 {
+            // hugetlbfs_file_mmap cannot reserve huge pages (none on the reference). The
+            // replaced range stays unmapped, as Linux leaves a gap on this late failure.
+            self.remove_vmas(&gathered);
+            return Err(Errno::ENOMEM);
+        }
         let mut transferred = false;
-        if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE) == VM_WRITE {
+        if vm_flags & (VM_NORESERVE | VM_SHARED | VM_WRITE | VM_HUGETLB) == VM_WRITE {
             let charged = pglen.saturating_sub(nr_accounted);
             if charged > 0 && !self.vm_enough_memory(charged) {
                 return Err(Errno::ENOMEM);
@@ -279,9 +306,12 @@ impl AddressSpace {
             }
             self.split_vma(first.start, start)?;
         }
-        let mut cursor = start;
-        while let Some(v) = self.tree.intersecting(cursor, end) {
-            let v = v.clone();
+        let mut next = if start > first.start {
+            self.tree.intersecting(start, end).cloned()
+        } else {
+            Some(first)
+        };
+        while let Some(v) = next.take() {
             if v.sealed() {
                 return Err(Errno::EPERM);
             }
@@ -289,10 +319,11 @@ impl AddressSpace {
                 self.split_vma(v.start, end)?;
             }
             out.push(v.start);
-            cursor = v.end.min(end);
+            let cursor = v.end.min(end);
             if cursor >= end {
                 break;
             }
+            next = self.tree.intersecting(cursor, end).cloned();
         }
         Ok(out)
     }
@@ -401,5 +432,44 @@ mod tests {
         assert!(!s.render_maps().contains("[heap]"));
         s.brk(0x60_1000);
         assert_eq!(s.render_maps().matches("[heap]").count(), 1);
+    }
+
+    #[test]
+    fn hugetlb_without_pages() {
+        // Observed on Linux 6.18 with nr_hugepages = 0: only MAP_NORESERVE mappings succeed,
+        // 2 MiB aligned and rounded; touching them raises SIGBUS; splits must be aligned.
+        let mut s = space();
+        let h = MAP_HUGETLB | PA;
+        assert_eq!(s.mmap(0, 0x1000, RW, h, None, 0), Err(Errno::ENOMEM));
+        let a = s.mmap(0, 0x1000, RW, h | MAP_NORESERVE, None, 0).unwrap();
+        assert_eq!(a % (2 << 20), 0);
+        assert_eq!(s.find_vma(a).unwrap().len(), 2 << 20);
+        assert_eq!(
+            s.mmap(
+                0x2000_1000,
+                0x1000,
+                RW,
+                h | MAP_NORESERVE | MAP_FIXED,
+                None,
+                0
+            ),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(
+            s.touch(a, false, 0).unwrap_err().signal,
+            super::super::Signal::Bus
+        );
+        assert_eq!(s.munmap(a, 0x1000), Err(Errno::EINVAL));
+        assert_eq!(s.mprotect(a, 0x1000, PROT_READ), Err(Errno::EINVAL));
+        assert_eq!(
+            s.mremap(a, 2 << 20, 4 << 20, MREMAP_MAYMOVE, 0),
+            Err(Errno::EINVAL)
+        );
+        assert_eq!(s.mlock(a, 2 << 20, 0), Err(Errno::ENOMEM));
+        assert!(s.render_maps().contains("/anon_hugepage (deleted)"));
+        assert_eq!(
+            s.mmap(0, 0x1000, RW, h | MAP_NORESERVE | (5 << 26), None, 0),
+            Err(Errno::EINVAL)
+        );
     }
 }

@@ -6,6 +6,15 @@
 //! raw Linux ABI integers; every operation either succeeds or returns the errno Linux would
 //! return, leaving the space as Linux would (including partial changes where Linux makes
 //! them, R4). Nothing here panics on caller input.
+//!
+//! Replaying a Linux trace: build [`SpaceConfig::linux_default`] for the task kind, set
+//! `mmap_min_addr` from `vm.mmap_min_addr`, the rlimits, `overcommit_memory`,
+//! `max_map_count`, `legacy_layout` from the personality, `cap_sys_rawio`/`cap_ipc_lock`
+//! from the uid, then [`AddressSpace::from_snapshot`] with the `before` maps (and smaps
+//! VmFlags when present) and `/proc/self/stat` (start_brk, start_stack, data) plus brk0 as
+//! `ProcStat::brk`. A memfd is a [`FileRef`] with `shmem: true`, `writable: true`, its size,
+//! name `/memfd:trace (deleted)` and dev `(0, 1)`; pass the same `id` to every mmap of it.
+//! Compat (i386-on-x86-64) traces must pass 32-bit-truncated values, as the kernel sees them.
 
 pub mod abi;
 pub mod accounting;
@@ -64,6 +73,8 @@ pub struct FileRef {
 
 /// Shared anonymous objects get ids with this bit so they never collide with file ids.
 pub(crate) const SHMEM_OBJ_BIT: u64 = 1 << 63;
+/// Anonymous hugetlbfs files (MAP_HUGETLB) get ids with this bit.
+pub(crate) const HUGETLB_FILE_BIT: u64 = 1 << 61;
 
 /// A process address space with Linux 6.18 semantics.
 #[derive(Clone, Debug)]
@@ -76,6 +87,8 @@ pub struct AddressSpace {
     pub(crate) files: BTreeMap<u64, FileRef>,
     /// Size in bytes of each shared anonymous object.
     pub(crate) shmem_size: BTreeMap<u64, u64>,
+    /// Huge page size of each anonymous hugetlbfs file.
+    pub(crate) hugetlb: BTreeMap<u64, u64>,
     pub(crate) next_id: u64,
     pub(crate) start_brk: u64,
     pub(crate) brk: u64,
@@ -100,6 +113,7 @@ impl AddressSpace {
             mem: Memory::default(),
             files: BTreeMap::new(),
             shmem_size: BTreeMap::new(),
+            hugetlb: BTreeMap::new(),
             next_id: 1,
             start_brk: 0,
             brk: 0,
@@ -206,12 +220,24 @@ impl AddressSpace {
         if v.is_special_mapping() {
             return Err(Errno::EINVAL);
         }
+        // hugetlb_vm_op_split: only at huge page boundaries.
+        if v.flags & VM_HUGETLB != 0 && at % self.huge_page_size(&v) != 0 {
+            return Err(Errno::EINVAL);
+        }
         self.tree.update(vstart, |x| x.end = at);
         let mut right = v;
         right.pgoff = right.pgoff.wrapping_add((at - vstart) >> 12);
         right.start = at;
         self.tree.insert(right);
         Ok(())
+    }
+
+    /// Huge page size of a VM_HUGETLB VMA (2 MiB unless its file says otherwise).
+    pub(crate) fn huge_page_size(&self, v: &Vma) -> u64 {
+        match v.backing {
+            Backing::File { id } => self.hugetlb.get(&id).copied().unwrap_or(2 << 20),
+            _ => 2 << 20,
+        }
     }
 
     /// split_vma: as [`Self::split_vma`] but refuses with ENOMEM when map_count is at the limit.

@@ -131,6 +131,17 @@ impl AddressSpace {
         if v.sealed() {
             return Err(Errno::EPERM);
         }
+        // align_hugetlb: hugetlb addresses must be huge-page aligned.
+        if v.flags & VM_HUGETLB != 0 {
+            let h = self.huge_page_size(v);
+            if r.addr & (h - 1) != 0 || (r.implies_new_addr() && r.new_addr & (h - 1) != 0) {
+                return Err(Errno::EINVAL);
+            }
+            // Observed on 6.18: hugetlb mappings cannot grow (EINVAL, not EFAULT).
+            if r.new_len > r.old_len {
+                return Err(Errno::EINVAL);
+            }
+        }
         if r.flags & MREMAP_DONTUNMAP != 0 && v.flags & (VM_DONTEXPAND | VM_PFNMAP) != 0 {
             return Err(Errno::EINVAL);
         }
@@ -326,10 +337,23 @@ impl AddressSpace {
             self.acct.locked_vm += r.new_len >> PAGE_SHIFT;
         }
         if dontunmap {
-            if let Some(src) = self.tree.containing(r.addr).map(|x| x.start) {
-                self.tree.update(src, |x| x.flags &= !VM_LOCKED_MASK);
+            // dontunmap_complete: the source loses VM_LOCKED* (6.18 keeps VM_ACCOUNT); when the
+            // whole VMA moved (and did not merge into the destination) its anon_vma is
+            // unlinked, so it merges and moves like a never-written VMA again (G14, G17).
+            if let Some(src) = self.tree.containing(r.addr).map(|x| (x.start, x.end)) {
+                let whole = src == (r.addr, old_end);
+                self.tree.update(src.0, |x| {
+                    x.flags &= !VM_LOCKED_MASK;
+                    if whole {
+                        x.anon_vma = None;
+                        x.forked = false;
+                    }
+                });
             }
             let _ = charged;
+        } else if r.old_len == 0 {
+            // Duplicating shared memory (old_len 0): unmap_source_vma's do_munmap of zero bytes
+            // fails with EINVAL, which mremap ignores, so the source stays whole.
         } else {
             // The source's charge moves with it: unmapping must not release it.
             let mut acct = 0;

@@ -23,7 +23,22 @@ impl AddressSpace {
             return Err(Errno::ENOMEM);
         }
         let pgoff = if file.is_some() { pgoff } else { 0 };
+        let huge = file.and_then(|f| self.hugetlb.get(&f.id).copied());
         let got = match file {
+            // hugetlb_get_unmapped_area: length and MAP_FIXED address must be huge-page
+            // aligned, the hint is rounded up, the search aligns to the huge page.
+            Some(_) if huge.is_some() => {
+                let h = huge.unwrap_or(PMD_SIZE);
+                if len & (h - 1) != 0 || (flags & MAP_FIXED != 0 && addr & (h - 1) != 0) {
+                    return Err(Errno::EINVAL);
+                }
+                let hint = if addr != 0 {
+                    addr.checked_add(h - 1).map_or(0, |a| a & !(h - 1))
+                } else {
+                    0
+                };
+                self.mm_get_unmapped_area_aligned(hint, len, flags, h - 1)
+            }
             // P1: ext4/xfs-like files go through thp_get_unmapped_area (P15); shmem plain.
             Some(f) if !f.shmem => {
                 match self.thp_get_unmapped_area(addr, len, pgoff << 12, flags) {
@@ -88,16 +103,27 @@ impl AddressSpace {
         len: u64,
         flags: u64,
     ) -> Result<u64, Errno> {
+        self.mm_get_unmapped_area_aligned(addr, len, flags, 0)
+    }
+
+    /// mm_get_unmapped_area with vm_unmapped_area's `align_mask` (hugetlbfs files).
+    fn mm_get_unmapped_area_aligned(
+        &self,
+        addr: u64,
+        len: u64,
+        flags: u64,
+        align: u64,
+    ) -> Result<u64, Errno> {
         if self.layout.generic {
             if self.layout.topdown {
-                self.generic_topdown(addr, len, flags)
+                self.generic_topdown(addr, len, flags, align)
             } else {
-                self.generic_bottomup(addr, len, flags)
+                self.generic_bottomup(addr, len, flags, align)
             }
         } else if self.layout.topdown {
-            self.arch_topdown(addr, len, flags)
+            self.arch_topdown(addr, len, flags, align)
         } else {
-            self.arch_bottomup(addr, len, flags)
+            self.arch_bottomup(addr, len, flags, align)
         }
     }
 
@@ -105,9 +131,16 @@ impl AddressSpace {
     /// the VMA above it is VM_GROWSDOWN and its guard gap reaches into the gap, the search
     /// restarts with `high` lowered to that VMA's `vm_start_gap` (which may also cut off
     /// gaps below other VMAs inside the guard gap, as in Linux).
-    pub(crate) fn search_topdown(&self, low: u64, mut high: u64, len: u64) -> Option<u64> {
+    pub(crate) fn search_topdown(
+        &self,
+        low: u64,
+        mut high: u64,
+        len: u64,
+        align: u64,
+    ) -> Option<u64> {
+        let length = len.checked_add(align)?;
         loop {
-            let gap_end = self.tree.highest_gap_end(low, high, len)?;
+            let gap_end = self.tree.highest_gap_end(low, high, length)?;
             if let Some(next) = self.tree.find(gap_end) {
                 let sg = self.vm_start_gap(next);
                 if next.flags & super::vma::flags::VM_GROWSDOWN != 0 && sg < gap_end {
@@ -115,19 +148,28 @@ impl AddressSpace {
                     continue;
                 }
             }
-            return Some(gap_end - len);
+            let gap = gap_end - len;
+            return Some(gap - (gap & align));
         }
     }
 
     /// unmapped_area (P12): the lowest raw gap in `[low, high)` holding `len`; when the VMA
     /// above is VM_GROWSDOWN and the mapping would reach into its guard gap, the search
     /// restarts above that VMA.
-    pub(crate) fn search_bottomup(&self, mut low: u64, high: u64, len: u64) -> Option<u64> {
+    pub(crate) fn search_bottomup(
+        &self,
+        mut low: u64,
+        high: u64,
+        len: u64,
+        align: u64,
+    ) -> Option<u64> {
+        let length = len.checked_add(align)?;
         loop {
-            let gap = self.tree.lowest_gap_start(low, high, len)?;
-            if let Some(next) = self.tree.find(gap) {
+            let start = self.tree.lowest_gap_start(low, high, length)?;
+            let gap = start + (start.wrapping_neg() & align);
+            if let Some(next) = self.tree.find(start) {
                 if next.flags & super::vma::flags::VM_GROWSDOWN != 0
-                    && self.vm_start_gap(next) < (gap + len).saturating_sub(1)
+                    && self.vm_start_gap(next) < (gap + length).saturating_sub(1)
                 {
                     low = next.end;
                     continue;
@@ -152,7 +194,7 @@ impl AddressSpace {
     }
 
     /// arch_get_unmapped_area_topdown (arch/x86/kernel/sys_x86_64.c; P6, P8, P9).
-    fn arch_topdown(&self, addr0: u64, len: u64, flags: u64) -> Result<u64, Errno> {
+    fn arch_topdown(&self, addr0: u64, len: u64, flags: u64, align: u64) -> Result<u64, Errno> {
         let ts = self.layout.task_size;
         if len > ts {
             return Err(Errno::ENOMEM);
@@ -162,7 +204,7 @@ impl AddressSpace {
         }
         let is32 = self.layout.is32;
         if !is32 && flags & MAP_32BIT != 0 {
-            return self.arch_bottomup(addr0, len, flags);
+            return self.arch_bottomup(addr0, len, flags, align);
         }
         if addr0 != 0 {
             let addr = addr0 & !(PAGE_SIZE - 1);
@@ -178,15 +220,15 @@ impl AddressSpace {
             PAGE_SIZE
         };
         let low = self.low_limit(low);
-        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len) {
+        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len, align) {
             return Ok(addr);
         }
         // P9: fall back to bottom-up, hint included.
-        self.arch_bottomup(addr0, len, flags)
+        self.arch_bottomup(addr0, len, flags, align)
     }
 
     /// arch_get_unmapped_area (bottom-up; P7, P11, P12).
-    fn arch_bottomup(&self, addr: u64, len: u64, flags: u64) -> Result<u64, Errno> {
+    fn arch_bottomup(&self, addr: u64, len: u64, flags: u64, align: u64) -> Result<u64, Errno> {
         if flags & MAP_FIXED != 0 {
             return Ok(addr);
         }
@@ -205,7 +247,7 @@ impl AddressSpace {
                 }
             }
         }
-        self.search_bottomup(self.low_limit(begin), end, len)
+        self.search_bottomup(self.low_limit(begin), end, len, align)
             .ok_or(Errno::ENOMEM)
     }
 
@@ -218,7 +260,7 @@ impl AddressSpace {
     }
 
     /// generic_get_unmapped_area_topdown (mm/mmap.c), used by native i386 kernels.
-    fn generic_topdown(&self, addr: u64, len: u64, flags: u64) -> Result<u64, Errno> {
+    fn generic_topdown(&self, addr: u64, len: u64, flags: u64, align: u64) -> Result<u64, Errno> {
         let mmap_end = self.layout.task_size;
         if len > mmap_end.saturating_sub(self.min_addr()) {
             return Err(Errno::ENOMEM);
@@ -230,15 +272,20 @@ impl AddressSpace {
             return Ok(a);
         }
         let low = self.low_limit(PAGE_SIZE);
-        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len) {
+        if let Some(addr) = self.search_topdown(low, self.layout.mmap_base, len, align) {
             return Ok(addr);
         }
-        self.search_bottomup(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
-            .ok_or(Errno::ENOMEM)
+        self.search_bottomup(
+            self.low_limit(self.layout.mmap_legacy_base),
+            mmap_end,
+            len,
+            align,
+        )
+        .ok_or(Errno::ENOMEM)
     }
 
     /// generic_get_unmapped_area (bottom-up), native i386.
-    fn generic_bottomup(&self, addr: u64, len: u64, flags: u64) -> Result<u64, Errno> {
+    fn generic_bottomup(&self, addr: u64, len: u64, flags: u64, align: u64) -> Result<u64, Errno> {
         let mmap_end = self.layout.task_size;
         if len > mmap_end.saturating_sub(self.min_addr()) {
             return Err(Errno::ENOMEM);
@@ -249,8 +296,13 @@ impl AddressSpace {
         if let Some(a) = self.generic_hint(addr, len, mmap_end) {
             return Ok(a);
         }
-        self.search_bottomup(self.low_limit(self.layout.mmap_legacy_base), mmap_end, len)
-            .ok_or(Errno::ENOMEM)
+        self.search_bottomup(
+            self.low_limit(self.layout.mmap_legacy_base),
+            mmap_end,
+            len,
+            align,
+        )
+        .ok_or(Errno::ENOMEM)
     }
 }
 

@@ -56,11 +56,9 @@ fn guess_flags(v: &SnapshotVma) -> u64 {
     }
     match v.name.as_str() {
         "[stack]" => f |= VM_GROWSDOWN | VM_ACCOUNT,
-        "[vvar]" => {
-            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_MIXEDMAP | VM_DONTEXPAND;
-        }
-        "[vvar_vclock]" => {
-            f = VM_READ | VM_MAYREAD | VM_IO | VM_DONTDUMP | VM_PFNMAP | VM_DONTEXPAND;
+        // smaps on the reference: "rd mr pf io de dd" for both.
+        "[vvar]" | "[vvar_vclock]" => {
+            f = VM_READ | VM_MAYREAD | VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP;
         }
         "[vdso]" => f = VM_READ | VM_EXEC | VM_MAYREAD | VM_MAYWRITE | VM_MAYEXEC | VM_DONTEXPAND,
         _ => {
@@ -146,10 +144,16 @@ impl AddressSpace {
             if matches!(backing, Backing::Special(_)) {
                 flags |= VM_DONTEXPAND;
             }
-            let pgoff = match backing {
+            let mut pgoff = match backing {
                 Backing::Anon => sv.start >> 12,
                 _ => sv.offset >> 12,
             };
+            // L14/L15: the stack is built below STACK_TOP_MAX (the 64-bit top) and moved
+            // down to a compat task's stack top keeping its pgoff, so a compat stack's pgoff
+            // is not start >> 12 (and it never merges with an adjacent new mapping, G4).
+            if sv.name == "[stack]" && s.cfg.kind == super::TaskKind::Compat32 {
+                pgoff += (super::layout::TASK_SIZE_64 - super::layout::TASK_SIZE_COMPAT) >> 12;
+            }
             let written = !shared
                 && !matches!(backing, Backing::Special(_))
                 && (flags & (VM_WRITE | VM_ACCOUNT) != 0);
@@ -230,8 +234,40 @@ mod tests {
         s.check_invariants().unwrap();
         // L19: special mappings refuse partial munmap.
         assert_eq!(s.munmap(0x7fff_f7ff_9000, 0x1000), Err(Errno::EINVAL));
+        // 6.4: vvar pages the kernel does not provide raise SIGBUS; vdso is read-only.
+        let e = s.touch(0x7fff_f7ff_a000, false, 0).unwrap_err();
+        assert_eq!(e.signal, super::super::Signal::Bus);
+        assert_eq!(s.touch(0x7fff_f7ff_9000, false, 0), Ok(Some(0)));
+        assert_eq!(
+            s.touch(0x7fff_f7ff_d000, true, 1).unwrap_err().code,
+            super::super::FaultCode::SegvAccerr
+        );
         // The stack grows (S4).
         assert_eq!(s.touch(0x7fff_fffd_d000, true, 1), Ok(None));
         assert!(s.find_vma(0x7fff_fffd_d000).is_some());
+    }
+
+    #[test]
+    fn g4_stack_pgoff_decides_merge_below_stack() {
+        // Observed on Linux 6.18: a MAP_FIXED|MAP_GROWSDOWN page right below [stack] merges
+        // into it for a 64-bit task but not for a compat task (relocated stack keeps pgoff).
+        let flags = super::super::abi::MAP_PRIVATE
+            | super::super::abi::MAP_ANONYMOUS
+            | super::super::abi::MAP_FIXED
+            | super::super::abi::MAP_GROWSDOWN;
+        for (kind, top, merged) in [
+            (TaskKind::X86_64, 0x7fff_ffff_f000u64, true),
+            (TaskKind::Compat32, 0xffff_e000u64, false),
+        ] {
+            let vmas = [line(top - 0x21000, top, b"rw-p", 0, "[stack]")];
+            let stat = ProcStat {
+                start_stack: top - 0x100,
+                ..Default::default()
+            };
+            let mut s = AddressSpace::from_snapshot(SpaceConfig::linux_default(kind), &vmas, &stat)
+                .unwrap();
+            s.mmap(top - 0x22000, 0x1000, 3, flags, None, 0).unwrap();
+            assert_eq!(s.map_count() == 1, merged, "{kind:?}");
+        }
     }
 }

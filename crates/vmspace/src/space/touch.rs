@@ -202,6 +202,14 @@ impl AddressSpace {
         if self.mem.guards.contains(&page) {
             return Err(Fault::segv(FaultCode::SegvMaperr, addr));
         }
+        if v.flags & VM_HUGETLB != 0 {
+            // No huge page can be allocated on the reference (nr_hugepages = 0).
+            return Err(Fault {
+                signal: Signal::Bus,
+                code: FaultCode::BusAdrerr,
+                addr,
+            });
+        }
         let obj = v.object();
         if let Some(o) = obj {
             // 6.4: a page wholly beyond EOF raises SIGBUS.
@@ -241,7 +249,23 @@ impl AddressSpace {
             p[off] = value;
             return Ok(None);
         }
-        if let Backing::Special(_) = v.backing {
+        if let Backing::Special(k) = &v.backing {
+            // 6.4: a special mapping page the kernel never provides raises SIGBUS. On the
+            // reference (x86-64 KVM guest, no time namespace) those are [vvar] pages 1 (time
+            // namespace) and 3, and [vvar_vclock] page 1 (Hyper-V clock).
+            let idx = v.pgoff_of(page);
+            let missing = match k {
+                super::SpecialKind::Vvar => idx == 1 || idx == 3,
+                super::SpecialKind::VvarVclock => idx == 1,
+                _ => false,
+            };
+            if missing {
+                return Err(Fault {
+                    signal: Signal::Bus,
+                    code: FaultCode::BusAdrerr,
+                    addr,
+                });
+            }
             return if write { Ok(None) } else { Ok(Some(0)) };
         }
         if write {
@@ -351,7 +375,8 @@ impl AddressSpace {
             if v.flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) != 0 {
                 continue;
             }
-            if !v.is_accessible() {
+            if !v.is_accessible() || v.flags & VM_HUGETLB != 0 {
+                // PROT_NONE cannot be faulted in; hugetlb has no huge pages to fault in.
                 return Err(super::Errno::EFAULT);
             }
             let mut ok_until = self.mem.first_guard(s, e).unwrap_or(e);

@@ -14,14 +14,16 @@ use alloc::vec::Vec;
 
 const NIL: u32 = u32::MAX;
 
+/// One tree node: exactly one cache line, the fields a lookup reads first.
 #[derive(Clone, Debug)]
+#[repr(C, align(64))]
 struct Node {
     start: u64,
     end: u64,
-    /// vm_start_gap of this VMA.
-    sg: u64,
     left: u32,
     right: u32,
+    /// vm_start_gap of this VMA.
+    sg: u64,
     prio: u64,
     min_sg: u64,
     max_end: u64,
@@ -39,6 +41,9 @@ pub struct VmaTree {
     len: usize,
     guard: u64,
     seed: u64,
+    /// Slot of the last VMA `find` returned (like the old per-mm vmacache). Always safe to
+    /// consult: a freed slot holds an empty range, a reused slot a live VMA.
+    last: core::cell::Cell<u32>,
 }
 
 fn splitmix(x: &mut u64) -> u64 {
@@ -60,6 +65,7 @@ impl VmaTree {
             len: 0,
             guard,
             seed: 0x5eed,
+            last: core::cell::Cell::new(NIL),
         }
     }
 
@@ -208,6 +214,9 @@ impl VmaTree {
         if s == key {
             let (l, r) = (self.n(t).left, self.n(t).right);
             let m = self.merge(l, r);
+            let node = &mut self.nodes[t as usize];
+            node.start = 0;
+            node.end = 0;
             *out = Some(core::mem::replace(
                 &mut self.vmas[t as usize],
                 Vma {
@@ -274,11 +283,36 @@ impl VmaTree {
     /// Changes the VMA starting at `start` in place. `f` may move its start/end as long as the
     /// VMA stays between its neighbours. Returns whether the VMA existed.
     pub fn update(&mut self, start: u64, mut f: impl FnMut(&mut Vma)) -> bool {
-        self.update_at(self.root, start, &mut f)
+        // Fast path: when the range and gap-adjusted start stay the same (flags, pgoff,
+        // anon_vma changes), no augmented value changes, so no walk back up is needed.
+        let slot = match self.find(start) {
+            Some(v) if v.start == start => self.last.get(),
+            _ => return false,
+        };
+        let mut v = self.vmas[slot as usize].clone();
+        f(&mut v);
+        let n = self.n(slot);
+        if v.start == n.start && v.end == n.end && self.sg(&v) == n.sg {
+            self.vmas[slot as usize] = v;
+            return true;
+        }
+        let mut v = Some(v);
+        self.update_at(self.root, start, &mut |x: &mut Vma| {
+            if let Some(nv) = v.take() {
+                *x = nv;
+            }
+        })
     }
 
     /// find_vma: the first VMA with `end > addr`.
     pub fn find(&self, addr: u64) -> Option<&Vma> {
+        let c = self.last.get();
+        if c != NIL {
+            let n = self.n(c);
+            if n.start <= addr && addr < n.end {
+                return Some(&self.vmas[c as usize]);
+            }
+        }
         let mut t = self.root;
         let mut best = NIL;
         while t != NIL {
@@ -292,6 +326,9 @@ impl VmaTree {
             } else {
                 t = n.right;
             }
+        }
+        if best != NIL {
+            self.last.set(best);
         }
         (best != NIL).then(|| &self.vmas[best as usize])
     }
@@ -448,17 +485,18 @@ impl VmaTree {
         if len == 0 || high <= low {
             return None;
         }
-        let (first, last) = match (self.first(), self.last()) {
-            (Some(f), Some(l)) => (f, l),
-            _ => return Self::fit_top(0, u64::MAX, low, high, len),
-        };
-        if let Some(x) = Self::fit_top(last.end, u64::MAX, low, high, len) {
+        if self.root == NIL {
+            return Self::fit_top(0, u64::MAX, low, high, len);
+        }
+        // The root's augment holds the lowest gap-adjusted start and the highest end.
+        let (first_sg, last_end) = (self.n(self.root).min_sg, self.n(self.root).max_end);
+        if let Some(x) = Self::fit_top(last_end, u64::MAX, low, high, len) {
             return Some(x);
         }
         if let Some(x) = self.search_high(self.root, low, high, len) {
             return Some(x);
         }
-        Self::fit_top(0, self.sg(first), low, high, len)
+        Self::fit_top(0, first_sg, low, high, len)
     }
 
     /// Bottom-up search (P12): the start of the lowest free interval, clipped to
@@ -467,17 +505,17 @@ impl VmaTree {
         if len == 0 || high <= low {
             return None;
         }
-        let (first, last) = match (self.first(), self.last()) {
-            (Some(f), Some(l)) => (f, l),
-            _ => return Self::fit_bottom(0, u64::MAX, low, high, len),
-        };
-        if let Some(x) = Self::fit_bottom(0, self.sg(first), low, high, len) {
+        if self.root == NIL {
+            return Self::fit_bottom(0, u64::MAX, low, high, len);
+        }
+        let (first_sg, last_end) = (self.n(self.root).min_sg, self.n(self.root).max_end);
+        if let Some(x) = Self::fit_bottom(0, first_sg, low, high, len) {
             return Some(x);
         }
         if let Some(x) = self.search_low(self.root, low, high, len) {
             return Some(x);
         }
-        Self::fit_bottom(last.end, u64::MAX, low, high, len)
+        Self::fit_bottom(last_end, u64::MAX, low, high, len)
     }
 
     /// Verifies order, non-overlap, the augmented fields and the node count.
