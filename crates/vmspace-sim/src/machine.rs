@@ -281,6 +281,51 @@ impl Machine {
         Ok(pid)
     }
 
+    /// Starts a process over an existing address space (e.g. `AddressSpace::from_snapshot`
+    /// of a traced process, as replay needs): no page is resident yet; the main thread's
+    /// stack is the VM_GROWSDOWN VMA holding the space's stack top, if any.
+    pub fn spawn_from_space(
+        &mut self,
+        arch: ArchKind,
+        space: vmspace::space::AddressSpace,
+    ) -> Result<Pid, SimError> {
+        let asid = self.alloc_asid()?;
+        let top = space
+            .vmas()
+            .filter(|v| v.flags & vmspace::space::vma::flags::VM_GROWSDOWN != 0)
+            .map(|v| v.end)
+            .last()
+            .unwrap_or(space.layout().stack_top);
+        let mm = match arch {
+            ArchKind::X86_64 => Mm::with_space(X86_64, space, &mut self.phys).map(AnyMm::X86_64),
+            ArchKind::I386 => Mm::with_space(I386::new(), space, &mut self.phys).map(AnyMm::I386),
+        };
+        let mm = match mm {
+            Ok(m) => m,
+            Err(_) => {
+                self.free_asids.push(asid);
+                return Err(SimError::OutOfMemory);
+            }
+        };
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.procs.insert(
+            pid,
+            Process {
+                pid,
+                arch,
+                asid,
+                mm,
+                threads: Vec::new(),
+            },
+        );
+        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
+            self.exit(pid);
+            return Err(e);
+        }
+        Ok(pid)
+    }
+
     /// Adds a thread with `stack` and a fresh kernel stack to `pid`.
     fn add_thread(&mut self, pid: Pid, stack: Stack) -> Result<Tid, SimError> {
         let tid = self.next_tid;

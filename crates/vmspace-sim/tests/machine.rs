@@ -476,3 +476,49 @@ fn shared_memory_between_parent_and_child_and_punch() {
     m.exit(c);
     assert_eq!(m.frames_used(), 1);
 }
+
+#[test]
+fn replay_style_touches_on_an_adopted_space() {
+    // What trace replay does: a space built elsewhere, touches by process, smaps after.
+    use vmspace::space::{AddressSpace, SpaceConfig, TaskKind};
+    let mut space = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
+    let top = space.layout().stack_top;
+    space
+        .mmap(
+            top - 0x21000,
+            0x21000,
+            RW,
+            PA | MAP_FIXED | MAP_GROWSDOWN,
+            None,
+            0,
+        )
+        .unwrap();
+    let mut m = machine(16);
+    let p = m.spawn_from_space(ArchKind::X86_64, space).unwrap();
+    let a = m.mmap(p, 0, 0x3000, RW, PA, None, 0).unwrap();
+    assert_eq!(m.touch(p, a, false, 0), Ok(Some(0)));
+    assert_eq!(m.touch(p, a + 0x1000, true, 9), Ok(None));
+    assert_eq!(m.touch(p, a + 0x1000, false, 0), Ok(Some(9)));
+    // Below [stack]: growth, one more resident page there.
+    assert_eq!(m.touch(p, top - 0x22000, true, 1), Ok(None));
+    m.mprotect(p, a + 0x2000, 0x1000, PROT_NONE).unwrap();
+    let f = m
+        .touch(p, a + 0x2000, false, 0)
+        .unwrap_err()
+        .fault()
+        .unwrap();
+    assert_eq!(f.code, FaultCode::SegvAccerr);
+    let sm = m.smaps(p).unwrap();
+    let rss = |s: u64| {
+        sm.iter()
+            .find(|e| e.start <= s && s < e.end)
+            .map(|e| (e.rss_kb, e.anon_kb))
+    };
+    assert_eq!(
+        rss(a),
+        Some((4, 4)),
+        "zero page read is not resident; the write is"
+    );
+    assert_eq!(rss(top - 1), Some((4, 4)));
+    m.check().unwrap();
+}

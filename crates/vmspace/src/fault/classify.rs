@@ -3,7 +3,7 @@
 
 use super::{stack, FaultError};
 use crate::space::vma::flags::*;
-use crate::space::vma::Backing;
+use crate::space::vma::{Backing, SpecialKind};
 use crate::space::{AddressSpace, Fault, FaultCode, Signal};
 
 /// The kind of memory access that faulted.
@@ -68,7 +68,9 @@ pub(crate) fn segv(code: FaultCode, addr: u64) -> FaultError {
 /// - a write to a VMA without VM_WRITE, any access to a VMA with none of R/W/X, an access
 ///   the present entry refuses that is not a write (an instruction fetch from a no-execute
 ///   page) -> SIGSEGV `SEGV_ACCERR` (access_error; reads of write-only VMAs are allowed, R5);
-/// - a page of a file or shared object wholly beyond its end -> SIGBUS `BUS_ADRERR` (6.4).
+/// - a page of a file or shared object wholly beyond its end, any page of a hugetlb mapping
+///   (no huge pages on the reference), a special-mapping page the kernel does not provide
+///   -> SIGBUS `BUS_ADRERR` (6.4; the same rules as `AddressSpace::touch`).
 ///
 /// `present` is the hardware's P bit as the access saw it (a PROT_NONE entry counts as not
 /// present, as Linux's protnone entries are).
@@ -131,10 +133,35 @@ pub fn classify(
         Kind::Object { .. } => space.backing_size(v),
         _ => 0,
     };
+    let v_backing = v.backing.clone();
     let page = addr & !0xfff;
     if space.guard_at(page) {
         // A guard-region marker: handle_pte_marker -> VM_FAULT_SIGSEGV -> SEGV_MAPERR.
         return Err(segv(FaultCode::SegvMaperr, addr));
+    }
+    let bus = || {
+        Err(FaultError::Signal(Fault {
+            signal: Signal::Bus,
+            code: FaultCode::BusAdrerr,
+            addr,
+        }))
+    };
+    if view.flags & VM_HUGETLB != 0 {
+        // No huge page can be allocated on the reference (nr_hugepages = 0), 6.4.
+        return bus();
+    }
+    if let Backing::Special(k) = &v_backing {
+        // 6.4: a special mapping page the kernel never provides ([vvar] pages 1 and 3,
+        // [vvar_vclock] page 1 on the reference: no time namespace, no Hyper-V clock).
+        let idx = view.index_of(page);
+        let missing = match k {
+            SpecialKind::Vvar => idx == 1 || idx == 3,
+            SpecialKind::VvarVclock => idx == 1,
+            _ => false,
+        };
+        if missing {
+            return bus();
+        }
     }
     if let Kind::Object { .. } = kind {
         if view.index_of(page) >= size.div_ceil(4096) {
