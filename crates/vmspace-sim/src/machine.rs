@@ -775,7 +775,7 @@ impl Machine {
                         v.start > addr
                             && addr >= v.start.saturating_sub(gap)
                             && v.flags & vmspace::space::vma::flags::VM_GROWSDOWN != 0
-                            && v.contains(top - 1)
+                            && top.checked_sub(1).is_some_and(|t| v.contains(t))
                     })
                 });
                 if hit && f.code == vmspace::space::FaultCode::SegvMaperr {

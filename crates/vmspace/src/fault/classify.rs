@@ -74,6 +74,7 @@ pub(crate) fn segv(code: FaultCode, addr: u64) -> FaultError {
 ///
 /// `present` is the hardware's P bit as the access saw it (a PROT_NONE entry counts as not
 /// present, as Linux's protnone entries are).
+#[inline]
 pub fn classify(
     space: &mut AddressSpace,
     addr: u64,
@@ -81,59 +82,21 @@ pub fn classify(
     present: bool,
 ) -> Result<VmaView, FaultError> {
     let mut grew = false;
-    let needs_growth = match space.find_vma_above(addr) {
-        None => return Err(segv(FaultCode::SegvMaperr, addr)),
-        Some(v) => v.start > addr,
-    };
-    if needs_growth {
+    let mut found = lookup(space, addr, access, present);
+    if let Err(Lookup::Below(start)) = found {
         // F1: below a VM_GROWSDOWN VMA the stack may grow (any distance, since 4.20).
-        let start = space.find_vma_above(addr).map_or(0, |v| v.start);
         if !stack::grow(space, start, addr) {
             return Err(segv(FaultCode::SegvMaperr, addr));
         }
         grew = true;
+        found = lookup(space, addr, access, present);
     }
-    let v = match space.find_vma_above(addr) {
-        Some(v) if v.start <= addr => v,
-        _ => return Err(segv(FaultCode::SegvMaperr, addr)),
+    let (mut view, size, v_backing) = match found {
+        Ok(x) => x,
+        Err(Lookup::Fail(e)) => return Err(e),
+        Err(Lookup::Below(_)) => return Err(segv(FaultCode::SegvMaperr, addr)),
     };
-    // F3: access_error().
-    let denied = match access {
-        Access::Write => v.flags & VM_WRITE == 0,
-        _ if present => true,
-        _ => !v.is_accessible(),
-    };
-    if denied {
-        return Err(segv(FaultCode::SegvAccerr, addr));
-    }
-    let kind = match &v.backing {
-        Backing::Anon => Kind::Anon,
-        Backing::Special(_) => Kind::Special,
-        Backing::Shmem { obj } => Kind::Object {
-            obj: *obj,
-            shmem: true,
-            is_file: false,
-        },
-        Backing::File { id } => Kind::Object {
-            obj: *id,
-            shmem: space.file_is_shmem(*id),
-            is_file: true,
-        },
-    };
-    let view = VmaView {
-        start: v.start,
-        end: v.end,
-        flags: v.flags,
-        pgoff: v.pgoff,
-        kind,
-        grew,
-        has_anon_vma: v.anon_vma.is_some(),
-    };
-    let size = match kind {
-        Kind::Object { .. } => space.backing_size(v),
-        _ => 0,
-    };
-    let v_backing = v.backing.clone();
+    view.grew = grew;
     let page = addr & !0xfff;
     if space.guard_at(page) {
         // A guard-region marker: handle_pte_marker -> VM_FAULT_SIGSEGV -> SEGV_MAPERR.
@@ -163,7 +126,7 @@ pub fn classify(
             return bus();
         }
     }
-    if let Kind::Object { .. } = kind {
+    if let Kind::Object { .. } = view.kind {
         if view.index_of(page) >= size.div_ceil(4096) {
             return Err(FaultError::Signal(Fault {
                 signal: Signal::Bus,
@@ -173,6 +136,74 @@ pub fn classify(
         }
     }
     Ok(view)
+}
+
+enum Lookup {
+    /// The address lies below the VMA starting here (growth may help).
+    Below(u64),
+    Fail(FaultError),
+}
+
+/// One VMA lookup: the view of the VMA holding `addr` with F3 applied, the size of its
+/// object (0 for non-objects) and its backing; or where to grow, or the signal.
+#[inline(always)]
+fn lookup(
+    space: &AddressSpace,
+    addr: u64,
+    access: Access,
+    present: bool,
+) -> Result<(VmaView, u64, Backing), Lookup> {
+    let v = match space.find_vma_above(addr) {
+        None => return Err(Lookup::Fail(segv(FaultCode::SegvMaperr, addr))),
+        Some(v) if v.start > addr => return Err(Lookup::Below(v.start)),
+        Some(v) => v,
+    };
+    // F3: access_error().
+    let denied = match access {
+        Access::Write => v.flags & VM_WRITE == 0,
+        _ if present => true,
+        _ => !v.is_accessible(),
+    };
+    if denied {
+        return Err(Lookup::Fail(segv(FaultCode::SegvAccerr, addr)));
+    }
+    let (kind, size) = match &v.backing {
+        Backing::Anon => (Kind::Anon, 0),
+        Backing::Special(_) => (Kind::Special, 0),
+        Backing::Shmem { obj } => (
+            Kind::Object {
+                obj: *obj,
+                shmem: true,
+                is_file: false,
+            },
+            space.backing_size(v),
+        ),
+        Backing::File { id } => (
+            Kind::Object {
+                obj: *id,
+                shmem: space.file_is_shmem(*id),
+                is_file: true,
+            },
+            space.backing_size(v),
+        ),
+    };
+    let backing = match &v.backing {
+        Backing::Special(_) => v.backing.clone(),
+        _ => Backing::Anon,
+    };
+    Ok((
+        VmaView {
+            start: v.start,
+            end: v.end,
+            flags: v.flags,
+            pgoff: v.pgoff,
+            kind,
+            grew: false,
+            has_anon_vma: v.anon_vma.is_some(),
+        },
+        size,
+        backing,
+    ))
 }
 
 impl AddressSpace {

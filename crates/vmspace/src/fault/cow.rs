@@ -61,12 +61,12 @@ pub fn fault<A: Arch, M: PhysMem, F: RefFrames>(
     mm.rss.anon += 1;
     if !zero && !kind.contains(ANON) {
         if kind.contains(SHMEM) {
-            mm.rss.shmem -= 1;
+            mm.rss.shmem = mm.rss.shmem.saturating_sub(1);
         } else {
-            mm.rss.file -= 1;
+            mm.rss.file = mm.rss.file.saturating_sub(1);
         }
     } else if !zero {
-        mm.rss.anon -= 1;
+        mm.rss.anon = mm.rss.anon.saturating_sub(1);
     }
     Ok(match (zero, v.kind) {
         (true, _) => Resolved::CowZero,

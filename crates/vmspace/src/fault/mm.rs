@@ -324,9 +324,13 @@ impl<A: Arch> Mm<A> {
     ) -> Result<(), Errno> {
         use crate::space::abi::{MADV_POPULATE_READ, MADV_POPULATE_WRITE};
         let r = self.op(phys, tlb, |s| s.madvise(addr, len, advice));
-        if r.is_ok() && (advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE) {
+        // faultin_page_range: pages before a failure (EFAULT at a guard or beyond EOF) stay
+        // populated; the walk stops at the first fault that fails.
+        let populate = advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE;
+        if populate && matches!(r, Ok(()) | Err(Errno::EFAULT) | Err(Errno::ENOMEM)) {
             let end = page_end(addr, len);
-            self.populate_as(phys, tlb, addr, end, Some(advice == MADV_POPULATE_WRITE));
+            let write = Some(advice == MADV_POPULATE_WRITE);
+            self.populate_as(phys, tlb, addr, end, write, true);
         }
         r
     }
@@ -357,7 +361,7 @@ impl<A: Arch> Mm<A> {
         start: u64,
         end: u64,
     ) {
-        self.populate_as(phys, tlb, start, end, None);
+        self.populate_as(phys, tlb, start, end, None, false);
     }
 
     fn populate_as<M: PhysMem, F: RefFrames>(
@@ -367,6 +371,7 @@ impl<A: Arch> Mm<A> {
         start: u64,
         end: u64,
         write: Option<bool>,
+        stop_on_error: bool,
     ) {
         let mut cursor = start;
         while cursor < end {
@@ -384,6 +389,9 @@ impl<A: Arch> Mm<A> {
             let mut p = s;
             while p < e {
                 if self.fault(phys, tlb, p, access).is_err() {
+                    if stop_on_error {
+                        return;
+                    }
                     break;
                 }
                 p += PAGE_SIZE;
@@ -473,11 +481,11 @@ impl<A: Arch> Mm<A> {
 
     fn uncount(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
         if flags.contains(ANON) {
-            self.rss.anon -= 1;
+            self.rss.anon = self.rss.anon.saturating_sub(1);
         } else if flags.contains(SHMEM) {
-            self.rss.shmem -= 1;
+            self.rss.shmem = self.rss.shmem.saturating_sub(1);
         } else if frame != zero {
-            self.rss.file -= 1;
+            self.rss.file = self.rss.file.saturating_sub(1);
         }
     }
 
