@@ -138,6 +138,7 @@ type Shadow = (AddressSpace, Vec<(u64, u64)>, bool);
 
 struct World {
     m: Machine,
+    arch: ArchKind,
     procs: BTreeMap<Pid, Shadow>,
 }
 
@@ -170,7 +171,7 @@ impl World {
 
     fn step(&mut self, op: &Op) -> Result<(), TestCaseError> {
         if self.procs.is_empty() {
-            let pid = self.m.spawn(ArchKind::X86_64).unwrap();
+            let pid = self.m.spawn(self.arch).unwrap();
             let space = self.m.process(pid).unwrap().space().clone();
             self.procs.insert(pid, (space, Vec::new(), false));
         }
@@ -329,10 +330,15 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
-    fn invariants_hold_after_every_step(ops in prop::collection::vec(op(), 1..60), small in any::<bool>()) {
+    fn invariants_hold_after_every_step(
+        ops in prop::collection::vec(op(), 1..60),
+        small in any::<bool>(),
+        i386 in any::<bool>(),
+    ) {
         // A small machine also runs into the OOM killer.
         let ram = if small { 256 << 10 } else { 16 << 20 };
-        let mut w = World { m: Machine::new(ram).unwrap(), procs: BTreeMap::new() };
+        let arch = if i386 { ArchKind::I386 } else { ArchKind::X86_64 };
+        let mut w = World { m: Machine::new(ram).unwrap(), arch, procs: BTreeMap::new() };
         for op in &ops {
             w.step(op)?;
         }

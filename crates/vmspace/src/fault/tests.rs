@@ -542,3 +542,95 @@ fn i386_fork_and_cow() {
     b.exit(&mut p);
     assert_eq!(p.frames.inner.stats().allocated_frames, 1);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn access() -> impl Strategy<Value = Access> {
+        prop_oneof![Just(Access::Read), Just(Access::Write), Just(Access::Fetch)]
+    }
+
+    fn addr() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..0x2_0000,
+            0x7fff_f000_0000u64..0x8000_0000_1000,
+            0xffff_7fff_ffff_f000u64..=u64::MAX,
+            any::<u64>(),
+            0x7fff_ff00_0000u64..0x7fff_ffff_f000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any address, any access: the handler never panics, agrees with the space's own
+        /// touch on the signal (F1–F3, S1–S4, 6.4), and leaves every invariant intact.
+        #[test]
+        fn any_fault_is_classified_like_touch(
+            faults in prop::collection::vec((addr(), access()), 1..40),
+            i386 in any::<bool>(),
+        ) {
+            let mut p = phys(RAM);
+            let t = &mut NoTlb;
+            if i386 {
+                let cfg = SpaceConfig::linux_default(TaskKind::I386Native);
+                let mut mm: Mm<I386> = Mm::new(I386::new(), cfg, &mut p).unwrap();
+                run(&mut mm, &mut p, t, &faults)?;
+            } else {
+                let mut mm = mm64(&mut p);
+                run(&mut mm, &mut p, t, &faults)?;
+            }
+        }
+    }
+
+    fn run<A: crate::arch::Arch>(
+        mm: &mut Mm<A>,
+        p: &mut P,
+        t: &mut NoTlb,
+        faults: &[(u64, Access)],
+    ) -> Result<(), TestCaseError> {
+        let top = mm.space().layout().stack_top;
+        mm.mmap(
+            p,
+            t,
+            top - 0x21000,
+            0x21000,
+            RW,
+            PA | MAP_FIXED | MAP_GROWSDOWN,
+            None,
+            0,
+        )
+        .unwrap();
+        mm.mmap(p, t, 0x1_0000, 0x4000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        mm.mmap(p, t, 0x1_4000, 0x4000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        mm.mmap(p, t, 0x1_8000, 0x2000, PROT_NONE, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        let mut oracle = mm.space().clone();
+        for &(a, acc) in faults {
+            let r = mm.fault(p, t, a, acc);
+            let want = oracle.touch(a, acc == Access::Write, 0);
+            match r {
+                Err(FaultError::Signal(f)) => {
+                    if acc != Access::Fetch {
+                        prop_assert_eq!(Err(f), want, "{:#x} {:?}", a, acc);
+                    }
+                }
+                Ok(_) => {
+                    if acc != Access::Fetch {
+                        prop_assert!(want.is_ok(), "{:#x} {:?}: {:?}", a, acc, want);
+                    }
+                }
+                Err(e) => prop_assert!(false, "{:#x}: {:?}", a, e),
+            }
+            // Stack growth happens in both.
+            let v1: Vec<_> = mm.space().vmas().map(|v| (v.start, v.end)).collect();
+            let v2: Vec<_> = oracle.vmas().map(|v| (v.start, v.end)).collect();
+            prop_assert_eq!(v1, v2);
+            check_all(p, &[&*mm]);
+        }
+        Ok(())
+    }
+}
