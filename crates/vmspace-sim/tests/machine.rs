@@ -522,3 +522,63 @@ fn replay_style_touches_on_an_adopted_space() {
     assert_eq!(rss(top - 1), Some((4, 4)));
     m.check().unwrap();
 }
+
+#[test]
+fn special_mappings_from_a_snapshot() {
+    // [vdso] pages become resident when touched (shared by every process); [vvar] is never
+    // resident and its page 1 (time namespace) raises SIGBUS, as on the reference kernel.
+    use vmspace::space::{AddressSpace, ProcStat, SnapshotVma, SpaceConfig, TaskKind};
+    let line = |start: u64, end: u64, perms: &[u8; 4], name: &str| SnapshotVma {
+        start,
+        end,
+        perms: *perms,
+        offset: 0,
+        dev: (0, 0),
+        inode: 0,
+        name: name.into(),
+        vmflags: None,
+    };
+    let vmas = [
+        line(0x7fff_f7fc_1000, 0x7fff_f7fc_5000, b"r--p", "[vvar]"),
+        line(0x7fff_f7fc_5000, 0x7fff_f7fc_7000, b"r-xp", "[vdso]"),
+        line(0x7fff_fffd_e000, 0x7fff_ffff_f000, b"rw-p", "[stack]"),
+    ];
+    let cfg = SpaceConfig::linux_default(TaskKind::X86_64);
+    let stat = ProcStat {
+        start_stack: 0x7fff_ffff_e000,
+        ..ProcStat::default()
+    };
+    let mut m = machine(16);
+    let mut pids = Vec::new();
+    for _ in 0..2 {
+        let space = AddressSpace::from_snapshot(cfg.clone(), &vmas, &stat).unwrap();
+        pids.push(m.spawn_from_space(ArchKind::X86_64, space).unwrap());
+    }
+    for &p in &pids {
+        assert_eq!(m.touch(p, 0x7fff_f7fc_5010, false, 0), Ok(Some(0)));
+        assert_eq!(m.touch(p, 0x7fff_f7fc_1000, false, 0), Ok(Some(0)));
+        let f = m
+            .touch(p, 0x7fff_f7fc_2000, false, 0)
+            .unwrap_err()
+            .fault()
+            .unwrap();
+        assert_eq!(f.code, FaultCode::BusAdrerr);
+        let f = m
+            .touch(p, 0x7fff_f7fc_5010, true, 1)
+            .unwrap_err()
+            .fault()
+            .unwrap();
+        assert_eq!(f.code, FaultCode::SegvAccerr);
+        let sm = m.smaps(p).unwrap();
+        let get = |s: u64| {
+            sm.iter()
+                .find(|e| e.start == s)
+                .map(|e| (e.rss_kb, e.anon_kb))
+        };
+        assert_eq!(get(0x7fff_f7fc_5000), Some((4, 0)));
+        assert_eq!(get(0x7fff_f7fc_1000), Some((0, 0)));
+    }
+    // One vDSO page for both processes.
+    assert_eq!(m.phys().cache_pages(), 1);
+    m.check().unwrap();
+}

@@ -138,6 +138,10 @@ pub fn classify(
     Ok(view)
 }
 
+/// Page cache key of the vDSO's pages (below the shared-memory keys, above any file id the
+/// simulator hands out).
+pub const VDSO_OBJECT: u64 = (1 << 61) - 1;
+
 enum Lookup {
     /// The address lies below the VMA starting here (growth may help).
     Below(u64),
@@ -169,6 +173,17 @@ fn lookup(
     }
     let (kind, size) = match &v.backing {
         Backing::Anon => (Kind::Anon, 0),
+        // The vDSO's pages are ordinary kernel pages inserted into every process: resident
+        // once touched, shared by all (one page cache object); [vvar] is a PFN map (never
+        // resident), served here by the zero page.
+        Backing::Special(SpecialKind::Vdso) => (
+            Kind::Object {
+                obj: VDSO_OBJECT,
+                shmem: false,
+                is_file: true,
+            },
+            u64::MAX,
+        ),
         Backing::Special(_) => (Kind::Special, 0),
         Backing::Shmem { obj } => (
             Kind::Object {

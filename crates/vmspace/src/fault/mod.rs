@@ -152,8 +152,9 @@ pub struct Phys<M: PhysMem, F: RefFrames> {
     next_shm: u64,
 }
 
-/// First machine-wide id given to a shared anonymous object (files use their own ids below).
-const SHM_KEY_BASE: u64 = 1 << 62;
+/// First machine-wide id given to a shared anonymous object: above the vDSO key and the
+/// callers' (small) file ids, below the ids snapshots invent for files (bit 62).
+const SHM_KEY_BASE: u64 = 1 << 61;
 
 impl<M: PhysMem, F: RefFrames> Phys<M, F> {
     /// Takes `mem` and `frames` and sets aside one zeroed frame as the shared zero page.
