@@ -76,7 +76,8 @@ fn machine(ram: u64) -> Result<(Machine, u32), String> {
     for f in 0..ram / 4096 {
         let fr = vmspace::addr::Frame::from_number(f).map_err(|e| format!("{e:?}"))?;
         if let Ok(b) = m.phys_mut().mem.frame_mut(fr) {
-            b[0] = 0;
+            // Non-zero: a zero store into calloc'd memory may be optimised away.
+            b[0] = 0xa5;
         }
     }
     let pid = m.spawn(ArchKind::X86_64).map_err(|e| format!("{e:?}"))?;
@@ -148,7 +149,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Host memory for the floors, allocated and touched exactly as the machine's RAM is (an
-/// `EmulatedRam`), so both run on the same kind of host pages.
+/// `EmulatedRam`), so both run on the same kind of host pages. `fill` must not be zero (a
+/// zero fill of calloc'd memory may be optimised away, leaving the host to fault later).
 fn host_pages(pages: u64, fill: u8) -> Result<EmulatedRam, String> {
     let mut r = EmulatedRam::new(PhysAddr::ZERO, pages * 4096).map_err(|e| e.to_string())?;
     for f in 0..pages {
@@ -263,7 +265,7 @@ fn cow(pages: u64) -> Result<(f64, f64, f64), String> {
             .map_err(|e| format!("{e:?}"))?;
     }
     let src = host_pages(pages, 0x5a)?;
-    let mut dst = host_pages(pages, 0)?;
+    let mut dst = host_pages(pages, 0xff)?;
     let (mut floor, mut copy, mut reuse) = (Vec::new(), Vec::new(), Vec::new());
     let mut bad = None;
     for _ in 0..ROUNDS {
