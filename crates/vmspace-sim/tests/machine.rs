@@ -582,3 +582,43 @@ fn special_mappings_from_a_snapshot() {
     assert_eq!(m.phys().cache_pages(), 1);
     m.check().unwrap();
 }
+
+#[test]
+fn main_stack_stops_a_guard_gap_above_a_mapping_below_it() {
+    // S2: growth is refused within 1 MiB (stack_guard_gap) of an accessible mapping below,
+    // so a runaway stack never reaches the heap-like mapping; its data stays intact.
+    let mut m = machine(64);
+    let p = m.spawn(ArchKind::X86_64).unwrap();
+    let t = main_tid(&m, p);
+    let top = m.thread(t).unwrap().stack.top();
+    let bottom = m
+        .process(p)
+        .unwrap()
+        .space()
+        .find_vma(top - 1)
+        .unwrap()
+        .start;
+    let heap = bottom - (3 << 20);
+    m.mmap(p, heap, 0x1000, RW, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    m.store(t, heap, 0x77).unwrap();
+    let mut sp = bottom - 8;
+    let stop = loop {
+        match m.store(t, sp, 0x11) {
+            Ok(()) => sp -= 4096,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(stop, Stop::StackOverflow { addr: sp });
+    // The last page that could be added leaves exactly the guard gap.
+    let start = m
+        .process(p)
+        .unwrap()
+        .space()
+        .find_vma(top - 1)
+        .unwrap()
+        .start;
+    assert_eq!(start - (heap + 0x1000), 1 << 20);
+    assert_eq!(m.touch(p, heap, false, 0), Ok(Some(0x77)));
+    m.check().unwrap();
+}
