@@ -102,6 +102,9 @@ pub fn classify(
         // A guard-region marker: handle_pte_marker -> VM_FAULT_SIGSEGV -> SEGV_MAPERR.
         return Err(segv(FaultCode::SegvMaperr, addr));
     }
+    // handle_mm_fault allocates the page table before anything below can fail: the space
+    // remembers it (MADV_COLLAPSE needs one per 2 MiB block), as its own touch does.
+    space.note_page_table(page);
     let bus = || {
         Err(FaultError::Signal(Fault {
             signal: Signal::Bus,
@@ -225,6 +228,12 @@ impl AddressSpace {
     /// Whether file `id` is a shmem/tmpfs file (memfd).
     pub(crate) fn file_is_shmem(&self, id: u64) -> bool {
         self.files.get(&id).is_some_and(|f| f.shmem)
+    }
+
+    /// Records that the 2 MiB block of `page` has a page table.
+    #[inline]
+    pub(crate) fn note_page_table(&mut self, page: u64) {
+        self.mem.note_tables(page, page + 4096);
     }
 
     /// Whether a guard-region marker (MADV_GUARD_INSTALL) covers `page`.

@@ -74,9 +74,15 @@ pub struct Memory {
     private: BTreeMap<u64, Page>,
     objects: BTreeMap<(u64, u64), Page>,
     guards: BTreeSet<u64>,
+    /// Bases of the 2 MiB blocks that have a page table (any fault or populate there made
+    /// one; munmap frees it by the free_pgtables rule). MADV_COLLAPSE needs one per block.
+    tables: BTreeSet<u64>,
     /// Page-table backend notifications (`mmu.rs`).
     pub(crate) log: super::mmu::MmuLog,
 }
+
+/// Bytes one page table maps (PMD_SIZE).
+pub(crate) const PMD_SIZE: u64 = 2 << 20;
 
 impl Memory {
     /// Drops private pages and guard markers in `[start, end)` (munmap, DONTNEED, MAP_FIXED).
@@ -126,6 +132,49 @@ impl Memory {
             self.guards.insert(k - old + new);
         }
         self.log.push(MmuEvent::Move { old, new, len });
+    }
+
+    /// Notes page tables for every 2 MiB block meeting `[start, end)` (a fault or populate).
+    pub(crate) fn note_tables(&mut self, start: u64, end: u64) {
+        let mut b = start & !(PMD_SIZE - 1);
+        while b < end {
+            self.tables.insert(b);
+            b = match b.checked_add(PMD_SIZE) {
+                Some(x) => x,
+                None => break,
+            };
+        }
+    }
+
+    /// free_pgtables after unmapping `[start, end)`: frees the tables of blocks meeting the
+    /// range that lie wholly in `[floor, ceiling)` (the neighbours' end and start; `None` for
+    /// no upper neighbour).
+    pub(crate) fn free_tables(&mut self, start: u64, end: u64, floor: u64, ceiling: Option<u64>) {
+        let from = (start & !(PMD_SIZE - 1)).max(floor.div_ceil(PMD_SIZE) * PMD_SIZE);
+        if from >= end {
+            return;
+        }
+        while let Some(&b) = self.tables.range(from..end).next() {
+            if ceiling.is_some_and(|c| b + PMD_SIZE > c) {
+                break;
+            }
+            self.tables.remove(&b);
+        }
+    }
+
+    /// Whether the 2 MiB block at `base` has a page table.
+    pub(crate) fn has_table(&self, base: u64) -> bool {
+        self.tables.contains(&base)
+    }
+
+    /// move_page_tables: destination blocks receive tables where the source had them.
+    pub(crate) fn move_tables(&mut self, old: u64, new: u64, len: u64) {
+        let from = old & !(PMD_SIZE - 1);
+        let src: Vec<u64> = self.tables.range(from..old + len).copied().collect();
+        for b in src {
+            let (s, e) = (b.max(old), (b + PMD_SIZE).min(old + len));
+            self.note_tables(s - old + new, e - old + new);
+        }
     }
 
     /// Punches a hole in an object (MADV_REMOVE).
@@ -202,6 +251,7 @@ impl AddressSpace {
         if self.mem.guards.contains(&page) {
             return Err(Fault::segv(FaultCode::SegvMaperr, addr));
         }
+        self.mem.note_tables(page, page + 4096);
         if v.flags & VM_HUGETLB != 0 {
             // No huge page can be allocated on the reference (nr_hugepages = 0).
             return Err(Fault {
@@ -391,6 +441,7 @@ impl AddressSpace {
             if v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE && ok_until > s {
                 self.anon_vma_prepare(v.start);
             }
+            self.mem.note_tables(s, ok_until);
             if ok_until < e {
                 return Err(super::Errno::EFAULT);
             }
