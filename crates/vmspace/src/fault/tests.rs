@@ -634,3 +634,154 @@ mod props {
         Ok(())
     }
 }
+
+#[test]
+fn populate_paths_fault_pages_in_like_linux() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    // MAP_POPULATE of writable private memory: write faults, resident.
+    let x = a
+        .mmap(&mut p, t, 0, 0x4000, RW, PA | MAP_POPULATE, None, 0)
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), x, x + 0x4000).anon, 4);
+    // Read-only private: read faults map the zero page, nothing resident.
+    let y = a
+        .mmap(&mut p, t, 0, 0x4000, PROT_READ, PA | MAP_POPULATE, None, 0)
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), y, y + 0x4000).rss, 0);
+    assert_eq!(a.user_pages(&p.mem).len(), 8);
+    // MAP_POPULATE | MAP_NONBLOCK populates nothing.
+    let z = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            PA | MAP_POPULATE | MAP_NONBLOCK,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 0);
+    // mlock faults in; MLOCK_ONFAULT does not.
+    a.mlock(&mut p, t, z, 0x1000, 0).unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
+    a.mlock(&mut p, t, z + 0x1000, 0x1000, 1).unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
+    // Shared anonymous memory populates through the page cache (a read fault allocates).
+    let s = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.rss().shmem, 2);
+    let r = a.range_rss(&p.mem, p.zero_page(), s, s + 0x2000);
+    assert_eq!((r.rss, r.anon), (2, 0));
+    check_all(&p, &[&a]);
+}
+
+#[test]
+fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let s = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS,
+            None,
+            0,
+        )
+        .unwrap();
+    a.touch(&mut p, t, s, true, 5).unwrap();
+    a.madvise(&mut p, t, s, 0x2000, MADV_DONTNEED).unwrap();
+    assert_eq!(a.rss().shmem, 0);
+    assert_eq!(a.touch(&mut p, t, s, false, 0), Ok(Some(5)));
+    // A COW-shared range moved by mremap stays COW-shared.
+    let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, x, true, 1).unwrap();
+    let mut b = a.fork(&mut p, t).unwrap();
+    let y = b
+        .mremap(&mut p, t, x, 0x2000, 0x20000, MREMAP_MAYMOVE, 0)
+        .unwrap();
+    assert_ne!(x, y);
+    check_all(&p, &[&a, &b]);
+    b.touch(&mut p, t, y, true, 2).unwrap();
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(1)));
+    assert_eq!(b.touch(&mut p, t, y, false, 0), Ok(Some(2)));
+    // MREMAP_DONTUNMAP: the pages go, the source stays mapped and reads zero.
+    let z = a
+        .mremap(
+            &mut p,
+            t,
+            x,
+            0x2000,
+            0x2000,
+            MREMAP_MAYMOVE | MREMAP_DONTUNMAP,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.touch(&mut p, t, z, false, 0), Ok(Some(1)));
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(0)));
+    check_all(&p, &[&a, &b]);
+    // WIPEONFORK: the child starts with zeros; DONTFORK: the child has no such VMA.
+    let w = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, w, true, 3).unwrap();
+    a.madvise(&mut p, t, w, 0x1000, MADV_WIPEONFORK).unwrap();
+    let d = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, d, true, 4).unwrap();
+    a.madvise(&mut p, t, d, 0x1000, MADV_DONTFORK).unwrap();
+    let mut c = a.fork(&mut p, t).unwrap();
+    assert_eq!(c.touch(&mut p, t, w, false, 0), Ok(Some(0)));
+    assert!(c.touch(&mut p, t, d, false, 0).is_err());
+    assert_eq!(a.touch(&mut p, t, w, false, 0), Ok(Some(3)));
+    check_all(&p, &[&a, &b, &c]);
+}
+
+#[test]
+fn private_file_pages_share_the_cache_until_written() {
+    use crate::space::FileRef;
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let f = FileRef {
+        id: 7,
+        size: 0x3000,
+        name: "/memfd:f (deleted)".into(),
+        dev: (0, 1),
+        inode: 7,
+        writable: true,
+        shmem: true,
+    };
+    let sh = a
+        .mmap(&mut p, t, 0, 0x3000, RW, MAP_SHARED, Some(f.clone()), 0)
+        .unwrap();
+    let pr = a
+        .mmap(&mut p, t, 0, 0x3000, RW, MAP_PRIVATE, Some(f), 0)
+        .unwrap();
+    a.touch(&mut p, t, sh + 1, true, 9).unwrap();
+    assert_eq!(a.touch(&mut p, t, pr + 1, false, 0), Ok(Some(9)));
+    // The private view follows the file until it writes (FileCopy), then keeps its copy.
+    assert_eq!(
+        a.fault(&mut p, t, pr, Access::Write),
+        Ok(Resolved::FileCopy)
+    );
+    a.touch(&mut p, t, sh + 1, true, 10).unwrap();
+    assert_eq!(a.touch(&mut p, t, pr + 1, false, 0), Ok(Some(9)));
+    let r = a.range_rss(&p.mem, p.zero_page(), pr, pr + 0x3000);
+    assert_eq!((r.rss, r.anon), (1, 1));
+    check_all(&p, &[&a]);
+}
