@@ -9,7 +9,7 @@ use crate::tlb::{perm, AsidTlb, SoftTlb, MAX_ASID};
 use crate::with_mm;
 use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
-use vmspace::arch::{Arch, PageFlags, I386, X86_64};
+use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
 use vmspace::fault::{pte, Access, FaultError, Mm, Phys};
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
@@ -624,6 +624,13 @@ impl Machine {
         self.user_access(pid, None, addr, access, value)
     }
 
+    /// What a TLB miss does in `pid`: the MMU's walk to the 4 KiB entry of `addr`, as
+    /// `(frame address, flags)`, `None` if nothing maps it.
+    pub fn walk(&self, pid: Pid, addr: u64) -> Option<(u64, PageFlags)> {
+        let p = self.procs.get(&pid)?;
+        with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr))
+    }
+
     /// The TLB-hit path alone: the physical address of `addr` in `pid` if the TLB holds a
     /// translation allowing `access` (counts a hit), else `None`.
     #[inline]
@@ -653,15 +660,11 @@ impl Machine {
             }
             self.counters.tlb_misses += 1;
             let nx = p.arch == ArchKind::X86_64;
-            let walked = with_mm!(&p.mm, m => m
-                .page_table()
-                .translate(&self.phys.mem, VirtAddr::new(addr))
-                .ok());
-            if let Some(t) = walked {
-                if t.size == PAGE_SIZE && pte::allows(t.flags, access, true, nx) {
-                    self.tlb.fill(asid, addr, t.frame.as_u64(), t.flags, nx);
-                    let pa = t.phys(VirtAddr::new(addr)).as_u64();
-                    return mem_op(&mut self.phys.mem, pa, access, value);
+            let walked = with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr));
+            if let Some((frame, flags)) = walked {
+                if pte::allows(flags, access, true, nx) {
+                    self.tlb.fill(asid, addr, frame, flags, nx);
+                    return mem_op(&mut self.phys.mem, frame | (addr & 0xfff), access, value);
                 }
             }
             let had_vma = with_mm!(&p.mm, m => m.space().find_vma(addr).is_some());
@@ -744,15 +747,11 @@ impl Machine {
         }
         self.counters.tlb_misses += 1;
         let nx = p.arch == ArchKind::X86_64;
-        let walked = with_mm!(&p.mm, m => m
-            .page_table()
-            .translate(&self.phys.mem, VirtAddr::new(addr))
-            .ok());
+        let walked = with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr));
         match walked {
-            Some(t) if t.size == PAGE_SIZE && pte::allows(t.flags, access, false, nx) => {
-                self.tlb.fill(p.asid, addr, t.frame.as_u64(), t.flags, nx);
-                let pa = t.phys(VirtAddr::new(addr)).as_u64();
-                mem_op(&mut self.phys.mem, pa, access, value)
+            Some((frame, flags)) if pte::allows(flags, access, false, nx) => {
+                self.tlb.fill(p.asid, addr, frame, flags, nx);
+                mem_op(&mut self.phys.mem, frame | (addr & 0xfff), access, value)
             }
             _ => Err(Stop::KernelFault { addr }),
         }
@@ -1035,6 +1034,19 @@ impl Machine {
             .frames
             .check_invariants()
             .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The hardware walk: one entry read per level down to the 4 KiB leaf.
+#[inline]
+fn walk<A: Arch>(m: &Mm<A>, mem: &EmulatedRam, addr: u64) -> Option<(u64, PageFlags)> {
+    let lin = A::to_linear(VirtAddr::new(addr))?;
+    match pte::find_leaf(m.page_table(), mem, lin) {
+        Ok(pte::Leaf::At(_, raw)) => match A::decode(1, raw) {
+            Entry::Page { addr, flags, .. } => Some((addr.as_u64(), flags)),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

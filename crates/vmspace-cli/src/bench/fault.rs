@@ -6,7 +6,7 @@
 //!
 //! Cases (the ratio column compares each impl with the first of its case):
 //! - `translate`: `tlb-hit` (`Machine::tlb_translate` over 64 resident pages), `page-walk`
-//!   (`PageTable::translate` on x86-64, what a miss costs before the fill);
+//!   (`Machine::walk`: the 4-level x86-64 walk a miss does before the fill);
 //! - `zero-4k`: `memset` floor, `demand-zero-fault` (`Mm::fault`, write to an untouched
 //!   private page: classify, allocate, zero, map), `demand-zero-store` (the whole CPU path:
 //!   TLB miss, walk, fault, retry);
@@ -118,24 +118,18 @@ fn translate(ops: u64) -> Result<Vec<Record>, String> {
         })
     });
     let walks = (ops / 20).max(1);
-    let mut walk = 0.0;
-    m.with_mm(pid, |mm, ph, _| {
-        with_mm!(mm, mm => {
-            walk = median_ns_per_op(ROUNDS, walks, || {
-                time_ns(|| {
-                    let mut acc = 0u64;
-                    for i in 0..walks {
-                        let va = vmspace::addr::VirtAddr::new(a + ((i & (n - 1)) << 12));
-                        if let Ok(t) = black_box(mm.page_table()).translate(&ph.mem, va) {
-                            acc = acc.wrapping_add(t.frame.as_u64());
-                        }
-                    }
-                    black_box(acc);
-                })
-            });
+    let walk = median_ns_per_op(ROUNDS, walks, || {
+        time_ns(|| {
+            let mut acc = 0u64;
+            for i in 0..walks {
+                let va = a + ((i & (n - 1)) << 12);
+                if let Some((f, _)) = black_box(&m).walk(pid, va) {
+                    acc = acc.wrapping_add(f);
+                }
+            }
+            black_box(acc);
         })
-    })
-    .map_err(|e| format!("{e:?}"))?;
+    });
     Ok(vec![
         Record::new(GROUP, "translate", "tlb-hit", hit, ops).with("goal_ns", 5.0),
         Record::new(GROUP, "translate", "page-walk", walk, walks),
