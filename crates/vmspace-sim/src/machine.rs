@@ -991,7 +991,9 @@ impl Machine {
                 }
             }
             for tid in &p.threads {
-                let t = &self.threads[tid];
+                let Some(t) = self.threads.get(tid) else {
+                    return Err(format!("pid {}: unknown thread {tid}", p.pid));
+                };
                 if t.ended.is_some() {
                     continue;
                 }
