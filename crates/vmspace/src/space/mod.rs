@@ -27,6 +27,7 @@ pub mod maps;
 pub mod merge;
 pub mod mlock;
 pub mod mmap;
+pub mod mmu;
 pub mod mprotect;
 pub mod mremap;
 pub mod mseal;
@@ -250,11 +251,19 @@ impl AddressSpace {
     /// Removes whole VMAs (already split to the range) and releases their accounting and
     /// page contents.
     pub(crate) fn remove_vmas(&mut self, starts: &[u64]) {
+        let (mut lo, mut hi) = (u64::MAX, 0);
         for &s in starts {
             if let Some(v) = self.tree.remove(s) {
                 self.acct_unmap(&v);
                 self.mem.drop_private(v.start, v.end);
+                lo = lo.min(v.start);
+                hi = hi.max(v.end);
             }
+        }
+        if lo < hi {
+            let floor = self.tree.prev_before(lo).map_or(0, |v| v.end);
+            let ceiling = self.tree.find(hi).map(|v| v.start);
+            self.mem.free_tables(lo, hi, floor, ceiling);
         }
     }
 
