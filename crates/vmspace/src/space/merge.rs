@@ -116,12 +116,12 @@ impl AddressSpace {
         let right = !special && self.can_merge_right(prev.as_ref(), next.as_ref(), p, left);
         match (left, right, prev, next) {
             (true, true, Some(pv), Some(nx)) => {
-                self.tree.remove(nx.start);
                 let anon = pv.anon_vma.or(nx.anon_vma).or(p.anon);
                 self.tree.update(pv.start, |v| {
                     v.end = nx.end;
                     v.anon_vma = anon;
                 });
+                self.tree.remove(nx.start);
                 pv.start
             }
             (true, _, Some(pv), _) => {
@@ -219,18 +219,23 @@ impl AddressSpace {
         let whole = start == mid.start && end == mid.end;
         match (left, right, prev, next) {
             (true, true, Some(pv), Some(nx)) => {
-                // prev + middle + next (the whole middle).
-                self.tree.remove(mid.start);
-                self.tree.remove(nx.start);
+                // prev + middle + next (the whole middle). Growing before removing keeps the
+                // tree from seeing a transient gap (which would cost gap rescans).
                 let anon = pv.anon_vma.or(mid.anon_vma).or(nx.anon_vma);
                 self.tree.update(pv.start, |v| {
                     v.end = nx.end;
                     v.anon_vma = anon;
                 });
+                self.tree.remove(mid.start);
+                self.tree.remove(nx.start);
                 pv.start
             }
             (true, _, Some(pv), _) => {
                 let anon = pv.anon_vma.or(mid.anon_vma);
+                self.tree.update(pv.start, |v| {
+                    v.end = end;
+                    v.anon_vma = anon;
+                });
                 if whole {
                     self.tree.remove(mid.start);
                 } else {
@@ -240,21 +245,25 @@ impl AddressSpace {
                         v.pgoff = pg;
                     });
                 }
-                self.tree.update(pv.start, |v| {
-                    v.end = end;
-                    v.anon_vma = anon;
-                });
                 pv.start
             }
             (false, true, _, Some(nx)) => {
                 let anon = nx.anon_vma.or(mid.anon_vma);
                 let pg = mid.pgoff_of(start);
+                let nx_start = nx.start;
                 if whole {
+                    // nx takes mid's start key only after mid left the tree.
                     self.tree.remove(mid.start);
                 } else {
+                    self.tree.update(nx_start, |v| {
+                        v.start = start;
+                        v.pgoff = pg;
+                        v.anon_vma = anon;
+                    });
                     self.tree.update(mid.start, |v| v.end = start);
+                    return start;
                 }
-                self.tree.update(nx.start, |v| {
+                self.tree.update(nx_start, |v| {
                     v.start = start;
                     v.pgoff = pg;
                     v.anon_vma = anon;

@@ -33,6 +33,8 @@ struct Node {
     sg: [u64; B],
     gap: [u64; B],
     ptr: [u32; B],
+    /// The largest gap inside this subtree (kept up to date incrementally).
+    max_gap: u64,
     len: u16,
     leaf: bool,
 }
@@ -54,6 +56,7 @@ impl Node {
             sg: [0; B],
             gap: [0; B],
             ptr: [NIL; B],
+            max_gap: 0,
             len: 0,
             leaf,
         }
@@ -81,10 +84,43 @@ impl Node {
         self.ptr[i] = e.ptr;
     }
 
+    /// The free gap between entries `j - 1` and `j` (0 when either is missing).
+    fn between(&self, j: usize) -> u64 {
+        if j == 0 || j >= self.n() {
+            return 0;
+        }
+        self.sg[j].saturating_sub(self.end[j - 1])
+    }
+
+    /// The gap terms entry `i` takes part in: its child's gap and the gaps on both sides.
+    fn terms(&self, i: usize) -> u64 {
+        let own = if i < self.n() { self.gap[i] } else { 0 };
+        own.max(self.between(i)).max(self.between(i + 1))
+    }
+
+    /// Updates `max_gap` after a local change: `lost` is whether a replaced term may have
+    /// been the maximum, `new` the largest new term. Only a lost maximum costs a rescan.
+    fn settle(&mut self, lost: bool, new: u64) {
+        if lost && new < self.max_gap {
+            self.max_gap = self.scan_max_gap();
+        } else {
+            self.max_gap = self.max_gap.max(new);
+        }
+    }
+
+    /// Replaces entry `i`, keeping `max_gap`.
+    fn replace(&mut self, i: usize, e: Entry) {
+        let lost = self.terms(i) == self.max_gap;
+        self.set(i, e);
+        let new = self.terms(i);
+        self.settle(lost, new);
+    }
+
     /// Inserts `e` at `pos`; the node must not be full.
     fn insert(&mut self, pos: usize, e: Entry) {
         let n = self.n();
         debug_assert!(n < B && pos <= n);
+        let lost = self.between(pos) == self.max_gap;
         self.start.copy_within(pos..n, pos + 1);
         self.end.copy_within(pos..n, pos + 1);
         self.sg.copy_within(pos..n, pos + 1);
@@ -92,22 +128,27 @@ impl Node {
         self.ptr.copy_within(pos..n, pos + 1);
         self.set(pos, e);
         self.len += 1;
+        let new = self.terms(pos);
+        self.settle(lost, new);
     }
 
     fn remove(&mut self, pos: usize) -> Entry {
         let n = self.n();
         let e = self.get(pos);
+        let lost = self.terms(pos) == self.max_gap;
         self.start.copy_within(pos + 1..n, pos);
         self.end.copy_within(pos + 1..n, pos);
         self.sg.copy_within(pos + 1..n, pos);
         self.gap.copy_within(pos + 1..n, pos);
         self.ptr.copy_within(pos + 1..n, pos);
         self.len -= 1;
+        let new = self.between(pos);
+        self.settle(lost, new);
         e
     }
 
-    /// The largest gap inside this node's subtree.
-    fn max_gap(&self) -> u64 {
+    /// The largest gap inside this node's subtree, recomputed from its entries.
+    fn scan_max_gap(&self) -> u64 {
         let n = self.n();
         let mut g = 0;
         for i in 0..n {
@@ -204,6 +245,7 @@ impl VmaTree {
         if let Some(i) = self.free_nodes.pop() {
             let n = self.node_mut(i);
             n.len = 0;
+            n.max_gap = 0;
             n.leaf = leaf;
             i
         } else {
@@ -230,15 +272,21 @@ impl VmaTree {
             start: n.start[0],
             end: n.end[k],
             sg: n.sg[0],
-            gap: n.max_gap(),
+            gap: n.max_gap,
             ptr: c,
         }
     }
 
-    fn refresh(&mut self, parent: u32, i: usize) {
+    /// Recomputes entry `i` of `parent` from its child; returns whether it changed.
+    fn refresh(&mut self, parent: u32, i: usize) -> bool {
         let c = self.node(parent).ptr[i];
         let e = self.summary(c);
-        self.node_mut(parent).set(i, e);
+        let p = self.node_mut(parent);
+        if (p.start[i], p.end[i], p.sg[i], p.gap[i]) == (e.start, e.end, e.sg, e.gap) {
+            return false;
+        }
+        p.replace(i, e);
+        true
     }
 
     /// Splits full node `c` in half; returns the new right half.
@@ -251,7 +299,10 @@ impl VmaTree {
             hi.set(i - mid, lo.get(i));
         }
         hi.len = (lo.n() - mid) as u16;
-        self.node_mut(c).len = mid as u16;
+        hi.max_gap = hi.scan_max_gap();
+        let c = self.node_mut(c);
+        c.len = mid as u16;
+        c.max_gap = c.scan_max_gap();
         r
     }
 
@@ -275,6 +326,7 @@ impl VmaTree {
             n.set(0, a);
             n.set(1, b);
             n.len = 2;
+            n.max_gap = n.scan_max_gap();
             self.root = root;
         }
         self.len += 1;
@@ -332,7 +384,10 @@ impl VmaTree {
         }
         self.len -= 1;
         self.free_slots.push(slot);
-        Some(core::mem::replace(&mut self.vmas[slot as usize], empty_vma()))
+        Some(core::mem::replace(
+            &mut self.vmas[slot as usize],
+            empty_vma(),
+        ))
     }
 
     fn remove_at(&mut self, t: u32, key: u64) -> Option<u32> {
@@ -372,6 +427,7 @@ impl VmaTree {
                 an.set(na + j, bn.get(j));
             }
             an.len = (na + nb) as u16;
+            an.max_gap = an.scan_max_gap();
             self.node_mut(t).remove(li + 1);
             self.free_nodes.push(b);
             self.refresh(t, li);
@@ -389,12 +445,14 @@ impl VmaTree {
                     an.set(na + j, bn.get(j));
                 }
                 an.len = want_a as u16;
+                an.max_gap = an.scan_max_gap();
             }
             let bm = self.node_mut(b);
             for j in k..nb {
                 bm.set(j - k, bn.get(j));
             }
             bm.len = (nb - k) as u16;
+            bm.max_gap = bm.scan_max_gap();
         } else {
             let k = na - want_a;
             let an = self.node(a).clone();
@@ -406,7 +464,10 @@ impl VmaTree {
                 bm.set(j, an.get(want_a + j));
             }
             bm.len = (nb + k) as u16;
-            self.node_mut(a).len = want_a as u16;
+            bm.max_gap = bm.scan_max_gap();
+            let am = self.node_mut(a);
+            am.len = want_a as u16;
+            am.max_gap = am.scan_max_gap();
         }
         self.refresh(t, li);
         self.refresh(t, li + 1);
@@ -440,8 +501,7 @@ impl VmaTree {
         // Fast path: the cached slot (find fills it) is the VMA and its range and
         // gap-adjusted start stay the same: no search data changes.
         let c = self.last.get();
-        if c != NIL && self.vmas[c as usize].start == start && start < self.vmas[c as usize].end
-        {
+        if c != NIL && self.vmas[c as usize].start == start && start < self.vmas[c as usize].end {
             let (end, sg) = {
                 let v = &self.vmas[c as usize];
                 (v.end, self.sg(v))
@@ -481,13 +541,23 @@ impl VmaTree {
             if (n.start[j], n.end[j], n.sg[j]) == (start, end, sg) {
                 return;
             }
-            n.start[j] = start;
-            n.end[j] = end;
-            n.sg[j] = sg;
+            let ptr = n.ptr[j];
+            n.replace(
+                j,
+                Entry {
+                    start,
+                    end,
+                    sg,
+                    gap: 0,
+                    ptr,
+                },
+            );
         }
         for d in (0..p.depth - 1).rev() {
             let (t, i) = p.at[d];
-            self.refresh(t, i as usize);
+            if !self.refresh(t, i as usize) {
+                break;
+            }
         }
     }
 
@@ -745,6 +815,9 @@ impl VmaTree {
         if depth >= MAX_DEPTH {
             return Err(String::from("tree too deep"));
         }
+        if n.max_gap != n.scan_max_gap() {
+            return Err(alloc::format!("node {t} keeps max gap {:#x}", n.max_gap));
+        }
         for i in 1..k {
             if n.start[i] <= n.start[i - 1] || n.end[i] <= n.end[i - 1] {
                 return Err(alloc::format!("node {t} entries out of order at {i}"));
@@ -909,7 +982,9 @@ mod tests {
             let r = rnd();
             let slot = (r >> 8) % 3000;
             let start = slot << 16;
-            let pos = model.iter().position(|v| v.start < start + 0x10000 && start < v.end);
+            let pos = model
+                .iter()
+                .position(|v| v.start < start + 0x10000 && start < v.end);
             // Grow for the first 6,000 steps, then mostly shrink.
             let del = r % 8 < if step < 6_000 { 2 } else { 6 };
             match pos {
@@ -936,11 +1011,20 @@ mod tests {
                     let (a, b) = ((rnd() % 3100) << 16, (rnd() % 3100) << 16);
                     let (low, high) = (a.min(b), a.max(b));
                     let len = (1 + q * 5) << 12;
-                    assert_eq!(t.highest_gap_end(low, high, len), brute_high(&model, low, high, len));
-                    assert_eq!(t.lowest_gap_start(low, high, len), brute_low(&model, low, high, len));
+                    assert_eq!(
+                        t.highest_gap_end(low, high, len),
+                        brute_high(&model, low, high, len)
+                    );
+                    assert_eq!(
+                        t.lowest_gap_start(low, high, len),
+                        brute_low(&model, low, high, len)
+                    );
                     let addr = rnd() % (3100 << 16);
                     assert_eq!(t.find(addr), model.iter().find(|v| v.end > addr));
-                    assert_eq!(t.prev_before(addr), model.iter().rev().find(|v| v.start < addr));
+                    assert_eq!(
+                        t.prev_before(addr),
+                        model.iter().rev().find(|v| v.start < addr)
+                    );
                     assert_eq!(t.next_after(addr), model.iter().find(|v| v.start > addr));
                 }
             }
