@@ -98,18 +98,13 @@ impl AddressSpace {
     /// start of the VMA now covering the range. With `just_expand` only the previous VMA is
     /// considered (brk, G13).
     pub(crate) fn place_new_range(&mut self, p: &Proposal, just_expand: bool, make: Vma) -> u64 {
-        let prev = self
-            .tree
-            .prev_before(p.start)
-            .filter(|v| v.end == p.start)
-            .cloned();
+        // The range is free, so the first VMA starting above p.start is the next one.
+        let (prev, next) = self.tree.neighbours(p.start);
+        let prev = prev.filter(|v| v.end == p.start).cloned();
         let next = if just_expand {
             None
         } else {
-            self.tree
-                .find(p.start)
-                .filter(|v| v.start == p.end)
-                .cloned()
+            next.filter(|v| v.start == p.end).cloned()
         };
         let special = p.flags & VM_SPECIAL != 0;
         let left = !special && self.can_merge_left(prev.as_ref(), p);
@@ -177,16 +172,9 @@ impl AddressSpace {
                 anon: mid.anon_vma,
                 forked: mid.forked,
             };
-            let prev = self
-                .tree
-                .prev_before(mid.start)
-                .filter(|v| v.end == start)
-                .cloned();
-            let next = self
-                .tree
-                .next_after(mid.start)
-                .filter(|v| v.start == end)
-                .cloned();
+            let (prev, next) = self.tree.neighbours(mid.start);
+            let prev = prev.filter(|v| v.end == start).cloned();
+            let next = next.filter(|v| v.start == end).cloned();
             let left = left_side && self.can_merge_left(prev.as_ref(), &p);
             let right = right_side && self.can_merge_right(prev.as_ref(), next.as_ref(), &p, left);
             if left || right {

@@ -597,6 +597,38 @@ impl VmaTree {
         }
     }
 
+    /// `(prev_before(key), next_after(key))` with one descent when both lie in the leaf that
+    /// `key` routes to (the common case in splits and merges).
+    pub fn neighbours(&self, key: u64) -> (Option<&Vma>, Option<&Vma>) {
+        let mut t = self.root;
+        loop {
+            let n = self.node(t);
+            if !n.leaf {
+                t = n.ptr[n.route(key)];
+                continue;
+            }
+            let k = n.n();
+            let i = count_le(&n.start, k, key);
+            // Entries [0, i) start at or below key; [i, k) above it.
+            let below = if i > 0 && n.start[i - 1] == key {
+                i - 1
+            } else {
+                i
+            };
+            let prev = if below > 0 {
+                Some(&self.vmas[n.ptr[below - 1] as usize])
+            } else {
+                self.prev_before(key)
+            };
+            let next = if i < k {
+                Some(&self.vmas[n.ptr[i] as usize])
+            } else {
+                self.next_after(key)
+            };
+            return (prev, next);
+        }
+    }
+
     /// The lowest VMA.
     pub fn first(&self) -> Option<&Vma> {
         let mut t = self.root;
@@ -995,6 +1027,12 @@ mod tests {
                     assert_eq!(t.next_after(addr), model.iter().find(|v| v.start > addr));
                 }
             }
+        }
+        for probe in 0..3100u64 {
+            let key = probe << 16;
+            let (p, n) = t.neighbours(key);
+            assert_eq!(p, t.prev_before(key));
+            assert_eq!(n, t.next_after(key));
         }
         assert_eq!(t.first(), model.first());
         assert_eq!(t.last(), model.last());
