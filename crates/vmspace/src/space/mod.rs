@@ -224,11 +224,12 @@ impl AddressSpace {
         if v.flags & VM_HUGETLB != 0 && at % self.huge_page_size(&v) != 0 {
             return Err(Errno::EINVAL);
         }
-        self.tree.update(vstart, |x| x.end = at);
         let mut right = v;
         right.pgoff = right.pgoff.wrapping_add((at - vstart) >> 12);
         right.start = at;
+        // Insert first, then shrink: the tree never sees a transient gap (no gap rescans).
         self.tree.insert(right);
+        self.tree.update(vstart, |x| x.end = at);
         Ok(())
     }
 

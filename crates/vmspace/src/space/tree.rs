@@ -4,22 +4,25 @@
 //! contiguous arrays — per entry the start, the end, the gap-adjusted start (`vm_start_gap`,
 //! P6) and, in inner nodes, the largest gap between two consecutive VMAs inside the child —
 //! while the VMAs themselves live apart in a slab indexed by slot. A lookup at 65,000 VMAs
-//! reads about 4 nodes instead of ~22 binary-tree nodes. Lookup, insert, remove and the
+//! reads 4 nodes instead of ~22 binary-tree nodes. Lookup, insert, remove and the
 //! top-down / bottom-up gap searches (P8, P12) are O(log n); all leaves are at one depth and
 //! every node but the root holds at least [`MIN`] entries. Gaps below a VM_GROWSDOWN VMA are
 //! measured up to its start minus the stack guard gap, so the searches never place a mapping
-//! inside a guard gap. Callers keep VMAs non-overlapping; the tree keeps them sorted.
+//! inside a guard gap. Callers keep VMAs non-overlapping; the tree keeps them sorted. Within
+//! one split or merge a caller may let two VMAs overlap for a moment (grow first, then shrink
+//! or remove: `insert`, `update` and `remove` go by start only), which spares the gap rescans
+//! a transient hole would cost; lookups must wait until the overlap is gone.
 
 use super::vma::{start_gap, Backing, Vma};
 use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Most entries in a node.
-pub const B: usize = 16;
+pub const B: usize = 32;
 /// Fewest entries in a node other than the root.
 pub const MIN: usize = B / 2 - 2;
 /// Deepest possible tree: MIN^(MAX_DEPTH-1) far exceeds any map count.
-const MAX_DEPTH: usize = 24;
+const MAX_DEPTH: usize = 16;
 const NIL: u32 = u32::MAX;
 
 /// One node. In a leaf, entry `i` is a VMA (`ptr` = its slab slot); in an inner node, entry `i`
@@ -33,6 +36,8 @@ struct Node {
     sg: [u64; B],
     gap: [u64; B],
     ptr: [u32; B],
+    /// The largest gap inside this subtree (kept up to date incrementally).
+    max_gap: u64,
     len: u16,
     leaf: bool,
 }
@@ -54,6 +59,7 @@ impl Node {
             sg: [0; B],
             gap: [0; B],
             ptr: [NIL; B],
+            max_gap: 0,
             len: 0,
             leaf,
         }
@@ -81,10 +87,43 @@ impl Node {
         self.ptr[i] = e.ptr;
     }
 
+    /// The free gap between entries `j - 1` and `j` (0 when either is missing).
+    fn between(&self, j: usize) -> u64 {
+        if j == 0 || j >= self.n() {
+            return 0;
+        }
+        self.sg[j].saturating_sub(self.end[j - 1])
+    }
+
+    /// The gap terms entry `i` takes part in: its child's gap and the gaps on both sides.
+    fn terms(&self, i: usize) -> u64 {
+        let own = if i < self.n() { self.gap[i] } else { 0 };
+        own.max(self.between(i)).max(self.between(i + 1))
+    }
+
+    /// Updates `max_gap` after a local change: `lost` is whether a replaced term may have
+    /// been the maximum, `new` the largest new term. Only a lost maximum costs a rescan.
+    fn settle(&mut self, lost: bool, new: u64) {
+        if lost && new < self.max_gap {
+            self.max_gap = self.scan_max_gap();
+        } else {
+            self.max_gap = self.max_gap.max(new);
+        }
+    }
+
+    /// Replaces entry `i`, keeping `max_gap`.
+    fn replace(&mut self, i: usize, e: Entry) {
+        let lost = self.terms(i) == self.max_gap;
+        self.set(i, e);
+        let new = self.terms(i);
+        self.settle(lost, new);
+    }
+
     /// Inserts `e` at `pos`; the node must not be full.
     fn insert(&mut self, pos: usize, e: Entry) {
         let n = self.n();
         debug_assert!(n < B && pos <= n);
+        let lost = self.between(pos) == self.max_gap;
         self.start.copy_within(pos..n, pos + 1);
         self.end.copy_within(pos..n, pos + 1);
         self.sg.copy_within(pos..n, pos + 1);
@@ -92,22 +131,27 @@ impl Node {
         self.ptr.copy_within(pos..n, pos + 1);
         self.set(pos, e);
         self.len += 1;
+        let new = self.terms(pos);
+        self.settle(lost, new);
     }
 
     fn remove(&mut self, pos: usize) -> Entry {
         let n = self.n();
         let e = self.get(pos);
+        let lost = self.terms(pos) == self.max_gap;
         self.start.copy_within(pos + 1..n, pos);
         self.end.copy_within(pos + 1..n, pos);
         self.sg.copy_within(pos + 1..n, pos);
         self.gap.copy_within(pos + 1..n, pos);
         self.ptr.copy_within(pos + 1..n, pos);
         self.len -= 1;
+        let new = self.between(pos);
+        self.settle(lost, new);
         e
     }
 
-    /// The largest gap inside this node's subtree.
-    fn max_gap(&self) -> u64 {
+    /// The largest gap inside this node's subtree, recomputed from its entries.
+    fn scan_max_gap(&self) -> u64 {
         let n = self.n();
         let mut g = 0;
         for i in 0..n {
@@ -121,13 +165,25 @@ impl Node {
 
     /// The index of the last entry whose start is `<= key` (0 when none is).
     fn route(&self, key: u64) -> usize {
-        let n = self.n();
-        let mut i = 1;
-        while i < n && self.start[i] <= key {
-            i += 1;
-        }
-        i - 1
+        count_le(&self.start, self.n(), key).max(1) - 1
     }
+
+    /// The index of the entry whose start is exactly `key`.
+    fn position(&self, key: u64) -> Option<usize> {
+        let i = count_le(&self.start, self.n(), key);
+        (i > 0 && self.start[i - 1] == key).then(|| i - 1)
+    }
+}
+
+/// How many of the first `n` (sorted) values are `<= key`. A linear scan: on these short
+/// arrays it beats a binary search, whose branches mispredict (measured 2x slower).
+#[inline]
+fn count_le(a: &[u64; B], n: usize, key: u64) -> usize {
+    let mut i = 0;
+    while i < n && a[i] <= key {
+        i += 1;
+    }
+    i
 }
 
 /// The augmented VMA tree.
@@ -156,12 +212,6 @@ fn empty_vma() -> Vma {
         anon_vma: None,
         forked: false,
     }
-}
-
-/// A root-to-leaf path: (node, entry index) per level.
-struct Path {
-    at: [(u32, u8); MAX_DEPTH],
-    depth: usize,
 }
 
 impl VmaTree {
@@ -204,6 +254,7 @@ impl VmaTree {
         if let Some(i) = self.free_nodes.pop() {
             let n = self.node_mut(i);
             n.len = 0;
+            n.max_gap = 0;
             n.leaf = leaf;
             i
         } else {
@@ -230,15 +281,21 @@ impl VmaTree {
             start: n.start[0],
             end: n.end[k],
             sg: n.sg[0],
-            gap: n.max_gap(),
+            gap: n.max_gap,
             ptr: c,
         }
     }
 
-    fn refresh(&mut self, parent: u32, i: usize) {
+    /// Recomputes entry `i` of `parent` from its child; returns whether it changed.
+    fn refresh(&mut self, parent: u32, i: usize) -> bool {
         let c = self.node(parent).ptr[i];
         let e = self.summary(c);
-        self.node_mut(parent).set(i, e);
+        let p = self.node_mut(parent);
+        if (p.start[i], p.end[i], p.sg[i], p.gap[i]) == (e.start, e.end, e.sg, e.gap) {
+            return false;
+        }
+        p.replace(i, e);
+        true
     }
 
     /// Splits full node `c` in half; returns the new right half.
@@ -251,7 +308,10 @@ impl VmaTree {
             hi.set(i - mid, lo.get(i));
         }
         hi.len = (lo.n() - mid) as u16;
-        self.node_mut(c).len = mid as u16;
+        hi.max_gap = hi.scan_max_gap();
+        let c = self.node_mut(c);
+        c.len = mid as u16;
+        c.max_gap = c.scan_max_gap();
         r
     }
 
@@ -275,6 +335,7 @@ impl VmaTree {
             n.set(0, a);
             n.set(1, b);
             n.len = 2;
+            n.max_gap = n.scan_max_gap();
             self.root = root;
         }
         self.len += 1;
@@ -284,10 +345,8 @@ impl VmaTree {
     fn insert_at(&mut self, t: u32, e: Entry) -> Option<u32> {
         let n = self.node(t);
         if n.leaf {
-            let mut pos = 0;
-            while pos < n.n() && n.start[pos] < e.start {
-                pos += 1;
-            }
+            let pos = count_le(&n.start, n.n(), e.start.wrapping_sub(1));
+            let pos = if e.start == 0 { 0 } else { pos };
             if n.n() < B {
                 self.node_mut(t).insert(pos, e);
                 return None;
@@ -341,7 +400,7 @@ impl VmaTree {
     fn remove_at(&mut self, t: u32, key: u64) -> Option<u32> {
         let n = self.node(t);
         if n.leaf {
-            let pos = (0..n.n()).find(|&j| n.start[j] == key)?;
+            let pos = n.position(key)?;
             return Some(self.node_mut(t).remove(pos).ptr);
         }
         let i = n.route(key);
@@ -375,6 +434,7 @@ impl VmaTree {
                 an.set(na + j, bn.get(j));
             }
             an.len = (na + nb) as u16;
+            an.max_gap = an.scan_max_gap();
             self.node_mut(t).remove(li + 1);
             self.free_nodes.push(b);
             self.refresh(t, li);
@@ -392,12 +452,14 @@ impl VmaTree {
                     an.set(na + j, bn.get(j));
                 }
                 an.len = want_a as u16;
+                an.max_gap = an.scan_max_gap();
             }
             let bm = self.node_mut(b);
             for j in k..nb {
                 bm.set(j - k, bn.get(j));
             }
             bm.len = (nb - k) as u16;
+            bm.max_gap = bm.scan_max_gap();
         } else {
             let k = na - want_a;
             let an = self.node(a).clone();
@@ -409,32 +471,43 @@ impl VmaTree {
                 bm.set(j, an.get(want_a + j));
             }
             bm.len = (nb + k) as u16;
-            self.node_mut(a).len = want_a as u16;
+            bm.max_gap = bm.scan_max_gap();
+            let am = self.node_mut(a);
+            am.len = want_a as u16;
+            am.max_gap = am.scan_max_gap();
         }
         self.refresh(t, li);
         self.refresh(t, li + 1);
     }
 
-    /// The path to the leaf entry of the VMA starting at `start`, if there is one.
-    fn path_to(&self, start: u64) -> Option<Path> {
-        let mut p = Path {
-            at: [(NIL, 0); MAX_DEPTH],
-            depth: 0,
-        };
-        let mut t = self.root;
-        loop {
-            let n = self.node(t);
-            if n.leaf {
-                let j = (0..n.n()).find(|&j| n.start[j] == start)?;
-                p.at[p.depth] = (t, j as u8);
-                p.depth += 1;
-                return Some(p);
+    /// Applies `f` to the VMA whose key is `key` below node `t` and refreshes the search data
+    /// on the way back up, stopping where nothing changed. `None` when there is no such VMA,
+    /// else whether `t`'s summary may have changed.
+    fn update_at<F: FnMut(&mut Vma)>(&mut self, t: u32, key: u64, f: &mut F) -> Option<bool> {
+        let n = self.node(t);
+        if n.leaf {
+            let j = n.position(key)?;
+            let slot = n.ptr[j];
+            let v = &mut self.vmas[slot as usize];
+            f(v);
+            let e = Entry {
+                start: v.start,
+                end: v.end,
+                sg: start_gap(v.start, v.flags, self.guard),
+                gap: 0,
+                ptr: slot,
+            };
+            let n = self.node_mut(t);
+            if (n.start[j], n.end[j], n.sg[j]) == (e.start, e.end, e.sg) {
+                return Some(false);
             }
-            let i = n.route(start);
-            p.at[p.depth] = (t, i as u8);
-            p.depth += 1;
-            t = n.ptr[i];
+            n.replace(j, e);
+            return Some(true);
         }
+        let i = n.route(key);
+        let c = n.ptr[i];
+        let changed = self.update_at(c, key, f)?;
+        Some(changed && self.refresh(t, i))
     }
 
     /// Changes the VMA starting at `start` in place. `f` may move its start/end as long as the
@@ -454,43 +527,10 @@ impl VmaTree {
                 return true;
             }
             // The range moved: refresh the search data along the path to it.
-            let (ns, ne, nsg) = (v.start, v.end, start_gap(v.start, v.flags, self.guard));
-            let p = match self.path_to(start) {
-                Some(p) => p,
-                None => return true,
-            };
-            self.fix_path(&p, ns, ne, nsg);
+            self.update_at(self.root, start, &mut |_: &mut Vma| {});
             return true;
         }
-        let p = match self.path_to(start) {
-            Some(p) => p,
-            None => return false,
-        };
-        let (leaf, j) = p.at[p.depth - 1];
-        let slot = self.node(leaf).ptr[j as usize];
-        let v = &mut self.vmas[slot as usize];
-        f(v);
-        let (ns, ne, nsg) = (v.start, v.end, start_gap(v.start, v.flags, self.guard));
-        self.fix_path(&p, ns, ne, nsg);
-        true
-    }
-
-    fn fix_path(&mut self, p: &Path, start: u64, end: u64, sg: u64) {
-        let (leaf, j) = p.at[p.depth - 1];
-        {
-            let n = self.node_mut(leaf);
-            let j = j as usize;
-            if (n.start[j], n.end[j], n.sg[j]) == (start, end, sg) {
-                return;
-            }
-            n.start[j] = start;
-            n.end[j] = end;
-            n.sg[j] = sg;
-        }
-        for d in (0..p.depth - 1).rev() {
-            let (t, i) = p.at[d];
-            self.refresh(t, i as usize);
-        }
+        self.update_at(self.root, start, &mut f).is_some()
     }
 
     /// find_vma: the first VMA with `end > addr`.
@@ -506,10 +546,8 @@ impl VmaTree {
         loop {
             let n = self.node(t);
             let k = n.n();
-            let mut i = 0;
-            while i < k && n.end[i] <= addr {
-                i += 1;
-            }
+            // Ends are sorted too (VMAs do not overlap).
+            let i = count_le(&n.end, k, addr);
             if i == k {
                 return None;
             }
@@ -551,14 +589,43 @@ impl VmaTree {
             if k == 0 || n.start[0] >= addr {
                 return None;
             }
-            let mut i = 0;
-            while i + 1 < k && n.start[i + 1] < addr {
-                i += 1;
-            }
+            let i = count_le(&n.start, k, addr - 1) - 1;
             if n.leaf {
                 return Some(&self.vmas[n.ptr[i] as usize]);
             }
             t = n.ptr[i];
+        }
+    }
+
+    /// `(prev_before(key), next_after(key))` with one descent when both lie in the leaf that
+    /// `key` routes to (the common case in splits and merges).
+    pub fn neighbours(&self, key: u64) -> (Option<&Vma>, Option<&Vma>) {
+        let mut t = self.root;
+        loop {
+            let n = self.node(t);
+            if !n.leaf {
+                t = n.ptr[n.route(key)];
+                continue;
+            }
+            let k = n.n();
+            let i = count_le(&n.start, k, key);
+            // Entries [0, i) start at or below key; [i, k) above it.
+            let below = if i > 0 && n.start[i - 1] == key {
+                i - 1
+            } else {
+                i
+            };
+            let prev = if below > 0 {
+                Some(&self.vmas[n.ptr[below - 1] as usize])
+            } else {
+                self.prev_before(key)
+            };
+            let next = if i < k {
+                Some(&self.vmas[n.ptr[i] as usize])
+            } else {
+                self.next_after(key)
+            };
+            return (prev, next);
         }
     }
 
@@ -746,6 +813,9 @@ impl VmaTree {
         }
         if depth >= MAX_DEPTH {
             return Err(String::from("tree too deep"));
+        }
+        if n.max_gap != n.scan_max_gap() {
+            return Err(alloc::format!("node {t} keeps max gap {:#x}", n.max_gap));
         }
         for i in 1..k {
             if n.start[i] <= n.start[i - 1] || n.end[i] <= n.end[i - 1] {
@@ -957,6 +1027,12 @@ mod tests {
                     assert_eq!(t.next_after(addr), model.iter().find(|v| v.start > addr));
                 }
             }
+        }
+        for probe in 0..3100u64 {
+            let key = probe << 16;
+            let (p, n) = t.neighbours(key);
+            assert_eq!(p, t.prev_before(key));
+            assert_eq!(n, t.next_after(key));
         }
         assert_eq!(t.first(), model.first());
         assert_eq!(t.last(), model.last());
