@@ -35,7 +35,7 @@ pub use mm::{Mm, Rss, VmaRss};
 use crate::addr::Frame;
 use crate::arch::PageFlags;
 use crate::paging::MapError;
-use crate::phys::{BuddyAllocator, FrameAllocator, FrameInfo, PhysError, PhysMem};
+use crate::phys::{BuddyAllocator, FrameAllocator, PhysError, PhysMem};
 use crate::space::Fault;
 use alloc::collections::BTreeMap;
 use core::fmt;
@@ -58,7 +58,7 @@ pub trait RefFrames: FrameAllocator {
     fn free_frames(&self) -> u64;
 }
 
-impl<M: DerefMut<Target = [FrameInfo]>> RefFrames for BuddyAllocator<M> {
+impl<M: DerefMut<Target = [u64]>> RefFrames for BuddyAllocator<M> {
     fn inc_ref(&mut self, f: Frame) -> Result<u32, PhysError> {
         BuddyAllocator::inc_ref(self, f)
     }
