@@ -11,6 +11,8 @@
 //!   by page or by range — with TLB-flush tokens.
 //! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
 //!   touches, /proc/pid/maps) — feature `alloc`.
+//! - [`range`]: vmem range arenas (instant-/best-/next-fit, constrained, imported spans,
+//!   quantum caches, no heap needed) and the 2-bit-per-64 KiB segment map.
 //! - [`fault`]: the page-fault handler (demand-zero, copy-on-write, stack growth, SIGSEGV /
 //!   SIGBUS classification) and `Mm`, a space whose page table follows its VMAs, with fork.
 //!
@@ -31,5 +33,6 @@ pub mod arch;
 pub mod fault;
 pub mod paging;
 pub mod phys;
+pub mod range;
 #[cfg(feature = "alloc")]
 pub mod space;

@@ -1,0 +1,939 @@
+//! A vmem resource arena (Bonwick & Adams, "Magazines and Vmem", USENIX 2001).
+//!
+//! An [`Arena`] hands out integer ranges (virtual addresses, IDs) in multiples of its quantum
+//! from spans it is given ([`Arena::add_span`]) or imports from a parent [`Source`] (returned
+//! to the parent as soon as wholly free). What a caller must know:
+//!
+//! - **Policies** ([`Policy`]): instant-fit takes the head of the first non-empty power-of-two
+//!   free list at or above the next power of two ≥ size — found with one bit scan of a bitmap,
+//!   constant time, and the segment always fits; best-fit returns the smallest fitting free
+//!   segment; next-fit walks the segment list from a rotor (the last allocation) in address
+//!   order, which suits IDs. Constrained requests ([`Constraints`]: alignment, phase, no-cross
+//!   boundary, min/max address) scan the free lists from the floor list up, first fit (best
+//!   fit for [`Policy::BestFit`]).
+//! - **Boundary tags live outside the managed range**, in a tag [`Store`]; allocated segments
+//!   are found in O(1) on free through an open (chained) hash, resized by doubling in place.
+//!   Tags and buckets come from the stores given at construction: fixed slices are the
+//!   bootstrap reserve (no heap, the arena never recurses into itself to get tags); `Vec`s
+//!   grow from the heap. Every operation first makes sure the tags it can need exist (2 for an
+//!   allocation, 4 with an import, 2 for a span), so a failure — [`ArenaError::NoTags`] or any
+//!   other — leaves the arena unchanged.
+//! - **Quantum caches** ([`Arena::set_qcache_max`]): unconstrained requests of up to
+//!   `qcache_max` bytes are served from per-size magazines of segments that stay allocated in
+//!   the arena; [`Arena::purge_qcaches`] returns them.
+//! - **Errors** are typed ([`ArenaError`]); a free is checked against the allocated segment
+//!   (never allocated, already free, wrong size).
+
+use super::qcache::QCache;
+use super::store::Store;
+use super::tags::{Kind, Tag, NIL};
+
+/// Why an arena operation failed; the arena is unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArenaError {
+    /// A size of zero.
+    ZeroSize,
+    /// An address, size, alignment or phase that is not a multiple of the quantum, or an
+    /// alignment that is not a power of two.
+    Misaligned,
+    /// Constraints that contradict each other (phase ≥ alignment, no-cross boundary not a power
+    /// of two or smaller than the size, min address above max address).
+    BadConstraint,
+    /// The range would run past the top of the address space (2^64).
+    Overflow,
+    /// No free segment satisfies the request, and the parent gave none.
+    NoSpace,
+    /// The tag or bucket store is full and cannot grow.
+    NoTags,
+    /// `add_span` of a range overlapping an existing span.
+    SpanOverlap,
+    /// A free of a range that is not an allocated segment (outside every span, or not starting
+    /// at an allocated segment's base).
+    NotAllocated,
+    /// A free of a range that is already free (freed twice, or never handed out).
+    DoubleFree,
+    /// A free of an allocated segment with the wrong size; `allocated` is its real size.
+    WrongSize {
+        /// The size the segment was allocated with.
+        allocated: u64,
+    },
+}
+
+/// How an arena picks a free segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Constant time: the first segment of the smallest power-of-two list guaranteed to fit.
+    InstantFit,
+    /// The smallest free segment that fits.
+    BestFit,
+    /// The first fitting free segment after the previous allocation, in address order.
+    NextFit,
+}
+
+/// Constraints of [`Arena::xalloc`]: `start ≡ phase (mod align)`, `[start, start+size)` does
+/// not cross a multiple of `nocross` (0 = no such boundary), `start ≥ minaddr` and
+/// `start + size - 1 ≤ maxaddr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Constraints {
+    /// Power-of-two alignment (0 = the quantum).
+    pub align: u64,
+    /// Offset from the alignment (< align).
+    pub phase: u64,
+    /// Power-of-two boundary the segment must not cross (0 = none).
+    pub nocross: u64,
+    /// Lowest allowed start.
+    pub minaddr: u64,
+    /// Highest allowed last address (inclusive).
+    pub maxaddr: u64,
+}
+
+impl Default for Constraints {
+    fn default() -> Self {
+        Constraints {
+            align: 0,
+            phase: 0,
+            nocross: 0,
+            minaddr: 0,
+            maxaddr: u64::MAX,
+        }
+    }
+}
+
+impl Constraints {
+    fn is_plain(&self, quantum: u64) -> bool {
+        self.align <= quantum
+            && self.phase == 0
+            && self.nocross == 0
+            && self.minaddr == 0
+            && self.maxaddr == u64::MAX
+    }
+}
+
+/// Where an arena imports spans from: a parent arena, or nothing ([`NoParent`]).
+pub trait Source {
+    /// Allocates `size` bytes aligned to `align` (0 = the source's quantum).
+    fn import(&mut self, size: u64, align: u64) -> Result<u64, ArenaError>;
+    /// Gives back a range obtained from `import`.
+    fn release(&mut self, base: u64, size: u64);
+}
+
+/// No parent: imports always fail with [`ArenaError::NoSpace`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoParent;
+
+impl Source for NoParent {
+    fn import(&mut self, _size: u64, _align: u64) -> Result<u64, ArenaError> {
+        Err(ArenaError::NoSpace)
+    }
+    fn release(&mut self, _base: u64, _size: u64) {}
+}
+
+impl<S: Source + ?Sized> Source for &mut S {
+    fn import(&mut self, size: u64, align: u64) -> Result<u64, ArenaError> {
+        (**self).import(size, align)
+    }
+    fn release(&mut self, base: u64, size: u64) {
+        (**self).release(base, size)
+    }
+}
+
+/// A segment as seen by [`Arena::segments`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Segment {
+    /// First address.
+    pub start: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Span marker (direct or imported), free or allocated segment.
+    pub kind: Kind,
+}
+
+/// A vmem arena over tag store `T`, bucket store `H` and parent `P`.
+pub struct Arena<T: Store<Tag>, H: Store<u32>, P: Source = NoParent> {
+    tags: T,
+    buckets: H,
+    parent: P,
+    quantum: u64,
+    qshift: u32,
+    import_quantum: u64,
+    policy: Policy,
+    seg_head: u32,
+    seg_tail: u32,
+    span_head: u32,
+    free_heads: [u32; 64],
+    free_map: u64,
+    pool: u32,
+    pool_count: usize,
+    hw: usize,
+    nbuckets: usize,
+    nalloc: usize,
+    rotor: u32,
+    span_bytes: u128,
+    alloc_bytes: u128,
+    qc: QCache,
+}
+
+/// An arena whose tags and buckets live on the heap.
+#[cfg(feature = "alloc")]
+pub type HeapArena<P = NoParent> = Arena<alloc::vec::Vec<Tag>, alloc::vec::Vec<u32>, P>;
+
+#[cfg(feature = "alloc")]
+impl<P: Source> Arena<alloc::vec::Vec<Tag>, alloc::vec::Vec<u32>, P> {
+    /// An empty heap-backed arena.
+    pub fn on_heap(quantum: u64, policy: Policy, parent: P) -> Result<Self, ArenaError> {
+        Arena::new(
+            alloc::vec::Vec::new(),
+            alloc::vec::Vec::new(),
+            quantum,
+            policy,
+            parent,
+        )
+    }
+}
+
+fn mix(x: u64) -> u64 {
+    let m = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    m ^ (m >> 29) ^ (m >> 43)
+}
+
+impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
+    /// An empty arena with the given stores, quantum (a power of two), default policy and
+    /// parent. Fails with `Misaligned` for a bad quantum, `NoTags` if `buckets` has no slot.
+    pub fn new(
+        tags: T,
+        mut buckets: H,
+        quantum: u64,
+        policy: Policy,
+        parent: P,
+    ) -> Result<Self, ArenaError> {
+        if !quantum.is_power_of_two() {
+            return Err(ArenaError::Misaligned);
+        }
+        if !buckets.grow(16, NIL) && buckets.slots().is_empty() {
+            return Err(ArenaError::NoTags);
+        }
+        let n = buckets.slots().len();
+        let nbuckets = 1usize << (usize::BITS - 1 - n.leading_zeros());
+        buckets.slots_mut()[..nbuckets].fill(NIL);
+        Ok(Arena {
+            tags,
+            buckets,
+            parent,
+            quantum,
+            qshift: quantum.trailing_zeros(),
+            import_quantum: quantum,
+            policy,
+            seg_head: NIL,
+            seg_tail: NIL,
+            span_head: NIL,
+            free_heads: [NIL; 64],
+            free_map: 0,
+            pool: NIL,
+            pool_count: 0,
+            hw: 0,
+            nbuckets,
+            nalloc: 0,
+            rotor: NIL,
+            span_bytes: 0,
+            alloc_bytes: 0,
+            qc: QCache::new(),
+        })
+    }
+
+    /// The quantum.
+    pub fn quantum(&self) -> u64 {
+        self.quantum
+    }
+
+    /// The default policy of [`Arena::alloc`].
+    pub fn policy(&self) -> Policy {
+        self.policy
+    }
+
+    /// The parent.
+    pub fn parent(&self) -> &P {
+        &self.parent
+    }
+
+    /// Imports from the parent are rounded up to this (a multiple of the quantum).
+    pub fn set_import_quantum(&mut self, q: u64) -> Result<(), ArenaError> {
+        if q == 0 || q % self.quantum != 0 {
+            return Err(ArenaError::Misaligned);
+        }
+        self.import_quantum = q;
+        Ok(())
+    }
+
+    /// Enables quantum caches for sizes up to `max` (a multiple of the quantum, at most
+    /// [`super::qcache::QC_CLASSES`] quanta; 0 disables). Purges the current caches first.
+    pub fn set_qcache_max(&mut self, max: u64) -> Result<(), ArenaError> {
+        if max % self.quantum != 0 || max / self.quantum > super::qcache::QC_CLASSES as u64 {
+            return Err(ArenaError::Misaligned);
+        }
+        self.purge_qcaches();
+        self.qc.classes = (max / self.quantum) as usize;
+        Ok(())
+    }
+
+    /// Bytes in spans.
+    pub fn span_bytes(&self) -> u128 {
+        self.span_bytes
+    }
+
+    /// Bytes allocated, including segments held by the quantum caches.
+    pub fn allocated_bytes(&self) -> u128 {
+        self.alloc_bytes
+    }
+
+    /// Bytes held by the quantum caches.
+    pub fn cached_bytes(&self) -> u128 {
+        self.qc.bytes(self.quantum)
+    }
+
+    /// Number of allocated segments (including those in quantum caches).
+    pub fn allocated_segments(&self) -> usize {
+        self.nalloc
+    }
+
+    fn t(&self, i: u32) -> &Tag {
+        &self.tags.slots()[i as usize]
+    }
+
+    fn tm(&mut self, i: u32) -> &mut Tag {
+        &mut self.tags.slots_mut()[i as usize]
+    }
+
+    // ---- tag pool ----
+
+    fn ensure_tags(&mut self, k: usize) -> Result<(), ArenaError> {
+        let avail = self.pool_count + (self.tags.slots().len() - self.hw);
+        if avail >= k {
+            return Ok(());
+        }
+        let need = self.tags.slots().len() + (k - avail);
+        if need >= NIL as usize || !self.tags.grow(need, Tag::EMPTY) {
+            return Err(ArenaError::NoTags);
+        }
+        Ok(())
+    }
+
+    fn new_tag(&mut self, tag: Tag) -> u32 {
+        let i = if self.pool != NIL {
+            let i = self.pool;
+            self.pool = self.t(i).link_next;
+            self.pool_count -= 1;
+            i
+        } else {
+            self.hw += 1;
+            (self.hw - 1) as u32
+        };
+        *self.tm(i) = tag;
+        i
+    }
+
+    /// Returns tag `i` to the pool; `heir` takes over the rotor if it pointed at `i`.
+    fn drop_tag(&mut self, i: u32, heir: u32) {
+        if self.rotor == i {
+            self.rotor = heir;
+        }
+        let pool = self.pool;
+        *self.tm(i) = Tag {
+            link_next: pool,
+            ..Tag::EMPTY
+        };
+        self.pool = i;
+        self.pool_count += 1;
+    }
+
+    // ---- segment list ----
+
+    fn seg_insert_after(&mut self, at: u32, i: u32) {
+        let next = if at == NIL {
+            self.seg_head
+        } else {
+            self.t(at).next
+        };
+        self.tm(i).prev = at;
+        self.tm(i).next = next;
+        if at == NIL {
+            self.seg_head = i;
+        } else {
+            self.tm(at).next = i;
+        }
+        if next == NIL {
+            self.seg_tail = i;
+        } else {
+            self.tm(next).prev = i;
+        }
+    }
+
+    fn seg_unlink(&mut self, i: u32) {
+        let Tag { prev, next, .. } = *self.t(i);
+        if prev == NIL {
+            self.seg_head = next;
+        } else {
+            self.tm(prev).next = next;
+        }
+        if next == NIL {
+            self.seg_tail = prev;
+        } else {
+            self.tm(next).prev = prev;
+        }
+    }
+
+    // ---- free lists ----
+
+    fn list_of(size: u64) -> usize {
+        63 - size.leading_zeros() as usize
+    }
+
+    fn free_insert(&mut self, i: u32) {
+        let l = Self::list_of(self.t(i).size);
+        let head = self.free_heads[l];
+        self.tm(i).link_prev = NIL;
+        self.tm(i).link_next = head;
+        if head != NIL {
+            self.tm(head).link_prev = i;
+        }
+        self.free_heads[l] = i;
+        self.free_map |= 1 << l;
+    }
+
+    fn free_remove(&mut self, i: u32) {
+        let l = Self::list_of(self.t(i).size);
+        let Tag {
+            link_prev,
+            link_next,
+            ..
+        } = *self.t(i);
+        if link_prev == NIL {
+            self.free_heads[l] = link_next;
+            if link_next == NIL {
+                self.free_map &= !(1 << l);
+            }
+        } else {
+            self.tm(link_prev).link_next = link_next;
+        }
+        if link_next != NIL {
+            self.tm(link_next).link_prev = link_prev;
+        }
+    }
+
+    // ---- hash of allocated segments ----
+
+    fn bucket(&self, start: u64) -> usize {
+        mix(start >> self.qshift) as usize & (self.nbuckets - 1)
+    }
+
+    fn hash_insert(&mut self, i: u32) {
+        let b = self.bucket(self.t(i).start);
+        let head = self.buckets.slots()[b];
+        self.tm(i).link_next = head;
+        self.buckets.slots_mut()[b] = i;
+        self.nalloc += 1;
+        if self.nalloc > 2 * self.nbuckets {
+            self.hash_grow();
+        }
+    }
+
+    /// Doubles the bucket count in place: chain `b` splits into `b` and `b + old`.
+    fn hash_grow(&mut self) {
+        let old = self.nbuckets;
+        if old > usize::MAX / 4 || !self.buckets.grow(old * 2, NIL) {
+            return;
+        }
+        self.nbuckets = old * 2;
+        for b in 0..old {
+            let mut i = self.buckets.slots()[b];
+            let (mut lo, mut hi) = (NIL, NIL);
+            while i != NIL {
+                let next = self.t(i).link_next;
+                if self.bucket(self.t(i).start) == b {
+                    self.tm(i).link_next = lo;
+                    lo = i;
+                } else {
+                    self.tm(i).link_next = hi;
+                    hi = i;
+                }
+                i = next;
+            }
+            self.buckets.slots_mut()[b] = lo;
+            self.buckets.slots_mut()[b + old] = hi;
+        }
+    }
+
+    fn hash_find(&self, start: u64) -> u32 {
+        let mut i = self.buckets.slots()[self.bucket(start)];
+        while i != NIL && self.t(i).start != start {
+            i = self.t(i).link_next;
+        }
+        i
+    }
+
+    fn hash_remove(&mut self, i: u32) {
+        let b = self.bucket(self.t(i).start);
+        let mut p = NIL;
+        let mut c = self.buckets.slots()[b];
+        while c != i {
+            p = c;
+            c = self.t(c).link_next;
+        }
+        let next = self.t(i).link_next;
+        if p == NIL {
+            self.buckets.slots_mut()[b] = next;
+        } else {
+            self.tm(p).link_next = next;
+        }
+        self.nalloc -= 1;
+    }
+
+    // ---- spans ----
+
+    fn check_range(&self, base: u64, size: u64) -> Result<(), ArenaError> {
+        if size == 0 {
+            return Err(ArenaError::ZeroSize);
+        }
+        if base % self.quantum != 0 || size % self.quantum != 0 {
+            return Err(ArenaError::Misaligned);
+        }
+        if base.checked_add(size - 1).is_none() {
+            return Err(ArenaError::Overflow);
+        }
+        Ok(())
+    }
+
+    fn overlaps_span(&self, base: u64, size: u64) -> bool {
+        let end = base as u128 + size as u128;
+        let mut s = self.span_head;
+        while s != NIL {
+            let t = self.t(s);
+            if (base as u128) < t.end() && (t.start as u128) < end {
+                return true;
+            }
+            s = t.link_next;
+        }
+        false
+    }
+
+    /// Adds `[base, base+size)` as a span of free space. Errors: `ZeroSize`, `Misaligned`,
+    /// `Overflow`, `SpanOverlap`, `NoTags`.
+    pub fn add_span(&mut self, base: u64, size: u64) -> Result<(), ArenaError> {
+        self.check_range(base, size)?;
+        if self.overlaps_span(base, size) {
+            return Err(ArenaError::SpanOverlap);
+        }
+        self.ensure_tags(2)?;
+        self.push_span(base, size, Kind::Span);
+        Ok(())
+    }
+
+    fn push_span(&mut self, base: u64, size: u64, kind: Kind) -> u32 {
+        let span = self.new_tag(Tag {
+            start: base,
+            size,
+            kind,
+            ..Tag::EMPTY
+        });
+        let tail = self.seg_tail;
+        self.seg_insert_after(tail, span);
+        let head = self.span_head;
+        self.tm(span).link_prev = NIL;
+        self.tm(span).link_next = head;
+        if head != NIL {
+            self.tm(head).link_prev = span;
+        }
+        self.span_head = span;
+        let seg = self.new_tag(Tag {
+            start: base,
+            size,
+            kind: Kind::Free,
+            ..Tag::EMPTY
+        });
+        self.seg_insert_after(span, seg);
+        self.free_insert(seg);
+        self.span_bytes += size as u128;
+        seg
+    }
+
+    /// Removes span marker `span` whose only segment `seg` is free and covers it.
+    fn pop_span(&mut self, span: u32, seg: u32) {
+        let Tag {
+            start,
+            size,
+            link_prev,
+            link_next,
+            ..
+        } = *self.t(span);
+        self.seg_unlink(seg);
+        self.seg_unlink(span);
+        if link_prev == NIL {
+            self.span_head = link_next;
+        } else {
+            self.tm(link_prev).link_next = link_next;
+        }
+        if link_next != NIL {
+            self.tm(link_next).link_prev = link_prev;
+        }
+        self.drop_tag(seg, NIL);
+        self.drop_tag(span, NIL);
+        self.span_bytes -= size as u128;
+        let _ = start;
+    }
+
+    // ---- allocation ----
+
+    /// Allocates `size` bytes with the arena's policy and no constraints.
+    pub fn alloc(&mut self, size: u64) -> Result<u64, ArenaError> {
+        self.xalloc(size, Constraints::default(), self.policy)
+    }
+
+    /// Allocates `size` bytes under `c` with `policy`; imports from the parent if no free
+    /// segment fits. Errors: `ZeroSize`, `Misaligned`, `BadConstraint`, `NoSpace`, `NoTags`.
+    pub fn xalloc(&mut self, size: u64, c: Constraints, policy: Policy) -> Result<u64, ArenaError> {
+        let c = self.normalize(size, c)?;
+        if self.qc.serves(size, self.quantum) && c.is_plain(self.quantum) {
+            return self.qc_alloc(size);
+        }
+        self.xalloc_raw(size, &c, policy)
+    }
+
+    fn normalize(&self, size: u64, mut c: Constraints) -> Result<Constraints, ArenaError> {
+        let q = self.quantum;
+        if size == 0 {
+            return Err(ArenaError::ZeroSize);
+        }
+        if c.align == 0 {
+            c.align = q;
+        }
+        if size % q != 0 || !c.align.is_power_of_two() || c.align % q != 0 || c.phase % q != 0 {
+            return Err(ArenaError::Misaligned);
+        }
+        if c.phase >= c.align
+            || (c.nocross != 0 && (!c.nocross.is_power_of_two() || c.nocross < size))
+            || c.minaddr > c.maxaddr
+        {
+            return Err(ArenaError::BadConstraint);
+        }
+        if size - 1 > c.maxaddr - c.minaddr {
+            return Err(ArenaError::NoSpace);
+        }
+        Ok(c)
+    }
+
+    fn xalloc_raw(
+        &mut self,
+        size: u64,
+        c: &Constraints,
+        policy: Policy,
+    ) -> Result<u64, ArenaError> {
+        if let Some((t, start)) = self.find(size, c, policy) {
+            // Tags for the free remainders left and right of the allocation.
+            let seg = self.t(t);
+            let need =
+                (start > seg.start) as usize + (seg.end() > start as u128 + size as u128) as usize;
+            self.ensure_tags(need)?;
+            return Ok(self.carve(t, start, size));
+        }
+        // Import a span from the parent large enough whatever its alignment, then retry.
+        self.ensure_tags(4)?;
+        let slack = c.align.max(self.quantum) - self.quantum;
+        let need = size
+            .checked_add(slack)
+            .and_then(|n| n.checked_next_multiple_of(self.import_quantum))
+            .ok_or(ArenaError::NoSpace)?;
+        let base = self.parent.import(need, 0)?;
+        if base % self.quantum != 0
+            || base.checked_add(need - 1).is_none()
+            || self.overlaps_span(base, need)
+        {
+            self.parent.release(base, need);
+            return Err(ArenaError::NoSpace);
+        }
+        let seg = self.push_span(base, need, Kind::Imported);
+        match self.fit(self.t(seg).start, self.t(seg).end(), size, c) {
+            Some(start) => Ok(self.carve(seg, start, size)),
+            None => {
+                let span = self.t(seg).prev;
+                self.free_remove(seg);
+                self.pop_span(span, seg);
+                self.parent.release(base, need);
+                Err(ArenaError::NoSpace)
+            }
+        }
+    }
+
+    /// The start of the lowest fitting `[start, start+size)` inside `[s, e)` under `c`.
+    fn fit(&self, s: u64, e: u128, size: u64, c: &Constraints) -> Option<u64> {
+        let lo = s.max(c.minaddr) as u128;
+        let hi = e.min(c.maxaddr as u128 + 1);
+        let mask = c.align as u128 - 1;
+        let size = size as u128;
+        let phase = c.phase as u128;
+        let mut start = lo + (phase.wrapping_sub(lo) & mask);
+        if c.nocross != 0 {
+            let n = c.nocross as u128;
+            if start / n != (start + size - 1) / n {
+                let b = (start / n + 1) * n;
+                start = b + (phase.wrapping_sub(b) & mask);
+                if start / n != (start + size - 1) / n {
+                    return None;
+                }
+            }
+        }
+        (start + size <= hi).then_some(start as u64)
+    }
+
+    fn find(&self, size: u64, c: &Constraints, policy: Policy) -> Option<(u32, u64)> {
+        let plain = c.is_plain(self.quantum);
+        if policy == Policy::NextFit {
+            return self.find_next(size, c);
+        }
+        let floor = Self::list_of(size);
+        if policy == Policy::InstantFit && plain {
+            let ceil = if size.is_power_of_two() {
+                floor
+            } else {
+                floor + 1
+            };
+            if ceil < 64 {
+                let m = self.free_map & (!0u64 << ceil);
+                if m != 0 {
+                    let i = self.free_heads[m.trailing_zeros() as usize];
+                    return Some((i, self.t(i).start));
+                }
+            }
+        }
+        // Scan from the floor list up; lists above the first with a fit hold only larger
+        // segments, so the smallest fit in that list is the global best fit.
+        let mut m = self.free_map & (!0u64 << floor);
+        while m != 0 {
+            let l = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let mut best: Option<(u32, u64, u64)> = None;
+            let mut i = self.free_heads[l];
+            while i != NIL {
+                let t = self.t(i);
+                if let Some(start) = self.fit(t.start, t.end(), size, c) {
+                    if policy != Policy::BestFit {
+                        return Some((i, start));
+                    }
+                    if best.is_none_or(|(_, _, sz)| t.size < sz) {
+                        best = Some((i, start, t.size));
+                    }
+                }
+                i = t.link_next;
+            }
+            if let Some((i, start, _)) = best {
+                return Some((i, start));
+            }
+        }
+        None
+    }
+
+    fn find_next(&self, size: u64, c: &Constraints) -> Option<(u32, u64)> {
+        let first = if self.rotor == NIL {
+            self.seg_head
+        } else {
+            self.rotor
+        };
+        if first == NIL {
+            return None;
+        }
+        let mut i = first;
+        loop {
+            let t = self.t(i);
+            if t.kind == Kind::Free && t.size >= size {
+                if let Some(start) = self.fit(t.start, t.end(), size, c) {
+                    return Some((i, start));
+                }
+            }
+            i = if t.next == NIL { self.seg_head } else { t.next };
+            if i == first {
+                return None;
+            }
+        }
+    }
+
+    /// Allocates `[start, start+size)` from free segment `t`; needs 2 tags available.
+    fn carve(&mut self, t: u32, start: u64, size: u64) -> u64 {
+        self.free_remove(t);
+        let seg = *self.t(t);
+        let left = start - seg.start;
+        let right = (seg.end() - (start as u128 + size as u128)) as u64;
+        let a = if left > 0 {
+            self.tm(t).size = left;
+            self.free_insert(t);
+            let a = self.new_tag(Tag::EMPTY);
+            self.seg_insert_after(t, a);
+            a
+        } else {
+            t
+        };
+        {
+            let at = self.tm(a);
+            at.start = start;
+            at.size = size;
+            at.kind = Kind::Alloc;
+        }
+        if right > 0 {
+            let r = self.new_tag(Tag {
+                start: start + size,
+                size: right,
+                kind: Kind::Free,
+                ..Tag::EMPTY
+            });
+            self.seg_insert_after(a, r);
+            self.free_insert(r);
+        }
+        self.hash_insert(a);
+        self.rotor = a;
+        self.alloc_bytes += size as u128;
+        start
+    }
+
+    // ---- free ----
+
+    /// Frees `[base, base+size)`, which must be exactly one allocated segment. Errors:
+    /// `ZeroSize`, `Misaligned`, `Overflow`, `NotAllocated`, `DoubleFree`, `WrongSize`.
+    pub fn free(&mut self, base: u64, size: u64) -> Result<(), ArenaError> {
+        self.check_range(base, size)?;
+        let i = self.hash_find(base);
+        if i == NIL {
+            return Err(self.classify_bad_free(base, size));
+        }
+        let allocated = self.t(i).size;
+        if allocated != size {
+            return Err(ArenaError::WrongSize { allocated });
+        }
+        if self.qc.serves(size, self.quantum) {
+            let class = self.qc.class(size, self.quantum);
+            if self.qc.contains(class, base) {
+                return Err(ArenaError::DoubleFree);
+            }
+            if self.qc.push(class, base) {
+                return Ok(());
+            }
+        }
+        self.free_raw(i);
+        Ok(())
+    }
+
+    fn classify_bad_free(&self, base: u64, size: u64) -> ArenaError {
+        let end = base as u128 + size as u128;
+        let mut i = self.seg_head;
+        while i != NIL {
+            let t = self.t(i);
+            if t.kind == Kind::Free && t.start <= base && end <= t.end() {
+                return ArenaError::DoubleFree;
+            }
+            i = t.next;
+        }
+        ArenaError::NotAllocated
+    }
+
+    fn free_raw(&mut self, mut i: u32) {
+        self.hash_remove(i);
+        self.alloc_bytes -= self.t(i).size as u128;
+        self.tm(i).kind = Kind::Free;
+        let prev = self.t(i).prev;
+        if prev != NIL && self.t(prev).kind == Kind::Free {
+            self.free_remove(prev);
+            let sz = self.t(i).size;
+            self.tm(prev).size += sz;
+            self.seg_unlink(i);
+            self.drop_tag(i, prev);
+            i = prev;
+        }
+        let next = self.t(i).next;
+        if next != NIL && self.t(next).kind == Kind::Free {
+            self.free_remove(next);
+            let sz = self.t(next).size;
+            self.tm(i).size += sz;
+            self.seg_unlink(next);
+            self.drop_tag(next, i);
+        }
+        let span = self.t(i).prev;
+        let st = *self.t(span);
+        let t = *self.t(i);
+        if st.kind == Kind::Imported && st.start == t.start && st.size == t.size {
+            self.pop_span(span, i);
+            self.parent.release(st.start, st.size);
+        } else {
+            self.free_insert(i);
+        }
+    }
+
+    // ---- quantum caches ----
+
+    fn qc_alloc(&mut self, size: u64) -> Result<u64, ArenaError> {
+        let class = self.qc.class(size, self.quantum);
+        if let Some(a) = self.qc.pop(class) {
+            return Ok(a);
+        }
+        let c = Constraints {
+            align: self.quantum,
+            ..Constraints::default()
+        };
+        let a = self.xalloc_raw(size, &c, Policy::InstantFit)?;
+        // Fill half a magazine so the next requests of this size hit the cache.
+        for _ in 0..super::qcache::QC_MAG / 2 {
+            match self.xalloc_raw(size, &c, Policy::InstantFit) {
+                Ok(b) => {
+                    self.qc.push(class, b);
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(a)
+    }
+
+    /// Frees every segment held by the quantum caches back to the arena.
+    pub fn purge_qcaches(&mut self) {
+        for class in 0..super::qcache::QC_CLASSES {
+            while let Some(a) = self.qc.pop(class) {
+                let i = self.hash_find(a);
+                debug_assert!(i != NIL);
+                if i != NIL {
+                    self.free_raw(i);
+                }
+            }
+        }
+    }
+
+    // ---- inspection ----
+
+    /// Every span marker and segment in segment-list order (each span followed by its
+    /// segments in address order).
+    pub fn segments(&self) -> impl Iterator<Item = Segment> + '_ {
+        let mut i = self.seg_head;
+        core::iter::from_fn(move || {
+            if i == NIL {
+                return None;
+            }
+            let t = self.t(i);
+            i = t.next;
+            Some(Segment {
+                start: t.start,
+                size: t.size,
+                kind: t.kind,
+            })
+        })
+    }
+}
+
+impl<T: Store<Tag>, H: Store<u32>, P: Source> Source for Arena<T, H, P> {
+    fn import(&mut self, size: u64, align: u64) -> Result<u64, ArenaError> {
+        let policy = self.policy;
+        self.xalloc(
+            size,
+            Constraints {
+                align,
+                ..Constraints::default()
+            },
+            policy,
+        )
+    }
+    fn release(&mut self, base: u64, size: u64) {
+        let _ = self.free(base, size);
+    }
+}
