@@ -8,6 +8,7 @@ mod fault;
 mod frames;
 mod heap;
 mod paging;
+mod range;
 mod space;
 
 use serde::Serialize;
@@ -42,6 +43,9 @@ enum Group {
     /// The simulated CPU and fault handler: TLB-hit translation, demand-zero and COW faults
     /// against memset/memcpy of a 4 KiB page.
     Fault,
+    /// Range arenas: alloc+free with 10 to 1,000,000 live segments, vmem policies against
+    /// linear-scan crates and a `BTreeMap` best-fit.
+    Range,
 }
 
 /// One measured (group, case, impl) cell.
@@ -108,6 +112,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Space => space::run(args.scale)?,
         Group::Heap => heap::run(args.scale)?,
         Group::Fault => fault::run(args.scale)?,
+        Group::Range => range::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

@@ -714,7 +714,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             while i != NIL {
                 let t = self.t(i);
                 if let Some(start) = self.fit(t.start, t.end(), size, c) {
-                    if policy != Policy::BestFit {
+                    if policy != Policy::BestFit || t.size == size {
                         return Some((i, start));
                     }
                     if best.is_none_or(|(_, _, sz)| t.size < sz) {

@@ -442,7 +442,7 @@ mod tests {
         ) {
             let n = 200u64;
             let base = 0x4000_0000u64;
-            let mut words = vec![0u64; 7];
+            let mut words = [0u64; 7];
             let mut m = SegmentMap::new(base, n, &mut words[..]).unwrap();
             let mut model = vec![SegState::Free; n as usize];
             let st = |k: u8| [SegState::Free, SegState::Reserved, SegState::Committed, SegState::Mixed][k as usize];

@@ -1,0 +1,238 @@
+//! `vmspace bench range`: alloc+free of address ranges with N live segments — the vmem arena's
+//! three policies against the linear-scan `free-list` and `range-alloc` crates and a
+//! `BTreeMap` best-fit.
+//!
+//! Setup: 2N segments of 1–16 pages allocated from one span, then every odd one freed
+//! (ascending), leaving N live segments between N holes. One op frees a random live segment
+//! and allocates a new one of a random size (same seeded sequence for every impl). The
+//! linear-scan crates' setup is quadratic (each free scans their free list): they are measured
+//! up to 100,000 live segments (an extra case) and skipped at 1,000,000; ops that take long
+//! are measured fewer times (`reduced_ops`; `setup_s` gives the setup time).
+
+use super::{Record, median_ns_per_op, scaled, time_ns};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+use vmspace::range::{HeapArena, NoParent, Policy};
+
+const PAGE: u64 = 4096;
+const BASE: u64 = 1 << 40;
+const SPAN: u64 = 1 << 40;
+const ROUNDS: usize = 5;
+
+/// A range allocator under test.
+trait RangeAlloc {
+    fn alloc(&mut self, size: u64) -> u64;
+    fn free(&mut self, start: u64, size: u64);
+}
+
+struct Vmem(HeapArena);
+
+impl RangeAlloc for Vmem {
+    fn alloc(&mut self, size: u64) -> u64 {
+        self.0.alloc(size).expect("arena has space")
+    }
+    fn free(&mut self, start: u64, size: u64) {
+        self.0.free(start, size).expect("valid free")
+    }
+}
+
+struct FreeListCrate(free_list::FreeList<16>);
+
+impl RangeAlloc for FreeListCrate {
+    fn alloc(&mut self, size: u64) -> u64 {
+        let layout = free_list::PageLayout::from_size(size as usize).expect("page multiple");
+        self.0.allocate(layout).expect("free-list has space").start() as u64
+    }
+    fn free(&mut self, start: u64, size: u64) {
+        let r: free_list::PageRange = (start as usize..(start + size) as usize)
+            .try_into()
+            .expect("page range");
+        // SAFETY: the range was handed out by this free list and is not used after the free
+        // (the benchmark never touches the memory: these are bare numbers).
+        unsafe { self.0.deallocate(r) }.expect("no overlap");
+    }
+}
+
+struct RangeAllocCrate(range_alloc::RangeAllocator<u64>);
+
+impl RangeAlloc for RangeAllocCrate {
+    fn alloc(&mut self, size: u64) -> u64 {
+        self.0.allocate_range(size).expect("range-alloc has space").start
+    }
+    fn free(&mut self, start: u64, size: u64) {
+        self.0.free_range(start..start + size)
+    }
+}
+
+/// Best fit over a `BTreeSet` of (size, start) with a by-start map for coalescing.
+struct BTreeBestFit {
+    by_size: BTreeSet<(u64, u64)>,
+    by_start: BTreeMap<u64, u64>,
+}
+
+impl BTreeBestFit {
+    fn new(start: u64, size: u64) -> Self {
+        let mut b = BTreeBestFit {
+            by_size: BTreeSet::new(),
+            by_start: BTreeMap::new(),
+        };
+        b.insert(start, size);
+        b
+    }
+    fn insert(&mut self, start: u64, size: u64) {
+        self.by_size.insert((size, start));
+        self.by_start.insert(start, size);
+    }
+    fn remove(&mut self, start: u64, size: u64) {
+        self.by_size.remove(&(size, start));
+        self.by_start.remove(&start);
+    }
+}
+
+impl RangeAlloc for BTreeBestFit {
+    fn alloc(&mut self, size: u64) -> u64 {
+        let &(fsize, fstart) = self
+            .by_size
+            .range((size, 0)..)
+            .next()
+            .expect("btree has space");
+        self.remove(fstart, fsize);
+        if fsize > size {
+            self.insert(fstart + size, fsize - size);
+        }
+        fstart
+    }
+    fn free(&mut self, mut start: u64, mut size: u64) {
+        if let Some((&ps, &pl)) = self.by_start.range(..start).next_back() {
+            if ps + pl == start {
+                self.remove(ps, pl);
+                start = ps;
+                size += pl;
+            }
+        }
+        if let Some(&nl) = self.by_start.get(&(start + size)) {
+            self.remove(start + size, nl);
+            size += nl;
+        }
+        self.insert(start, size);
+    }
+}
+
+/// xorshift64*: the same sequence for every impl.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn size(&mut self) -> u64 {
+        (self.next() % 16 + 1) * PAGE
+    }
+}
+
+/// Builds the N-live state; returns the live segments and the setup time in seconds.
+fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f64) {
+    let t = Instant::now();
+    let all: Vec<(u64, u64)> = (0..2 * n)
+        .map(|_| {
+            let s = rng.size();
+            (a.alloc(s), s)
+        })
+        .collect();
+    let mut live = Vec::with_capacity(n);
+    for (i, &(s, l)) in all.iter().enumerate() {
+        if i % 2 == 1 {
+            a.free(s, l);
+        } else {
+            live.push((s, l));
+        }
+    }
+    (live, t.elapsed().as_secs_f64())
+}
+
+/// One op per iteration: free a random live segment, allocate a new one in its slot.
+fn churn(a: &mut dyn RangeAlloc, live: &mut [(u64, u64)], ops: u64, rng: &mut Rng) -> u128 {
+    time_ns(|| {
+        for _ in 0..ops {
+            let i = (rng.next() % live.len() as u64) as usize;
+            let (s, l) = live[i];
+            a.free(s, l);
+            let size = rng.size();
+            live[i] = (a.alloc(size), size);
+        }
+    })
+}
+
+fn make(name: &str) -> Box<dyn RangeAlloc> {
+    let arena = |p| {
+        let mut a = HeapArena::on_heap(PAGE, p, NoParent).expect("page quantum");
+        a.add_span(BASE, SPAN).expect("span");
+        Box::new(Vmem(a)) as Box<dyn RangeAlloc>
+    };
+    match name {
+        "vmspace-instant-fit" => arena(Policy::InstantFit),
+        "vmspace-best-fit" => arena(Policy::BestFit),
+        "vmspace-next-fit" => arena(Policy::NextFit),
+        "free-list" => {
+            let mut f = free_list::FreeList::<16>::new();
+            let r: free_list::PageRange = (BASE as usize..(BASE + SPAN) as usize)
+                .try_into()
+                .expect("page range");
+            // SAFETY: the span is a bare number range nobody uses.
+            unsafe { f.deallocate(r) }.expect("empty list");
+            Box::new(FreeListCrate(f))
+        }
+        "range-alloc" => Box::new(RangeAllocCrate(range_alloc::RangeAllocator::new(
+            BASE..BASE + SPAN,
+        ))),
+        _ => Box::new(BTreeBestFit::new(BASE, SPAN)),
+    }
+}
+
+const IMPLS: [&str; 6] = [
+    "vmspace-instant-fit",
+    "vmspace-best-fit",
+    "vmspace-next-fit",
+    "free-list",
+    "range-alloc",
+    "btreemap-best-fit",
+];
+
+/// Runs the group.
+pub fn run(scale: f64) -> Result<Vec<Record>, String> {
+    let mut out = Vec::new();
+    let full_ops = scaled(200_000, scale);
+    let sizes: Vec<usize> = [10usize, 10_000, 100_000, 1_000_000]
+        .into_iter()
+        .map(|n| if scale < 1.0 { ((n as f64 * scale) as usize).max(10) } else { n })
+        .collect();
+    for &n in &sizes {
+        for name in IMPLS {
+            // The linear-scan crates' setup is quadratic: every free scans their whole free
+            // list (100,000 live segments take 4–13 s to set up, 1,000,000 would take 7–21
+            // minutes), so they stop at 100,000.
+            if n > 100_000 && (name == "free-list" || name == "range-alloc") {
+                eprintln!("range {n} {name}: skipped (quadratic setup, see case 100000)");
+                continue;
+            }
+            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
+            let mut a = make(name);
+            let (mut live, setup_s) = setup(a.as_mut(), n, &mut rng);
+            // Calibrate: keep each round under ~0.3 s.
+            let probe = churn(a.as_mut(), &mut live, 20, &mut rng) as f64 / 20.0;
+            let ops = full_ops.min(((3e8 / probe.max(1.0)) as u64).max(20));
+            let ns = median_ns_per_op(ROUNDS, ops, || churn(a.as_mut(), &mut live, ops, &mut rng));
+            let mut r = Record::new("range", &n.to_string(), name, ns, ops)
+                .with("setup_s", (setup_s * 1000.0).round() / 1000.0);
+            if ops < full_ops {
+                r = r.with("reduced_ops", true);
+            }
+            eprintln!("range {n} {name}: {ns:.1} ns/op ({ops} ops, setup {setup_s:.2} s)");
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
