@@ -9,7 +9,7 @@
 //! up to 100,000 live segments (an extra case) and skipped at 1,000,000; ops that take long
 //! are measured fewer times (`reduced_ops`; `setup_s` gives the setup time).
 
-use super::{Record, median_ns_per_op, scaled, time_ns};
+use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use vmspace::range::{HeapArena, NoParent, Policy};
@@ -41,7 +41,10 @@ struct FreeListCrate(free_list::FreeList<16>);
 impl RangeAlloc for FreeListCrate {
     fn alloc(&mut self, size: u64) -> u64 {
         let layout = free_list::PageLayout::from_size(size as usize).expect("page multiple");
-        self.0.allocate(layout).expect("free-list has space").start() as u64
+        self.0
+            .allocate(layout)
+            .expect("free-list has space")
+            .start() as u64
     }
     fn free(&mut self, start: u64, size: u64) {
         let r: free_list::PageRange = (start as usize..(start + size) as usize)
@@ -57,7 +60,10 @@ struct RangeAllocCrate(range_alloc::RangeAllocator<u64>);
 
 impl RangeAlloc for RangeAllocCrate {
     fn alloc(&mut self, size: u64) -> u64 {
-        self.0.allocate_range(size).expect("range-alloc has space").start
+        self.0
+            .allocate_range(size)
+            .expect("range-alloc has space")
+            .start
     }
     fn free(&mut self, start: u64, size: u64) {
         self.0.free_range(start..start + size)
@@ -153,7 +159,34 @@ fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f
     (live, t.elapsed().as_secs_f64())
 }
 
-/// One op per iteration: free a random live segment, allocate a new one in its slot.
+/// This thread's CPU time in ns: unlike wall-clock time, not inflated when the machine is
+/// oversubscribed and the thread waits for a core.
+fn thread_cpu_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported
+    // on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+/// One op per iteration: free a random live segment, allocate a new one in its slot. Returns
+/// wall-clock ns; adds the thread's CPU ns to `cpu`.
+fn churn_cpu(
+    a: &mut dyn RangeAlloc,
+    live: &mut [(u64, u64)],
+    ops: u64,
+    rng: &mut Rng,
+    cpu: &mut Vec<f64>,
+) -> u128 {
+    let c0 = thread_cpu_ns();
+    let wall = churn(a, live, ops, rng);
+    cpu.push((thread_cpu_ns() - c0) as f64 / ops.max(1) as f64);
+    wall
+}
+
 fn churn(a: &mut dyn RangeAlloc, live: &mut [(u64, u64)], ops: u64, rng: &mut Rng) -> u128 {
     time_ns(|| {
         for _ in 0..ops {
@@ -207,7 +240,13 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     let full_ops = scaled(200_000, scale);
     let sizes: Vec<usize> = [10usize, 10_000, 100_000, 1_000_000]
         .into_iter()
-        .map(|n| if scale < 1.0 { ((n as f64 * scale) as usize).max(10) } else { n })
+        .map(|n| {
+            if scale < 1.0 {
+                ((n as f64 * scale) as usize).max(10)
+            } else {
+                n
+            }
+        })
         .collect();
     for &n in &sizes {
         for name in IMPLS {
@@ -221,16 +260,29 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
             let mut a = make(name);
             let (mut live, setup_s) = setup(a.as_mut(), n, &mut rng);
-            // Calibrate: keep each round under ~0.3 s.
-            let probe = churn(a.as_mut(), &mut live, 20, &mut rng) as f64 / 20.0;
-            let ops = full_ops.min(((3e8 / probe.max(1.0)) as u64).max(20));
-            let ns = median_ns_per_op(ROUNDS, ops, || churn(a.as_mut(), &mut live, ops, &mut rng));
+            // Calibrate on doubling batches until one takes 30 ms; keep rounds near 0.3 s.
+            let mut batch = 8u64;
+            let probe = loop {
+                let t = churn(a.as_mut(), &mut live, batch, &mut rng);
+                if t > 30_000_000 || batch >= full_ops {
+                    break t as f64 / batch as f64;
+                }
+                batch *= 2;
+            };
+            let ops = full_ops.min(((3e8 / probe.max(1.0)) as u64).max(8));
+            let mut cpu = Vec::new();
+            let ns = median_ns_per_op(ROUNDS, ops, || {
+                churn_cpu(a.as_mut(), &mut live, ops, &mut rng, &mut cpu)
+            });
+            cpu.sort_by(|x, y| x.total_cmp(y));
+            let cpu_ns = cpu[cpu.len() / 2];
             let mut r = Record::new("range", &n.to_string(), name, ns, ops)
+                .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0)
                 .with("setup_s", (setup_s * 1000.0).round() / 1000.0);
             if ops < full_ops {
                 r = r.with("reduced_ops", true);
             }
-            eprintln!("range {n} {name}: {ns:.1} ns/op ({ops} ops, setup {setup_s:.2} s)");
+            eprintln!("range {n} {name}: {ns:.1} ns/op, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s)");
             out.push(r);
         }
     }
