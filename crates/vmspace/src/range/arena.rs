@@ -756,13 +756,19 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
 
     /// Allocates `[start, start+size)` from free segment `t`; needs 2 tags available.
     fn carve(&mut self, t: u32, start: u64, size: u64) -> u64 {
-        self.free_remove(t);
         let seg = *self.t(t);
         let left = start - seg.start;
         let right = (seg.end() - (start as u128 + size as u128)) as u64;
+        // A left remainder still in the same list keeps its place (no neighbour to touch).
+        let keep = left > 0 && Self::list_of(left) == Self::list_of(seg.size);
+        if !keep {
+            self.free_remove(t);
+        }
         let a = if left > 0 {
             self.tm(t).size = left;
-            self.free_insert(t);
+            if !keep {
+                self.free_insert(t);
+            }
             let a = self.new_tag(Tag::EMPTY);
             self.seg_insert_after(t, a);
             a
@@ -835,30 +841,51 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         self.hash_remove(i);
         self.alloc_bytes -= self.t(i).size as u128;
         self.tm(i).kind = Kind::Free;
+        // Whether `i` is on a free list: a free neighbour absorbing it keeps its place when
+        // its list does not change, sparing the cache misses of unlinking and relinking.
+        let mut listed = false;
         let prev = self.t(i).prev;
         if prev != NIL && self.t(prev).kind == Kind::Free {
-            self.free_remove(prev);
             let sz = self.t(i).size;
-            self.tm(prev).size += sz;
             self.seg_unlink(i);
             self.drop_tag(i, prev);
+            self.grow_free(prev, sz, true);
             i = prev;
+            listed = true;
         }
         let next = self.t(i).next;
         if next != NIL && self.t(next).kind == Kind::Free {
             self.free_remove(next);
             let sz = self.t(next).size;
-            self.tm(i).size += sz;
             self.seg_unlink(next);
             self.drop_tag(next, i);
+            self.grow_free(i, sz, listed);
+            listed = true;
         }
         let span = self.t(i).prev;
         let st = *self.t(span);
         let t = *self.t(i);
         if st.kind == Kind::Imported && st.start == t.start && st.size == t.size {
+            if listed {
+                self.free_remove(i);
+            }
             self.pop_span(span, i);
             self.parent.release(st.start, st.size);
-        } else {
+        } else if !listed {
+            self.free_insert(i);
+        }
+    }
+
+    /// Adds `by` bytes to free segment `i` and leaves it on the right free list (`listed`:
+    /// whether it is on one now).
+    fn grow_free(&mut self, i: u32, by: u64, listed: bool) {
+        let old = self.t(i).size;
+        let moves = Self::list_of(old) != Self::list_of(old + by);
+        if listed && moves {
+            self.free_remove(i);
+        }
+        self.tm(i).size = old + by;
+        if !listed || moves {
             self.free_insert(i);
         }
     }
