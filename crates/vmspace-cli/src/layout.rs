@@ -619,3 +619,39 @@ pub fn run(args: LayoutArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_size_units_and_errors() {
+        assert_eq!(parse_size("8M"), Ok(8 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("0x1000"), Ok(4096));
+        assert_eq!(parse_size("unlimited"), Ok(u64::MAX));
+        assert_eq!(parse_size("12"), Ok(12));
+        assert!(parse_size("8Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn b5_heap_stops_one_page_below_the_vdso_block() {
+        // Compat, top-down, 8 MiB: vvar..vdso (8 pages) right below mmap_base (L4, L18).
+        let r = report(&SpaceConfig::linux_default(TaskKind::Compat32));
+        let td = r.limits.iter().find(|l| l.layout == "topdown").unwrap();
+        assert_eq!(td.max_brk, 0xf7ff_e000 - 9 * PAGE);
+        assert!(td.heap_stopped_by.starts_with("[vvar]"));
+    }
+
+    #[test]
+    fn tiny_stack_limit_keeps_the_stack_vma_within_it() {
+        // L17: with RLIMIT_STACK below 132 KiB the initial VMA is rlimit long.
+        let mut c = SpaceConfig::linux_default(TaskKind::X86_64);
+        c.rlimit_stack = 64 << 10;
+        let s = exec_space(c);
+        let st = s.vmas().find(|v| v.flags & VM_GROWSDOWN != 0).unwrap();
+        assert_eq!(st.end - st.start, 64 << 10);
+    }
+}

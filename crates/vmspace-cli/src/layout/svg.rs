@@ -14,8 +14,8 @@ const TOP: f64 = 70.0;
 const AXIS_H: f64 = 640.0;
 const BROKEN_H: f64 = 46.0;
 const LABEL_X: f64 = 400.0;
-const LEGEND_X: f64 = 900.0;
-const WIDTH: f64 = 1160.0;
+const LEGEND_X: f64 = 1120.0;
+const WIDTH: f64 = 1320.0;
 
 fn color(k: Kind) -> &'static str {
     match k {
@@ -226,7 +226,7 @@ pub fn render(r: &Report) -> String {
             ))
         );
     }
-    if let Some(b) = r.bands.last() {
+    if let Some(b) = r.bands.last().filter(|_| last_tick - TOP >= 12.0) {
         let _ = writeln!(
             o,
             r#"<text class="tick" x="{:.1}" y="{:.2}" text-anchor="end">{:#x}</text>"#,
