@@ -3,10 +3,14 @@
 //! and /proc/self/maps, then grows its break with the raw brk syscall until refused, under
 //! `setarch -R` (top-down) and `setarch -R -L` (legacy). The model starts from the same dump
 //! (`AddressSpace::from_snapshot`), runs the same search, and must reach the same break.
+//! The same program with the argument `mmap` finds the largest single anonymous mmap
+//! (MAP_NORESERVE) by a binary search; the model must find the same length at the same
+//! address. The vDSO block must sit where the model's own placement puts it (L18).
 //! rlimits, vm.mmap_min_addr, overcommit and RAM size are this machine's.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use vmspace::space::abi::{MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_NONE, PROT_READ};
 use vmspace::space::{AddressSpace, ProcStat, SnapshotVma, SpaceConfig, TaskKind};
 
 const PAGE: u64 = 4096;
@@ -49,6 +53,8 @@ struct Run {
     maps: Vec<SnapshotVma>,
     calls: u64,
     final_brk: u64,
+    /// `mmap` mode: largest length and where it landed.
+    mmap: Option<(u64, u64)>,
 }
 
 fn hex(s: &str) -> u64 {
@@ -76,13 +82,17 @@ fn parse_maps_line(l: &str) -> SnapshotVma {
     }
 }
 
-fn run(prog: &Path, legacy: bool) -> Option<Run> {
+fn run(prog: &Path, legacy: bool, mode: Option<&str>) -> Option<Run> {
     let mut c = Command::new("setarch");
     c.arg("-R");
     if legacy {
         c.arg("-L");
     }
-    let o = match c.arg(prog).output() {
+    c.arg(prog);
+    if let Some(m) = mode {
+        c.arg(m);
+    }
+    let o = match c.output() {
         Ok(o) if o.status.success() => o,
         Ok(o) => {
             eprintln!(
@@ -107,6 +117,7 @@ fn run(prog: &Path, legacy: bool) -> Option<Run> {
         maps: Vec::new(),
         calls: 0,
         final_brk: 0,
+        mmap: None,
     };
     while let Some(l) = lines.next() {
         let (k, v) = l.split_once(' ').unwrap_or((l, ""));
@@ -117,6 +128,10 @@ fn run(prog: &Path, legacy: bool) -> Option<Run> {
             "brk0" => r.brk0 = hex(v),
             "calls" => r.calls = v.parse().unwrap(),
             "final" => r.final_brk = hex(v),
+            "mmap" => {
+                let (len, at) = v.split_once(' ').unwrap();
+                r.mmap = Some((hex(len), hex(at)));
+            }
             "stat" => {
                 let s = lines.next().unwrap();
                 // Fields after the comm: index 0 is field 3 (state).
@@ -167,8 +182,8 @@ fn meminfo_kb(key: &str) -> u64 {
         .unwrap()
 }
 
-/// The model's side: the same search as growbrk.c's loop.
-fn model_final(kind: TaskKind, legacy: bool, r: &Run) -> (u64, u64) {
+/// The model at the program's starting state, configured as this machine.
+fn model_space(kind: TaskKind, legacy: bool, r: &Run, maps: &[SnapshotVma]) -> AddressSpace {
     let mut cfg = SpaceConfig::linux_default(kind);
     cfg.legacy_layout = legacy;
     cfg.mmap_min_addr = sysctl("mmap_min_addr");
@@ -180,8 +195,14 @@ fn model_final(kind: TaskKind, legacy: bool, r: &Run) -> (u64, u64) {
     cfg.rlimit_stack = r.rlimit_stack;
     cfg.rlimit_data = r.rlimit_data;
     cfg.rlimit_as = r.rlimit_as;
-    let mut s = AddressSpace::from_snapshot(cfg, &r.maps, &r.stat).unwrap();
+    let s = AddressSpace::from_snapshot(cfg, maps, &r.stat).unwrap();
     assert_eq!(s.brk_value(), r.brk0);
+    s
+}
+
+/// The model's side: the same search as growbrk.c's loop.
+fn model_final(kind: TaskKind, legacy: bool, r: &Run) -> (u64, u64) {
+    let mut s = model_space(kind, legacy, r, &r.maps);
     let bits = if kind == TaskKind::X86_64 { 64 } else { 32 };
     let mask = if bits == 32 { 0xffff_ffff } else { u64::MAX };
     let mut cur = s.brk_value();
@@ -207,7 +228,9 @@ fn check(m32: bool) {
         TaskKind::X86_64
     };
     for legacy in [false, true] {
-        let Some(r) = run(&prog, legacy) else { return };
+        let Some(r) = run(&prog, legacy, None) else {
+            return;
+        };
         let (model, calls) = model_final(kind, legacy, &r);
         let name = if legacy { "legacy" } else { "topdown" };
         eprintln!(
@@ -226,15 +249,77 @@ fn check(m32: bool) {
             "{name}: model's largest break differs from Linux's"
         );
         assert_eq!(calls, r.calls, "{name}: the searches diverged");
+
+        // L15/L18: the stack ends at the layout's stack top, and the vDSO block sits where
+        // a hint-less mmap of its size lands in the space without it.
+        let stack = r.maps.iter().find(|v| v.name == "[stack]").unwrap();
+        let s = model_space(kind, legacy, &r, &r.maps);
+        assert_eq!(stack.end, s.layout().stack_top, "{name}: stack top");
+        let special = |v: &SnapshotVma| v.name.starts_with("[vvar") || v.name == "[vdso]";
+        let lo = r
+            .maps
+            .iter()
+            .filter(|v| special(v))
+            .map(|v| v.start)
+            .min()
+            .unwrap();
+        let hi = r
+            .maps
+            .iter()
+            .filter(|v| special(v))
+            .map(|v| v.end)
+            .max()
+            .unwrap();
+        let rest: Vec<SnapshotVma> = r.maps.iter().filter(|v| !special(v)).cloned().collect();
+        let mut bare = model_space(kind, legacy, &r, &rest);
+        let at = bare
+            .mmap(0, hi - lo, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, None, 0)
+            .unwrap();
+        assert_eq!(at, lo, "{name}: vDSO placement");
+
+        // The largest single mmap.
+        let Some(m) = run(&prog, legacy, Some("mmap")) else {
+            return;
+        };
+        let (len, at) = m.mmap.expect("mmap mode prints its result");
+        let s = model_space(kind, legacy, &m, &m.maps);
+        let try_len = |pages: u64| {
+            s.clone()
+                .mmap(
+                    0,
+                    pages * PAGE,
+                    PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                    None,
+                    0,
+                )
+                .ok()
+        };
+        let (mut lo, mut hi) = (0u64, (if m32 { 1u64 << 32 } else { 1 << 47 }) / PAGE + 1);
+        while hi - lo > 1 {
+            let mid = lo + (hi - lo) / 2;
+            if try_len(mid).is_some() {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        let model_at = try_len(lo).unwrap_or(0);
+        eprintln!(
+            "{} {name}: largest mmap Linux {len:#x} at {at:#x}, model {:#x} at {model_at:#x}",
+            if m32 { "i386" } else { "x86_64" },
+            lo * PAGE
+        );
+        assert_eq!((lo * PAGE, model_at), (len, at), "{name}: largest mmap");
     }
 }
 
 #[test]
-fn largest_heap_i386_matches_linux() {
+fn largest_heap_and_mmap_i386_match_linux() {
     check(true);
 }
 
 #[test]
-fn largest_heap_x86_64_matches_linux() {
+fn largest_heap_and_mmap_x86_64_match_linux() {
     check(false);
 }
