@@ -155,6 +155,8 @@ pub struct Band {
 /// How far the heap and a single mmap can go under one layout.
 #[derive(Clone, Debug, Serialize)]
 pub struct Limits {
+    /// `x86_64`, `compat` (i386 task on a 64-bit kernel) or `native` (i386 3G/1G kernel).
+    pub kernel: &'static str,
     pub layout: &'static str,
     pub mmap_base: u64,
     pub start_brk: u64,
@@ -298,6 +300,14 @@ fn vma_name(s: &AddressSpace, start: u64) -> String {
         .unwrap_or_default()
 }
 
+fn kernel_name(k: TaskKind) -> &'static str {
+    match k {
+        TaskKind::X86_64 => "x86_64",
+        TaskKind::Compat32 => "compat",
+        TaskKind::I386Native => "native",
+    }
+}
+
 fn limits(cfg: &SpaceConfig) -> Limits {
     let s = exec_space(cfg.clone());
     let lay = *s.layout();
@@ -309,6 +319,7 @@ fn limits(cfg: &SpaceConfig) -> Limits {
         .unwrap_or_else(|| "TASK_SIZE".into());
     let (max_mmap, max_mmap_at) = largest_mmap(&s);
     Limits {
+        kernel: kernel_name(cfg.kind),
         layout: if lay.topdown { "topdown" } else { "legacy" },
         mmap_base: if lay.topdown {
             lay.mmap_base
@@ -330,11 +341,20 @@ pub fn report(cfg: &SpaceConfig) -> Report {
     let lay = *s.layout();
     let guard = cfg.stack_guard_gap;
     let min_addr = cfg.mmap_min_addr.max(cfg.lsm_mmap_min_addr);
+    // Both layouts; for i386 both kernels too (the drawn one first).
+    let kinds: &[TaskKind] = match cfg.kind {
+        TaskKind::X86_64 => &[TaskKind::X86_64],
+        TaskKind::Compat32 => &[TaskKind::Compat32, TaskKind::I386Native],
+        TaskKind::I386Native => &[TaskKind::I386Native, TaskKind::Compat32],
+    };
     let mut both = Vec::new();
-    for legacy in [true, false] {
-        let mut c = cfg.clone();
-        c.legacy_layout = legacy;
-        both.push(limits(&c));
+    for &kind in kinds {
+        for legacy in [true, false] {
+            let mut c = cfg.clone();
+            c.kind = kind;
+            c.legacy_layout = legacy;
+            both.push(limits(&c));
+        }
     }
     let mine = both[usize::from(lay.topdown)].clone();
 
@@ -372,7 +392,10 @@ pub fn report(cfg: &SpaceConfig) -> Report {
             let is_stack = stack.as_ref().is_some_and(|st| st.start == v.start);
             let mut hi = gap_hi;
             if is_stack {
-                let low = stack_low.unwrap_or(gap_hi).max(gap_lo);
+                // Down to top - RLIMIT_STACK, or to the guard gap above the VMA below.
+                let low = stack_low
+                    .unwrap_or(gap_hi)
+                    .max(gap_lo.saturating_add(guard).min(gap_hi));
                 push(
                     &mut bands,
                     low,
@@ -578,13 +601,14 @@ fn render_text(r: &Report) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "{:<8} {:>w$}  {:>w$}  {:>10}  {:>w$}  {:>10}  heap stopped by",
-        "layout", "mmap base", "max brk", "max heap", "max mmap@", "max mmap"
+        "{:<7}{:<8} {:>w$}  {:>w$}  {:>10}  {:>w$}  {:>10}  heap stopped by",
+        "kernel", "layout", "mmap base", "max brk", "max heap", "max mmap@", "max mmap"
     );
     for l in &r.limits {
         let _ = writeln!(
             o,
-            "{:<8} {:0w$x}  {:0w$x}  {:>10}  {:0w$x}  {:>10}  {}",
+            "{:<7}{:<8} {:0w$x}  {:0w$x}  {:>10}  {:0w$x}  {:>10}  {}",
+            l.kernel,
             l.layout,
             l.mmap_base,
             l.max_brk,

@@ -27,7 +27,7 @@ fn limit<'a>(r: &'a serde_json::Value, layout: &str) -> &'a serde_json::Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["layout"] == layout)
+        .find(|l| l["layout"] == layout && l["kernel"] == r["limits"][0]["kernel"])
         .unwrap()
 }
 
@@ -110,8 +110,11 @@ fn bands_tile_the_space() {
 fn text_table_names_both_layouts() {
     let t = vmspace(&["layout", "--arch", "i386", "--layout", "legacy"]);
     assert!(t.contains("legacy layout"));
-    assert!(t.contains("legacy   55555000  55554000"), "{t}");
-    assert!(t.contains("topdown  f7ffe000  f7ff5000"), "{t}");
+    assert!(t.contains("compat legacy   55555000  55554000"), "{t}");
+    assert!(t.contains("compat topdown  f7ffe000  f7ff5000"), "{t}");
+    // The native 3G/1G kernel's limits are listed with the compat ones.
+    assert!(t.contains("native legacy   40000000  3ffff000"), "{t}");
+    assert!(t.contains("native topdown  b8000000  b7ff7000"), "{t}");
     let o = Command::new(env!("CARGO_BIN_EXE_vmspace"))
         .args(["layout", "--stack-limit", "8Q"])
         .output()
