@@ -169,6 +169,13 @@ fn check_svg(text: &str, want: &[&str], broken: bool) {
             .count()
             >= 4
     );
+    assert_eq!(
+        root.descendants()
+            .filter(|n| n.attribute("class") == Some("marker"))
+            .count(),
+        2,
+        "mmap base and heap limit markers"
+    );
     let breaks = root
         .descendants()
         .filter(|n| n.attribute("class") == Some("axis-break"))

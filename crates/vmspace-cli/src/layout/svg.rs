@@ -236,6 +236,49 @@ pub fn render(r: &Report) -> String {
         );
     }
 
+    // Markers: where the mmap area starts and where the heap must stop (B5).
+    let addr_y = |a: u128| {
+        r.bands
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.start <= a && a < b.end)
+            .map(|(i, b)| ys[i] - heights[i] * (a - b.start) as f64 / (b.end - b.start) as f64)
+    };
+    if let Some(l) = r.limits.iter().find(|l| l.layout == r.layout) {
+        let base = if r.layout == "topdown" {
+            "mmap_base"
+        } else {
+            "mmap_legacy_base"
+        };
+        // The base's text above its line, the break's below, so close markers stay legible.
+        for (a, what, col, dy) in [
+            (
+                l.mmap_base,
+                format!("{base} {:#x}", l.mmap_base),
+                "#1f4e9a",
+                -3.0,
+            ),
+            (
+                l.max_brk,
+                format!("largest break {:#x} (B5)", l.max_brk),
+                "#c0392b",
+                11.0,
+            ),
+        ] {
+            if let Some(y) = addr_y(a as u128) {
+                let _ = writeln!(
+                    o,
+                    r#"<g class="marker"><line x1="{:.1}" y1="{y:.2}" x2="{:.1}" y2="{y:.2}" stroke="{col}" stroke-width="1.5" stroke-dasharray="5,3"/><text x="{:.1}" y="{:.2}" text-anchor="end" fill="{col}">{}</text></g>"#,
+                    BAR_X - 4.0,
+                    BAR_X + BAR_W + 4.0,
+                    BAR_X + BAR_W - 4.0,
+                    y + dy,
+                    esc(&what)
+                );
+            }
+        }
+    }
+
     // Legend.
     let _ = writeln!(
         o,
