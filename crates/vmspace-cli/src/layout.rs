@@ -648,6 +648,49 @@ pub fn run(args: LayoutArgs) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    fn kind_of(i: u8) -> TaskKind {
+        [TaskKind::X86_64, TaskKind::Compat32, TaskKind::I386Native][i as usize % 3]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Any stack limit (tiny, huge, unlimited) gives bands that tile the space exactly,
+        /// a heap that ends one page below the VMA that stops it (B5), and a mmap_base L4
+        /// keeps between 128 MiB and 5/6 of the task size below the top.
+        #[test]
+        fn bands_tile_and_limits_hold(
+            k in 0u8..3,
+            legacy: bool,
+            stack in proptest::prop_oneof![
+                0u64..(1 << 20),
+                (1u64 << 20)..(1 << 34),
+                proptest::strategy::Just(u64::MAX),
+                proptest::prelude::any::<u64>(),
+            ],
+        ) {
+            let mut c = SpaceConfig::linux_default(kind_of(k));
+            c.rlimit_stack = stack;
+            c.legacy_layout = legacy;
+            let r = report(&c);
+            let mut at = 0u128;
+            for b in &r.bands {
+                proptest::prop_assert_eq!(b.start, at);
+                proptest::prop_assert!(b.end > b.start);
+                at = b.end;
+            }
+            proptest::prop_assert_eq!(at, r.space_end);
+            for l in &r.limits {
+                proptest::prop_assert!(l.max_brk >= l.start_brk);
+                proptest::prop_assert!(l.max_brk % PAGE == 0 || l.max_brk == l.start_brk);
+                proptest::prop_assert!(l.max_mmap > 0);
+            }
+            let ts = r.task_size;
+            let td = r.limits.iter().find(|l| l.layout == "topdown").unwrap();
+            proptest::prop_assert!(ts - td.mmap_base >= 128 << 20);
+            proptest::prop_assert!(ts - td.mmap_base <= ts / 6 * 5 + PAGE);
+        }
+    }
+
     #[test]
     fn parse_size_units_and_errors() {
         assert_eq!(parse_size("8M"), Ok(8 << 20));
