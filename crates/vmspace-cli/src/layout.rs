@@ -618,6 +618,41 @@ fn render_text(r: &Report) -> String {
             l.heap_stopped_by
         );
     }
+    // Where the drawn layout's regions meet.
+    if let Some(l) = r.limits.iter().find(|l| l.layout == r.layout) {
+        let _ = writeln!(o);
+        let _ = writeln!(
+            o,
+            "heap:  grows up from start_brk {:#x}; brk() is refused past {:#x}, one page below {} (B5)",
+            l.start_brk, l.max_brk, l.heap_stopped_by
+        );
+        let how = if r.layout == "topdown" {
+            format!(
+                "grows down from mmap_base {:#x} into the hole the heap grows up into",
+                l.mmap_base
+            )
+        } else {
+            format!(
+                "grows up from mmap_legacy_base {:#x} toward the stack; the heap below it is capped there",
+                l.mmap_base
+            )
+        };
+        let _ = writeln!(
+            o,
+            "mmap:  {how}; the largest single mmap is {} at {:#x}",
+            size(l.max_mmap),
+            l.max_mmap_at
+        );
+        if let Some(b) = r.bands.iter().find(|b| b.kind == Kind::StackRoom) {
+            let _ = writeln!(
+                o,
+                "stack: grows down to {:#x} (RLIMIT_STACK {}); nothing may be mapped within stack_guard_gap {} below it",
+                b.start,
+                size(r.stack_limit),
+                size(r.stack_guard_gap)
+            );
+        }
+    }
     o
 }
 
