@@ -446,7 +446,8 @@ pub fn report(cfg: &SpaceConfig) -> Report {
                     mine.max_brk,
                     hi,
                     Kind::Free,
-                    "one page + guard kept below the next VMA (B5)".into(),
+                    "one page kept below the next VMA, plus its guard gap if it grows down (B5)"
+                        .into(),
                 );
             } else if lay.topdown && hi <= lay.mmap_base
                 || !lay.topdown && gap_lo >= lay.mmap_legacy_base
