@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod chunk;
 pub mod class;
 mod error;
+mod registry;
 mod segment;
 pub mod size_class;
 pub mod source;

@@ -22,6 +22,7 @@
 
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
+use crate::registry;
 use crate::segment::{decode, encode, hot, mix, segment_of, Block, Kind, Segment, DATA_OFFSET};
 use crate::source::{SegmentSource, SEGMENT_SIZE};
 use crate::stats::HeapStats;
@@ -452,9 +453,7 @@ impl<S: SegmentSource> Local<S> {
         unsafe {
             let sh = &*self.shared;
             let mut inner = sh.inner.lock();
-            inner
-                .source
-                .free_segments(NonNull::new_unchecked(seg.cast()), 1);
+            give_segments(&mut inner.source, seg, 1);
             sh.committed.fetch_sub(SEGMENT_SIZE, Relaxed);
             sh.segments.fetch_sub(1, Relaxed);
         }
@@ -476,7 +475,7 @@ impl<S: SegmentSource> Local<S> {
                 s
             } else {
                 let sh = &*self.shared;
-                let base = sh.inner.lock().source.alloc_segments(1)?;
+                let base = take_segments(&mut sh.inner.lock().source, 1)?;
                 sh.committed.fetch_add(SEGMENT_SIZE, Relaxed);
                 sh.segments.fetch_add(1, Relaxed);
                 Segment::init(
@@ -645,6 +644,32 @@ unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
 
 /// Why `p` cannot be freed: not a block start, or a block already free.
 #[cold]
+/// Takes `count` segments from `src` and registers the first (where the header goes); `None`
+/// when the source has none or the registry has no room for their window.
+fn take_segments<S: SegmentSource>(src: &mut S, count: usize) -> Option<NonNull<u8>> {
+    let base = src.alloc_segments(count)?;
+    if !registry::register(base.as_ptr()) {
+        // SAFETY: just allocated from `src`, unused.
+        unsafe { src.free_segments(base, count) };
+        return None;
+    }
+    Some(base)
+}
+
+/// Forgets the segments at `seg` and gives them back to `src`.
+///
+/// # Safety
+/// `seg` and `count` must be one allocation of [`take_segments`] from `src`, unused from now.
+unsafe fn give_segments<S: SegmentSource>(src: &mut S, seg: *mut Segment, count: usize) {
+    registry::unregister(seg as *const u8);
+    // SAFETY: the header is ours until the segments go back (caller); a stale pointer into
+    // them, should the source keep them mapped, no longer matches a heap.
+    unsafe {
+        (*hot(seg)).cookie = 0;
+        src.free_segments(NonNull::new_unchecked(seg.cast()), count);
+    }
+}
+
 fn classify(seg: *mut Segment, p: *mut u8) -> HeapError {
     // SAFETY: reading the header of a valid segment.
     let kind = if unsafe { Segment::is_block(seg, p) } {
@@ -720,7 +745,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         let Some(mut source) = pending.take() else {
             return ptr::null();
         };
-        let Some(base) = source.alloc_segments(1) else {
+        let Some(base) = take_segments(&mut source, 1) else {
             *pending = Some(source);
             return ptr::null();
         };
@@ -763,7 +788,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 inner.abandoned = (*l).next_abandoned;
                 return Some(l);
             }
-            let base = inner.source.alloc_segments(1)?;
+            let base = take_segments(&mut inner.source, 1)?;
             sh_ref.committed.fetch_add(SEGMENT_SIZE, Relaxed);
             let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
             let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
@@ -910,7 +935,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe {
             let sh = &*sh;
             let mut inner = sh.inner.lock();
-            let Some(base) = inner.source.alloc_segments(count) else {
+            let Some(base) = take_segments(&mut inner.source, count) else {
                 return null_mut();
             };
             let seg = Segment::init(base.as_ptr(), sh.key, Kind::Large, null_mut(), count);
@@ -932,9 +957,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     #[inline(always)]
     fn own_segment(&self, sh: *const Shared<S>, p: *mut u8) -> Result<*mut Segment, HeapError> {
         let seg = segment_of(p);
-        // SAFETY: `p` came from a caller claiming it is ours: its segment header is readable
-        // if so (a foreign pointer whose 64 KiB-aligned base is unmapped is not detectable).
-        if sh.is_null() || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key } {
+        // The registry first: a segment base no heap registered may be unmapped.
+        // SAFETY: a registered segment holds a heap header until it is unregistered.
+        if sh.is_null()
+            || !registry::contains(seg as *const u8)
+            || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key }
+        {
             return Err(HeapError::new(HeapErrorKind::ForeignPointer, p as usize));
         }
         Ok(seg)
@@ -944,8 +972,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     /// block of this heap. Null is accepted and ignored.
     ///
     /// # Safety
-    /// `p` must be null or a pointer into memory that is readable at its 64 KiB-aligned base
-    /// (any pointer this heap handed out qualifies); no other thread may free it concurrently.
+    /// No other thread may free `p` concurrently, and a live block of this heap must not be
+    /// freed while another thread uses it. Any other pointer — null, a stack or static
+    /// address, a block of another allocator, an address in unmapped memory — is looked up in
+    /// the segment registry before anything at its segment base is read, and reported.
     #[inline]
     pub unsafe fn try_free(&self, p: *mut u8) -> Result<(), HeapError> {
         if p.is_null() {
@@ -986,14 +1016,15 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     pub unsafe fn free(&self, p: *mut u8) {
         // The hot path: a block of a segment this thread owns goes on its lookaside list.
         #[cfg(feature = "std")]
-        // SAFETY: `p` lies in readable memory at its 64 KiB-aligned base (caller contract);
-        // the header is ours if the cookie matches; the local heap is this thread's own.
+        // SAFETY: the header is read only once the registry says a heap's header lives at
+        // `p`'s segment base; it is ours if the cookie matches; the local heap is this thread's
+        // own.
         unsafe {
             let sh = self.shared.load(Acquire);
             let seg = segment_of(p);
             let h = hot(seg);
             if !sh.is_null()
-                && !p.is_null()
+                && registry::contains(seg as *const u8)
                 && (*h).cookie == seg as usize ^ self.key.load(Relaxed)
                 && (*h).kind == Kind::Small
             {
@@ -1048,10 +1079,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let count = (*seg).count;
             sh.large_live.fetch_sub((*seg).large_size, Relaxed);
             unlink(&mut inner.large, seg);
-            (*hot(seg)).cookie = 0;
-            inner
-                .source
-                .free_segments(NonNull::new_unchecked(seg.cast()), count);
+            give_segments(&mut inner.source, seg, count);
             sh.committed.fetch_sub(count * SEGMENT_SIZE, Relaxed);
             sh.large_blocks.fetch_sub(1, Relaxed);
             Ok(())
@@ -1184,9 +1212,7 @@ impl<S: SegmentSource> Drop for SizeClassHeap<S> {
             crate::thread_cache::forget_heap((*sh).id);
             let inner = (*sh).inner.get_mut();
             let src = &mut inner.source;
-            let free = |src: &mut S, s: *mut Segment, n: usize| {
-                src.free_segments(NonNull::new_unchecked(s.cast()), n)
-            };
+            let free = |src: &mut S, s: *mut Segment, n: usize| give_segments(src, s, n);
             let mut l = inner.all_locals;
             while !l.is_null() {
                 let next = (*l).next_all;
@@ -1312,6 +1338,54 @@ mod tests {
                 HeapErrorKind::NotABlock
             );
             h.try_free(big).unwrap();
+        }
+    }
+
+    /// Pointers into memory no heap owns are looked up in the segment registry, never
+    /// dereferenced at their segment base: a stack address, an address in an unmapped
+    /// region (reading its segment base would fault), a block of the C allocator, and a
+    /// pointer into the second segment of a large block (its base holds user data).
+    #[cfg(feature = "std")]
+    #[test]
+    fn pointers_into_memory_no_heap_owns_are_reported_not_followed() {
+        let h = SizeClassHeap::new(crate::source::HostSource::new());
+        let keep = h.alloc(l(64, 8));
+        let foreign = |p: *mut u8| unsafe { h.try_free(p).unwrap_err() };
+        let mut on_stack = [0u8; 64];
+        let e = foreign(on_stack.as_mut_ptr());
+        assert_eq!(e.kind, HeapErrorKind::ForeignPointer);
+        assert_eq!(e.addr, on_stack.as_ptr() as usize);
+        unsafe {
+            let len = 4 * SEGMENT_SIZE;
+            let m = libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(m, libc::MAP_FAILED);
+            libc::munmap(m, len);
+            // The segment base of this address lies in the unmapped range (or below it).
+            let p = (m as *mut u8).add(2 * SEGMENT_SIZE + 48);
+            assert_eq!(foreign(p).kind, HeapErrorKind::ForeignPointer);
+            let c = libc::malloc(40) as *mut u8;
+            assert_eq!(foreign(c).kind, HeapErrorKind::ForeignPointer);
+            libc::free(c.cast());
+            let big = h.alloc(l(3 * SEGMENT_SIZE, 8));
+            big.write_bytes(0xff, 3 * SEGMENT_SIZE);
+            let inner = crate::segment::segment_of(big.add(SEGMENT_SIZE + 100)) as *mut u8;
+            assert_eq!(foreign(inner.add(64)).kind, HeapErrorKind::ForeignPointer);
+            h.try_free(big).unwrap();
+            // Once given back, a large block's pointer is no longer any heap's.
+            assert_eq!(foreign(big).kind, HeapErrorKind::ForeignPointer);
+            h.try_free(keep).unwrap();
+            // The fast path (`free`) takes the same look-up: freeing a foreign pointer there
+            // ends in `report` (checked in tests/threads.rs); here the heap still works.
+            let again = h.alloc(l(64, 8));
+            assert!(!again.is_null());
+            h.try_free(again).unwrap();
         }
     }
 
