@@ -268,18 +268,27 @@ impl Segment {
         }
     }
 
-    /// Marks the live block at `p` free (by its owner); `false` if it already was. The state
-    /// lives in the header, not in the block: a free need not wait for the block's (cold)
-    /// cache line, it only writes it.
+    /// Marks the live block at `p` free (by its owner) if `p` is the start of a block of this
+    /// small segment: [`is_block`](Self::is_block) and clearing its allocated bit with one
+    /// multiplication (its low half tests the block start, its high half is the index).
     ///
     /// # Safety
-    /// As [`is_live`](Self::is_live); only the segment's owner may call it.
+    /// `seg` must be a valid small segment header and `p` inside the segment; only the
+    /// segment's owner may call it.
     #[inline(always)]
-    pub unsafe fn mark_free(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as is_live; the allocated bits are written by the owner only.
+    pub unsafe fn free_block(seg: *mut Segment, p: *const u8) -> bool {
+        // SAFETY: reading the hot line and the bitmaps of a valid segment; the index is below
+        // the capacity once the offset is below the limit.
         unsafe {
+            let h = hot(seg);
+            let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET);
+            let c = (*h).div_c;
+            let prod = off as u128 * c as u128;
+            if off >= (*h).limit as usize || (prod as u64) >= c {
+                return false;
+            }
+            let idx = (prod >> 64) as usize;
+            let (w, bit) = (idx >> 6, 1u64 << (idx & 63));
             let a = (*seg).abits(w);
             let bits = a.load(Relaxed);
             if bits & bit == 0 || (*seg).rbits(w).load(Relaxed) & bit != 0 {
@@ -294,14 +303,14 @@ impl Segment {
     /// the segment's hot line (the divisor constant comes from the class).
     ///
     /// # Safety
-    /// As [`mark_free`](Self::mark_free); `c` must be the segment's class.
+    /// As [`free_block`](Self::free_block); `c` must be the segment's class.
     #[inline(always)]
     pub unsafe fn mark_live_class(seg: *mut Segment, p: *const u8, c: usize) {
         let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
         // SAFETY: c < CLASSES (caller).
         let dc = unsafe { *crate::class::DIV_C.get_unchecked(c) };
         let idx = ((off as u128 * dc as u128) >> 64) as usize;
-        // SAFETY: as mark_free.
+        // SAFETY: as free_block.
         unsafe {
             let a = (*seg).abits(idx >> 6);
             a.store(a.load(Relaxed) | 1u64 << (idx & 63), Relaxed);
@@ -311,12 +320,12 @@ impl Segment {
     /// Marks the free block at `p` allocated (by its owner).
     ///
     /// # Safety
-    /// As [`mark_free`](Self::mark_free).
+    /// As [`free_block`](Self::free_block).
     #[inline(always)]
     pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as mark_free.
+        // SAFETY: as free_block.
         unsafe {
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) | bit, Relaxed);
@@ -345,7 +354,7 @@ impl Segment {
     /// Only the segment's owner may call it, for blocks it took off the remote list.
     #[inline]
     pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
-        // SAFETY: as mark_free; w is a word of this segment's bitmap.
+        // SAFETY: as free_block; w is a word of this segment's bitmap.
         unsafe {
             (*seg).rbits(w).fetch_and(!mask, Relaxed);
             let a = (*seg).abits(w);

@@ -242,7 +242,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn free_local(&mut self, seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
         // SAFETY: owner-only access to a valid segment; p is checked to be a block of it.
         unsafe {
-            if !Segment::is_block(seg, p) || !Segment::mark_free(seg, p) {
+            if !Segment::free_block(seg, p) {
                 return Err(classify(seg, p));
             }
             let c = (*hot(seg)).class as usize;
@@ -1035,7 +1035,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         }
                         return;
                     }
-                    if Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
+                    if Segment::free_block(seg, p) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = (*h).class as usize;
                         let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
