@@ -147,14 +147,18 @@ pub(crate) unsafe fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
     (idx >> 6, 1u64 << (idx & 63))
 }
 
-/// Encodes a free-list link (identity unless the `secure` feature is on).
+/// Encodes a free-list link: xor with the key (rotated too with the `secure` feature).
+///
+/// Keys are never canonical addresses ([`make_key`]), so an encoded link decodes to an
+/// aligned canonical address (or 0) while what programs store in the first word of their
+/// blocks — zero, small numbers, pointers, text — does not: [`looks_linked`] tells free
+/// blocks from live ones without any per-block state.
 #[inline(always)]
 pub(crate) fn encode(p: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         (p ^ key).rotate_left(17)
     } else {
-        let _ = key;
-        p
+        p ^ key
     }
 }
 
@@ -164,14 +168,35 @@ pub(crate) fn decode(v: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         v.rotate_right(17) ^ key
     } else {
-        let _ = key;
-        v
+        v ^ key
     }
 }
 
-/// The per-segment encoding key: the heap key mixed with the segment address.
+/// Whether the word `w` at a block start decodes under `key` to something a free-list link
+/// holds: 0 or an 8-byte aligned canonical address (bits 63..47 all equal). A live block's
+/// first word passes only if it happens to hold such a value xor the (random) key.
+#[inline(always)]
+pub(crate) fn looks_linked(w: usize, key: usize) -> bool {
+    let d = decode(w, key) as u64;
+    d & 7 == 0 && (((d as i64) >> 47).wrapping_add(1) as u64) <= 1
+}
+
+/// A key from random bits: odd and never a canonical address (bit 63 set, bit 62 clear),
+/// so a cleared first word (0) never [`looks_linked`].
+pub(crate) fn make_key(bits: usize) -> usize {
+    let k = (bits as u64 | 1 | 1 << 63) & !(1 << 62);
+    k as usize
+}
+
+/// The key a segment's free and remote lists are encoded with: the heap key, mixed with the
+/// segment address under the `secure` feature.
 pub(crate) fn segment_key(heap_key: usize, seg: usize) -> usize {
-    mix(heap_key ^ seg)
+    if cfg!(feature = "secure") {
+        make_key(mix(heap_key ^ seg))
+    } else {
+        let _ = seg;
+        heap_key
+    }
 }
 
 /// A 64-bit finalizer (splitmix64) used to derive keys.
@@ -253,8 +278,9 @@ impl Segment {
         }
     }
 
-    /// Whether the block at `p` is allocated: its allocated bit is set and no remote free
-    /// is pending for it.
+    /// Whether the block at `p` is out of its segment's free list (allocated, or on the
+    /// owner's lookaside list — callers tell those apart by [`looks_linked`]) and no remote
+    /// free is pending for it.
     ///
     /// # Safety
     /// `p` must be a block start of the valid small segment `seg`.
@@ -268,64 +294,31 @@ impl Segment {
         }
     }
 
-    /// Marks the live block at `p` free (by its owner) if `p` is the start of a block of this
-    /// small segment: [`is_block`](Self::is_block) and clearing its allocated bit with one
-    /// multiplication (its low half tests the block start, its high half is the index).
+    /// Clears the allocated bit of the block at `p`, which goes back on its segment's free
+    /// list (from the owner's lookaside list).
     ///
     /// # Safety
-    /// `seg` must be a valid small segment header and `p` inside the segment; only the
-    /// segment's owner may call it.
+    /// `p` must be a block start of the valid small segment `seg`; only its owner may call it.
     #[inline(always)]
-    pub unsafe fn free_block(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: reading the hot line and the bitmaps of a valid segment; the index is below
-        // the capacity once the offset is below the limit.
+    pub unsafe fn mark_returned(seg: *mut Segment, p: *const u8) {
+        // SAFETY: p is a block of seg (caller).
+        let (w, bit) = unsafe { granule(seg, p) };
+        // SAFETY: the allocated bits are written by the owner only.
         unsafe {
-            let h = hot(seg);
-            let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET);
-            let c = (*h).div_c;
-            let prod = off as u128 * c as u128;
-            if off >= (*h).limit as usize || (prod as u64) >= c {
-                return false;
-            }
-            let idx = (prod >> 64) as usize;
-            let (w, bit) = (idx >> 6, 1u64 << (idx & 63));
             let a = (*seg).abits(w);
-            let bits = a.load(Relaxed);
-            if bits & bit == 0 || (*seg).rbits(w).load(Relaxed) & bit != 0 {
-                return false;
-            }
-            a.store(bits & !bit, Relaxed);
-            true
-        }
-    }
-
-    /// Marks the free block at `p` of class `c` allocated (by its owner), without reading
-    /// the segment's hot line (the divisor constant comes from the class).
-    ///
-    /// # Safety
-    /// As [`free_block`](Self::free_block); `c` must be the segment's class.
-    #[inline(always)]
-    pub unsafe fn mark_live_class(seg: *mut Segment, p: *const u8, c: usize) {
-        let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
-        // SAFETY: c < CLASSES (caller).
-        let dc = unsafe { *crate::class::DIV_C.get_unchecked(c) };
-        let idx = ((off as u128 * dc as u128) >> 64) as usize;
-        // SAFETY: as free_block.
-        unsafe {
-            let a = (*seg).abits(idx >> 6);
-            a.store(a.load(Relaxed) | 1u64 << (idx & 63), Relaxed);
+            a.store(a.load(Relaxed) & !bit, Relaxed);
         }
     }
 
     /// Marks the free block at `p` allocated (by its owner).
     ///
     /// # Safety
-    /// As [`free_block`](Self::free_block).
+    /// As [`mark_returned`](Self::mark_returned).
     #[inline(always)]
     pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as free_block.
+        // SAFETY: as mark_returned.
         unsafe {
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) | bit, Relaxed);
@@ -354,7 +347,7 @@ impl Segment {
     /// Only the segment's owner may call it, for blocks it took off the remote list.
     #[inline]
     pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
-        // SAFETY: as free_block; w is a word of this segment's bitmap.
+        // SAFETY: as mark_returned; w is a word of this segment's bitmap.
         unsafe {
             (*seg).rbits(w).fetch_and(!mask, Relaxed);
             let a = (*seg).abits(w);

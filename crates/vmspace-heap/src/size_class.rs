@@ -23,7 +23,9 @@
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
 use crate::registry;
-use crate::segment::{decode, encode, hot, mix, segment_of, Block, Kind, Segment, DATA_OFFSET};
+use crate::segment::{
+    decode, encode, hot, looks_linked, make_key, mix, segment_of, Block, Kind, Segment, DATA_OFFSET,
+};
 use crate::source::{SegmentSource, SEGMENT_SIZE};
 use crate::stats::HeapStats;
 use core::alloc::Layout;
@@ -151,8 +153,8 @@ impl<S: SegmentSource> Local<S> {
                 *self.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, self.key);
                 let n = self.la_len.get_unchecked(c);
                 n.store(n.load(Relaxed) - 1, Relaxed);
-                let seg = segment_of(b as *const u8);
-                Segment::mark_live_class(seg, b as *const u8, c);
+                // A live block's first word must not look like a link (see `free`).
+                (*(b as *mut Block)).next = 0;
                 return b as *mut u8;
             }
             let seg = *self.avail.get_unchecked(c);
@@ -167,6 +169,7 @@ impl<S: SegmentSource> Local<S> {
                     (*hot(seg)).free = next;
                     (*hot(seg)).used += 1;
                     Segment::mark_live(seg, b as *const u8);
+                    (*(b as *mut Block)).next = 0;
                     self.seg_live.store(
                         self.seg_live.load(Relaxed) + (*hot(seg)).block_size,
                         Relaxed,
@@ -242,10 +245,15 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn free_local(&mut self, seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
         // SAFETY: owner-only access to a valid segment; p is checked to be a block of it.
         unsafe {
-            if !Segment::free_block(seg, p) {
-                return Err(classify(seg, p));
+            if !Segment::is_block(seg, p) {
+                return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
             let c = (*hot(seg)).class as usize;
+            if suspect((*(p as *const Block)).next, self.key, seg)
+                && (!Segment::is_live(seg, p) || self.on_lookaside(c, p as usize))
+            {
+                return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
+            }
             let n = self.la_len.get_unchecked(c).load(Relaxed) + 1;
             (*(p as *mut Block)).next = encode(*self.la.get_unchecked(c), self.key);
             *self.la.get_unchecked_mut(c) = p as usize;
@@ -254,6 +262,24 @@ impl<S: SegmentSource> Local<S> {
                 self.flush_lookaside(c);
             }
             Ok(())
+        }
+    }
+
+    /// Whether block `b` is on class `c`'s lookaside list (the exact check behind a free
+    /// whose first word looks like a link: at most [`LOOKASIDE_MAX`] steps).
+    unsafe fn on_lookaside(&self, c: usize, b: usize) -> bool {
+        // SAFETY: owner-only; the list holds free blocks of this owner's segments.
+        unsafe {
+            let mut x = self.la[c];
+            let mut n = self.la_len[c].load(Relaxed);
+            while x != 0 && n != 0 {
+                if x == b {
+                    return true;
+                }
+                x = decode((*(x as *mut Block)).next, self.key);
+                n -= 1;
+            }
+            false
         }
     }
 
@@ -276,6 +302,7 @@ impl<S: SegmentSource> Local<S> {
                     .store(self.seg_live.load(Relaxed) - bs, Relaxed);
                 let next = decode((*(rest as *mut Block)).next, self.key);
                 let seg = segment_of(rest as *const u8);
+                Segment::mark_returned(seg, rest as *const u8);
                 (*(rest as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
                 (*hot(seg)).free = rest;
                 (*hot(seg)).used -= 1;
@@ -300,6 +327,7 @@ impl<S: SegmentSource> Local<S> {
                 let b = self.la[c];
                 if b != 0 {
                     let seg = segment_of(b as *const u8);
+                    Segment::mark_returned(seg, b as *const u8);
                     (*(b as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
                     (*hot(seg)).free = b;
                     (*hot(seg)).used -= 1;
@@ -576,8 +604,18 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn remote_free(seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
         // SAFETY: remote threads only touch atomics of the header and the freed block.
         unsafe {
-            if !Segment::is_block(seg, p) || !Segment::mark_free_remote(seg, p) {
-                return Err(classify(seg, p));
+            if !Segment::is_block(seg, p) {
+                return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
+            }
+            // A block on its owner's lookaside list is still marked allocated: its first word
+            // (a link into this heap) tells. The owner's lists cannot be walked from here.
+            let hk = (*hot(seg)).cookie ^ seg as usize;
+            let w = (*(p as *const Block)).next;
+            if is_link(w, hk, hk)
+                || (cfg!(feature = "secure") && is_link(w, (*seg).key, hk))
+                || !Segment::mark_free_remote(seg, p)
+            {
+                return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
             }
             let key = (*seg).key;
             let mut head = (*seg).remote_free.load(Relaxed);
@@ -642,8 +680,6 @@ unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
     }
 }
 
-/// Why `p` cannot be freed: not a block start, or a block already free.
-#[cold]
 /// Takes `count` segments from `src` and registers the first (where the header goes); `None`
 /// when the source has none or the registry has no room for their window.
 fn take_segments<S: SegmentSource>(src: &mut S, count: usize) -> Option<NonNull<u8>> {
@@ -670,14 +706,37 @@ unsafe fn give_segments<S: SegmentSource>(src: &mut S, seg: *mut Segment, count:
     }
 }
 
-fn classify(seg: *mut Segment, p: *mut u8) -> HeapError {
-    // SAFETY: reading the header of a valid segment.
-    let kind = if unsafe { Segment::is_block(seg, p) } {
-        HeapErrorKind::DoubleFree
-    } else {
-        HeapErrorKind::NotABlock
-    };
-    HeapError::new(kind, p as usize)
+/// Whether a block whose first word is `w` may be free (on a lookaside, free or remote
+/// list): the cheap test of the free path; an exact check follows when it says yes.
+///
+/// # Safety
+/// `seg` must be a valid small segment.
+#[inline(always)]
+unsafe fn suspect(w: usize, local_key: usize, seg: *mut Segment) -> bool {
+    // SAFETY: reading the key of a valid segment (secure builds only).
+    looks_linked(w, local_key)
+        || (cfg!(feature = "secure") && looks_linked(w, unsafe { (*seg).key }))
+}
+
+/// Whether `w`, decoded with `key`, is a link of a free list of the heap keyed `heap_key`:
+/// 0, or the start of a block in one of its small segments (found through the registry, so
+/// a random value is never followed).
+unsafe fn is_link(w: usize, key: usize, heap_key: usize) -> bool {
+    if !looks_linked(w, key) {
+        return false;
+    }
+    let d = decode(w, key);
+    if d == 0 {
+        return true;
+    }
+    let s = segment_of(d as *const u8);
+    // SAFETY: a registered segment holds a heap header.
+    registry::contains(s as *const u8)
+        && unsafe {
+            (*hot(s)).cookie == s as usize ^ heap_key
+                && (*hot(s)).kind == Kind::Small
+                && Segment::is_block(s, d as *const u8)
+        }
 }
 
 /// Called (through a type-erased pointer) when a thread holding `local` exits.
@@ -750,7 +809,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             return ptr::null();
         };
         let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
-        let key = mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)) | 1;
+        let key = make_key(mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)));
         // SAFETY: a fresh segment of our own: header, then the shared state at META_OFFSET.
         unsafe {
             let seg = Segment::init(base.as_ptr(), key, Kind::Meta, null_mut(), 1);
@@ -833,14 +892,17 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             let next = decode((*(b as *mut Block)).next, l.key);
                             if cfg!(feature = "secure") && next != 0 {
                                 let ns = segment_of(next as *const u8);
-                                if (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed) {
+                                if !registry::contains(ns as *const u8)
+                                    || (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed)
+                                {
                                     report(HeapError::new(HeapErrorKind::Corrupted, b));
                                 }
                             }
                             *l.la.get_unchecked_mut(c) = next;
                             let n = l.la_len.get_unchecked(c);
                             n.store(n.load(Relaxed) - 1, Relaxed);
-                            Segment::mark_live_class(segment_of(b as *const u8), b as *const u8, c);
+                            // A live block's first word must not look like a link.
+                            (*(b as *mut Block)).next = 0;
                             return b as *mut u8;
                         }
                         // then the current segment of the class
@@ -852,6 +914,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                                 (*h).free = decode((*(b as *mut Block)).next, (*seg).key);
                                 (*h).used += 1;
                                 Segment::mark_live(seg, b as *const u8);
+                                (*(b as *mut Block)).next = 0;
                                 l.seg_live
                                     .store(l.seg_live.load(Relaxed) + (*h).block_size, Relaxed);
                                 return b as *mut u8;
@@ -1035,8 +1098,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         }
                         return;
                     }
-                    if Segment::free_block(seg, p) {
-                        let l = &mut *(l as *mut Local<S>);
+                    let l = &mut *(l as *mut Local<S>);
+                    // No per-block state is touched: a block's first word is a link only
+                    // while it is free; one that looks like one takes the exact check.
+                    if Segment::is_block(seg, p)
+                        && !suspect((*(p as *const Block)).next, l.key, seg)
+                    {
                         let c = (*h).class as usize;
                         let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
                         (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
@@ -1096,7 +1163,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         // SAFETY: `seg` is a segment of this live heap.
         unsafe {
             match (*hot(seg)).kind {
-                Kind::Small if Segment::is_block(seg, p) && Segment::is_live(seg, p) => {
+                Kind::Small
+                    if Segment::is_block(seg, p)
+                        && Segment::is_live(seg, p)
+                        && !is_link((*(p as *const Block)).next, (*sh).key, (*sh).key)
+                        && !(cfg!(feature = "secure")
+                            && is_link((*(p as *const Block)).next, (*seg).key, (*sh).key)) =>
+                {
                     Ok((*hot(seg)).block_size)
                 }
                 Kind::Large if p as usize == seg as usize + (*hot(seg)).block_size => {
@@ -1490,5 +1563,76 @@ mod tests {
         }
         let live = h.stats().live_bytes;
         assert_eq!(live, 0);
+    }
+
+    /// Double frees are caught wherever the block is: on the lookaside list, back in its
+    /// segment, or on a remote list; a live block whose first word happens to look like a
+    /// free-list link is freed normally (the exact check clears it).
+    #[test]
+    fn double_frees_are_caught_on_every_list_and_lookalike_data_is_not_one() {
+        let h = SizeClassHeap::new(arena(32));
+        let key = h.key.load(Relaxed);
+        unsafe {
+            // on the lookaside list
+            let p = h.alloc(l(40, 8));
+            h.try_free(p).unwrap();
+            assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            // back in its segment's free list (collect flushes the lookaside lists)
+            h.collect();
+            assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            // a block never handed out, in a fresh segment's free list
+            let q = h.alloc(l(40, 8));
+            let never = q.add(CLASS_SIZE[class_of(40).unwrap()] as usize * 3);
+            assert_eq!(
+                h.try_free(never).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+            // live blocks holding what a link looks like: an encoded link to a free block,
+            // the encoded end of a list, their own address, zero
+            let free_one = h.alloc(l(40, 8));
+            h.try_free(free_one).unwrap();
+            for v in [
+                encode(free_one as usize, key),
+                encode(0, key),
+                q as usize,
+                0,
+            ] {
+                let r = h.alloc(l(40, 8));
+                *(r as *mut usize) = v;
+                h.try_free(r).unwrap();
+                let again = h.alloc(l(40, 8));
+                assert_eq!(again, r, "the freed block is reused first");
+            }
+            h.try_free(q).unwrap();
+        }
+    }
+
+    /// A block freed by its owner (on the owner's lookaside list) and then by another
+    /// thread, or freed twice by another thread, is reported there.
+    #[test]
+    fn remote_double_frees_are_reported() {
+        let h = std::sync::Arc::new(SizeClassHeap::new(crate::HostSource::new()));
+        let a = h.alloc(l(72, 8)) as usize;
+        let b = h.alloc(l(72, 8)) as usize;
+        unsafe { h.try_free(a as *mut u8) }.unwrap();
+        let h2 = h.clone();
+        std::thread::spawn(move || unsafe {
+            assert_eq!(
+                h2.try_free(a as *mut u8).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+            h2.try_free(b as *mut u8).unwrap();
+            assert_eq!(
+                h2.try_free(b as *mut u8).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+        })
+        .join()
+        .unwrap();
+        // The owner, too, sees `b` as freed (pending on the remote list).
+        assert_eq!(
+            unsafe { h.try_free(b as *mut u8) }.unwrap_err().kind,
+            HeapErrorKind::DoubleFree
+        );
     }
 }
