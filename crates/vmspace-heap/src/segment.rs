@@ -2,8 +2,12 @@
 //!
 //! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
 //! header says which heap owns the segment (a cookie mixing the segment's address with the
-//! heap's key), which class it serves, and keeps one allocated bit per block so a
-//! double free or a pointer into the middle of a block is caught before it corrupts a list.
+//! heap's key), which class it serves, and keeps one allocated bit per block (set while the
+//! block is out of the segment's free list: live, or on its owner's lookaside or remote
+//! list). The hot paths do not touch it: a free block's first word is an encoded link,
+//! which a live block's first word does not look like ([`looks_linked`]), and only a free
+//! whose block looks linked takes the exact check on the bit and lists. A pointer into the
+//! middle of a block is caught by the block-start test.
 //! A small segment's blocks start at [`DATA_OFFSET`] (one page), so block sizes that are
 //! multiples of an alignment up to the page size give aligned blocks.
 
@@ -95,10 +99,9 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Room for the 16 possible hot lines.
     _hot_lines: [Hot; 16],
-    /// Per 64 blocks, a pair of bits words: `[allocated, remote-freed]`. The allocated
-    /// bit is set at the start of each allocated block and written by the owner only (relaxed
-    /// loads and stores: plain moves); the remote bit is set by a remote free until the owner
-    /// collects the block. The pair shares a cache line.
+    /// One allocated bit per block: set while the block is out of the segment's free list
+    /// (live, on the owner's lookaside list, or on the remote list until the owner collects
+    /// it). Written by the owner only (relaxed loads and stores: plain moves).
     pub bits: Bits,
 }
 
@@ -106,7 +109,7 @@ const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
 /// The block bitmaps, cache-line aligned.
 #[repr(C, align(64))]
-pub(crate) struct Bits(pub [[AtomicU64; 2]; BITMAP_WORDS]);
+pub(crate) struct Bits(pub [AtomicU64; BITMAP_WORDS]);
 
 impl Segment {
     /// The allocated-bits word `w`.
@@ -114,14 +117,7 @@ impl Segment {
     pub fn abits(&self, w: usize) -> &AtomicU64 {
         // SAFETY: callers pass w < BITMAP_WORDS (a block index of a pointer inside the
         // segment, shifted by 6).
-        unsafe { &self.bits.0.get_unchecked(w)[0] }
-    }
-
-    /// The remote-freed bits word `w`.
-    #[inline(always)]
-    pub fn rbits(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: as `abits`.
-        unsafe { &self.bits.0.get_unchecked(w)[1] }
+        unsafe { self.bits.0.get_unchecked(w) }
     }
 }
 
@@ -278,9 +274,8 @@ impl Segment {
         }
     }
 
-    /// Whether the block at `p` is out of its segment's free list (allocated, or on the
-    /// owner's lookaside list — callers tell those apart by [`looks_linked`]) and no remote
-    /// free is pending for it.
+    /// Whether the block at `p` is out of its segment's free list: allocated, on the owner's
+    /// lookaside list or on the remote list (callers tell those apart by [`looks_linked`]).
     ///
     /// # Safety
     /// `p` must be a block start of the valid small segment `seg`.
@@ -289,9 +284,7 @@ impl Segment {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: p is a block of seg.
-        unsafe {
-            (*seg).abits(w).load(Relaxed) & bit != 0 && (*seg).rbits(w).load(Relaxed) & bit == 0
-        }
+        unsafe { (*seg).abits(w).load(Relaxed) & bit != 0 }
     }
 
     /// Clears the allocated bit of the block at `p`, which goes back on its segment's free
@@ -325,21 +318,6 @@ impl Segment {
         }
     }
 
-    /// Marks the block at `p` free from a thread that does not own the segment: sets its
-    /// remote bit; `false` if it was not live.
-    ///
-    /// # Safety
-    /// As [`is_live`](Self::is_live).
-    pub unsafe fn mark_free_remote(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as is_live; the remote bit is an atomic read-modify-write.
-        unsafe {
-            (*seg).abits(w).load(Relaxed) & bit != 0
-                && (*seg).rbits(w).fetch_or(bit, Relaxed) & bit == 0
-        }
-    }
-
     /// Clears the state of the remotely freed blocks `mask` of bitmap word `w`, which their
     /// owner collects.
     ///
@@ -349,7 +327,6 @@ impl Segment {
     pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
         // SAFETY: as mark_returned; w is a word of this segment's bitmap.
         unsafe {
-            (*seg).rbits(w).fetch_and(!mask, Relaxed);
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) & !mask, Relaxed);
         }

@@ -6,8 +6,12 @@
 //! segment's free list; a free pushes on the lookaside list, whose older half goes back to
 //! the blocks' segments when it grows too long — no atomics, no lock, no division, no call
 //! on those paths. A freed block's segment is its address rounded down to 64 KiB; the
-//! segment header's cookie says which heap owns it, and one allocated bit per block (plus a
-//! remote bit) catches double frees and pointers that are not block starts.
+//! segment registry (module `registry`) says whether a heap's header lives there before
+//! anything at that address is read, the header's cookie says which heap owns it, and the
+//! block-start test rejects interior pointers. Double frees: a free block's first word is
+//! an encoded link, a live block's first word is cleared at allocation; a free whose block
+//! looks linked takes the exact check (the block's allocated bit, a walk of the lookaside
+//! list, a link into this heap), so the hot paths touch no per-block state.
 //!
 //! Blocks freed by a thread that does not own the segment go to the segment's atomic remote
 //! list (as mimalloc's sharded free lists) and the segment is queued to its owner, which
@@ -249,8 +253,14 @@ impl<S: SegmentSource> Local<S> {
                 return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
             let c = (*hot(seg)).class as usize;
-            if suspect((*(p as *const Block)).next, self.key, seg)
-                && (!Segment::is_live(seg, p) || self.on_lookaside(c, p as usize))
+            let w = (*(p as *const Block)).next;
+            // Back in its segment (bit clear), on the lookaside list (walked), or on a remote
+            // list (its link is one into this heap): freed already.
+            if suspect(w, self.key, seg)
+                && (!Segment::is_live(seg, p)
+                    || self.on_lookaside(c, p as usize)
+                    || is_link(w, self.key, self.key)
+                    || (cfg!(feature = "secure") && is_link(w, (*seg).key, self.key)))
             {
                 return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
             }
@@ -375,8 +385,8 @@ impl<S: SegmentSource> Local<S> {
     }
 
     unsafe fn collect(&mut self, seg: *mut Segment) {
-        // SAFETY: owner-only; blocks on the remote list are blocks of `seg` whose remote bit
-        // was set by the freer.
+        // SAFETY: owner-only; blocks on the remote list are live blocks of `seg` (allocated
+        // bit set) that other threads freed.
         unsafe {
             let mut b = (*seg).remote_free.swap(null_mut(), SeqCst) as usize;
             let key = (*seg).key;
@@ -607,14 +617,13 @@ impl<S: SegmentSource> Local<S> {
             if !Segment::is_block(seg, p) {
                 return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
-            // A block on its owner's lookaside list is still marked allocated: its first word
-            // (a link into this heap) tells. The owner's lists cannot be walked from here.
+            // A free block — on its owner's lookaside list, its segment's free list or a
+            // remote list — holds a link into this heap; the owner's lists cannot be walked
+            // from here, and the owner alone writes the allocated bits. One atomic operation
+            // (the push) per remote free, as mimalloc's.
             let hk = (*hot(seg)).cookie ^ seg as usize;
             let w = (*(p as *const Block)).next;
-            if is_link(w, hk, hk)
-                || (cfg!(feature = "secure") && is_link(w, (*seg).key, hk))
-                || !Segment::mark_free_remote(seg, p)
-            {
+            if is_link(w, hk, hk) || (cfg!(feature = "secure") && is_link(w, (*seg).key, hk)) {
                 return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
             }
             let key = (*seg).key;
