@@ -8,14 +8,31 @@
 //! which a live block's first word does not look like ([`looks_linked`]), and only a free
 //! whose block looks linked takes the exact check on the bit and lists. A pointer into the
 //! middle of a block is caught by the block-start test.
-//! A small segment's blocks start at [`DATA_OFFSET`] (one page), so block sizes that are
-//! multiples of an alignment up to the page size give aligned blocks.
+//! A small segment's blocks start right after the header, rounded up to the largest power of
+//! two (at most a page) dividing the block size ([`data_offset`]), so block sizes that are
+//! multiples of an alignment up to the page size give aligned blocks, and classes that need
+//! no page alignment do not lose the rest of the header page.
 
 use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
-/// Offset of the first block in a small segment.
+/// Room reserved for the header: the largest offset of a small segment's first block, and
+/// the start of a meta segment's payload.
 pub(crate) const DATA_OFFSET: usize = PAGE_SIZE;
+
+/// End of the segment header.
+pub(crate) const HEADER_END: usize = core::mem::size_of::<Segment>();
+
+/// Offset of the first block of a small segment with blocks of `block_size` bytes: the
+/// header's end rounded up to the largest power of two dividing the block size (capped at
+/// a page), so every block is aligned to that power.
+pub(crate) const fn data_offset(block_size: usize) -> usize {
+    let mut a = block_size & block_size.wrapping_neg();
+    if a > PAGE_SIZE || a == 0 {
+        a = PAGE_SIZE;
+    }
+    (HEADER_END + a - 1) & !(a - 1)
+}
 /// Number of 64-bit words of one block bitmap (enough for 8-byte blocks).
 const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
 
@@ -64,7 +81,8 @@ pub(crate) struct Hot {
     pub limit: u32,
     pub kind: Kind,
     pub class: u8,
-    _pad: u16,
+    /// Offset of the first block ([`data_offset`] of the block size).
+    pub data: u16,
 }
 
 /// Offset of the first of the 16 possible hot lines.
@@ -123,6 +141,23 @@ impl Segment {
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= DATA_OFFSET);
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_start_after_the_header_aligned_to_their_size() {
+        for bs in [8usize, 16, 48, 80, 96, 640, 2048, 3584, 4096, 8192] {
+            let d = data_offset(bs);
+            assert!(d >= HEADER_END && d <= DATA_OFFSET, "{bs}: {d}");
+            let a = (bs & bs.wrapping_neg()).min(PAGE_SIZE);
+            assert_eq!(d % a, 0, "{bs}: {d}");
+        }
+        assert_eq!(data_offset(4096), PAGE_SIZE);
+        assert!(data_offset(48) < PAGE_SIZE);
+    }
+}
+
 /// The segment containing `p`.
 #[inline(always)]
 pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
@@ -136,9 +171,9 @@ pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
 /// `seg` must be a formatted small segment and `p` a block start inside it.
 #[inline(always)]
 pub(crate) unsafe fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
-    let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
     // SAFETY: reading the hot line of a valid segment (caller).
-    let c = unsafe { (*hot(seg)).div_c };
+    let (data, c) = unsafe { ((*hot(seg)).data as usize, (*hot(seg)).div_c) };
+    let off = (p as usize).wrapping_sub(seg as usize + data) as u64;
     let idx = ((off as u128 * c as u128) >> 64) as usize;
     (idx >> 6, 1u64 << (idx & 63))
 }
@@ -237,7 +272,9 @@ impl Segment {
     pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
         // SAFETY: the caller owns the segment; blocks lie inside it.
         unsafe {
-            let cap = (SEGMENT_SIZE - DATA_OFFSET) / block_size;
+            let data = data_offset(block_size);
+            let cap = (SEGMENT_SIZE - data) / block_size;
+            (*hot(seg)).data = data as u16;
             (*hot(seg)).class = class as u8;
             (*hot(seg)).block_size = block_size;
             (*seg).capacity = cap;
@@ -247,7 +284,7 @@ impl Segment {
             (*seg).full = false;
             (*hot(seg)).slow_at = 0;
             let key = (*seg).key;
-            let first = seg as usize + DATA_OFFSET;
+            let first = seg as usize + data;
             let mut next = 0usize;
             let mut i = cap;
             while i > 0 {
@@ -268,7 +305,7 @@ impl Segment {
     pub unsafe fn is_block(seg: *mut Segment, p: *const u8) -> bool {
         // SAFETY: reading the first header line.
         unsafe {
-            let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET);
+            let off = (p as usize).wrapping_sub(seg as usize + (*hot(seg)).data as usize);
             off < (*hot(seg)).limit as usize
                 && (off as u64).wrapping_mul((*hot(seg)).div_c) < (*hot(seg)).div_c
         }

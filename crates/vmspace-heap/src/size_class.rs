@@ -1561,14 +1561,13 @@ mod tests {
         })
         .join()
         .unwrap();
-        // the owner collects on its next slow path; allocate until it did
-        for _ in 0..20_000 {
-            let p = h.alloc(l(64, 8));
-            unsafe { h.free(p) };
-        }
-        for i in 0..50_000 {
-            let p = h.alloc(l(8 + i % 200, 8));
-            unsafe { h.free(p) };
+        // The owner collects on its next slow path: allocating as much again runs its
+        // segments dry (their blocks wait on remote lists until collected).
+        let again: Vec<usize> = (0..20_000)
+            .map(|i| h.alloc(l(8 + i % 200, 8)) as usize)
+            .collect();
+        for p in again {
+            unsafe { h.free(p as *mut u8) };
         }
         let live = h.stats().live_bytes;
         assert_eq!(live, 0);
