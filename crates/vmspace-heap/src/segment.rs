@@ -141,23 +141,6 @@ impl Segment {
 
 const _: () = assert!(core::mem::size_of::<Segment>() <= DATA_OFFSET);
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocks_start_after_the_header_aligned_to_their_size() {
-        for bs in [8usize, 16, 48, 80, 96, 640, 2048, 3584, 4096, 8192] {
-            let d = data_offset(bs);
-            assert!(d >= HEADER_END && d <= DATA_OFFSET, "{bs}: {d}");
-            let a = (bs & bs.wrapping_neg()).min(PAGE_SIZE);
-            assert_eq!(d % a, 0, "{bs}: {d}");
-        }
-        assert_eq!(data_offset(4096), PAGE_SIZE);
-        assert!(data_offset(48) < PAGE_SIZE);
-    }
-}
-
 /// The segment containing `p`.
 #[inline(always)]
 pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
@@ -367,5 +350,22 @@ impl Segment {
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) & !mask, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_start_after_the_header_aligned_to_their_size() {
+        for bs in [8usize, 16, 48, 80, 96, 640, 2048, 3584, 4096, 8192] {
+            let d = data_offset(bs);
+            assert!((HEADER_END..=DATA_OFFSET).contains(&d), "{bs}: {d}");
+            let a = (bs & bs.wrapping_neg()).min(PAGE_SIZE);
+            assert_eq!(d % a, 0, "{bs}: {d}");
+        }
+        assert_eq!(data_offset(4096), PAGE_SIZE);
+        assert!(data_offset(48) < PAGE_SIZE);
     }
 }
