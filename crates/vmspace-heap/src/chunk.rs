@@ -271,18 +271,16 @@ impl<B: BrkSource> ChunkHeap<B> {
 
     unsafe fn unlink(&mut self, c: usize, size: usize) {
         let i = bin_of(size);
-        // SAFETY: `c` is on bin `i`. A bin's first chunk is known by the bin head, not by
-        // its back link (left stale, so popping the head writes no other chunk).
+        // SAFETY: `c` is on bin `i`.
         unsafe {
-            let f = fd(c);
-            if self.bins[i] == c {
+            let (f, b) = (fd(c), bk(c));
+            if b == 0 {
                 self.bins[i] = f;
             } else {
-                let b = bk(c);
                 wr(b + 16, f);
-                if f != 0 {
-                    wr(f + 24, b);
-                }
+            }
+            if f != 0 {
+                wr(f + 24, b);
             }
         }
         if self.bins[i] == 0 {
@@ -455,7 +453,9 @@ impl<B: BrkSource> ChunkHeap<B> {
                 if c != 0 {
                     let f = fd(c);
                     *self.bins.get_unchecked_mut(i) = f;
-                    if f == 0 {
+                    if f != 0 {
+                        wr(f + 24, 0);
+                    } else {
                         self.unmark(i);
                     }
                     set_head(c, head(c) | CINUSE);
