@@ -4,7 +4,9 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod gen_trace;
 mod ptdump;
+mod replay;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
 #[derive(Parser)]
@@ -26,6 +28,16 @@ enum Command {
     /// Prints coalesced ranges `start-end  size  flags  level` the way Linux's
     /// /sys/kernel/debug/page_tables does, plus a summary; `--json` for one object per space.
     Ptdump(ptdump::PtdumpArgs),
+    /// Run a trace on the real kernel and/or in the vmspace model.
+    ///
+    /// Example: `vmspace replay t.jsonl --backend linux --json > linux.json`, then
+    /// `vmspace replay t.jsonl --backend model --start-from linux.json --json`; or
+    /// `vmspace replay --diff t.jsonl` to run both and print the first difference.
+    Replay(replay::ReplayArgs),
+    /// Generate a valid but tricky trace (deterministic per seed).
+    ///
+    /// Example: `vmspace gen-trace --seed 7 --ops 150 > t.jsonl`.
+    GenTrace(gen_trace::GenTraceArgs),
 }
 
 fn main() -> ExitCode {
@@ -33,6 +45,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),
         Command::Ptdump(args) => ptdump::run(args),
+        Command::Replay(args) => match replay::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::GenTrace(args) => gen_trace::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -4,6 +4,7 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
+mod fault;
 mod frames;
 mod heap;
 mod paging;
@@ -38,6 +39,9 @@ enum Group {
     Space,
     /// Size-class and chunk heaps against malloc-style peers.
     Heap,
+    /// The simulated CPU and fault handler: TLB-hit translation, demand-zero and COW faults
+    /// against memset/memcpy of a 4 KiB page.
+    Fault,
 }
 
 /// One measured (group, case, impl) cell.
@@ -103,6 +107,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Paging => paging::run(args.scale)?,
         Group::Space => space::run(args.scale)?,
         Group::Heap => heap::run(args.scale)?,
+        Group::Fault => fault::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

@@ -148,15 +148,30 @@ impl AddressSpace {
                 // madvise_collapse: thp_vma_allowable_order(TVA_FORCED_COLLAPSE) first, then
                 // success only if every PMD block in [round_up(s), round_down(e)) collapsed
                 // (an empty list counts, a negative one does not). Observed on the reference
-                // (THP "madvise", shmem "never"): only shared anonymous memory passes the first
-                // check, and never-touched blocks do not collapse.
+                // (THP "madvise", shmem "never"): private and shared anonymous memory pass the
+                // first check, blocks without a page table (never touched) do not collapse.
                 let pmd = 2u64 << 20;
                 let hstart = s.div_ceil(pmd) * pmd;
                 let hend = e & !(pmd - 1);
-                let allowed = matches!(v.backing, super::Backing::Shmem { .. })
+                let allowed = (matches!(v.backing, super::Backing::Shmem { .. })
+                    || (v.is_anonymous() && v.flags & VM_MAYSHARE == 0))
                     && v.flags & (VM_NOHUGEPAGE | VM_SPECIAL | VM_HUGETLB) == 0;
-                if !allowed || hstart != hend {
+                if !allowed || hstart > hend {
+                    // hstart > hend (s and e inside one unaligned block): the kernel compares
+                    // a wrapped block count with 0 collapsed and fails with SCAN_FAIL.
                     return Err(Errno::EINVAL);
+                }
+                // A block without a page table is SCAN_PMD_NULL; one with a table collapses
+                // (MADV_COLLAPSE ignores max_ptes_none). For shmem, thp_vma_suitable_order
+                // also wants the file offset aligned like the address (SCAN_ADDRESS_RANGE).
+                let file_aligned =
+                    v.is_anonymous() || ((v.start >> 12).wrapping_sub(v.pgoff)) % (pmd >> 12) == 0;
+                let mut b = hstart;
+                while b < hend {
+                    if !self.mem.has_table(b) || !file_aligned {
+                        return Err(Errno::EINVAL);
+                    }
+                    b += pmd;
                 }
                 return Ok(e);
             }
@@ -272,6 +287,11 @@ impl AddressSpace {
             if write && v.flags & VM_SHARED == 0 && first_ok {
                 self.anon_vma_prepare(v.start);
             }
+            if !beyond {
+                self.mem.note_tables(cursor, e);
+            } else if first_ok {
+                self.mem.note_tables(cursor, cursor + 4096);
+            }
             if beyond {
                 return Err(Errno::EFAULT);
             }
@@ -288,6 +308,29 @@ mod tests {
 
     const RW: u64 = PROT_READ | PROT_WRITE;
     const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+    #[test]
+    fn collapse_needs_a_page_table_per_block() {
+        let mut s = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
+        let a = s
+            .mmap(0x4000_0000, 4 << 20, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(s.madvise(a, 4 << 20, MADV_COLLAPSE), Err(Errno::EINVAL));
+        assert_eq!(s.madvise(a, 0x1000, MADV_COLLAPSE), Ok(()));
+        assert_eq!(
+            s.madvise(a + 0x1000, 0x1000, MADV_COLLAPSE),
+            Err(Errno::EINVAL)
+        );
+        s.touch(a, false, 0).unwrap();
+        assert_eq!(s.madvise(a, 4 << 20, MADV_COLLAPSE), Err(Errno::EINVAL));
+        s.touch(a + (3 << 20), true, 1).unwrap();
+        assert_eq!(s.madvise(a, 4 << 20, MADV_COLLAPSE), Ok(()));
+        // Unmapping the whole block frees its table (free_pgtables); a new mapping has none.
+        s.munmap(a + (2 << 20), 2 << 20).unwrap();
+        s.mmap(a + (2 << 20), 2 << 20, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        assert_eq!(s.madvise(a, 4 << 20, MADV_COLLAPSE), Err(Errno::EINVAL));
+    }
 
     #[test]
     fn dontneed_zeroes_and_holes_enomem() {

@@ -98,30 +98,25 @@ impl AddressSpace {
     /// start of the VMA now covering the range. With `just_expand` only the previous VMA is
     /// considered (brk, G13).
     pub(crate) fn place_new_range(&mut self, p: &Proposal, just_expand: bool, make: Vma) -> u64 {
-        let prev = self
-            .tree
-            .prev_before(p.start)
-            .filter(|v| v.end == p.start)
-            .cloned();
+        // The range is free, so the first VMA starting above p.start is the next one.
+        let (prev, next) = self.tree.neighbours(p.start);
+        let prev = prev.filter(|v| v.end == p.start).cloned();
         let next = if just_expand {
             None
         } else {
-            self.tree
-                .find(p.start)
-                .filter(|v| v.start == p.end)
-                .cloned()
+            next.filter(|v| v.start == p.end).cloned()
         };
         let special = p.flags & VM_SPECIAL != 0;
         let left = !special && self.can_merge_left(prev.as_ref(), p);
         let right = !special && self.can_merge_right(prev.as_ref(), next.as_ref(), p, left);
         match (left, right, prev, next) {
             (true, true, Some(pv), Some(nx)) => {
-                self.tree.remove(nx.start);
                 let anon = pv.anon_vma.or(nx.anon_vma).or(p.anon);
                 self.tree.update(pv.start, |v| {
                     v.end = nx.end;
                     v.anon_vma = anon;
                 });
+                self.tree.remove(nx.start);
                 pv.start
             }
             (true, _, Some(pv), _) => {
@@ -177,16 +172,9 @@ impl AddressSpace {
                 anon: mid.anon_vma,
                 forked: mid.forked,
             };
-            let prev = self
-                .tree
-                .prev_before(mid.start)
-                .filter(|v| v.end == start)
-                .cloned();
-            let next = self
-                .tree
-                .next_after(mid.start)
-                .filter(|v| v.start == end)
-                .cloned();
+            let (prev, next) = self.tree.neighbours(mid.start);
+            let prev = prev.filter(|v| v.end == start).cloned();
+            let next = next.filter(|v| v.start == end).cloned();
             let left = left_side && self.can_merge_left(prev.as_ref(), &p);
             let right = right_side && self.can_merge_right(prev.as_ref(), next.as_ref(), &p, left);
             if left || right {
@@ -219,18 +207,23 @@ impl AddressSpace {
         let whole = start == mid.start && end == mid.end;
         match (left, right, prev, next) {
             (true, true, Some(pv), Some(nx)) => {
-                // prev + middle + next (the whole middle).
-                self.tree.remove(mid.start);
-                self.tree.remove(nx.start);
+                // prev + middle + next (the whole middle). Growing before removing keeps the
+                // tree from seeing a transient gap (which would cost gap rescans).
                 let anon = pv.anon_vma.or(mid.anon_vma).or(nx.anon_vma);
                 self.tree.update(pv.start, |v| {
                     v.end = nx.end;
                     v.anon_vma = anon;
                 });
+                self.tree.remove(mid.start);
+                self.tree.remove(nx.start);
                 pv.start
             }
             (true, _, Some(pv), _) => {
                 let anon = pv.anon_vma.or(mid.anon_vma);
+                self.tree.update(pv.start, |v| {
+                    v.end = end;
+                    v.anon_vma = anon;
+                });
                 if whole {
                     self.tree.remove(mid.start);
                 } else {
@@ -240,21 +233,25 @@ impl AddressSpace {
                         v.pgoff = pg;
                     });
                 }
-                self.tree.update(pv.start, |v| {
-                    v.end = end;
-                    v.anon_vma = anon;
-                });
                 pv.start
             }
             (false, true, _, Some(nx)) => {
                 let anon = nx.anon_vma.or(mid.anon_vma);
                 let pg = mid.pgoff_of(start);
+                let nx_start = nx.start;
                 if whole {
+                    // nx takes mid's start key only after mid left the tree.
                     self.tree.remove(mid.start);
                 } else {
+                    self.tree.update(nx_start, |v| {
+                        v.start = start;
+                        v.pgoff = pg;
+                        v.anon_vma = anon;
+                    });
                     self.tree.update(mid.start, |v| v.end = start);
+                    return start;
                 }
-                self.tree.update(nx.start, |v| {
+                self.tree.update(nx_start, |v| {
                     v.start = start;
                     v.pgoff = pg;
                     v.anon_vma = anon;

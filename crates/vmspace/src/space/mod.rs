@@ -27,6 +27,7 @@ pub mod maps;
 pub mod merge;
 pub mod mlock;
 pub mod mmap;
+pub mod mmu;
 pub mod mprotect;
 pub mod mremap;
 pub mod mseal;
@@ -223,11 +224,12 @@ impl AddressSpace {
         if v.flags & VM_HUGETLB != 0 && at % self.huge_page_size(&v) != 0 {
             return Err(Errno::EINVAL);
         }
-        self.tree.update(vstart, |x| x.end = at);
         let mut right = v;
         right.pgoff = right.pgoff.wrapping_add((at - vstart) >> 12);
         right.start = at;
+        // Insert first, then shrink: the tree never sees a transient gap (no gap rescans).
         self.tree.insert(right);
+        self.tree.update(vstart, |x| x.end = at);
         Ok(())
     }
 
@@ -250,11 +252,19 @@ impl AddressSpace {
     /// Removes whole VMAs (already split to the range) and releases their accounting and
     /// page contents.
     pub(crate) fn remove_vmas(&mut self, starts: &[u64]) {
+        let (mut lo, mut hi) = (u64::MAX, 0);
         for &s in starts {
             if let Some(v) = self.tree.remove(s) {
                 self.acct_unmap(&v);
                 self.mem.drop_private(v.start, v.end);
+                lo = lo.min(v.start);
+                hi = hi.max(v.end);
             }
+        }
+        if lo < hi {
+            let floor = self.tree.prev_before(lo).map_or(0, |v| v.end);
+            let ceiling = self.tree.find(hi).map(|v| v.start);
+            self.mem.free_tables(lo, hi, floor, ceiling);
         }
     }
 

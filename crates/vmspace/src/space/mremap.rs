@@ -332,15 +332,30 @@ impl AddressSpace {
         self.place_new_range(&p, false, make);
         self.mem
             .move_private(r.addr, new_addr, r.old_len.min(r.new_len));
+        self.mem
+            .move_tables(r.addr, new_addr, r.old_len.min(r.new_len));
         self.vm_stat_account(v.flags, r.new_len >> PAGE_SHIFT, false);
         if v.flags & VM_LOCKED != 0 {
             self.acct.locked_vm += r.new_len >> PAGE_SHIFT;
         }
         if dontunmap {
-            if let Some(src) = self.tree.containing(r.addr).map(|x| x.start) {
-                self.tree.update(src, |x| x.flags &= !VM_LOCKED_MASK);
+            // dontunmap_complete: the source loses VM_LOCKED* (6.18 keeps VM_ACCOUNT); when the
+            // whole VMA moved (and did not merge into the destination) its anon_vma is
+            // unlinked, so it merges and moves like a never-written VMA again (G14, G17).
+            if let Some(src) = self.tree.containing(r.addr).map(|x| (x.start, x.end)) {
+                let whole = src == (r.addr, old_end);
+                self.tree.update(src.0, |x| {
+                    x.flags &= !VM_LOCKED_MASK;
+                    if whole {
+                        x.anon_vma = None;
+                        x.forked = false;
+                    }
+                });
             }
             let _ = charged;
+        } else if r.old_len == 0 {
+            // Duplicating shared memory (old_len 0): unmap_source_vma's do_munmap of zero bytes
+            // fails with EINVAL, which mremap ignores, so the source stays whole.
         } else {
             // The source's charge moves with it: unmapping must not release it.
             let mut acct = 0;
@@ -441,6 +456,48 @@ mod tests {
         assert_eq!(b, 0x2000_0000);
         assert_eq!(s.touch(a, false, 0), Ok(Some(0)));
         assert_eq!(s.touch(b, false, 0), Ok(Some(5)));
+    }
+
+    #[test]
+    fn x7_whole_dontunmap_unlinks_source_anon_vma_g17() {
+        let mut s = space();
+        let a = s
+            .mmap(0x1000_0000, 0x4000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.touch(a, true, 9).unwrap();
+        let flags = MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
+        s.mremap(a, 0x4000, 0x4000, flags, 0x2000_0000).unwrap();
+        let src = s.find_vma(a).unwrap();
+        assert_eq!((src.start, src.end, src.anon_vma), (a, a + 0x4000, None));
+        // Never written again: read-only drops VM_ACCOUNT and merges with a fresh r/o neighbour.
+        s.mmap(a + 0x4000, 0x2000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.mprotect(a + 0x2000, 0x2000, PROT_READ).unwrap();
+        let v = s.find_vma(a + 0x3000).unwrap();
+        assert_eq!((v.start, v.end), (a + 0x2000, a + 0x6000));
+        // A partial DONTUNMAP keeps the source's anon_vma.
+        let b = s
+            .mmap(0x3000_0000, 0x4000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.touch(b + 0x3000, true, 4).unwrap();
+        s.mremap(b, 0x2000, 0x2000, flags, 0x4000_0000).unwrap();
+        assert!(s.find_vma(b).unwrap().anon_vma.is_some());
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn x5_duplicate_shared_leaves_source_whole() {
+        let mut s = space();
+        let a = s
+            .mmap(0, 0x8000, RW, MAP_SHARED | MAP_ANONYMOUS, None, 0)
+            .unwrap();
+        s.touch(a + 0x5000, true, 55).unwrap();
+        let d = s.mremap(a + 0x5000, 0, 0x2000, MREMAP_MAYMOVE, 0).unwrap();
+        let src = s.find_vma(a + 0x5000).unwrap();
+        assert_eq!((src.start, src.end), (a, a + 0x8000));
+        assert_eq!(s.find_vma(d).unwrap().pgoff, 5);
+        assert_eq!(s.touch(d, false, 0), Ok(Some(55)));
+        s.check_invariants().unwrap();
     }
 
     #[test]

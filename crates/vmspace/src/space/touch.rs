@@ -2,6 +2,7 @@
 //! contents (written bytes per page; never-written pages read 0), and anon_vma assignment
 //! on the first write (A3, G8).
 
+use super::mmu::MmuEvent;
 use super::tree::VmaTree;
 use super::vma::{flags::*, Backing, Vma};
 use super::AddressSpace;
@@ -73,11 +74,20 @@ pub struct Memory {
     private: BTreeMap<u64, Page>,
     objects: BTreeMap<(u64, u64), Page>,
     guards: BTreeSet<u64>,
+    /// Bases of the 2 MiB blocks that have a page table (any fault or populate there made
+    /// one; munmap frees it by the free_pgtables rule). MADV_COLLAPSE needs one per block.
+    tables: BTreeSet<u64>,
+    /// Page-table backend notifications (`mmu.rs`).
+    pub(crate) log: super::mmu::MmuLog,
 }
+
+/// Bytes one page table maps (PMD_SIZE).
+pub(crate) const PMD_SIZE: u64 = 2 << 20;
 
 impl Memory {
     /// Drops private pages and guard markers in `[start, end)` (munmap, DONTNEED, MAP_FIXED).
     pub(crate) fn drop_private(&mut self, start: u64, end: u64) {
+        self.log.push(MmuEvent::Zap { start, end });
         let keys: Vec<u64> = self.private.range(start..end).map(|(k, _)| *k).collect();
         for k in keys {
             self.private.remove(&k);
@@ -90,6 +100,7 @@ impl Memory {
 
     /// Drops only private pages (MADV_DONTNEED keeps guard markers).
     pub(crate) fn zap_private(&mut self, start: u64, end: u64) {
+        self.log.push(MmuEvent::Zap { start, end });
         let keys: Vec<u64> = self.private.range(start..end).map(|(k, _)| *k).collect();
         for k in keys {
             self.private.remove(&k);
@@ -120,10 +131,55 @@ impl Memory {
         for k in g {
             self.guards.insert(k - old + new);
         }
+        self.log.push(MmuEvent::Move { old, new, len });
+    }
+
+    /// Notes page tables for every 2 MiB block meeting `[start, end)` (a fault or populate).
+    pub(crate) fn note_tables(&mut self, start: u64, end: u64) {
+        let mut b = start & !(PMD_SIZE - 1);
+        while b < end {
+            self.tables.insert(b);
+            b = match b.checked_add(PMD_SIZE) {
+                Some(x) => x,
+                None => break,
+            };
+        }
+    }
+
+    /// free_pgtables after unmapping `[start, end)`: frees the tables of blocks meeting the
+    /// range that lie wholly in `[floor, ceiling)` (the neighbours' end and start; `None` for
+    /// no upper neighbour).
+    pub(crate) fn free_tables(&mut self, start: u64, end: u64, floor: u64, ceiling: Option<u64>) {
+        let from = (start & !(PMD_SIZE - 1)).max(floor.div_ceil(PMD_SIZE) * PMD_SIZE);
+        if from >= end {
+            return;
+        }
+        while let Some(&b) = self.tables.range(from..end).next() {
+            if ceiling.is_some_and(|c| b + PMD_SIZE > c) {
+                break;
+            }
+            self.tables.remove(&b);
+        }
+    }
+
+    /// Whether the 2 MiB block at `base` has a page table.
+    pub(crate) fn has_table(&self, base: u64) -> bool {
+        self.tables.contains(&base)
+    }
+
+    /// move_page_tables: destination blocks receive tables where the source had them.
+    pub(crate) fn move_tables(&mut self, old: u64, new: u64, len: u64) {
+        let from = old & !(PMD_SIZE - 1);
+        let src: Vec<u64> = self.tables.range(from..old + len).copied().collect();
+        for b in src {
+            let (s, e) = (b.max(old), (b + PMD_SIZE).min(old + len));
+            self.note_tables(s - old + new, e - old + new);
+        }
     }
 
     /// Punches a hole in an object (MADV_REMOVE).
     pub(crate) fn punch(&mut self, obj: u64, first: u64, count: u64) {
+        self.log.push(MmuEvent::Punch { obj, first, count });
         let keys: Vec<(u64, u64)> = self
             .objects
             .range((obj, first)..(obj, first.saturating_add(count)))
@@ -195,6 +251,7 @@ impl AddressSpace {
         if self.mem.guards.contains(&page) {
             return Err(Fault::segv(FaultCode::SegvMaperr, addr));
         }
+        self.mem.note_tables(page, page + 4096);
         if v.flags & VM_HUGETLB != 0 {
             // No huge page can be allocated on the reference (nr_hugepages = 0).
             return Err(Fault {
@@ -316,7 +373,7 @@ impl AddressSpace {
     }
 
     /// expand_downwards (S1–S4): grows the GROWSDOWN VMA `v` down to the page of `addr`.
-    fn expand_downwards(&mut self, v: &Vma, addr: u64) -> bool {
+    pub(crate) fn expand_downwards(&mut self, v: &Vma, addr: u64) -> bool {
         let address = addr & !0xfff;
         if address < self.min_addr() {
             return false;
@@ -384,6 +441,7 @@ impl AddressSpace {
             if v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE && ok_until > s {
                 self.anon_vma_prepare(v.start);
             }
+            self.mem.note_tables(s, ok_until);
             if ok_until < e {
                 return Err(super::Errno::EFAULT);
             }
