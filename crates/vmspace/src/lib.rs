@@ -11,6 +11,8 @@
 //!   by page or by range — with TLB-flush tokens.
 //! - [`space`]: Linux-compatible address spaces (VMAs, mmap/munmap/mprotect/mremap/brk,
 //!   touches, /proc/pid/maps) — feature `alloc`.
+//! - [`fault`]: the page-fault handler (demand-zero, copy-on-write, stack growth, SIGSEGV /
+//!   SIGBUS classification) and `Mm`, a space whose page table follows its VMAs, with fork.
 //!
 //! The crate is `#![no_std]`; `addr`, `arch`, `phys` and `paging` need no heap at all. The
 //! `alloc` feature enables the layers that keep growable sets (address spaces); `std` adds
@@ -25,6 +27,8 @@ extern crate std;
 
 pub mod addr;
 pub mod arch;
+#[cfg(feature = "alloc")]
+pub mod fault;
 pub mod paging;
 pub mod phys;
 #[cfg(feature = "alloc")]

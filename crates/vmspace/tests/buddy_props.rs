@@ -1,23 +1,23 @@
 //! Property tests of the buddy frame allocator against a plain model: a set of usable frames,
 //! a set of reserved frames and the list of blocks handed out.
 //!
-//! After every step: the allocator's own invariant check passes, allocated blocks are aligned,
+//! Blocks are also shared, put and split into single frames, and reserved frames released. After every step: the
+//! allocator's own invariant check passes, allocated blocks are aligned,
 //! inside usable non-reserved memory and disjoint, counts agree with the model, an
-//! `OutOfMemory` happens only when no aligned free run of the order exists, and a rejected
-//! free changes nothing. After freeing everything, the free lists hold exactly the maximal
+//! `OutOfMemory` happens only when no aligned free run of the order exists, an allocation
+//! returns the lowest free block of the smallest order that has one, and a rejected
+//! free changes nothing. After freeing everything, the free blocks are exactly the maximal
 //! aligned blocks of each free run (full coalescing).
 
 use proptest::prelude::*;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use vmspace::addr::{Frame, FrameRange, PhysAddr};
-use vmspace::phys::{
-    metadata_len, BuddyAllocator, FrameAllocator, FrameInfo, PhysError, MAX_ORDER, ORDERS,
-};
+use vmspace::phys::{metadata_len, BuddyAllocator, FrameAllocator, PhysError, MAX_ORDER, ORDERS};
 
 /// Frame numbers the generated maps live in.
 const SPACE: u64 = 3072;
 
-type Buddy = BuddyAllocator<Vec<FrameInfo>>;
+type Buddy = BuddyAllocator<Vec<u64>>;
 
 fn fr(start: u64, count: u64) -> FrameRange {
     FrameRange::new(Frame::from_number(start).unwrap(), count).unwrap()
@@ -41,6 +41,10 @@ enum Op {
     Arbitrary(u64, u8),
     /// Free the picked live block with a wrong order, then with its tail frame.
     Wrong(usize, u8),
+    /// Split the picked live block into single frames.
+    Split(usize),
+    /// Release the reserved frames of a range.
+    Release(u64, u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +55,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Put),
         2 => (0..SPACE + 64, 0..=MAX_ORDER + 1).prop_map(|(p, o)| Op::Arbitrary(p, o)),
         1 => (any::<usize>(), 0..=MAX_ORDER).prop_map(|(i, o)| Op::Wrong(i, o)),
+        1 => any::<usize>().prop_map(Op::Split),
+        1 => (0..SPACE, 1..64u64).prop_map(|(s, l)| Op::Release(s, l.min(SPACE - s))),
     ]
 }
 
@@ -71,7 +77,7 @@ struct Model {
     managed: Vec<bool>,
     usable: Vec<bool>,
     /// Live blocks: head pfn -> (order, refs).
-    live: HashMap<u64, (u8, u32)>,
+    live: BTreeMap<u64, (u8, u32)>,
     /// Frames of live blocks.
     taken: Vec<bool>,
 }
@@ -89,7 +95,7 @@ impl Model {
         Model {
             managed: m,
             usable: u,
-            live: HashMap::new(),
+            live: BTreeMap::new(),
             taken: vec![false; SPACE as usize],
         }
     }
@@ -105,18 +111,15 @@ impl Model {
     }
 
     fn sorted_live(&self) -> Vec<(u64, u8)> {
-        let mut v: Vec<(u64, u8)> = self.live.iter().map(|(&p, &(o, _))| (p, o)).collect();
-        v.sort_unstable();
-        v
+        self.live.iter().map(|(&p, &(o, _))| (p, o)).collect()
     }
 
     fn pick(&self, i: usize) -> Option<(u64, u8, u32)> {
-        let v = self.sorted_live();
-        if v.is_empty() {
+        if self.live.is_empty() {
             return None;
         }
-        let (p, o) = v[i % v.len()];
-        Some((p, o, self.live[&p].1))
+        let (&p, &(o, refs)) = self.live.iter().nth(i % self.live.len())?;
+        Some((p, o, refs))
     }
 
     fn set_taken(&mut self, pfn: u64, order: u8, v: bool) {
@@ -155,12 +158,12 @@ impl Model {
 }
 
 /// Everything observable about the allocator, to show that a rejected call changed nothing.
-fn snapshot(a: &Buddy) -> (String, Vec<Option<FrameInfo>>, Vec<Vec<u64>>) {
-    let infos = (0..SPACE).map(|p| a.frame_info(f(p)).copied()).collect();
+/// Every metadata word is compared, so every `frame_info` is the same too.
+fn snapshot(a: &Buddy) -> (String, Vec<u64>, Vec<Vec<u64>>) {
     let lists = (0..=MAX_ORDER)
         .map(|o| a.free_blocks(o).map(|fr| fr.number()).collect())
         .collect();
-    (format!("{:?}", a.stats()), infos, lists)
+    (format!("{:?}", a.stats()), a.metadata().to_vec(), lists)
 }
 
 fn check(a: &Buddy, m: &Model) -> Result<(), TestCaseError> {
@@ -211,17 +214,20 @@ fn expected_free(m: &Model, pfn: u64, order: u8) -> Result<(), PhysError> {
 
 fn free_checked(a: &mut Buddy, m: &mut Model, pfn: u64, order: u8) -> Result<(), TestCaseError> {
     let want = expected_free(m, pfn, order);
-    let before = snapshot(a);
+    let before = want.is_err().then(|| snapshot(a));
     let got = a.deallocate(f(pfn), order);
     prop_assert_eq!(got, want);
-    if got.is_ok() {
-        m.live.remove(&pfn);
-        m.set_taken(pfn, order, false);
-    } else {
-        prop_assert!(
-            snapshot(a) == before,
-            "a rejected free changed the allocator"
-        );
+    match before {
+        None => {
+            m.live.remove(&pfn);
+            m.set_taken(pfn, order, false);
+        }
+        Some(before) => {
+            prop_assert!(
+                snapshot(a) == before,
+                "a rejected free changed the allocator"
+            );
+        }
     }
     Ok(())
 }
@@ -230,17 +236,24 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
     let ur: Vec<FrameRange> = usable.iter().map(|&(s, l)| fr(s, l)).collect();
     let rr: Vec<FrameRange> = reserved.iter().map(|&(s, l)| fr(s, l)).collect();
     let n = metadata_len(&ur).unwrap();
-    let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![FrameInfo::EMPTY; n]).unwrap();
+    let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![0; n]).unwrap();
     let mut m = Model::new(usable, reserved);
     for blocks in a.stats().free_blocks.iter().zip(m.maximal_blocks()) {
         prop_assert_eq!(*blocks.0, blocks.1.len() as u64);
     }
     check(&a, &m)?;
     for op in ops {
+        let a_before: Vec<Option<u64>> = (0..=MAX_ORDER)
+            .map(|o| a.free_blocks(o).next().map(|fr| fr.number()))
+            .collect();
         match *op {
             Op::Alloc(order) => match a.allocate(order) {
                 Ok(fr) => {
                     prop_assert!(order <= MAX_ORDER);
+                    // Best fit, lowest address first: the lowest free block of the smallest
+                    // order that has one (split, its lowest part is handed out).
+                    let want = (order..=MAX_ORDER).find_map(|o| a_before[o as usize]);
+                    prop_assert_eq!(Some(fr.number()), want, "not the lowest best-fit block");
                     let p = fr.number();
                     prop_assert_eq!(p % (1 << order), 0, "block not aligned");
                     prop_assert!(p + (1 << order) <= SPACE);
@@ -282,6 +295,24 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
                 }
             }
             Op::Arbitrary(p, o) => free_checked(&mut a, &mut m, p, o)?,
+            Op::Release(start, len) => {
+                let mut want = 0;
+                for q in start..start + len {
+                    if m.usable[q as usize] && !m.managed[q as usize] {
+                        m.managed[q as usize] = true;
+                        want += 1;
+                    }
+                }
+                prop_assert_eq!(a.release_reserved(fr(start, len)), want);
+            }
+            Op::Split(i) => {
+                if let Some((p, o, refs)) = m.pick(i) {
+                    prop_assert_eq!(a.split_allocated(f(p), o), Ok(()));
+                    for k in 0..1u64 << o {
+                        m.live.insert(p + k, (0, refs));
+                    }
+                }
+            }
             Op::Wrong(i, o) => {
                 if let Some((p, order, _)) = m.pick(i) {
                     if o != order {
@@ -295,7 +326,7 @@ fn run(usable: &[(u64, u64)], reserved: &[(u64, u64)], ops: &[Op]) -> Result<(),
         }
         check(&a, &m)?;
     }
-    // Free everything: the lists must then hold exactly the maximal blocks of each run.
+    // Free everything: the free blocks must then be exactly the maximal blocks of each run.
     for (p, o) in m.sorted_live() {
         free_checked(&mut a, &mut m, p, o)?;
         check(&a, &m)?;
@@ -317,6 +348,10 @@ proptest! {
                                   ops in prop::collection::vec(op(), 0..160)) {
         run(&usable, &reserved, &ops)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     #[test]
     fn pc_memory_map(ops in prop::collection::vec(op(), 0..250)) {
@@ -336,4 +371,61 @@ fn fill_and_drain_whole_pool_in_order_0() {
         .chain((0..3000).map(|i| Op::Free(i * 7919)))
         .collect();
     run(&usable, &reserved, &ops).unwrap();
+}
+
+/// The last frame number below 2^64.
+const TOP_PFN: u64 = u64::MAX >> 12;
+
+/// A range of at most `max_len` frames anywhere below 2^64, often touching the top.
+fn anywhere(max_len: u64) -> impl Strategy<Value = (u64, u64)> {
+    prop_oneof![
+        (0..=TOP_PFN, 0..max_len).prop_map(|(s, l)| (s, l.min(TOP_PFN + 1 - s))),
+        (0..max_len, 0..max_len).prop_map(|(back, l)| {
+            let s = TOP_PFN - back;
+            (s, l.min(TOP_PFN + 1 - s))
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Maps anywhere in the 64-bit space, reserved ranges of any size: construction never
+    /// panics, counts what it should, and every managed frame can be allocated and freed.
+    #[test]
+    fn maps_anywhere_up_to_the_top(
+        usable in prop::collection::vec(anywhere(600), 0..5),
+        reserved in prop::collection::vec(
+            prop_oneof![anywhere(300), (0..=TOP_PFN).prop_map(|s| (s, TOP_PFN + 1 - s))],
+            0..3,
+        ),
+    ) {
+        let ur: Vec<FrameRange> = usable.iter().map(|&(s, l)| fr(s, l)).collect();
+        let rr: Vec<FrameRange> = reserved.iter().map(|&(s, l)| fr(s, l)).collect();
+        let usable_set: BTreeSet<u64> = usable.iter().flat_map(|&(s, l)| s..s + l).collect();
+        let reserved_n = usable_set
+            .iter()
+            .filter(|&&p| reserved.iter().any(|&(s, l)| p >= s && p - s < l))
+            .count() as u64;
+        let n = metadata_len(&ur).unwrap();
+        // Storage contents do not matter: start from garbage.
+        let mut a: Buddy = BuddyAllocator::new(&ur, &rr, vec![u64::MAX; n]).unwrap();
+        prop_assert!(a.check_invariants().is_ok());
+        let s = a.stats();
+        prop_assert_eq!(s.total_frames, usable_set.len() as u64);
+        prop_assert_eq!(s.reserved_frames, reserved_n);
+        let mut got = Vec::new();
+        while let Ok(f) = a.allocate(0) {
+            prop_assert!(usable_set.contains(&f.number()));
+            got.push(f);
+        }
+        prop_assert_eq!(got.len() as u64, s.free_frames);
+        for f in got {
+            prop_assert_eq!(a.deallocate(f, 0), Ok(()));
+        }
+        prop_assert!(a.check_invariants().is_ok());
+        prop_assert_eq!(a.stats(), s);
+        // Frees beyond the top or in holes are rejected, never a panic.
+        prop_assert!(a.deallocate(f(TOP_PFN), MAX_ORDER).is_err());
+    }
 }

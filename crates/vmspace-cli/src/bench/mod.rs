@@ -4,7 +4,9 @@
 //! table in which each impl's time is also given as a ratio to the group's first impl of the
 //! same case. Times are wall-clock medians over several rounds.
 
+mod fault;
 mod frames;
+mod heap;
 mod paging;
 mod space;
 
@@ -35,6 +37,11 @@ enum Group {
     Paging,
     /// Address-space operations: model vs the real kernel (mmap, mprotect, lookup).
     Space,
+    /// Size-class and chunk heaps against malloc-style peers.
+    Heap,
+    /// The simulated CPU and fault handler: TLB-hit translation, demand-zero and COW faults
+    /// against memset/memcpy of a 4 KiB page.
+    Fault,
 }
 
 /// One measured (group, case, impl) cell.
@@ -99,6 +106,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
         Group::Space => space::run(args.scale)?,
+        Group::Heap => heap::run(args.scale)?,
+        Group::Fault => fault::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

@@ -1,21 +1,20 @@
-//! Per-frame metadata: one [`FrameInfo`] per managed 4 KiB frame, the `struct page` of vmspace.
+//! What the buddy allocator knows about a frame ([`FrameInfo`]: state, order, reference
+//! count), the `struct page` of vmspace, and its [`FrameStats`].
 //!
-//! The buddy allocator keeps one entry for every frame of its memory map (reserved frames
-//! included, holes between ranges excluded). An entry says what the frame is part of
-//! ([`FrameState`]), the order of the block it heads, and a reference count; the free lists
-//! are threaded through the entries by index, so they need no other storage.
+//! The allocator does not store a `FrameInfo` per frame: it keeps bitmaps (free and allocated
+//! block heads per order, a reserved and a shared bit per frame) and a reference count per
+//! frame, and [`frame_info`](super::BuddyAllocator::frame_info) assembles the view.
 //!
 //! Reference counts live on the *head* frame of an allocated block: allocation sets it to 1,
 //! [`inc_ref`](super::BuddyAllocator::inc_ref) adds a sharer (copy-on-write, shared mappings),
 //! [`dec_ref`](super::BuddyAllocator::dec_ref) removes one without ever freeing, and
 //! [`put`](super::BuddyAllocator::put) removes one and frees the block when none is left.
 
-/// What a frame currently is, as recorded in its [`FrameInfo`].
+/// What a frame currently is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum FrameState {
-    /// First frame of a free block of `2^order` frames; the block is on the free list of its
-    /// order.
+    /// First frame of a free block of `2^order` frames.
     Free,
     /// First frame of an allocated block of `2^order` frames; carries the reference count.
     Allocated,
@@ -25,41 +24,19 @@ pub enum FrameState {
     Reserved,
 }
 
-/// Index meaning "no entry" in the intrusive free-list links.
-pub(crate) const NIL: u32 = u32::MAX;
-
-/// Metadata of one 4 KiB frame (16 bytes).
-///
-/// Callers that run without a heap provide a slice of these (see
-/// [`metadata_len`](super::metadata_len)); its initial contents do not matter, the allocator
-/// overwrites every entry it uses. Only the allocator changes an entry.
+/// What the allocator knows about one 4 KiB frame, as returned by
+/// [`frame_info`](super::BuddyAllocator::frame_info): a snapshot, not a reference into the
+/// allocator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(C)]
 pub struct FrameInfo {
-    /// Next block on the same free list (metadata index), or `NIL`.
-    pub(crate) next: u32,
-    /// Previous block on the same free list (metadata index); stale in a list head.
-    pub(crate) prev: u32,
     /// Reference count of an allocated head; 0 otherwise.
     pub(crate) refs: u32,
     pub(crate) state: FrameState,
     /// Order of the block this frame heads; 0 for tails and reserved frames.
     pub(crate) order: u8,
-    /// Index of the memory-map section the frame belongs to (fixed at construction).
-    pub(crate) section: u16,
 }
 
 impl FrameInfo {
-    /// A blank entry, for initialising caller-provided storage (`[FrameInfo::EMPTY; N]`).
-    pub const EMPTY: FrameInfo = FrameInfo {
-        next: NIL,
-        prev: NIL,
-        refs: 0,
-        state: FrameState::Reserved,
-        order: 0,
-        section: 0,
-    };
-
     /// What the frame is.
     pub const fn state(&self) -> FrameState {
         self.state
@@ -78,18 +55,6 @@ impl FrameInfo {
     /// Whether the frame heads an allocated block.
     pub const fn is_allocated_head(&self) -> bool {
         matches!(self.state, FrameState::Allocated)
-    }
-
-    /// Whether the frame heads a free block of `order`.
-    #[inline]
-    pub(crate) fn is_free_head_of(&self, order: u8) -> bool {
-        matches!(self.state, FrameState::Free) && self.order == order
-    }
-}
-
-impl Default for FrameInfo {
-    fn default() -> Self {
-        FrameInfo::EMPTY
     }
 }
 
@@ -113,16 +78,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entry_is_sixteen_bytes() {
-        assert_eq!(core::mem::size_of::<FrameInfo>(), 16);
-    }
-
-    #[test]
-    fn blank_entry_is_not_allocated() {
-        let e = FrameInfo::default();
+    fn only_allocated_heads_report_as_allocated() {
+        let e = FrameInfo {
+            refs: 0,
+            state: FrameState::Reserved,
+            order: 0,
+        };
         assert_eq!(e.state(), FrameState::Reserved);
         assert_eq!(e.ref_count(), 0);
         assert!(!e.is_allocated_head());
-        assert!(!e.is_free_head_of(0));
+        let h = FrameInfo {
+            refs: 2,
+            state: FrameState::Allocated,
+            order: 3,
+        };
+        assert!(h.is_allocated_head());
+        assert_eq!((h.order(), h.ref_count()), (3, 2));
     }
 }

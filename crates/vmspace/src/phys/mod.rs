@@ -4,8 +4,11 @@
 //! - [`PhysMem`]: read, write, zero and copy physical memory. The simulator backs it with a
 //!   byte vector; a kernel with its physical-memory window.
 //! - [`FrameAllocator`]: allocate and free naturally aligned blocks of `2^order` 4 KiB frames.
-//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, with per-frame
-//!   metadata ([`FrameInfo`]: state, order, reference count) and [`FrameStats`].
+//! - [`BuddyAllocator`]: the frame allocator, over a memory map with holes, kept in
+//!   cache-sized bitmaps, with per-frame reference counts ([`FrameInfo`]: state, order,
+//!   reference count) and [`FrameStats`].
+//! - `x86_64_crate` (feature `x86_64-crate`): the buddy allocator as the `x86_64` crate's
+//!   `FrameAllocator` and `FrameDeallocator`.
 
 use crate::addr::{Frame, PhysAddr, PAGE_SIZE};
 use core::fmt;
@@ -174,10 +177,13 @@ pub trait FrameAllocator {
     }
 }
 
+mod bitmap;
 mod buddy;
 mod frame_info;
 #[cfg(feature = "alloc")]
 mod ram;
+#[cfg(feature = "x86_64-crate")]
+pub mod x86_64_crate;
 
 #[cfg(feature = "alloc")]
 pub use buddy::OwnedBuddyAllocator;

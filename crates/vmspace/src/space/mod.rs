@@ -27,6 +27,7 @@ pub mod maps;
 pub mod merge;
 pub mod mlock;
 pub mod mmap;
+pub mod mmu;
 pub mod mprotect;
 pub mod mremap;
 pub mod mseal;

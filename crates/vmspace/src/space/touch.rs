@@ -2,6 +2,7 @@
 //! contents (written bytes per page; never-written pages read 0), and anon_vma assignment
 //! on the first write (A3, G8).
 
+use super::mmu::MmuEvent;
 use super::tree::VmaTree;
 use super::vma::{flags::*, Backing, Vma};
 use super::AddressSpace;
@@ -76,6 +77,8 @@ pub struct Memory {
     /// Bases of the 2 MiB blocks that have a page table (any fault or populate there made
     /// one; munmap frees it by the free_pgtables rule). MADV_COLLAPSE needs one per block.
     tables: BTreeSet<u64>,
+    /// Page-table backend notifications (`mmu.rs`).
+    pub(crate) log: super::mmu::MmuLog,
 }
 
 /// Bytes one page table maps (PMD_SIZE).
@@ -84,6 +87,7 @@ pub(crate) const PMD_SIZE: u64 = 2 << 20;
 impl Memory {
     /// Drops private pages and guard markers in `[start, end)` (munmap, DONTNEED, MAP_FIXED).
     pub(crate) fn drop_private(&mut self, start: u64, end: u64) {
+        self.log.push(MmuEvent::Zap { start, end });
         let keys: Vec<u64> = self.private.range(start..end).map(|(k, _)| *k).collect();
         for k in keys {
             self.private.remove(&k);
@@ -96,6 +100,7 @@ impl Memory {
 
     /// Drops only private pages (MADV_DONTNEED keeps guard markers).
     pub(crate) fn zap_private(&mut self, start: u64, end: u64) {
+        self.log.push(MmuEvent::Zap { start, end });
         let keys: Vec<u64> = self.private.range(start..end).map(|(k, _)| *k).collect();
         for k in keys {
             self.private.remove(&k);
@@ -126,6 +131,7 @@ impl Memory {
         for k in g {
             self.guards.insert(k - old + new);
         }
+        self.log.push(MmuEvent::Move { old, new, len });
     }
 
     /// Notes page tables for every 2 MiB block meeting `[start, end)` (a fault or populate).
@@ -185,6 +191,7 @@ impl Memory {
 
     /// Punches a hole in an object (MADV_REMOVE).
     pub(crate) fn punch(&mut self, obj: u64, first: u64, count: u64) {
+        self.log.push(MmuEvent::Punch { obj, first, count });
         let keys: Vec<(u64, u64)> = self
             .objects
             .range((obj, first)..(obj, first.saturating_add(count)))
@@ -378,7 +385,7 @@ impl AddressSpace {
     }
 
     /// expand_downwards (S1–S4): grows the GROWSDOWN VMA `v` down to the page of `addr`.
-    fn expand_downwards(&mut self, v: &Vma, addr: u64) -> bool {
+    pub(crate) fn expand_downwards(&mut self, v: &Vma, addr: u64) -> bool {
         let address = addr & !0xfff;
         if address < self.min_addr() {
             return false;

@@ -1,0 +1,1011 @@
+//! The chunk heap: boundary tags, immediate coalescing, exact and sorted bins, a selectable fit
+//! policy, and a top chunk grown and trimmed through a [`BrkSource`] (malloc's design, after
+//! dlmalloc).
+//!
+//! A chunk at address `c` (16-aligned) has a header of two words: `prev_foot` (the size of the
+//! chunk before, valid only while that one is free) and `head` (its own size with two flags:
+//! [`PINUSE`] — the chunk before is in use, [`CINUSE`] — this one is). The payload starts at
+//! `c + 16`. A freed chunk merges at once with free neighbours, so no two free chunks touch.
+//! Free chunks below 8 KiB sit in exact bins (one size each, LIFO: O(1)); larger ones in
+//! logarithmic bins (four per doubling) kept sorted by address. A bitmap of non-empty bins
+//! finds the next bin that can serve a request in a few word scans. The top chunk — the
+//! free end of the region — is not binned: it serves what no bin can and grows the break
+//! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
+//! If the heap has to grow again soon after a trim, the threshold doubles past what was
+//! trimmed (hysteresis, like glibc's dynamic thresholds), so a burst-and-free pattern stops
+//! paying for giving memory back and faulting it in again.
+
+use crate::error::{report, HeapError, HeapErrorKind};
+use crate::source::{align_up, BrkSource, PAGE_SIZE};
+use crate::stats::HeapStats;
+use core::alloc::Layout;
+use core::ptr::{self, null_mut};
+
+/// Flag in `head`: the previous chunk is in use.
+pub const PINUSE: usize = 1;
+/// Flag in `head`: this chunk is in use.
+pub const CINUSE: usize = 2;
+const FLAGS: usize = PINUSE | CINUSE;
+/// Header bytes before each payload.
+const HDR: usize = 16;
+/// Smallest chunk (header plus two free-list links).
+const MIN_CHUNK: usize = 32;
+/// Chunks below this size have exact bins.
+const SMALL_LIMIT: usize = 8192;
+const SMALL_SHIFT: usize = 13;
+const NSMALL: usize = SMALL_LIMIT / 16;
+const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - SMALL_SHIFT);
+const BITMAP_WORDS: usize = NBINS.div_ceil(64);
+/// Smallest growth of the break.
+const GROW_MIN: usize = 64 * 1024;
+/// Free bytes kept at the top when trimming.
+const TOP_KEEP: usize = 64 * 1024;
+
+/// Which free chunk the chunk heap splits when no bin holds an exact fit.
+///
+/// Every policy takes an exact small bin's chunk first; they differ in the larger chunk they
+/// carve from. Bins are visited upward from the request's bin, and within a (large,
+/// address-sorted) bin:
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FitPolicy {
+    /// the lowest-addressed chunk that fits, in the first bin that has one.
+    First,
+    /// the smallest chunk that fits (lowest address among equals).
+    Best,
+    /// a chunk of the largest size class that holds free chunks (the largest chunk up to
+    /// bin granularity: the lowest-addressed fitting one of the highest bin), before the
+    /// top chunk.
+    Worst,
+    /// the first chunk that fits at or after the end of the previous allocation, wrapping
+    /// around within the bin.
+    Next,
+}
+
+impl FitPolicy {
+    /// All policies, in the order the benchmark names them.
+    pub const ALL: [FitPolicy; 4] = [
+        FitPolicy::First,
+        FitPolicy::Best,
+        FitPolicy::Worst,
+        FitPolicy::Next,
+    ];
+
+    /// The lowercase name (`first`, `best`, `worst`, `next`).
+    pub fn name(self) -> &'static str {
+        match self {
+            FitPolicy::First => "first",
+            FitPolicy::Best => "best",
+            FitPolicy::Worst => "worst",
+            FitPolicy::Next => "next",
+        }
+    }
+}
+
+/// A coalescing chunk heap over a break-like region `B`. Single-owner (`&mut self`); wrap it
+/// in [`LockedChunkHeap`] to share it or to use it as a global allocator.
+pub struct ChunkHeap<B: BrkSource> {
+    src: B,
+    policy: FitPolicy,
+    base: usize,
+    top: usize,
+    top_size: usize,
+    bins: [usize; NBINS],
+    bitmap: [u64; BITMAP_WORDS],
+    rover: usize,
+    live: usize,
+    trim_threshold: usize,
+    /// Allocations and frees so far; when the last trim happened and how much it gave back.
+    ops: u64,
+    trimmed_at: u64,
+    trimmed: usize,
+}
+
+/// Operations after a trim within which growing again raises the trim threshold.
+const TRIM_REGRET_OPS: u64 = 1 << 16;
+
+// SAFETY: the raw addresses are only followed through `&mut self`; the source moves along.
+unsafe impl<B: BrkSource + Send> Send for ChunkHeap<B> {}
+
+#[inline(always)]
+unsafe fn rd(a: usize) -> usize {
+    // SAFETY: callers pass addresses of headers or links inside the heap region.
+    unsafe { *(a as *const usize) }
+}
+
+#[inline(always)]
+unsafe fn wr(a: usize, v: usize) {
+    // SAFETY: as `rd`.
+    unsafe { *(a as *mut usize) = v }
+}
+
+#[inline(always)]
+unsafe fn head(c: usize) -> usize {
+    // SAFETY: `c` is a chunk (caller).
+    unsafe { rd(c + 8) }
+}
+
+#[inline(always)]
+unsafe fn set_head(c: usize, v: usize) {
+    // SAFETY: `c` is a chunk (caller).
+    unsafe { wr(c + 8, v) }
+}
+
+#[inline(always)]
+unsafe fn fd(c: usize) -> usize {
+    // SAFETY: `c` is a free chunk (caller).
+    unsafe { rd(c + 16) }
+}
+
+#[inline(always)]
+unsafe fn bk(c: usize) -> usize {
+    // SAFETY: `c` is a free chunk (caller).
+    unsafe { rd(c + 24) }
+}
+
+/// Bin index of a chunk size.
+#[inline(always)]
+fn bin_of(size: usize) -> usize {
+    if size < SMALL_LIMIT {
+        size >> 4
+    } else {
+        let lg = (usize::BITS - 1 - size.leading_zeros()) as usize;
+        let sub = (size >> (lg - 2)) & 3;
+        NSMALL + (lg - SMALL_SHIFT) * 4 + sub
+    }
+}
+
+/// Chunk size for a request of `n` payload bytes; `None` when it overflows.
+#[inline(always)]
+fn chunk_size(n: usize) -> Option<usize> {
+    let s = align_up(n.checked_add(HDR)?, 16)?;
+    if s > isize::MAX as usize {
+        return None;
+    }
+    Some(s.max(MIN_CHUNK))
+}
+
+impl<B: BrkSource> ChunkHeap<B> {
+    /// An empty heap that grows through `src` and picks chunks by `policy`.
+    pub const fn new(src: B, policy: FitPolicy) -> Self {
+        ChunkHeap {
+            src,
+            policy,
+            base: 0,
+            top: 0,
+            top_size: 0,
+            bins: [0; NBINS],
+            bitmap: [0; BITMAP_WORDS],
+            rover: 0,
+            live: 0,
+            trim_threshold: 256 * 1024,
+            ops: 0,
+            trimmed_at: 0,
+            trimmed: 0,
+        }
+    }
+
+    /// The fit policy.
+    pub fn policy(&self) -> FitPolicy {
+        self.policy
+    }
+
+    /// Sets the free top size above which a free shrinks the break (default 256 KiB).
+    pub fn set_trim_threshold(&mut self, bytes: usize) {
+        self.trim_threshold = bytes.max(TOP_KEEP);
+    }
+
+    /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
+    /// break), no segments, fragmentation.
+    pub fn stats(&self) -> HeapStats {
+        let committed = if self.base == 0 {
+            0
+        } else {
+            self.top + self.top_size - self.base
+        };
+        HeapStats::new(self.live, committed, 0)
+    }
+
+    fn mark(&mut self, i: usize) {
+        self.bitmap[i / 64] |= 1 << (i % 64);
+    }
+
+    fn unmark(&mut self, i: usize) {
+        self.bitmap[i / 64] &= !(1 << (i % 64));
+    }
+
+    /// The first non-empty bin at index `i` or above.
+    fn next_bin(&self, i: usize) -> Option<usize> {
+        let mut w = i / 64;
+        if w >= BITMAP_WORDS {
+            return None;
+        }
+        let mut bits = self.bitmap[w] & (!0u64 << (i % 64));
+        loop {
+            if bits != 0 {
+                return Some(w * 64 + bits.trailing_zeros() as usize);
+            }
+            w += 1;
+            if w == BITMAP_WORDS {
+                return None;
+            }
+            bits = self.bitmap[w];
+        }
+    }
+
+    fn last_bin(&self) -> Option<usize> {
+        (0..BITMAP_WORDS)
+            .rev()
+            .find(|&w| self.bitmap[w] != 0)
+            .map(|w| w * 64 + 63 - self.bitmap[w].leading_zeros() as usize)
+    }
+
+    unsafe fn insert(&mut self, c: usize, size: usize) {
+        let i = bin_of(size);
+        // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
+        unsafe {
+            let h = self.bins[i];
+            if i < NSMALL || h == 0 || h > c {
+                wr(c + 16, h);
+                wr(c + 24, 0);
+                if h != 0 {
+                    wr(h + 24, c);
+                }
+                self.bins[i] = c;
+            } else {
+                // address-sorted: after the last chunk below c
+                let mut p = h;
+                while fd(p) != 0 && fd(p) < c {
+                    p = fd(p);
+                }
+                let n = fd(p);
+                wr(c + 16, n);
+                wr(c + 24, p);
+                wr(p + 16, c);
+                if n != 0 {
+                    wr(n + 24, c);
+                }
+            }
+        }
+        self.mark(i);
+    }
+
+    unsafe fn unlink(&mut self, c: usize, size: usize) {
+        let i = bin_of(size);
+        // SAFETY: `c` is on bin `i`.
+        unsafe {
+            let (f, b) = (fd(c), bk(c));
+            if b == 0 {
+                self.bins[i] = f;
+            } else {
+                wr(b + 16, f);
+            }
+            if f != 0 {
+                wr(f + 24, b);
+            }
+        }
+        if self.bins[i] == 0 {
+            self.unmark(i);
+        }
+    }
+
+    /// Picks (and unlinks) a free chunk of at least `n` bytes by the policy.
+    unsafe fn find(&mut self, n: usize) -> Option<usize> {
+        let i = bin_of(n);
+        // SAFETY: bins hold free chunks of the sizes their index says.
+        unsafe {
+            if i < NSMALL && self.bins[i] != 0 {
+                let c = self.bins[i];
+                self.unlink(c, n);
+                return Some(c);
+            }
+            let pick = if self.policy == FitPolicy::Worst {
+                let j = self.last_bin()?;
+                let c = if j < NSMALL {
+                    self.bins[j]
+                } else {
+                    self.pick_in_bin(j, n)
+                };
+                if c == 0 || head(c) & !FLAGS < n {
+                    return None; // even the largest free chunk is too small: use the top
+                }
+                c
+            } else {
+                let mut j = self.next_bin(i)?;
+                loop {
+                    let c = if j < NSMALL {
+                        self.bins[j]
+                    } else {
+                        self.pick_in_bin(j, n)
+                    };
+                    if c != 0 {
+                        break c;
+                    }
+                    j = self.next_bin(j + 1)?;
+                }
+            };
+            self.unlink(pick, head(pick) & !FLAGS);
+            Some(pick)
+        }
+    }
+
+    /// In the address-sorted large bin `j`, the chunk of at least `n` bytes the policy wants.
+    unsafe fn pick_in_bin(&self, j: usize, n: usize) -> usize {
+        // SAFETY: walking a bin list of free chunks.
+        unsafe {
+            let mut c = self.bins[j];
+            match self.policy {
+                FitPolicy::First | FitPolicy::Worst => {
+                    while c != 0 && head(c) & !FLAGS < n {
+                        c = fd(c);
+                    }
+                    c
+                }
+                FitPolicy::Best => {
+                    let mut best = 0;
+                    while c != 0 {
+                        let s = head(c) & !FLAGS;
+                        if s >= n && (best == 0 || s < head(best) & !FLAGS) {
+                            best = c;
+                        }
+                        c = fd(c);
+                    }
+                    best
+                }
+                FitPolicy::Next => {
+                    let mut first = 0;
+                    while c != 0 {
+                        if head(c) & !FLAGS >= n {
+                            if c >= self.rover {
+                                return c;
+                            }
+                            if first == 0 {
+                                first = c;
+                            }
+                        }
+                        c = fd(c);
+                    }
+                    first
+                }
+            }
+        }
+    }
+
+    /// Marks chunk `c` (of `size` bytes, free and unlinked) in use for a request of `n`
+    /// bytes, splitting off the remainder when it can stand as a chunk.
+    unsafe fn use_chunk(&mut self, c: usize, size: usize, n: usize) {
+        // SAFETY: `c` is an unlinked free chunk inside the region; its neighbour follows it.
+        unsafe {
+            let pin = head(c) & PINUSE;
+            if size - n >= MIN_CHUNK {
+                let r = c + n;
+                let rs = size - n;
+                set_head(c, n | CINUSE | pin);
+                set_head(r, rs | PINUSE);
+                wr(r + rs, rs); // footer in the next chunk's prev_foot
+                self.insert(r, rs);
+                self.live += n;
+            } else {
+                set_head(c, size | CINUSE | pin);
+                let nx = c + size;
+                set_head(nx, head(nx) | PINUSE);
+                self.live += size;
+            }
+            self.rover = c + (head(c) & !FLAGS);
+        }
+    }
+
+    /// Ensures the top chunk holds at least `n + MIN_CHUNK` bytes.
+    fn grow_top(&mut self, n: usize) -> bool {
+        let want = match n.checked_add(MIN_CHUNK) {
+            Some(w) => w,
+            None => return false,
+        };
+        if self.top_size >= want {
+            return true;
+        }
+        let Some(bytes) = align_up((want - self.top_size).max(GROW_MIN), PAGE_SIZE) else {
+            return false;
+        };
+        if self.trimmed != 0 && self.ops - self.trimmed_at < TRIM_REGRET_OPS {
+            // grew again right after giving memory back: keep more next time
+            self.trim_threshold = self.trim_threshold.max(self.trimmed.saturating_mul(2));
+            self.trimmed = 0;
+        }
+        let Some(p) = self.src.grow(bytes) else {
+            return false;
+        };
+        let p = p.as_ptr() as usize;
+        if self.base == 0 {
+            self.base = p;
+            self.top = p;
+            self.top_size = bytes;
+            // SAFETY: the fresh region starts with the top chunk; nothing precedes it.
+            unsafe { set_head(p, bytes | PINUSE) };
+        } else {
+            debug_assert_eq!(
+                p,
+                self.top + self.top_size,
+                "brk source grew non-contiguously"
+            );
+            self.top_size += bytes;
+            // SAFETY: the top chunk's header is ours.
+            unsafe { set_head(self.top, self.top_size | (head(self.top) & PINUSE)) };
+        }
+        true
+    }
+
+    /// Allocates `layout.size()` bytes at `layout.align()`; null when out of memory or the
+    /// size overflows.
+    pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        self.ops += 1;
+        if layout.align() > 16 {
+            return self.alloc_aligned(layout);
+        }
+        let Some(n) = chunk_size(layout.size()) else {
+            return null_mut();
+        };
+        // SAFETY: every chunk handled lies inside the region.
+        unsafe {
+            // The common case first: the head of the exact bin, no split, no search.
+            if n < SMALL_LIMIT {
+                let i = n >> 4;
+                let c = *self.bins.get_unchecked(i);
+                if c != 0 {
+                    let f = fd(c);
+                    *self.bins.get_unchecked_mut(i) = f;
+                    if f != 0 {
+                        wr(f + 24, 0);
+                    } else {
+                        self.unmark(i);
+                    }
+                    set_head(c, head(c) | CINUSE);
+                    let nx = c + n;
+                    set_head(nx, head(nx) | PINUSE);
+                    self.live += n;
+                    self.rover = nx;
+                    return (c + HDR) as *mut u8;
+                }
+            }
+            if let Some(c) = self.find(n) {
+                let size = head(c) & !FLAGS;
+                self.use_chunk(c, size, n);
+                return (c + HDR) as *mut u8;
+            }
+            if !self.grow_top(n) {
+                return null_mut();
+            }
+            let c = self.top;
+            let pin = head(c) & PINUSE;
+            set_head(c, n | CINUSE | pin);
+            self.top = c + n;
+            self.top_size -= n;
+            set_head(self.top, self.top_size | PINUSE);
+            self.live += n;
+            self.rover = self.top;
+            (c + HDR) as *mut u8
+        }
+    }
+
+    fn alloc_aligned(&mut self, layout: Layout) -> *mut u8 {
+        let align = layout.align();
+        let Some(n) = chunk_size(layout.size()) else {
+            return null_mut();
+        };
+        let Some(pad) = n.checked_add(align).and_then(|v| v.checked_add(MIN_CHUNK)) else {
+            return null_mut();
+        };
+        let Ok(big) = Layout::from_size_align(pad, 16) else {
+            return null_mut();
+        };
+        let p = self.alloc(big) as usize;
+        if p == 0 {
+            return null_mut();
+        }
+        // SAFETY: `p` is a fresh in-use chunk of at least n + align + 32 bytes; the lead
+        // and tail pieces we cut off are inside it.
+        unsafe {
+            let mut c = p - HDR;
+            let mut q = align_up(p, align).unwrap_or(p);
+            if q != p && q - p < MIN_CHUNK {
+                q += align;
+            }
+            if q != p {
+                let lead = q - p;
+                let size = head(c) & !FLAGS;
+                let pin = head(c) & PINUSE;
+                set_head(c, lead | CINUSE | pin);
+                set_head(c + lead, (size - lead) | CINUSE | PINUSE);
+                self.live -= lead;
+                self.free_chunk(c);
+                c += lead;
+            }
+            self.shrink_in_use(c, n);
+            (c + HDR) as *mut u8
+        }
+    }
+
+    /// Cuts an in-use chunk down to `n` bytes, freeing the tail when it can stand alone
+    /// (live bytes follow).
+    unsafe fn shrink_in_use(&mut self, c: usize, n: usize) {
+        // SAFETY: `c` is an in-use chunk of ours of at least `n` bytes.
+        unsafe {
+            let size = head(c) & !FLAGS;
+            if size - n >= MIN_CHUNK {
+                let pin = head(c) & PINUSE;
+                set_head(c, n | CINUSE | pin);
+                let r = c + n;
+                set_head(r, (size - n) | CINUSE | PINUSE);
+                self.live -= size - n;
+                self.free_chunk(r);
+            }
+        }
+    }
+
+    /// Checks that `p` is the payload of an in-use chunk of this heap; returns the chunk.
+    fn check(&self, p: *mut u8) -> Result<usize, HeapError> {
+        let p = p as usize;
+        let err = |k| Err(HeapError::new(k, p));
+        if self.base == 0 || p < self.base + HDR || p >= self.top || p % 16 != 0 {
+            return err(HeapErrorKind::ForeignPointer);
+        }
+        let c = p - HDR;
+        // SAFETY: `c` lies inside the region below the top chunk, so its header is readable.
+        let h = unsafe { head(c) };
+        let size = h & !FLAGS;
+        if size < MIN_CHUNK || size % 16 != 0 || size > self.top - c {
+            return err(HeapErrorKind::NotABlock);
+        }
+        if h & CINUSE == 0 {
+            return err(HeapErrorKind::DoubleFree);
+        }
+        // SAFETY: `c + size <= top`, a chunk header inside the region.
+        if unsafe { head(c + size) } & PINUSE == 0 {
+            return err(HeapErrorKind::NotABlock);
+        }
+        Ok(c)
+    }
+
+    /// Frees `p`, or says why it cannot be freed. Null is accepted and ignored.
+    ///
+    /// # Safety
+    /// `p` must be null or a pointer obtained from this heap (a stale or interior pointer is
+    /// detected only when its would-be header is inconsistent).
+    pub unsafe fn try_free(&mut self, p: *mut u8) -> Result<(), HeapError> {
+        if p.is_null() {
+            return Ok(());
+        }
+        let c = self.check(p)?;
+        self.ops += 1;
+        // SAFETY: `c` is an in-use chunk.
+        unsafe {
+            self.live -= head(c) & !FLAGS;
+            self.free_chunk(c);
+        }
+        Ok(())
+    }
+
+    /// Frees `p`; a bad pointer is reported (see [`crate::report`]).
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    pub unsafe fn free(&mut self, p: *mut u8) {
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.try_free(p) } {
+            report(e)
+        }
+    }
+
+    /// Frees in-use chunk `c` (live bytes already accounted), coalescing with its free
+    /// neighbours or the top chunk.
+    unsafe fn free_chunk(&mut self, c: usize) {
+        // SAFETY: boundary tags of neighbours inside the region.
+        unsafe {
+            let h = head(c);
+            let mut size = h & !FLAGS;
+            set_head(c, h & !CINUSE);
+            let mut start = c;
+            if h & PINUSE == 0 {
+                let ps = rd(c);
+                let prev = c - ps;
+                self.unlink(prev, ps);
+                start = prev;
+                size += ps;
+            }
+            let next = c + (h & !FLAGS);
+            if next == self.top {
+                self.top = start;
+                self.top_size += size;
+                set_head(start, self.top_size | PINUSE);
+                if self.top_size > self.trim_threshold {
+                    self.trim();
+                }
+                return;
+            }
+            let nh = head(next);
+            if nh & CINUSE == 0 {
+                let ns = nh & !FLAGS;
+                self.unlink(next, ns);
+                size += ns;
+            }
+            set_head(start, size | PINUSE);
+            let after = start + size;
+            wr(after, size);
+            set_head(after, head(after) & !PINUSE);
+            self.insert(start, size);
+        }
+    }
+
+    /// Gives back the free top beyond [`TOP_KEEP`] to the source.
+    fn trim(&mut self) {
+        let end = self.top + self.top_size;
+        let keep_end = align_up(self.top + TOP_KEEP, PAGE_SIZE).unwrap_or(end);
+        if keep_end >= end {
+            return;
+        }
+        let release = end - keep_end;
+        self.trimmed = release;
+        self.trimmed_at = self.ops;
+        // SAFETY: the bytes past keep_end are the free top's tail; nothing uses them.
+        unsafe {
+            self.src.shrink(release);
+            self.top_size -= release;
+            set_head(self.top, self.top_size | (head(self.top) & PINUSE));
+        }
+    }
+
+    /// Usable bytes of the live block at `p`.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    pub unsafe fn usable_size(&self, p: *mut u8) -> Result<usize, HeapError> {
+        let c = self.check(p)?;
+        // SAFETY: `c` is an in-use chunk.
+        Ok((unsafe { head(c) } & !FLAGS) - HDR)
+    }
+
+    /// Resizes the block at `p` to `new_size`: in place when it shrinks, or when the next
+    /// chunk (free or the top) has room; otherwise allocates, copies, frees. Null (and `p`
+    /// untouched) when out of memory.
+    ///
+    /// # Safety
+    /// `p` must be a live block of this heap allocated with `layout`.
+    pub unsafe fn realloc(&mut self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let c = match self.check(p) {
+            Ok(c) => c,
+            Err(e) => report(e),
+        };
+        let Some(n) = chunk_size(new_size) else {
+            return null_mut();
+        };
+        // SAFETY: `c` is an in-use chunk; neighbours are read through boundary tags.
+        unsafe {
+            let size = head(c) & !FLAGS;
+            if n <= size {
+                self.shrink_in_use(c, n);
+                return p;
+            }
+            let next = c + size;
+            if next == self.top {
+                if self.grow_top(n - size) {
+                    let pin = head(c) & PINUSE;
+                    set_head(c, n | CINUSE | pin);
+                    let grow = n - size;
+                    self.top += grow;
+                    self.top_size -= grow;
+                    set_head(self.top, self.top_size | PINUSE);
+                    self.live += grow;
+                    return p;
+                }
+            } else {
+                let nh = head(next);
+                let ns = nh & !FLAGS;
+                if nh & CINUSE == 0 && size + ns >= n {
+                    self.unlink(next, ns);
+                    let pin = head(c) & PINUSE;
+                    set_head(c, (size + ns) | CINUSE | pin);
+                    let after = c + size + ns;
+                    set_head(after, head(after) | PINUSE);
+                    self.live += ns;
+                    self.shrink_in_use(c, n);
+                    return p;
+                }
+            }
+            let Ok(nl) = Layout::from_size_align(new_size, layout.align()) else {
+                return null_mut();
+            };
+            let q = self.alloc(nl);
+            if !q.is_null() {
+                ptr::copy_nonoverlapping(p, q, (size - HDR).min(new_size));
+                self.free(p);
+            }
+            q
+        }
+    }
+
+    /// Walks every chunk from the base to the top and checks the boundary tags, the bins and
+    /// the live count; returns the first inconsistency found.
+    pub fn check_invariants(&self) -> Result<(), &'static str> {
+        if self.base == 0 {
+            return Ok(());
+        }
+        let mut c = self.base;
+        let mut prev_free = false;
+        let mut live = 0;
+        let mut free_chunks = 0;
+        // SAFETY: walking chunk headers from base to top, each inside the region.
+        unsafe {
+            while c < self.top {
+                let h = head(c);
+                let s = h & !FLAGS;
+                if s < MIN_CHUNK || s % 16 != 0 || c + s > self.top {
+                    return Err("bad chunk size");
+                }
+                if (h & PINUSE == 0) != prev_free {
+                    return Err("PINUSE disagrees with the previous chunk");
+                }
+                let free = h & CINUSE == 0;
+                if free {
+                    if prev_free {
+                        return Err("two adjacent free chunks");
+                    }
+                    if rd(c + s) != s {
+                        return Err("free chunk footer wrong");
+                    }
+                    free_chunks += 1;
+                } else {
+                    live += s;
+                }
+                prev_free = free;
+                c += s;
+            }
+            if c != self.top {
+                return Err("chunks do not end at the top");
+            }
+            if (head(self.top) & PINUSE == 0) != prev_free {
+                return Err("top PINUSE wrong");
+            }
+            let mut binned = 0;
+            for i in 0..NBINS {
+                let mut x = self.bins[i];
+                let mut last = 0;
+                if (x != 0) != (self.bitmap[i / 64] & (1 << (i % 64)) != 0) {
+                    return Err("bitmap disagrees with bins");
+                }
+                while x != 0 {
+                    if bin_of(head(x) & !FLAGS) != i || head(x) & CINUSE != 0 {
+                        return Err("chunk in the wrong bin or in use");
+                    }
+                    if i >= NSMALL && x < last {
+                        return Err("large bin not sorted by address");
+                    }
+                    last = x;
+                    binned += 1;
+                    x = fd(x);
+                }
+            }
+            if binned != free_chunks {
+                return Err("free chunk missing from the bins");
+            }
+        }
+        if live != self.live {
+            return Err("live count wrong");
+        }
+        Ok(())
+    }
+}
+
+impl<B: BrkSource> Drop for ChunkHeap<B> {
+    fn drop(&mut self) {
+        if self.base != 0 {
+            // SAFETY: the heap is going away; nothing uses its region any more.
+            unsafe { self.src.shrink(self.top + self.top_size - self.base) };
+        }
+    }
+}
+
+/// A [`ChunkHeap`] behind a spin lock: shareable, and usable as `#[global_allocator]`.
+pub struct LockedChunkHeap<B: BrkSource>(spin::Mutex<ChunkHeap<B>>);
+
+impl<B: BrkSource> LockedChunkHeap<B> {
+    /// A locked heap over `src` with `policy`.
+    pub const fn new(src: B, policy: FitPolicy) -> Self {
+        LockedChunkHeap(spin::Mutex::new(ChunkHeap::new(src, policy)))
+    }
+
+    /// Locks the heap for direct use.
+    pub fn lock(&self) -> spin::MutexGuard<'_, ChunkHeap<B>> {
+        self.0.lock()
+    }
+}
+
+// SAFETY: forwards to ChunkHeap under the lock; blocks satisfy size and alignment.
+unsafe impl<B: BrkSource + Send> core::alloc::GlobalAlloc for LockedChunkHeap<B> {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        self.0.lock().alloc(layout)
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        // SAFETY: `p` came from this heap (GlobalAlloc contract).
+        unsafe { self.0.lock().free(p) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `p` came from this heap with `layout` (GlobalAlloc contract).
+        unsafe { self.0.lock().realloc(p, layout, new_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ArenaBrk;
+    extern crate std;
+    use std::vec::Vec;
+
+    fn heap(policy: FitPolicy, bytes: usize) -> ChunkHeap<ArenaBrk> {
+        ChunkHeap::new(ArenaBrk::from_static(std::vec![0u8; bytes].leak()), policy)
+    }
+
+    fn l(size: usize) -> Layout {
+        Layout::from_size_align(size, 8).unwrap()
+    }
+
+    #[test]
+    fn neighbours_coalesce_and_the_top_absorbs_the_end() {
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        let a = h.alloc(l(100));
+        let b = h.alloc(l(100));
+        let c = h.alloc(l(100));
+        let d = h.alloc(l(100));
+        h.check_invariants().unwrap();
+        unsafe {
+            h.free(a);
+            h.free(c);
+            h.check_invariants().unwrap();
+            h.free(b); // merges a, b, c
+            h.check_invariants().unwrap();
+            let e = h.alloc(l(3 * 112 - 16));
+            assert_eq!(e, a, "the merged chunk is reused whole");
+            h.free(d);
+            h.free(e);
+        }
+        h.check_invariants().unwrap();
+        assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn policies_pick_different_chunks() {
+        // free chunks of about 10000, 25000, 15000, 10500 bytes (large bins), with live guards
+        let pick = |policy| {
+            let mut h = heap(policy, 1 << 20);
+            let sizes = [10_000usize, 25_000, 15_000, 10_500];
+            let mut blocks = Vec::new();
+            for s in sizes {
+                blocks.push(h.alloc(l(s)));
+                blocks.push(h.alloc(l(16)));
+            }
+            unsafe {
+                for i in [0, 2, 4, 6] {
+                    h.free(blocks[i]);
+                }
+            }
+            h.check_invariants().unwrap();
+            let p = h.alloc(l(9500));
+            h.check_invariants().unwrap();
+            (p, blocks)
+        };
+        let (first, b) = pick(FitPolicy::First);
+        assert_eq!(first, b[0]);
+        let (best, b) = pick(FitPolicy::Best);
+        assert_eq!(best, b[0]);
+        let (worst, b) = pick(FitPolicy::Worst);
+        assert_eq!(worst, b[2]);
+        let (next, b) = pick(FitPolicy::Next);
+        // the rover is past the last allocation (the final guard), so next fit wraps to
+        // the lowest fitting chunk of the bin
+        assert_eq!(next, b[0]);
+        // best differs from first when the lower chunk is the larger one
+        for (policy, want_lower) in [(FitPolicy::Best, false), (FitPolicy::First, true)] {
+            let mut h = heap(policy, 1 << 20);
+            let x = h.alloc(l(11_000));
+            let _g1 = h.alloc(l(16));
+            let y = h.alloc(l(10_300));
+            let _g2 = h.alloc(l(16));
+            unsafe {
+                h.free(x);
+                h.free(y);
+            }
+            assert_eq!(
+                h.alloc(l(10_000)),
+                if want_lower { x } else { y },
+                "{policy:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn worst_fit_falls_back_to_the_top_when_every_free_chunk_is_too_small() {
+        let mut h = heap(FitPolicy::Worst, 1 << 20);
+        let a = h.alloc(l(100));
+        let _g = h.alloc(l(16));
+        unsafe { h.free(a) };
+        let big = h.alloc(l(5000));
+        assert!(!big.is_null() && big != a);
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn growing_right_after_a_trim_raises_the_threshold() {
+        let buf = std::vec![0u8; 16 << 20].leak();
+        let mut h = ChunkHeap::new(ArenaBrk::from_static(buf), FitPolicy::First);
+        for _ in 0..3 {
+            let ptrs: Vec<_> = (0..1000).map(|_| h.alloc(l(2000))).collect();
+            for p in ptrs {
+                unsafe { h.free(p) };
+            }
+        }
+        // the first round trimmed, the second grew again and raised the threshold, so the
+        // memory stays for the third
+        assert!(h.stats().committed_bytes >= 1000 * 2000);
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn the_top_grows_and_is_trimmed() {
+        let buf = std::vec![0u8; 4 << 20].leak();
+        let mut h = ChunkHeap::new(ArenaBrk::from_static(buf), FitPolicy::Best);
+        let big = h.alloc(l(2 << 20));
+        assert!(h.stats().committed_bytes >= 2 << 20);
+        unsafe { h.free(big) };
+        assert!(h.stats().committed_bytes <= TOP_KEEP + 2 * PAGE_SIZE);
+        assert!(h.alloc(l(8 << 20)).is_null());
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn bad_frees_are_reported_and_leave_the_heap_intact() {
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        let a = h.alloc(l(64));
+        let b = h.alloc(l(64));
+        unsafe {
+            assert_eq!(
+                h.try_free(a.add(16)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
+            h.try_free(a).unwrap();
+            assert_eq!(h.try_free(a).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            let mut x = 0u64;
+            assert_eq!(
+                h.try_free(&mut x as *mut u64 as *mut u8).unwrap_err().kind,
+                HeapErrorKind::ForeignPointer
+            );
+            h.try_free(b).unwrap();
+        }
+        h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn aligned_requests_and_realloc_in_place() {
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        for align in [32usize, 64, 256, 4096] {
+            let p = h.alloc(Layout::from_size_align(100, align).unwrap());
+            assert_eq!(p as usize % align, 0);
+            h.check_invariants().unwrap();
+        }
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        unsafe {
+            let p = h.alloc(l(100));
+            p.write_bytes(7, 100);
+            let q = h.realloc(p, l(100), 1000); // next is the top: grows in place
+            assert_eq!(p, q);
+            assert_eq!(*q.add(99), 7);
+            let r = h.realloc(q, l(1000), 40);
+            assert_eq!(r, q);
+            h.check_invariants().unwrap();
+        }
+        assert!(h.alloc(l(isize::MAX as usize - 7)).is_null());
+        assert!(h
+            .alloc(Layout::from_size_align(isize::MAX as usize - 127, 64).unwrap())
+            .is_null());
+    }
+}

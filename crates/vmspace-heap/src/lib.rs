@@ -1,0 +1,45 @@
+//! vmspace-heap: heaps over a segment source, for a kernel or as a Rust global allocator.
+//!
+//! - [`SizeClassHeap`]: lookaside free lists per size class over 64 KiB segments, per-thread
+//!   caches with cross-thread frees (`std`), large blocks straight from the source.
+//! - [`ChunkHeap`]: boundary tags, immediate coalescing, exact and sorted bins, a selectable
+//!   [`FitPolicy`], a top chunk grown and trimmed through a [`BrkSource`].
+//! - Sources ([`source`]): a fixed arena (a kernel's early heap) and, with `std`, the host's
+//!   `mmap`. An address space of the `vmspace` crate plugs in through the same traits.
+//! - Adapters: `GlobalAlloc` on both heaps, and `allocator_api2::alloc::Allocator` on
+//!   references to them ([`adapter`]).
+//!
+//! Frees of pointers a heap never handed out, and double frees, are detected where the
+//! structure makes it cheap and reported ([`HeapError`], [`report`]). Features: `std`
+//! (per-thread caches, host sources), `secure` (encoded free-list links).
+#![no_std]
+#![forbid(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod adapter;
+pub mod chunk;
+pub mod class;
+mod error;
+mod segment;
+pub mod size_class;
+pub mod source;
+mod stats;
+#[cfg(feature = "std")]
+mod thread_cache;
+
+pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap};
+pub use error::{report, HeapError, HeapErrorKind};
+pub use size_class::SizeClassHeap;
+pub use source::{
+    ArenaBrk, ArenaSource, BrkSource, SegmentBrk, SegmentSource, PAGE_SIZE, SEGMENT_SIZE,
+};
+#[cfg(feature = "std")]
+pub use source::{HostBrk, HostSource};
+pub use stats::HeapStats;
+
+/// The unit-test binary itself runs on the size-class heap.
+#[cfg(all(test, feature = "std"))]
+#[global_allocator]
+static TEST_GLOBAL: SizeClassHeap<HostSource> = SizeClassHeap::new(HostSource::new());

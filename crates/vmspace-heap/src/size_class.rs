@@ -1,0 +1,1420 @@
+//! The size-class heap: lookaside free lists per size class over 64 KiB segments.
+//!
+//! Each local heap (one per thread with `std`, one behind a spin lock otherwise) has, per
+//! class, a lookaside list of recently freed blocks (LIFO, up to about 64 KiB) in front of a
+//! list of segments with free blocks. Allocation pops the lookaside list, else the current
+//! segment's free list; a free pushes on the lookaside list, whose older half goes back to
+//! the blocks' segments when it grows too long — no atomics, no lock, no division, no call
+//! on those paths. A freed block's segment is its address rounded down to 64 KiB; the
+//! segment header's cookie says which heap owns it, and one allocated bit per block (plus a
+//! remote bit) catches double frees and pointers that are not block starts.
+//!
+//! Blocks freed by a thread that does not own the segment go to the segment's atomic remote
+//! list (as mimalloc's sharded free lists) and the segment is queued to its owner, which
+//! collects them when its lists run dry. A thread's local heap outlives the thread: it is
+//! abandoned to the heap on exit and adopted, segments and all, by the next thread.
+//!
+//! A wholly free segment stays if it is its class's last one; otherwise it waits in a
+//! per-local cache and goes back to the source after 100 ms unused (with `std`; without it
+//! the cache keeps four), so a hot class does not thrash and a burst of frees followed by a
+//! burst of allocations reuses the same memory. Requests above [`SMALL_MAX`] or aligned
+//! beyond a page are large blocks: whole segments straight from the source.
+
+use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
+use crate::error::{report, HeapError, HeapErrorKind};
+use crate::segment::{decode, encode, hot, mix, segment_of, Block, Kind, Segment, DATA_OFFSET};
+use crate::source::{SegmentSource, SEGMENT_SIZE};
+use crate::stats::HeapStats;
+use core::alloc::Layout;
+use core::ptr::{self, null_mut, NonNull};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+
+/// Empty segments a local heap keeps for reuse without `std` (no clock to age them by).
+#[cfg(not(feature = "std"))]
+const EMPTY_CACHE: usize = 4;
+/// Most empty segments a local heap keeps with `std` (256 MiB).
+#[cfg(feature = "std")]
+const EMPTY_CACHE_MAX: usize = 4096;
+/// With `std`, a cached empty segment idle this long (ms) goes back to the source at the
+/// local heap's next slow path (mimalloc's arena purge delay: 10 ms times 10).
+#[cfg(feature = "std")]
+const PURGE_MS: usize = 100;
+
+/// A coarse monotonic clock in milliseconds (0 without `std`).
+#[inline]
+fn now_ms() -> usize {
+    #[cfg(feature = "std")]
+    {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes the current time into `t`.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+        t.tv_sec as usize * 1000 + t.tv_nsec as usize / 1_000_000
+    }
+    #[cfg(not(feature = "std"))]
+    0
+}
+
+static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Where a meta segment keeps its shared state or local heap: past the header, off the
+/// page-aligned cache set that every segment's first block maps to.
+const META_OFFSET: usize = DATA_OFFSET + 5 * 64;
+
+/// Bytes a lookaside list may hold before its older half goes back to the segments.
+const LOOKASIDE_BYTES: usize = 64 * 1024;
+
+/// Blocks a class's lookaside list may hold: about [`LOOKASIDE_BYTES`], 4 to 1024.
+const LOOKASIDE_MAX: [u32; CLASSES] = lookaside_max();
+
+const fn lookaside_max() -> [u32; CLASSES] {
+    let mut t = [0u32; CLASSES];
+    let mut c = 0;
+    while c < CLASSES {
+        let n = LOOKASIDE_BYTES / CLASS_SIZE[c] as usize;
+        t[c] = if n < 4 {
+            4
+        } else if n > 1024 {
+            1024
+        } else {
+            n as u32
+        };
+        c += 1;
+    }
+    t
+}
+
+/// One owner's lists: a thread's cache, or the heap's locked local heap.
+pub(crate) struct Local<S> {
+    /// Lookaside lists: recently freed blocks per class (encoded links), reused first.
+    la: [usize; CLASSES],
+    /// Blocks on each lookaside list (atomic only so `stats` may read it; plain moves).
+    la_len: [AtomicU32; CLASSES],
+    shared: *const Shared<S>,
+    key: usize,
+    avail: [*mut Segment; CLASSES],
+    full: [*mut Segment; CLASSES],
+    empty: *mut Segment,
+    empty_tail: *mut Segment,
+    empty_count: usize,
+    remote_queue: AtomicPtr<Segment>,
+    /// Bytes of blocks taken out of segments (live, or waiting on a lookaside list); live
+    /// bytes are this minus the lookaside lists, so the hot paths need not count.
+    seg_live: AtomicUsize,
+    next_all: *mut Local<S>,
+    next_abandoned: *mut Local<S>,
+}
+
+struct Inner<S> {
+    source: S,
+    all_locals: *mut Local<S>,
+    abandoned: *mut Local<S>,
+    large: *mut Segment,
+}
+
+/// A heap's shared state, kept in a segment of its own so the heap handle can move.
+pub(crate) struct Shared<S> {
+    /// Unique for the life of the process (keys the per-thread caches).
+    #[cfg_attr(not(feature = "std"), allow(dead_code))]
+    id: u64,
+    key: usize,
+    inner: spin::Mutex<Inner<S>>,
+    locked_local: spin::Mutex<LocalPtr<S>>,
+    committed: AtomicUsize,
+    segments: AtomicUsize,
+    large_blocks: AtomicUsize,
+    large_live: AtomicUsize,
+}
+
+struct LocalPtr<S>(*mut Local<S>);
+
+// SAFETY: the raw pointers in Inner/LocalPtr are only followed under their lock or by the
+// owner of a local heap; the source moves with them (S: Send).
+unsafe impl<S: Send> Send for Inner<S> {}
+// SAFETY: see above.
+unsafe impl<S: Send> Send for LocalPtr<S> {}
+
+impl<S: SegmentSource> Local<S> {
+    /// Allocates a block of class `c`; null when the source is exhausted.
+    ///
+    /// # Safety
+    /// The caller must be this local heap's owner.
+    #[inline(always)]
+    unsafe fn alloc(&mut self, c: usize) -> *mut u8 {
+        // SAFETY: lookaside and avail lists hold free blocks of this owner's segments.
+        unsafe {
+            let b = *self.la.get_unchecked(c);
+            if b != 0 {
+                *self.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, self.key);
+                let n = self.la_len.get_unchecked(c);
+                n.store(n.load(Relaxed) - 1, Relaxed);
+                let seg = segment_of(b as *const u8);
+                Segment::mark_live_class(seg, b as *const u8, c);
+                return b as *mut u8;
+            }
+            let seg = *self.avail.get_unchecked(c);
+            if !seg.is_null() {
+                let b = (*hot(seg)).free;
+                if b != 0 {
+                    let next = decode((*(b as *mut Block)).next, (*seg).key);
+                    if cfg!(feature = "secure") && next != 0 && segment_of(next as *const u8) != seg
+                    {
+                        report(HeapError::new(HeapErrorKind::Corrupted, b));
+                    }
+                    (*hot(seg)).free = next;
+                    (*hot(seg)).used += 1;
+                    Segment::mark_live(seg, b as *const u8);
+                    self.seg_live.store(
+                        self.seg_live.load(Relaxed) + (*hot(seg)).block_size,
+                        Relaxed,
+                    );
+                    return b as *mut u8;
+                }
+            }
+            self.alloc_slow(c)
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_slow(&mut self, c: usize) -> *mut u8 {
+        // SAFETY: owner-only list manipulation on valid segments.
+        unsafe {
+            self.drain_remote();
+            if self.empty_count != 0 {
+                self.purge(now_ms());
+            }
+            loop {
+                let seg = self.avail[c];
+                if seg.is_null() {
+                    break;
+                }
+                if (*hot(seg)).free != 0 {
+                    return self.alloc(c);
+                }
+                self.unlink_avail(seg);
+                self.push_full(seg);
+                self.pick_fullest(c);
+            }
+            let seg = match self.take_segment(c) {
+                Some(s) => s,
+                None => return null_mut(),
+            };
+            self.push_avail_front(seg);
+            self.alloc(c)
+        }
+    }
+
+    /// Moves the fullest of the first few available segments of class `c` to the front:
+    /// filling nearly full segments first lets the emptier ones drain and go back to the
+    /// source, where any class can reuse them (instead of every class keeping its peak).
+    unsafe fn pick_fullest(&mut self, c: usize) {
+        // SAFETY: owner-only list manipulation.
+        unsafe {
+            let head = self.avail[c];
+            if head.is_null() {
+                return;
+            }
+            let (mut best, mut s) = (head, (*head).next);
+            for _ in 0..8 {
+                if s.is_null() {
+                    break;
+                }
+                if (*hot(s)).used > (*hot(best)).used {
+                    best = s;
+                }
+                s = (*s).next;
+            }
+            if best != head {
+                self.unlink_avail(best);
+                self.push_avail_front(best);
+            }
+        }
+    }
+
+    /// Frees a block of a segment this local heap owns.
+    ///
+    /// # Safety
+    /// The caller must be the owner and `seg` the (valid, small) segment of `p`.
+    #[inline(always)]
+    unsafe fn free_local(&mut self, seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
+        // SAFETY: owner-only access to a valid segment; p is checked to be a block of it.
+        unsafe {
+            if !Segment::is_block(seg, p) || !Segment::mark_free(seg, p) {
+                return Err(classify(seg, p));
+            }
+            let c = (*hot(seg)).class as usize;
+            let n = self.la_len.get_unchecked(c).load(Relaxed) + 1;
+            (*(p as *mut Block)).next = encode(*self.la.get_unchecked(c), self.key);
+            *self.la.get_unchecked_mut(c) = p as usize;
+            self.la_len.get_unchecked(c).store(n, Relaxed);
+            if n > *LOOKASIDE_MAX.get_unchecked(c) {
+                self.flush_lookaside(c);
+            }
+            Ok(())
+        }
+    }
+
+    /// Gives the older half of class `c`'s lookaside list back to the blocks' segments.
+    #[inline(never)]
+    unsafe fn flush_lookaside(&mut self, c: usize) {
+        // SAFETY: owner-only; the list holds free blocks of this owner's segments.
+        unsafe {
+            let keep = self.la_len[c].load(Relaxed) / 2;
+            let mut b = self.la[c];
+            for _ in 1..keep {
+                b = decode((*(b as *mut Block)).next, self.key);
+            }
+            let mut rest = decode((*(b as *mut Block)).next, self.key);
+            (*(b as *mut Block)).next = encode(0, self.key);
+            self.la_len[c].store(keep, Relaxed);
+            let bs = CLASS_SIZE[c] as usize;
+            while rest != 0 {
+                self.seg_live
+                    .store(self.seg_live.load(Relaxed) - bs, Relaxed);
+                let next = decode((*(rest as *mut Block)).next, self.key);
+                let seg = segment_of(rest as *const u8);
+                (*(rest as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
+                (*hot(seg)).free = rest;
+                (*hot(seg)).used -= 1;
+                if (*hot(seg)).used <= (*hot(seg)).slow_at {
+                    self.free_slow(seg);
+                }
+                rest = next;
+            }
+        }
+    }
+
+    /// Gives every lookaside block back to its segment.
+    #[allow(clippy::needless_range_loop)] // `c` indexes three arrays and is passed on
+    unsafe fn flush_all_lookaside(&mut self) {
+        // SAFETY: owner-only.
+        unsafe {
+            for c in 0..CLASSES {
+                if self.la_len[c].load(Relaxed) >= 2 {
+                    self.la_len[c].store(2, Relaxed);
+                    self.flush_lookaside(c); // keeps one
+                }
+                let b = self.la[c];
+                if b != 0 {
+                    let seg = segment_of(b as *const u8);
+                    (*(b as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
+                    (*hot(seg)).free = b;
+                    (*hot(seg)).used -= 1;
+                    self.la[c] = 0;
+                    self.la_len[c].store(0, Relaxed);
+                    self.seg_live.store(
+                        self.seg_live.load(Relaxed) - CLASS_SIZE[c] as usize,
+                        Relaxed,
+                    );
+                    if (*hot(seg)).used <= (*hot(seg)).slow_at {
+                        self.free_slow(seg);
+                    }
+                }
+            }
+        }
+    }
+
+    #[inline(never)]
+    unsafe fn free_slow(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only list manipulation.
+        unsafe {
+            if (*seg).full && (*hot(seg)).used <= (*hot(seg)).slow_at {
+                self.unlink_full(seg);
+                self.push_avail_second(seg);
+            }
+            if (*hot(seg)).used == 0 {
+                self.segment_emptied(seg);
+            }
+        }
+    }
+
+    /// Collects blocks other threads freed into segments of this local heap.
+    unsafe fn drain_remote(&mut self) {
+        // SAFETY: queued segments are this owner's; `next_remote` is read before the flag is
+        // cleared, so a concurrent re-queue cannot overwrite it under us.
+        unsafe {
+            let mut s = self.remote_queue.swap(null_mut(), Acquire);
+            while !s.is_null() {
+                let next = (*s).next_remote.load(Relaxed);
+                (*s).remote_queued.store(false, SeqCst);
+                self.collect(s);
+                s = next;
+            }
+        }
+    }
+
+    unsafe fn collect(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only; blocks on the remote list are blocks of `seg` whose remote bit
+        // was set by the freer.
+        unsafe {
+            let mut b = (*seg).remote_free.swap(null_mut(), SeqCst) as usize;
+            let key = (*seg).key;
+            let h = hot(seg);
+            let bs = (*h).block_size;
+            let (mut free, mut n) = ((*h).free, 0usize);
+            // Neighbouring blocks share a bitmap word: clear each word's bits with one
+            // atomic operation per run instead of one per block.
+            let (mut word, mut mask) = (usize::MAX, 0u64);
+            while b != 0 {
+                let next = decode((*(b as *mut Block)).next, key);
+                let (w, bit) = crate::segment::granule(seg, b as *const u8);
+                if w != word {
+                    if mask != 0 {
+                        Segment::collected_bits(seg, word, mask);
+                    }
+                    (word, mask) = (w, 0);
+                }
+                mask |= bit;
+                (*(b as *mut Block)).next = encode(free, key);
+                free = b;
+                n += 1;
+                b = next;
+            }
+            if mask != 0 {
+                Segment::collected_bits(seg, word, mask);
+            }
+            (*h).free = free;
+            (*h).used -= n;
+            self.seg_live
+                .store(self.seg_live.load(Relaxed) - n * bs, Relaxed);
+            self.free_slow(seg);
+        }
+    }
+
+    unsafe fn segment_emptied(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only; a queued segment is left in place until the drain sees it.
+        unsafe {
+            if (*seg).remote_queued.load(SeqCst) {
+                return;
+            }
+            let c = (*hot(seg)).class as usize;
+            if self.avail[c] == seg && (*seg).next.is_null() {
+                return; // the class's last segment stays: a hot class does not thrash
+            }
+            self.unlink_avail(seg);
+            let now = now_ms();
+            (*seg).large_size = now;
+            (*seg).prev = null_mut();
+            (*seg).next = self.empty;
+            if self.empty.is_null() {
+                self.empty_tail = seg;
+            } else {
+                (*self.empty).prev = seg;
+            }
+            self.empty = seg;
+            self.empty_count += 1;
+            self.purge(now);
+        }
+    }
+
+    /// Releases the oldest cached empty segments beyond the cache bound or (with `std`) idle
+    /// for [`PURGE_MS`].
+    unsafe fn purge(&mut self, now: usize) {
+        // SAFETY: owner-only; cached segments are empty and on no other list.
+        unsafe {
+            while !self.empty_tail.is_null() {
+                let t = self.empty_tail;
+                #[cfg(feature = "std")]
+                let go = self.empty_count > EMPTY_CACHE_MAX
+                    || now.wrapping_sub((*t).large_size) >= PURGE_MS;
+                #[cfg(not(feature = "std"))]
+                let go = {
+                    let _ = now;
+                    self.empty_count > EMPTY_CACHE
+                };
+                if !go {
+                    break;
+                }
+                self.take_empty_tail();
+                self.release(t);
+            }
+        }
+    }
+
+    unsafe fn take_empty_tail(&mut self) {
+        // SAFETY: the tail is a cached segment.
+        unsafe {
+            let t = self.empty_tail;
+            self.empty_tail = (*t).prev;
+            if self.empty_tail.is_null() {
+                self.empty = null_mut();
+            } else {
+                (*self.empty_tail).next = null_mut();
+            }
+            self.empty_count -= 1;
+        }
+    }
+
+    unsafe fn release(&mut self, seg: *mut Segment) {
+        // SAFETY: the segment has no live block and is on no list.
+        unsafe {
+            let sh = &*self.shared;
+            let mut inner = sh.inner.lock();
+            inner
+                .source
+                .free_segments(NonNull::new_unchecked(seg.cast()), 1);
+            sh.committed.fetch_sub(SEGMENT_SIZE, Relaxed);
+            sh.segments.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// A segment formatted for class `c`: from the empty cache or the source.
+    unsafe fn take_segment(&mut self, c: usize) -> Option<*mut Segment> {
+        // SAFETY: cached segments are empty and ours; fresh ones come from the source.
+        unsafe {
+            let seg = if !self.empty.is_null() {
+                let s = self.empty;
+                self.empty = (*s).next;
+                if self.empty.is_null() {
+                    self.empty_tail = null_mut();
+                } else {
+                    (*self.empty).prev = null_mut();
+                }
+                self.empty_count -= 1;
+                s
+            } else {
+                let sh = &*self.shared;
+                let base = sh.inner.lock().source.alloc_segments(1)?;
+                sh.committed.fetch_add(SEGMENT_SIZE, Relaxed);
+                sh.segments.fetch_add(1, Relaxed);
+                Segment::init(
+                    base.as_ptr(),
+                    self.key,
+                    Kind::Small,
+                    self as *mut Self as *mut (),
+                    1,
+                )
+            };
+            Segment::format(seg, c, CLASS_SIZE[c] as usize);
+            Some(seg)
+        }
+    }
+
+    unsafe fn push_avail_front(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only list manipulation.
+        unsafe {
+            let c = (*hot(seg)).class as usize;
+            let head = self.avail[c];
+            (*seg).prev = null_mut();
+            (*seg).next = head;
+            if !head.is_null() {
+                (*head).prev = seg;
+            }
+            self.avail[c] = seg;
+        }
+    }
+
+    /// Inserts after the head, so the current segment keeps serving and this one is next.
+    unsafe fn push_avail_second(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only list manipulation.
+        unsafe {
+            let c = (*hot(seg)).class as usize;
+            let head = self.avail[c];
+            if head.is_null() {
+                return self.push_avail_front(seg);
+            }
+            let after = (*head).next;
+            (*seg).prev = head;
+            (*seg).next = after;
+            if !after.is_null() {
+                (*after).prev = seg;
+            }
+            (*head).next = seg;
+        }
+    }
+
+    unsafe fn unlink_avail(&mut self, seg: *mut Segment) {
+        // SAFETY: `seg` is on its class's avail list.
+        unsafe {
+            let c = (*hot(seg)).class as usize;
+            unlink(&mut self.avail[c], seg);
+        }
+    }
+
+    unsafe fn push_full(&mut self, seg: *mut Segment) {
+        // SAFETY: owner-only list manipulation.
+        unsafe {
+            let c = (*hot(seg)).class as usize;
+            let head = self.full[c];
+            (*seg).prev = null_mut();
+            (*seg).next = head;
+            if !head.is_null() {
+                (*head).prev = seg;
+            }
+            self.full[c] = seg;
+            (*seg).full = true;
+            // Back to the avail list only once a 32nd is free again: little ping-pong, little
+            // memory stranded.
+            let cap = (*seg).capacity;
+            (*hot(seg)).slow_at = cap - (cap / 32).max(1);
+        }
+    }
+
+    unsafe fn unlink_full(&mut self, seg: *mut Segment) {
+        // SAFETY: `seg` is on its class's full list.
+        unsafe {
+            let c = (*hot(seg)).class as usize;
+            unlink(&mut self.full[c], seg);
+            (*seg).full = false;
+            (*hot(seg)).slow_at = 0;
+        }
+    }
+
+    /// Bytes in live blocks (approximate while the owner runs).
+    fn live(&self) -> usize {
+        let on_lists: usize = (0..CLASSES)
+            .map(|c| self.la_len[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .sum();
+        self.seg_live.load(Relaxed).saturating_sub(on_lists)
+    }
+
+    /// Pushes `p` on its segment's remote list and queues the segment to its owner.
+    ///
+    /// # Safety
+    /// `seg` must be a valid small segment of this heap, owned by a live local heap.
+    unsafe fn remote_free(seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
+        // SAFETY: remote threads only touch atomics of the header and the freed block.
+        unsafe {
+            if !Segment::is_block(seg, p) || !Segment::mark_free_remote(seg, p) {
+                return Err(classify(seg, p));
+            }
+            let key = (*seg).key;
+            let mut head = (*seg).remote_free.load(Relaxed);
+            loop {
+                (*(p as *mut Block)).next = encode(head as usize, key);
+                match (*seg)
+                    .remote_free
+                    .compare_exchange_weak(head, p.cast(), SeqCst, Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(h) => head = h,
+                }
+            }
+            // Already queued (the common case under load): the owner's drain will see this
+            // block, as it clears the flag before taking the list.
+            if !(*seg).remote_queued.load(SeqCst) && !(*seg).remote_queued.swap(true, SeqCst) {
+                let owner = (*hot(seg)).owner as *mut Local<S>;
+                let q = &(*owner).remote_queue;
+                let mut h = q.load(Relaxed);
+                loop {
+                    (*seg).next_remote.store(h, Relaxed);
+                    match q.compare_exchange_weak(h, seg, Release, Relaxed) {
+                        Ok(_) => break,
+                        Err(x) => h = x,
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// Returns cached empty segments and collects remote frees (before the local heap is
+    /// abandoned by an exiting thread).
+    unsafe fn trim(&mut self) {
+        // SAFETY: owner-only.
+        unsafe {
+            self.flush_all_lookaside();
+            self.drain_remote();
+            while !self.empty_tail.is_null() {
+                let t = self.empty_tail;
+                self.take_empty_tail();
+                self.release(t);
+            }
+        }
+    }
+}
+
+unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
+    // SAFETY: `seg` is on the list starting at `head`.
+    unsafe {
+        let (p, n) = ((*seg).prev, (*seg).next);
+        if p.is_null() {
+            *head = n;
+        } else {
+            (*p).next = n;
+        }
+        if !n.is_null() {
+            (*n).prev = p;
+        }
+        (*seg).prev = null_mut();
+        (*seg).next = null_mut();
+    }
+}
+
+/// Why `p` cannot be freed: not a block start, or a block already free.
+#[cold]
+fn classify(seg: *mut Segment, p: *mut u8) -> HeapError {
+    // SAFETY: reading the header of a valid segment.
+    let kind = if unsafe { Segment::is_block(seg, p) } {
+        HeapErrorKind::DoubleFree
+    } else {
+        HeapErrorKind::NotABlock
+    };
+    HeapError::new(kind, p as usize)
+}
+
+/// Called (through a type-erased pointer) when a thread holding `local` exits.
+#[cfg(feature = "std")]
+unsafe fn abandon<S: SegmentSource>(local: *mut ()) {
+    let local = local as *mut Local<S>;
+    // SAFETY: the exiting thread owns `local` until it is put on the abandoned list, under
+    // the heap's lock, from which the next owner takes it.
+    unsafe {
+        (*local).trim();
+        let sh = &*(*local).shared;
+        let mut inner = sh.inner.lock();
+        (*local).next_abandoned = inner.abandoned;
+        inner.abandoned = local;
+    }
+}
+
+/// A size-class heap over a segment source `S`.
+///
+/// `new` is `const`, so a heap can be a `static` `#[global_allocator]`; the heap sets itself
+/// up (in a segment of its own) on first use and can be moved freely. Dropping it returns
+/// every segment to the source, including those of threads that still cache it. With `std`
+/// each thread allocates from its own local heap; without it all go through one spin lock.
+#[repr(C)]
+pub struct SizeClassHeap<S: SegmentSource> {
+    shared: AtomicPtr<Shared<S>>,
+    /// Copies of the shared state's id and key, on the handle's cache line for the hot paths.
+    id: AtomicU64,
+    key: AtomicUsize,
+    pending: spin::Mutex<Option<S>>,
+}
+
+// SAFETY: all shared state is behind locks or atomics; the source moves between threads.
+unsafe impl<S: SegmentSource + Send> Sync for SizeClassHeap<S> {}
+// SAFETY: as above.
+unsafe impl<S: SegmentSource + Send> Send for SizeClassHeap<S> {}
+
+impl<S: SegmentSource> SizeClassHeap<S> {
+    /// A heap that takes its segments from `source`.
+    pub const fn new(source: S) -> Self {
+        SizeClassHeap {
+            shared: AtomicPtr::new(null_mut()),
+            id: AtomicU64::new(0),
+            key: AtomicUsize::new(0),
+            pending: spin::Mutex::new(Some(source)),
+        }
+    }
+
+    #[inline(always)]
+    fn shared(&self) -> *const Shared<S> {
+        let s = self.shared.load(Acquire);
+        if !s.is_null() {
+            return s;
+        }
+        self.init()
+    }
+
+    #[cold]
+    fn init(&self) -> *const Shared<S> {
+        let mut pending = self.pending.lock();
+        let s = self.shared.load(Acquire);
+        if !s.is_null() {
+            return s;
+        }
+        let Some(mut source) = pending.take() else {
+            return ptr::null();
+        };
+        let Some(base) = source.alloc_segments(1) else {
+            *pending = Some(source);
+            return ptr::null();
+        };
+        let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
+        let key = mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)) | 1;
+        // SAFETY: a fresh segment of our own: header, then the shared state at META_OFFSET.
+        unsafe {
+            let seg = Segment::init(base.as_ptr(), key, Kind::Meta, null_mut(), 1);
+            let sh = (seg as *mut u8).add(META_OFFSET) as *mut Shared<S>;
+            sh.write(Shared {
+                id,
+                key,
+                inner: spin::Mutex::new(Inner {
+                    source,
+                    all_locals: null_mut(),
+                    abandoned: null_mut(),
+                    large: null_mut(),
+                }),
+                locked_local: spin::Mutex::new(LocalPtr(null_mut())),
+                committed: AtomicUsize::new(SEGMENT_SIZE),
+                segments: AtomicUsize::new(0),
+                large_blocks: AtomicUsize::new(0),
+                large_live: AtomicUsize::new(0),
+            });
+            self.id.store(id, Relaxed);
+            self.key.store(key, Relaxed);
+            self.shared.store(sh, Release);
+            sh
+        }
+    }
+
+    /// A local heap: an abandoned one, or a fresh one in a segment of its own.
+    unsafe fn new_local(sh: *const Shared<S>) -> Option<*mut Local<S>> {
+        // SAFETY: `sh` is live; the new local heap is written before anyone sees it.
+        unsafe {
+            let sh_ref = &*sh;
+            let mut inner = sh_ref.inner.lock();
+            if !inner.abandoned.is_null() {
+                let l = inner.abandoned;
+                inner.abandoned = (*l).next_abandoned;
+                return Some(l);
+            }
+            let base = inner.source.alloc_segments(1)?;
+            sh_ref.committed.fetch_add(SEGMENT_SIZE, Relaxed);
+            let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
+            let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
+            l.write(Local {
+                la: [0; CLASSES],
+                la_len: [const { AtomicU32::new(0) }; CLASSES],
+                shared: sh,
+                key: sh_ref.key,
+                avail: [null_mut(); CLASSES],
+                full: [null_mut(); CLASSES],
+                empty: null_mut(),
+                empty_tail: null_mut(),
+                empty_count: 0,
+                remote_queue: AtomicPtr::new(null_mut()),
+                seg_live: AtomicUsize::new(0),
+                next_all: inner.all_locals,
+                next_abandoned: null_mut(),
+            });
+            inner.all_locals = l;
+            Some(l)
+        }
+    }
+
+    /// Allocates a block for `layout`; null when out of memory or the size overflows.
+    #[inline]
+    pub fn alloc(&self, layout: Layout) -> *mut u8 {
+        // The hot path: this thread's lookaside list for the class. Kept free of calls so the
+        // compiler needs no saved registers; everything else is `alloc_cold`.
+        #[cfg(feature = "std")]
+        {
+            let sh = self.shared.load(Acquire);
+            let size = layout.size();
+            if !sh.is_null() && layout.align() <= 8 && size <= SMALL_MAX {
+                // SAFETY: `sh` is live; the first cache entry for its id is this thread's own
+                // local heap; lookaside blocks are free blocks of its segments.
+                unsafe {
+                    if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
+                        let l = &mut *(l as *mut Local<S>);
+                        let c = crate::class::class_of_small(size);
+                        let b = *l.la.get_unchecked(c);
+                        if b != 0 {
+                            let next = decode((*(b as *mut Block)).next, l.key);
+                            if cfg!(feature = "secure") && next != 0 {
+                                let ns = segment_of(next as *const u8);
+                                if (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed) {
+                                    report(HeapError::new(HeapErrorKind::Corrupted, b));
+                                }
+                            }
+                            *l.la.get_unchecked_mut(c) = next;
+                            let n = l.la_len.get_unchecked(c);
+                            n.store(n.load(Relaxed) - 1, Relaxed);
+                            Segment::mark_live_class(segment_of(b as *const u8), b as *const u8, c);
+                            return b as *mut u8;
+                        }
+                        // then the current segment of the class
+                        let seg = *l.avail.get_unchecked(c);
+                        if !seg.is_null() {
+                            let h = hot(seg);
+                            let b = (*h).free;
+                            if b != 0 && !cfg!(feature = "secure") {
+                                (*h).free = decode((*(b as *mut Block)).next, (*seg).key);
+                                (*h).used += 1;
+                                Segment::mark_live(seg, b as *const u8);
+                                l.seg_live
+                                    .store(l.seg_live.load(Relaxed) + (*h).block_size, Relaxed);
+                                return b as *mut u8;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.alloc_cold(layout)
+    }
+
+    #[inline(never)]
+    fn alloc_cold(&self, layout: Layout) -> *mut u8 {
+        let sh = self.shared();
+        if sh.is_null() {
+            return null_mut();
+        }
+        let c = if layout.align() <= 8 {
+            class_of(layout.size())
+        } else {
+            class_of_aligned(layout.size(), layout.align())
+        };
+        match c {
+            // SAFETY: `sh` is live.
+            Some(c) => unsafe { self.alloc_small(sh, c) },
+            None => self.alloc_large(sh, layout.size(), layout.align()),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn alloc_small(&self, sh: *const Shared<S>, c: usize) -> *mut u8 {
+        #[cfg(feature = "std")]
+        // SAFETY: `sh` is live; the thread's entry for this heap id is its own local heap.
+        unsafe {
+            if let Some(l) = crate::thread_cache::lookup((*sh).id) {
+                return (*(l as *mut Local<S>)).alloc(c);
+            }
+        }
+        // SAFETY: `sh` is live.
+        unsafe { self.alloc_small_slow(sh, c) }
+    }
+
+    #[inline(never)]
+    unsafe fn alloc_small_slow(&self, sh: *const Shared<S>, c: usize) -> *mut u8 {
+        // SAFETY: `sh` is live; a registered local heap belongs to this thread alone.
+        unsafe {
+            #[cfg(feature = "std")]
+            if let Some(l) = crate::thread_cache::register(
+                (*sh).id,
+                || Self::new_local(sh).map(|l| l as *mut ()),
+                abandon::<S>,
+            ) {
+                return (*(l as *mut Local<S>)).alloc(c);
+            }
+            let mut g = (*sh).locked_local.lock();
+            if g.0.is_null() {
+                match Self::new_local(sh) {
+                    Some(l) => g.0 = l,
+                    None => return null_mut(),
+                }
+            }
+            (*g.0).alloc(c)
+        }
+    }
+
+    #[cold]
+    fn alloc_large(&self, sh: *const Shared<S>, size: usize, align: usize) -> *mut u8 {
+        if align > SEGMENT_SIZE || size > isize::MAX as usize {
+            return null_mut();
+        }
+        let off = align.max(DATA_OFFSET);
+        let Some(count) = off
+            .checked_add(size)
+            .and_then(|t| t.checked_add(SEGMENT_SIZE - 1))
+            .map(|t| t / SEGMENT_SIZE)
+        else {
+            return null_mut();
+        };
+        // SAFETY: `sh` is live; the new segments are ours.
+        unsafe {
+            let sh = &*sh;
+            let mut inner = sh.inner.lock();
+            let Some(base) = inner.source.alloc_segments(count) else {
+                return null_mut();
+            };
+            let seg = Segment::init(base.as_ptr(), sh.key, Kind::Large, null_mut(), count);
+            (*seg).large_size = size;
+            (*hot(seg)).block_size = off;
+            (*seg).next = inner.large;
+            if !inner.large.is_null() {
+                (*inner.large).prev = seg;
+            }
+            inner.large = seg;
+            sh.committed.fetch_add(count * SEGMENT_SIZE, Relaxed);
+            sh.large_blocks.fetch_add(1, Relaxed);
+            sh.large_live.fetch_add(size, Relaxed);
+            base.as_ptr().add(off)
+        }
+    }
+
+    /// The segment of `p` if it belongs to this heap.
+    #[inline(always)]
+    fn own_segment(&self, sh: *const Shared<S>, p: *mut u8) -> Result<*mut Segment, HeapError> {
+        let seg = segment_of(p);
+        // SAFETY: `p` came from a caller claiming it is ours: its segment header is readable
+        // if so (a foreign pointer whose 64 KiB-aligned base is unmapped is not detectable).
+        if sh.is_null() || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key } {
+            return Err(HeapError::new(HeapErrorKind::ForeignPointer, p as usize));
+        }
+        Ok(seg)
+    }
+
+    /// Frees `p`, returning what is wrong with it instead of freeing when it is not a live
+    /// block of this heap. Null is accepted and ignored.
+    ///
+    /// # Safety
+    /// `p` must be null or a pointer into memory that is readable at its 64 KiB-aligned base
+    /// (any pointer this heap handed out qualifies); no other thread may free it concurrently.
+    #[inline]
+    pub unsafe fn try_free(&self, p: *mut u8) -> Result<(), HeapError> {
+        if p.is_null() {
+            return Ok(());
+        }
+        let sh = self.shared.load(Acquire) as *const Shared<S>;
+        let seg = self.own_segment(sh, p)?;
+        // SAFETY: `seg` is a segment of this live heap.
+        unsafe {
+            match (*hot(seg)).kind {
+                Kind::Small => {}
+                Kind::Large => return self.free_large(sh, seg, p),
+                Kind::Meta => return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
+            }
+            #[cfg(feature = "std")]
+            if let Some(l) = crate::thread_cache::lookup((*sh).id) {
+                if (*hot(seg)).owner == l {
+                    return (*(l as *mut Local<S>)).free_local(seg, p);
+                }
+                return Local::<S>::remote_free(seg, p);
+            }
+            let g = (*sh).locked_local.lock();
+            let l = g.0;
+            if (*hot(seg)).owner == l as *mut () {
+                (*l).free_local(seg, p)
+            } else {
+                drop(g);
+                Local::<S>::remote_free(seg, p)
+            }
+        }
+    }
+
+    /// Frees `p`; a double free or a foreign pointer is reported (see [`crate::report`]).
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    #[inline]
+    pub unsafe fn free(&self, p: *mut u8) {
+        // The hot path: a block of a segment this thread owns goes on its lookaside list.
+        #[cfg(feature = "std")]
+        // SAFETY: `p` lies in readable memory at its 64 KiB-aligned base (caller contract);
+        // the header is ours if the cookie matches; the local heap is this thread's own.
+        unsafe {
+            let sh = self.shared.load(Acquire);
+            let seg = segment_of(p);
+            let h = hot(seg);
+            if !sh.is_null()
+                && !p.is_null()
+                && (*h).cookie == seg as usize ^ self.key.load(Relaxed)
+                && (*h).kind == Kind::Small
+            {
+                if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
+                    if (*h).owner != l {
+                        if let Err(e) = Local::<S>::remote_free(seg, p) {
+                            report(e)
+                        }
+                        return;
+                    }
+                    if Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
+                        let l = &mut *(l as *mut Local<S>);
+                        let c = (*h).class as usize;
+                        let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
+                        (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
+                        *l.la.get_unchecked_mut(c) = p as usize;
+                        l.la_len.get_unchecked(c).store(n, Relaxed);
+                        if n > *LOOKASIDE_MAX.get_unchecked(c) {
+                            l.flush_lookaside(c);
+                        }
+                        return;
+                    }
+                }
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.free_cold(p) }
+    }
+
+    #[inline(never)]
+    unsafe fn free_cold(&self, p: *mut u8) {
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.try_free(p) } {
+            report(e)
+        }
+    }
+
+    #[cold]
+    unsafe fn free_large(
+        &self,
+        sh: *const Shared<S>,
+        seg: *mut Segment,
+        p: *mut u8,
+    ) -> Result<(), HeapError> {
+        // SAFETY: `seg` is a live large segment of this heap.
+        unsafe {
+            if p as usize != seg as usize + (*hot(seg)).block_size {
+                return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
+            }
+            let sh = &*sh;
+            let mut inner = sh.inner.lock();
+            let count = (*seg).count;
+            sh.large_live.fetch_sub((*seg).large_size, Relaxed);
+            unlink(&mut inner.large, seg);
+            (*hot(seg)).cookie = 0;
+            inner
+                .source
+                .free_segments(NonNull::new_unchecked(seg.cast()), count);
+            sh.committed.fetch_sub(count * SEGMENT_SIZE, Relaxed);
+            sh.large_blocks.fetch_sub(1, Relaxed);
+            Ok(())
+        }
+    }
+
+    /// Bytes usable at `p` (its block size), or an error if `p` is not a live block here.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    pub unsafe fn usable_size(&self, p: *mut u8) -> Result<usize, HeapError> {
+        let sh = self.shared.load(Acquire) as *const Shared<S>;
+        let seg = self.own_segment(sh, p)?;
+        // SAFETY: `seg` is a segment of this live heap.
+        unsafe {
+            match (*hot(seg)).kind {
+                Kind::Small if Segment::is_block(seg, p) && Segment::is_live(seg, p) => {
+                    Ok((*hot(seg)).block_size)
+                }
+                Kind::Large if p as usize == seg as usize + (*hot(seg)).block_size => {
+                    Ok((*seg).count * SEGMENT_SIZE - (*hot(seg)).block_size)
+                }
+                _ => Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
+            }
+        }
+    }
+
+    /// Resizes the block at `p` (allocated with `layout`) to `new_size`: in place when the
+    /// block's class (or large block) still fits and is not more than twice too big, else by
+    /// allocating, copying and freeing. Null (and `p` untouched) when out of memory.
+    ///
+    /// # Safety
+    /// `p` must be a live block of this heap allocated with `layout`.
+    pub unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `p` is a live block (caller contract).
+        let usable = match unsafe { self.usable_size(p) } {
+            Ok(u) => u,
+            Err(e) => report(e),
+        };
+        if new_size <= usable && (new_size >= usable / 2 || usable <= 64) {
+            // Aligned blocks stay aligned in place.
+            let seg = segment_of(p);
+            // SAFETY: a large segment's header is ours to update.
+            unsafe {
+                if (*hot(seg)).kind == Kind::Large {
+                    let sh = &*self.shared.load(Acquire);
+                    sh.large_live.fetch_add(new_size, Relaxed);
+                    sh.large_live.fetch_sub((*seg).large_size, Relaxed);
+                    (*seg).large_size = new_size;
+                }
+            }
+            return p;
+        }
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return null_mut();
+        };
+        let n = self.alloc(new_layout);
+        if !n.is_null() {
+            // SAFETY: both blocks are live and distinct; we copy what fits in both.
+            unsafe {
+                ptr::copy_nonoverlapping(p, n, usable.min(new_size));
+                self.free(p);
+            }
+        }
+        n
+    }
+
+    /// Tidies the calling thread's part of the heap now instead of at its next slow path:
+    /// collects blocks other threads freed into its segments, gives its lookaside blocks back
+    /// to their segments, and returns its cached empty segments to the source.
+    pub fn collect(&self) {
+        let sh = self.shared.load(Acquire) as *const Shared<S>;
+        if sh.is_null() {
+            return;
+        }
+        // SAFETY: `sh` is live; a thread's registered local heap is its own; the locked one
+        // is used under its lock.
+        unsafe {
+            #[cfg(feature = "std")]
+            if let Some(l) = crate::thread_cache::lookup((*sh).id) {
+                (*(l as *mut Local<S>)).trim();
+                return;
+            }
+            let g = (*sh).locked_local.lock();
+            let l = g.0;
+            if !l.is_null() {
+                (*l).trim();
+            }
+        }
+    }
+
+    /// Counters of this heap: live and committed bytes, segments, fragmentation.
+    pub fn stats(&self) -> HeapStats {
+        let sh = self.shared.load(Acquire);
+        if sh.is_null() {
+            return HeapStats::default();
+        }
+        // SAFETY: `sh` is live; local heaps are only linked, never freed, while it lives.
+        unsafe {
+            let sh = &*sh;
+            let mut live = sh.large_live.load(Relaxed);
+            let inner = sh.inner.lock();
+            let mut l = inner.all_locals;
+            while !l.is_null() {
+                live += (*l).live();
+                l = (*l).next_all;
+            }
+            HeapStats::new(
+                live,
+                sh.committed.load(Relaxed),
+                sh.segments.load(Relaxed) + sh.large_blocks.load(Relaxed),
+            )
+        }
+    }
+
+    /// Largest request served from size classes; larger ones are large blocks.
+    pub const SMALL_MAX: usize = SMALL_MAX;
+}
+
+impl<S: SegmentSource> Drop for SizeClassHeap<S> {
+    fn drop(&mut self) {
+        let sh = *self.shared.get_mut();
+        if sh.is_null() {
+            return;
+        }
+        // SAFETY: we own the heap: no thread is inside it, and after forgetting its slots no
+        // thread will reach its local heaps again. Every segment is freed exactly once.
+        unsafe {
+            #[cfg(feature = "std")]
+            crate::thread_cache::forget_heap((*sh).id);
+            let inner = (*sh).inner.get_mut();
+            let src = &mut inner.source;
+            let free = |src: &mut S, s: *mut Segment, n: usize| {
+                src.free_segments(NonNull::new_unchecked(s.cast()), n)
+            };
+            let mut l = inner.all_locals;
+            while !l.is_null() {
+                let next = (*l).next_all;
+                for c in 0..CLASSES {
+                    for head in [(*l).avail[c], (*l).full[c]] {
+                        let mut s = head;
+                        while !s.is_null() {
+                            let n = (*s).next;
+                            free(src, s, 1);
+                            s = n;
+                        }
+                    }
+                }
+                let mut s = (*l).empty;
+                while !s.is_null() {
+                    let n = (*s).next;
+                    free(src, s, 1);
+                    s = n;
+                }
+                free(src, segment_of(l as *const u8), 1);
+                l = next;
+            }
+            let mut s = inner.large;
+            while !s.is_null() {
+                let n = (*s).next;
+                free(src, s, (*s).count);
+                s = n;
+            }
+            let mut source = ptr::read(src);
+            free(&mut source, segment_of(sh as *const u8), 1);
+            drop(source);
+        }
+    }
+}
+
+// SAFETY: `alloc` returns blocks of at least `layout.size()` bytes aligned to
+// `layout.align()` (classes are multiples of the alignment; large blocks are placed at it),
+// or null; freed blocks are only reused after `dealloc`.
+unsafe impl<S: SegmentSource + Send> core::alloc::GlobalAlloc for SizeClassHeap<S> {
+    #[inline]
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        SizeClassHeap::alloc(self, layout)
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
+        // SAFETY: `p` was allocated here (GlobalAlloc contract).
+        unsafe { self.free(p) }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: `p` was allocated here with `layout` (GlobalAlloc contract).
+        unsafe { SizeClassHeap::realloc(self, p, layout, new_size) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ArenaSource;
+    extern crate std;
+    use std::vec::Vec;
+
+    fn arena(segments: usize) -> &'static spin::Mutex<ArenaSource> {
+        let buf = std::vec![0u8; (segments + 1) * SEGMENT_SIZE].leak();
+        std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
+            ArenaSource::from_static(buf),
+        )))
+    }
+
+    fn l(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    #[test]
+    fn blocks_are_distinct_aligned_and_reused() {
+        let a = arena(64);
+        let h = SizeClassHeap::new(a);
+        let mut ptrs = Vec::new();
+        for size in [1usize, 8, 9, 64, 65, 100, 1000, 4096, 8192] {
+            for align in [1usize, 8, 16, 64, 4096] {
+                let p = h.alloc(l(size, align));
+                assert!(!p.is_null());
+                assert_eq!(p as usize % align, 0, "{size} {align}");
+                assert!(unsafe { h.usable_size(p) }.unwrap() >= size);
+                unsafe { p.write_bytes(0x5a, size) };
+                ptrs.push(p);
+            }
+        }
+        let mut sorted = ptrs.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ptrs.len());
+        for p in ptrs {
+            unsafe { h.try_free(p) }.unwrap();
+        }
+        assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn double_free_foreign_and_interior_pointers_are_reported() {
+        let h = SizeClassHeap::new(arena(16));
+        let p = h.alloc(l(48, 8));
+        let q = h.alloc(l(48, 8));
+        unsafe {
+            assert_eq!(
+                h.try_free(p.add(8)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
+            h.try_free(p).unwrap();
+            assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            let other = SizeClassHeap::new(arena(16));
+            let r = other.alloc(l(48, 8));
+            assert_eq!(
+                h.try_free(r).unwrap_err().kind,
+                HeapErrorKind::ForeignPointer
+            );
+            // the heap is intact after the refused frees
+            h.try_free(q).unwrap();
+            let big = h.alloc(l(100_000, 8));
+            assert_eq!(
+                h.try_free(big.add(16)).unwrap_err().kind,
+                HeapErrorKind::NotABlock
+            );
+            h.try_free(big).unwrap();
+        }
+    }
+
+    #[test]
+    fn overflowing_sizes_return_null() {
+        let h = SizeClassHeap::new(arena(8));
+        assert!(h.alloc(l(isize::MAX as usize - 7, 8)).is_null());
+        assert!(h.alloc(l(isize::MAX as usize - 8192, 4096)).is_null());
+        assert!(h
+            .alloc(l(isize::MAX as usize - (1 << 17), 1 << 16))
+            .is_null());
+        assert!(h.alloc(l(64, 1 << 17)).is_null());
+    }
+
+    #[test]
+    fn the_arena_running_out_gives_null_not_a_crash() {
+        let h = SizeClassHeap::new(arena(4));
+        let mut n = 0;
+        loop {
+            let p = h.alloc(l(4000, 8));
+            if p.is_null() {
+                break;
+            }
+            n += 1;
+            assert!(n < 100);
+        }
+        assert!(n >= 14, "{n}");
+    }
+
+    #[test]
+    fn empty_segments_go_back_with_hysteresis_and_drop_returns_everything() {
+        let a = arena(200);
+        {
+            let h = SizeClassHeap::new(a);
+            let ptrs: Vec<_> = (0..4000).map(|_| h.alloc(l(256, 8))).collect();
+            let held = a.lock().in_use();
+            assert!(held >= 16, "{held}");
+            for p in &ptrs {
+                unsafe { h.free(*p) };
+            }
+            // with std, empty segments wait PURGE_MS before they go back
+            #[cfg(feature = "std")]
+            {
+                std::thread::sleep(std::time::Duration::from_millis(2 * PURGE_MS as u64 + 10));
+                unsafe { h.free(h.alloc(l(100, 8))) };
+            }
+            let after = a.lock().in_use();
+            // one segment kept for each class used, a few cached, the heap's own metadata
+            assert!(after <= 2 + 2 + 4, "{after}");
+            let big = h.alloc(l(300_000, 64));
+            assert!(!big.is_null());
+            let st = h.stats();
+            assert!(st.committed_bytes >= 300_000 && st.live_bytes == 300_000);
+        }
+        assert_eq!(a.lock().in_use(), 0);
+    }
+
+    #[test]
+    fn realloc_stays_in_place_within_the_class_and_moves_contents_otherwise() {
+        let h = SizeClassHeap::new(arena(32));
+        unsafe {
+            let p = h.alloc(l(100, 8));
+            for i in 0..100 {
+                *p.add(i) = i as u8;
+            }
+            assert_eq!(h.realloc(p, l(100, 8), 104), p);
+            let q = h.realloc(p, l(104, 8), 5000);
+            assert_ne!(q, p);
+            for i in 0..100 {
+                assert_eq!(*q.add(i), i as u8);
+            }
+            let r = h.realloc(q, l(5000, 8), 50_000);
+            assert_eq!(*r.add(99), 99);
+            assert_eq!(h.realloc(r, l(50_000, 8), 40_000), r);
+            h.free(r);
+        }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn frees_from_another_thread_are_collected_by_the_owner() {
+        let h = std::sync::Arc::new(SizeClassHeap::new(crate::HostSource::new()));
+        let ptrs: Vec<usize> = (0..20_000)
+            .map(|i| h.alloc(l(8 + i % 200, 8)) as usize)
+            .collect();
+        let h2 = h.clone();
+        std::thread::spawn(move || {
+            for p in ptrs {
+                unsafe { h2.try_free(p as *mut u8) }.unwrap();
+            }
+        })
+        .join()
+        .unwrap();
+        // the owner collects on its next slow path; allocate until it did
+        for _ in 0..20_000 {
+            let p = h.alloc(l(64, 8));
+            unsafe { h.free(p) };
+        }
+        for i in 0..50_000 {
+            let p = h.alloc(l(8 + i % 200, 8));
+            unsafe { h.free(p) };
+        }
+        let live = h.stats().live_bytes;
+        assert_eq!(live, 0);
+    }
+}

@@ -1,0 +1,1086 @@
+//! The simulated machine: RAM, the CPU's access path through the TLB, processes, threads,
+//! fork, exit, stack overflows and the OOM killer.
+
+use crate::counters::Counters;
+use crate::oom::OomReport;
+use crate::process::{AnyMm, ArchKind, Pid, Process, ProcessEnd};
+use crate::thread::{Stack, StackStyle, Thread, ThreadEnd, Tid};
+use crate::tlb::{perm, AsidTlb, SoftTlb, MAX_ASID};
+use crate::with_mm;
+use std::collections::BTreeMap;
+use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
+use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
+use vmspace::fault::{pte, Access, FaultError, Mm, Phys};
+use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
+use vmspace::space::abi::*;
+use vmspace::space::{Errno, Fault, FileRef, SmapsEntry, SpaceConfig, TaskKind};
+
+/// Physical memory of the machine.
+pub type MachinePhys = Phys<EmulatedRam, OwnedBuddyAllocator>;
+
+/// What to end when a stack overflows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OverflowPolicy {
+    /// Only the overflowing thread stops.
+    #[default]
+    StopThread,
+    /// The whole process ends.
+    KillProcess,
+}
+
+/// Why an access did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// SIGSEGV or SIGBUS, as Linux raises it; the thread keeps running (a handler could
+    /// run), nothing was ended.
+    Signal(Fault),
+    /// The thread's stack overflowed at `addr`; the thread (or process, by policy) ended.
+    StackOverflow { addr: u64 },
+    /// The OOM killer chose this process; it has ended.
+    OomKilled,
+    /// No frame was left and no process could be killed to free one.
+    OutOfMemory,
+    /// A kernel-mode access to an unmapped kernel-half address (an oops).
+    KernelFault { addr: u64 },
+    /// The thread or process is not running.
+    NotRunning,
+    /// The page tables or physical memory misbehaved (a bug).
+    Internal,
+}
+
+impl Stop {
+    /// The signal, if the access raised one.
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Stop::Signal(f) => Some(*f),
+            _ => None,
+        }
+    }
+}
+
+/// Errors of machine operations other than accesses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SimError {
+    NoSuchProcess(Pid),
+    NoSuchThread(Tid),
+    /// No frame for a page table, a kernel stack or a fork.
+    OutOfMemory,
+    /// A system call failed as Linux's would.
+    Errno(Errno),
+    /// No address-space id is left.
+    TooManyProcesses,
+    /// A stack style that cannot work (e.g. commit + guard larger than the reservation).
+    BadStack,
+    /// RAM size not a positive multiple of 4 KiB, or too large for the address width.
+    BadRam,
+}
+
+impl From<Errno> for SimError {
+    fn from(e: Errno) -> Self {
+        SimError::Errno(e)
+    }
+}
+
+/// Where kernel stacks live: `KSTACK_BASE + tid * 2 pages` in the kernel half (a page of
+/// stack above an unmapped page).
+const KSTACK_BASE_64: u64 = 0xffff_c900_0000_0000;
+const KSTACK_BASE_32: u64 = 0xd000_0000;
+/// Tids above this have no kernel-stack slot on i386 (below the recursive window).
+const MAX_TID_32: u32 = 0x17000;
+
+/// Kernel stack entry rights: supervisor, writable, no-execute.
+fn kstack_flags() -> PageFlags {
+    PageFlags::PRESENT | PageFlags::WRITABLE | PageFlags::NO_EXECUTE
+}
+
+/// The simulated machine.
+pub struct Machine {
+    phys: MachinePhys,
+    ram_frames: u64,
+    tlb: SoftTlb,
+    procs: BTreeMap<Pid, Process>,
+    threads: BTreeMap<Tid, Thread>,
+    ended: BTreeMap<Pid, ProcessEnd>,
+    counters: Counters,
+    oom_reports: Vec<OomReport>,
+    /// What a stack overflow ends.
+    pub policy: OverflowPolicy,
+    next_pid: Pid,
+    next_tid: Tid,
+    free_asids: Vec<u16>,
+    next_asid: u16,
+}
+
+impl Machine {
+    /// A machine with `ram` bytes of RAM (a multiple of 4 KiB) at physical address 0. One
+    /// frame becomes the shared zero page.
+    pub fn new(ram: u64) -> Result<Self, SimError> {
+        if ram == 0 || ram % PAGE_SIZE != 0 || ram > (1 << 40) {
+            return Err(SimError::BadRam);
+        }
+        let mem = EmulatedRam::new(PhysAddr::new(0), ram).map_err(|_| SimError::BadRam)?;
+        let first = Frame::from_number(0).map_err(|_| SimError::BadRam)?;
+        let all = FrameRange::new(first, ram / PAGE_SIZE).map_err(|_| SimError::BadRam)?;
+        let frames = OwnedBuddyAllocator::new_owned(&[all], &[]).map_err(|_| SimError::BadRam)?;
+        let phys = Phys::new(mem, frames).map_err(|_| SimError::OutOfMemory)?;
+        Ok(Machine {
+            phys,
+            ram_frames: ram / PAGE_SIZE,
+            tlb: SoftTlb::default(),
+            procs: BTreeMap::new(),
+            threads: BTreeMap::new(),
+            ended: BTreeMap::new(),
+            counters: Counters::default(),
+            oom_reports: Vec::new(),
+            policy: OverflowPolicy::default(),
+            next_pid: 1,
+            next_tid: 1,
+            free_asids: Vec::new(),
+            next_asid: 1,
+        })
+    }
+
+    /// Physical memory (bytes, frames, zero page, page cache).
+    pub fn phys(&self) -> &MachinePhys {
+        &self.phys
+    }
+
+    /// Mutable physical memory, e.g. to fill RAM with garbage in isolation tests.
+    pub fn phys_mut(&mut self) -> &mut MachinePhys {
+        &mut self.phys
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Reports of every OOM kill, oldest first.
+    pub fn oom_reports(&self) -> &[OomReport] {
+        &self.oom_reports
+    }
+
+    /// RAM in frames.
+    pub fn ram_frames(&self) -> u64 {
+        self.ram_frames
+    }
+
+    /// Frames free for allocation.
+    pub fn frames_free(&self) -> u64 {
+        self.phys.frames.stats().free_frames
+    }
+
+    /// Frames in use (zero page, tables, user pages, page cache, kernel stacks).
+    pub fn frames_used(&self) -> u64 {
+        self.phys.frames.stats().allocated_frames
+    }
+
+    /// Page-table pages of every process.
+    pub fn table_pages(&self) -> u64 {
+        self.procs.values().map(Process::table_pages).sum()
+    }
+
+    /// A live process.
+    pub fn process(&self, pid: Pid) -> Option<&Process> {
+        self.procs.get(&pid)
+    }
+
+    /// Live processes in pid order.
+    pub fn processes(&self) -> impl Iterator<Item = &Process> {
+        self.procs.values()
+    }
+
+    /// How an ended process ended.
+    pub fn process_end(&self, pid: Pid) -> Option<ProcessEnd> {
+        self.ended.get(&pid).copied()
+    }
+
+    /// A thread (running or ended).
+    pub fn thread(&self, tid: Tid) -> Option<&Thread> {
+        self.threads.get(&tid)
+    }
+
+    fn alloc_asid(&mut self) -> Result<u16, SimError> {
+        if let Some(a) = self.free_asids.pop() {
+            return Ok(a);
+        }
+        if self.next_asid > MAX_ASID {
+            return Err(SimError::TooManyProcesses);
+        }
+        let a = self.next_asid;
+        self.next_asid += 1;
+        Ok(a)
+    }
+
+    /// Starts a process of `arch` with Linux's default limits: an empty space with the
+    /// main thread's stack (a 132 KiB VM_GROWSDOWN VMA ending at the stack top, growing on
+    /// faults as Linux's does, S1–S4).
+    pub fn spawn(&mut self, arch: ArchKind) -> Result<Pid, SimError> {
+        let kind = match arch {
+            ArchKind::X86_64 => TaskKind::X86_64,
+            ArchKind::I386 => TaskKind::I386Native,
+        };
+        self.spawn_with(arch, SpaceConfig::linux_default(kind))
+    }
+
+    /// [`Machine::spawn`] with an explicit configuration (limits, sysctls).
+    pub fn spawn_with(&mut self, arch: ArchKind, cfg: SpaceConfig) -> Result<Pid, SimError> {
+        let asid = self.alloc_asid()?;
+        let mm = match arch {
+            ArchKind::X86_64 => Mm::new(X86_64, cfg, &mut self.phys).map(AnyMm::X86_64),
+            ArchKind::I386 => Mm::new(I386::new(), cfg, &mut self.phys).map(AnyMm::I386),
+        };
+        let mut mm = match mm {
+            Ok(m) => m,
+            Err(_) => {
+                self.free_asids.push(asid);
+                return Err(SimError::OutOfMemory);
+            }
+        };
+        let top = with_mm!(&mm, m => m.space().layout().stack_top);
+        let size = 0x21000;
+        let tlb = &mut AsidTlb {
+            tlb: &mut self.tlb,
+            asid,
+        };
+        let r = with_mm!(&mut mm, m => {
+            let r = m.mmap(
+                &mut self.phys,
+                tlb,
+                top - size,
+                size,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_GROWSDOWN,
+                None,
+                0,
+            );
+            m.op(&mut self.phys, tlb, |s| s.set_start_stack(top - 0x100));
+            r
+        });
+        if let Err(e) = r {
+            with_mm!(mm, m => m.exit(&mut self.phys));
+            self.free_asids.push(asid);
+            return Err(e.into());
+        }
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.procs.insert(
+            pid,
+            Process {
+                pid,
+                arch,
+                asid,
+                mm,
+                threads: Vec::new(),
+            },
+        );
+        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
+            self.exit(pid);
+            return Err(e);
+        }
+        Ok(pid)
+    }
+
+    /// Starts a process over an existing address space (e.g. `AddressSpace::from_snapshot`
+    /// of a traced process, as replay needs): no page is resident yet; the main thread's
+    /// stack is the VM_GROWSDOWN VMA holding the space's stack top, if any.
+    pub fn spawn_from_space(
+        &mut self,
+        arch: ArchKind,
+        space: vmspace::space::AddressSpace,
+    ) -> Result<Pid, SimError> {
+        let asid = self.alloc_asid()?;
+        let top = space
+            .vmas()
+            .filter(|v| v.flags & vmspace::space::vma::flags::VM_GROWSDOWN != 0)
+            .map(|v| v.end)
+            .last()
+            .unwrap_or(space.layout().stack_top);
+        let mm = match arch {
+            ArchKind::X86_64 => Mm::with_space(X86_64, space, &mut self.phys).map(AnyMm::X86_64),
+            ArchKind::I386 => Mm::with_space(I386::new(), space, &mut self.phys).map(AnyMm::I386),
+        };
+        let mm = match mm {
+            Ok(m) => m,
+            Err(_) => {
+                self.free_asids.push(asid);
+                return Err(SimError::OutOfMemory);
+            }
+        };
+        let pid = self.next_pid;
+        self.next_pid += 1;
+        self.procs.insert(
+            pid,
+            Process {
+                pid,
+                arch,
+                asid,
+                mm,
+                threads: Vec::new(),
+            },
+        );
+        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
+            self.exit(pid);
+            return Err(e);
+        }
+        Ok(pid)
+    }
+
+    /// Adds a thread with `stack` and a fresh kernel stack to `pid`.
+    fn add_thread(&mut self, pid: Pid, stack: Stack) -> Result<Tid, SimError> {
+        let tid = self.next_tid;
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let kva = match p.arch {
+            ArchKind::X86_64 => KSTACK_BASE_64 + tid as u64 * 2 * PAGE_SIZE + PAGE_SIZE,
+            ArchKind::I386 if tid < MAX_TID_32 => {
+                KSTACK_BASE_32 + tid as u64 * 2 * PAGE_SIZE + PAGE_SIZE
+            }
+            ArchKind::I386 => return Err(SimError::TooManyProcesses),
+        };
+        let frame = self
+            .phys
+            .frames
+            .allocate_zeroed(&mut self.phys.mem, 0)
+            .map_err(|_| SimError::OutOfMemory)?;
+        let phys = &mut self.phys;
+        let r = with_mm!(&mut p.mm, m => m.page_table_mut().map(
+            &mut phys.mem,
+            &mut phys.frames,
+            VirtAddr::new(kva),
+            frame.start_address(),
+            PAGE_SIZE,
+            kstack_flags(),
+        ));
+        if r.is_err() {
+            let _ = self.phys.frames.deallocate_frame(frame);
+            return Err(SimError::OutOfMemory);
+        }
+        self.next_tid += 1;
+        p.threads.push(tid);
+        self.threads.insert(
+            tid,
+            Thread {
+                tid,
+                pid,
+                stack,
+                kernel_stack: kva,
+                ended: None,
+            },
+        );
+        Ok(tid)
+    }
+
+    /// Starts a thread in `pid` with a new stack of `style`.
+    pub fn spawn_thread(&mut self, pid: Pid, style: StackStyle) -> Result<Tid, SimError> {
+        let stack = match style {
+            StackStyle::Pthread { size, guard } => {
+                if size == 0 || guard >= size || size % PAGE_SIZE != 0 || guard % PAGE_SIZE != 0 {
+                    return Err(SimError::BadStack);
+                }
+                let base = self.mmap(
+                    pid,
+                    0,
+                    size,
+                    PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK,
+                    None,
+                    0,
+                )?;
+                if guard > 0 {
+                    self.mprotect(pid, base, guard, PROT_NONE)?;
+                }
+                Stack::Pthread { base, size, guard }
+            }
+            StackStyle::ReserveCommit {
+                reserve,
+                commit,
+                guard_pages,
+            } => {
+                // W17: the reservation is rounded to the 64 KiB granularity, the commit to pages.
+                let reserve = reserve
+                    .checked_next_multiple_of(0x10000)
+                    .ok_or(SimError::BadStack)?;
+                let commit = commit
+                    .max(1)
+                    .checked_next_multiple_of(PAGE_SIZE)
+                    .ok_or(SimError::BadStack)?;
+                let need = commit
+                    .checked_add(guard_pages.saturating_mul(PAGE_SIZE))
+                    .and_then(|n| n.checked_add(PAGE_SIZE))
+                    .ok_or(SimError::BadStack)?;
+                if need > reserve {
+                    return Err(SimError::BadStack);
+                }
+                // W20: reserve = PROT_NONE private anonymous, commit = mprotect.
+                let base = self.mmap(
+                    pid,
+                    0,
+                    reserve,
+                    PROT_NONE,
+                    MAP_PRIVATE | MAP_ANONYMOUS,
+                    None,
+                    0,
+                )?;
+                let committed = base + reserve - commit;
+                self.mprotect(pid, committed, commit, PROT_READ | PROT_WRITE)?;
+                Stack::Reserved {
+                    base,
+                    reserve,
+                    committed,
+                    guard_pages,
+                    overflowed: false,
+                }
+            }
+        };
+        let t = self.add_thread(pid, stack);
+        if t.is_err() {
+            let (base, len) = match stack {
+                Stack::Pthread { base, size, .. } => (base, size),
+                Stack::Reserved { base, reserve, .. } => (base, reserve),
+                Stack::Main { .. } => (0, 0),
+            };
+            let _ = self.munmap(pid, base, len);
+        }
+        t
+    }
+
+    /// Ends thread `tid`: its kernel stack is freed, a non-main user stack unmapped.
+    pub fn exit_thread(&mut self, tid: Tid) -> Result<(), SimError> {
+        let t = self
+            .threads
+            .get(&tid)
+            .cloned()
+            .ok_or(SimError::NoSuchThread(tid))?;
+        if t.ended.is_some() {
+            return Ok(());
+        }
+        self.end_thread(tid, ThreadEnd::Exited);
+        match t.stack {
+            Stack::Pthread { base, size, .. } => {
+                let _ = self.munmap(t.pid, base, size);
+            }
+            Stack::Reserved { base, reserve, .. } => {
+                let _ = self.munmap(t.pid, base, reserve);
+            }
+            Stack::Main { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Marks a thread ended and frees its kernel stack.
+    fn end_thread(&mut self, tid: Tid, why: ThreadEnd) {
+        let Some(t) = self.threads.get_mut(&tid) else {
+            return;
+        };
+        if t.ended.is_some() {
+            return;
+        }
+        t.ended = Some(why);
+        let (pid, kva) = (t.pid, t.kernel_stack);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            let phys = &mut self.phys;
+            let r = with_mm!(&mut p.mm, m => m.page_table_mut().unmap(
+                &mut phys.mem,
+                &mut phys.frames,
+                VirtAddr::new(kva),
+                PAGE_SIZE,
+            ));
+            if let Ok((pa, flush)) = r {
+                flush.flush(&mut AsidTlb {
+                    tlb: &mut self.tlb,
+                    asid: p.asid,
+                });
+                let _ = self.phys.frames.put(Frame::containing(pa));
+            }
+        }
+    }
+
+    /// Ends process `pid` (normal exit): every frame it held is returned.
+    pub fn exit(&mut self, pid: Pid) {
+        self.end_process(pid, ProcessEnd::Exited);
+    }
+
+    fn end_process(&mut self, pid: Pid, why: ProcessEnd) {
+        let Some(p) = self.procs.remove(&pid) else {
+            return;
+        };
+        for tid in &p.threads {
+            if let Some(t) = self.threads.get_mut(tid) {
+                if t.ended.is_none() {
+                    t.ended = Some(ThreadEnd::ProcessEnded(why));
+                }
+            }
+        }
+        // Kernel stacks of running threads are still mapped: exit drops them with the rest.
+        with_mm!(p.mm, m => m.exit(&mut self.phys));
+        self.tlb.invalidate_asid(p.asid);
+        self.free_asids.push(p.asid);
+        self.ended.insert(pid, why);
+    }
+
+    /// fork: a child of `pid` whose private memory is shared copy-on-write, with one thread
+    /// (a copy of `pid`'s first running thread, its stack at the same place). Out of memory
+    /// half way leaves no trace.
+    pub fn fork(&mut self, pid: Pid) -> Result<Pid, SimError> {
+        let asid = self.alloc_asid()?;
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let stack = p
+            .threads
+            .iter()
+            .filter_map(|t| self.threads.get(t))
+            .find(|t| t.ended.is_none())
+            .map(|t| t.stack);
+        let tlb = &mut AsidTlb {
+            tlb: &mut self.tlb,
+            asid: p.asid,
+        };
+        let child = match &mut p.mm {
+            AnyMm::X86_64(m) => m.fork(&mut self.phys, tlb).map(AnyMm::X86_64),
+            AnyMm::I386(m) => m.fork(&mut self.phys, tlb).map(AnyMm::I386),
+        };
+        let arch = p.arch;
+        let child = match child {
+            Ok(c) => c,
+            Err(_) => {
+                self.free_asids.push(asid);
+                return Err(SimError::OutOfMemory);
+            }
+        };
+        // The child's page table was copied with the parent's kernel stacks absent (they
+        // are outside every VMA), so only its own kernel stack is mapped below.
+        let cpid = self.next_pid;
+        self.next_pid += 1;
+        self.procs.insert(
+            cpid,
+            Process {
+                pid: cpid,
+                arch,
+                asid,
+                mm: child,
+                threads: Vec::new(),
+            },
+        );
+        let stack = stack.unwrap_or(Stack::Main { top: 0 });
+        if let Err(e) = self.add_thread(cpid, stack) {
+            if let Some(p) = self.procs.remove(&cpid) {
+                with_mm!(p.mm, m => m.exit(&mut self.phys));
+                self.free_asids.push(p.asid);
+            }
+            return Err(e);
+        }
+        Ok(cpid)
+    }
+
+    /// A user-mode access of thread `tid`: through the TLB, else a page walk, else the fault
+    /// handler and a retry. Reads and fetches return the byte, writes store `value`.
+    pub fn access(
+        &mut self,
+        tid: Tid,
+        addr: u64,
+        access: Access,
+        value: u8,
+    ) -> Result<Option<u8>, Stop> {
+        let pid = match self.threads.get(&tid) {
+            Some(t) if t.ended.is_none() => t.pid,
+            _ => return Err(Stop::NotRunning),
+        };
+        self.user_access(pid, Some(tid), addr, access, value)
+    }
+
+    /// Reads a byte as thread `tid`.
+    pub fn load(&mut self, tid: Tid, addr: u64) -> Result<u8, Stop> {
+        self.access(tid, addr, Access::Read, 0)
+            .map(|v| v.unwrap_or(0))
+    }
+
+    /// Writes a byte as thread `tid`.
+    pub fn store(&mut self, tid: Tid, addr: u64, value: u8) -> Result<(), Stop> {
+        self.access(tid, addr, Access::Write, value).map(|_| ())
+    }
+
+    /// Fetches an instruction byte as thread `tid`.
+    pub fn fetch(&mut self, tid: Tid, addr: u64) -> Result<u8, Stop> {
+        self.access(tid, addr, Access::Fetch, 0)
+            .map(|v| v.unwrap_or(0))
+    }
+
+    /// A user-mode byte access in process `pid` outside any thread (what trace replay's
+    /// `touch` does): `Ok(Some(byte))` for reads, `Ok(None)` for writes, or why not (a
+    /// signal is `Stop::Signal` with Linux's signal and si_code).
+    pub fn touch(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        write: bool,
+        value: u8,
+    ) -> Result<Option<u8>, Stop> {
+        let access = if write { Access::Write } else { Access::Read };
+        self.user_access(pid, None, addr, access, value)
+    }
+
+    /// What a TLB miss does in `pid`: the MMU's walk to the 4 KiB entry of `addr`, as
+    /// `(frame address, flags)`, `None` if nothing maps it.
+    pub fn walk(&self, pid: Pid, addr: u64) -> Option<(u64, PageFlags)> {
+        let p = self.procs.get(&pid)?;
+        with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr))
+    }
+
+    /// The TLB-hit path alone: the physical address of `addr` in `pid` if the TLB holds a
+    /// translation allowing `access` (counts a hit), else `None`.
+    #[inline]
+    pub fn tlb_translate(&mut self, asid: u16, addr: u64, access: Access) -> Option<u64> {
+        let r = self.tlb.lookup(asid, addr, need_of(access));
+        if r.is_some() {
+            self.counters.tlb_hits += 1;
+        }
+        r
+    }
+
+    fn user_access(
+        &mut self,
+        pid: Pid,
+        tid: Option<Tid>,
+        addr: u64,
+        access: Access,
+        value: u8,
+    ) -> Result<Option<u8>, Stop> {
+        let need = need_of(access);
+        for _ in 0..8 {
+            let p = self.procs.get_mut(&pid).ok_or(Stop::NotRunning)?;
+            let asid = p.asid;
+            if let Some(pa) = self.tlb.lookup(asid, addr, need) {
+                self.counters.tlb_hits += 1;
+                return mem_op(&mut self.phys.mem, pa, access, value);
+            }
+            self.counters.tlb_misses += 1;
+            let nx = p.arch == ArchKind::X86_64;
+            let walked = with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr));
+            if let Some((frame, flags)) = walked {
+                if pte::allows(flags, access, true, nx) {
+                    self.tlb.fill(asid, addr, frame, flags, nx);
+                    return mem_op(&mut self.phys.mem, frame | (addr & 0xfff), access, value);
+                }
+            }
+            let had_vma = with_mm!(&p.mm, m => m.space().find_vma(addr).is_some());
+            let tlb = &mut AsidTlb {
+                tlb: &mut self.tlb,
+                asid,
+            };
+            let r = with_mm!(&mut p.mm, m => m.fault(&mut self.phys, tlb, addr, access));
+            match r {
+                Ok(res) => {
+                    self.counters.resolved(res);
+                    if !had_vma {
+                        self.counters.stack_growths += 1;
+                    }
+                }
+                Err(FaultError::Signal(f)) => {
+                    self.counters.signal(f.signal, f.code);
+                    let Some(tid) = tid else {
+                        return Err(Stop::Signal(f));
+                    };
+                    match self.stack_fault(tid, addr, f) {
+                        StackVerdict::Retry => continue,
+                        StackVerdict::Overflow => {
+                            self.counters.stack_overflows += 1;
+                            match self.policy {
+                                OverflowPolicy::StopThread => {
+                                    self.end_thread(tid, ThreadEnd::StackOverflow { addr })
+                                }
+                                OverflowPolicy::KillProcess => {
+                                    if let Some(t) = self.threads.get_mut(&tid) {
+                                        t.ended = Some(ThreadEnd::StackOverflow { addr });
+                                    }
+                                    self.end_process(pid, ProcessEnd::StackOverflow)
+                                }
+                            }
+                            return Err(Stop::StackOverflow { addr });
+                        }
+                        StackVerdict::NotStack => return Err(Stop::Signal(f)),
+                    }
+                }
+                Err(FaultError::OutOfMemory { .. }) => {
+                    self.counters.out_of_memory += 1;
+                    match self.oom_kill(pid, addr) {
+                        Some(v) if v == pid => return Err(Stop::OomKilled),
+                        Some(_) => continue,
+                        None => return Err(Stop::OutOfMemory),
+                    }
+                }
+                Err(FaultError::Internal(_)) => return Err(Stop::Internal),
+            }
+        }
+        Err(Stop::Internal)
+    }
+
+    /// A kernel-mode access of thread `tid` (a system call touching its kernel stack, or
+    /// user memory as copy_to/from_user does, F2: a failing user fault is returned as the
+    /// signal the caller turns into EFAULT).
+    pub fn kernel_access(
+        &mut self,
+        tid: Tid,
+        addr: u64,
+        write: bool,
+        value: u8,
+    ) -> Result<Option<u8>, Stop> {
+        let pid = match self.threads.get(&tid) {
+            Some(t) if t.ended.is_none() => t.pid,
+            _ => return Err(Stop::NotRunning),
+        };
+        let access = if write { Access::Write } else { Access::Read };
+        let p = self.procs.get_mut(&pid).ok_or(Stop::NotRunning)?;
+        let in_kernel =
+            with_mm!(&p.mm, m => addr >= m.page_table().arch().kernel_range().start().as_u64());
+        if !in_kernel {
+            return self.user_access(pid, Some(tid), addr, access, value);
+        }
+        let need = if write { perm::WRITE } else { 0 };
+        if let Some(pa) = self.tlb.lookup(p.asid, addr, need) {
+            self.counters.tlb_hits += 1;
+            return mem_op(&mut self.phys.mem, pa, access, value);
+        }
+        self.counters.tlb_misses += 1;
+        let nx = p.arch == ArchKind::X86_64;
+        let walked = with_mm!(&p.mm, m => walk(m, &self.phys.mem, addr));
+        match walked {
+            Some((frame, flags)) if pte::allows(flags, access, false, nx) => {
+                self.tlb.fill(p.asid, addr, frame, flags, nx);
+                mem_op(&mut self.phys.mem, frame | (addr & 0xfff), access, value)
+            }
+            _ => Err(Stop::KernelFault { addr }),
+        }
+    }
+
+    /// Decides what a signal on thread `tid` means for its stack.
+    fn stack_fault(&mut self, tid: Tid, addr: u64, f: Fault) -> StackVerdict {
+        let Some(t) = self.threads.get(&tid) else {
+            return StackVerdict::NotStack;
+        };
+        let (pid, stack) = (t.pid, t.stack);
+        match stack {
+            Stack::Main { top } => {
+                // Growth refused (S1–S3) just below this thread's stack (within the guard-gap
+                // distance of its bottom, where a descending stack pointer lands); a wild
+                // access far below is an ordinary SIGSEGV.
+                let hit = self.procs.get(&pid).is_some_and(|p| {
+                    let gap = p.space().config().stack_guard_gap.max(PAGE_SIZE);
+                    p.space().find_vma_above(addr).is_some_and(|v| {
+                        v.start > addr
+                            && addr >= v.start.saturating_sub(gap)
+                            && v.flags & vmspace::space::vma::flags::VM_GROWSDOWN != 0
+                            && top.checked_sub(1).is_some_and(|t| v.contains(t))
+                    })
+                });
+                if hit && f.code == vmspace::space::FaultCode::SegvMaperr {
+                    StackVerdict::Overflow
+                } else {
+                    StackVerdict::NotStack
+                }
+            }
+            Stack::Pthread { base, guard, .. } => {
+                if addr >= base && addr < base + guard {
+                    StackVerdict::Overflow
+                } else {
+                    StackVerdict::NotStack
+                }
+            }
+            Stack::Reserved {
+                base,
+                reserve,
+                committed,
+                guard_pages,
+                overflowed,
+            } => {
+                let glow = committed.saturating_sub(guard_pages * PAGE_SIZE);
+                if overflowed || addr < glow.max(base) || addr >= committed {
+                    // W18/W19: below the guard (or no guard left) -> access violation.
+                    return StackVerdict::NotStack;
+                }
+                let page = addr & !(PAGE_SIZE - 1);
+                let hard = base + PAGE_SIZE;
+                let fits = page
+                    .checked_sub(guard_pages * PAGE_SIZE)
+                    .is_some_and(|g| g >= hard);
+                // W19: the guard would reach the hard guard -> the guard pages become
+                // ordinary memory and the overflow is raised.
+                let (new_committed, over) = if fits {
+                    (page, false)
+                } else {
+                    (glow.max(hard), true)
+                };
+                if self
+                    .mprotect(
+                        pid,
+                        new_committed,
+                        committed - new_committed,
+                        PROT_READ | PROT_WRITE,
+                    )
+                    .is_err()
+                {
+                    return StackVerdict::Overflow;
+                }
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.stack = Stack::Reserved {
+                        base,
+                        reserve,
+                        committed: new_committed,
+                        guard_pages,
+                        overflowed: over,
+                    };
+                }
+                if over {
+                    StackVerdict::Overflow
+                } else {
+                    self.counters.guard_commits += 1;
+                    StackVerdict::Retry
+                }
+            }
+        }
+    }
+
+    /// The OOM killer: ends the process with the largest RSS plus page tables (oom_badness;
+    /// the first in pid order on a tie) and reports it. `None` if nothing can be freed.
+    fn oom_kill(&mut self, faulting: Pid, addr: u64) -> Option<Pid> {
+        let mut best: Option<(Pid, u64)> = None;
+        for p in self.procs.values() {
+            let points = p.rss().total() + p.table_pages();
+            if best.is_none_or(|(_, b)| points > b) {
+                best = Some((p.pid, points));
+            }
+        }
+        let (victim, points) = best?;
+        if points == 0 {
+            return None;
+        }
+        let rss = self.procs.get(&victim).map(|p| p.rss()).unwrap_or_default();
+        self.end_process(victim, ProcessEnd::OomKilled);
+        self.counters.oom_kills += 1;
+        self.oom_reports.push(OomReport {
+            victim,
+            faulting,
+            addr,
+            victim_rss: rss,
+            points,
+            frames_free_after: self.frames_free(),
+        });
+        Some(victim)
+    }
+
+    /// Runs `f` on the address space of `pid` with the machine's physical memory and the
+    /// process's TLB view, then unmaps pages punched out of shared objects everywhere.
+    pub fn with_mm<R>(
+        &mut self,
+        pid: Pid,
+        f: impl FnOnce(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> R,
+    ) -> Result<R, SimError> {
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let mut tlb = AsidTlb {
+            tlb: &mut self.tlb,
+            asid: p.asid,
+        };
+        let r = f(&mut p.mm, &mut self.phys, &mut tlb);
+        let punched = with_mm!(&mut p.mm, m => m.take_punched());
+        for (obj, first, count) in punched {
+            for q in self.procs.values_mut() {
+                if q.pid == pid {
+                    continue;
+                }
+                let mut tlb = AsidTlb {
+                    tlb: &mut self.tlb,
+                    asid: q.asid,
+                };
+                with_mm!(&mut q.mm, m => m.zap_object(&mut self.phys, &mut tlb, obj, first, count));
+            }
+        }
+        Ok(r)
+    }
+
+    /// mmap in `pid`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        file: Option<FileRef>,
+        off: u64,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.mmap(ph, t, addr, len, prot, flags, file, off)),
+        )??)
+    }
+
+    /// munmap in `pid`.
+    pub fn munmap(&mut self, pid: Pid, addr: u64, len: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.munmap(ph, t, addr, len)),
+        )??)
+    }
+
+    /// mprotect in `pid`.
+    pub fn mprotect(&mut self, pid: Pid, addr: u64, len: u64, prot: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.mprotect(ph, t, addr, len, prot)),
+        )??)
+    }
+
+    /// mremap in `pid`.
+    pub fn mremap(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.mremap(ph, t, addr, old_len, new_len, flags, new_addr)),
+        )??)
+    }
+
+    /// brk in `pid`; returns the new break (the old one when refused, as Linux).
+    pub fn brk(&mut self, pid: Pid, target: u64) -> Result<u64, SimError> {
+        self.with_mm(pid, |mm, ph, t| with_mm!(mm, m => m.brk(ph, t, target)))
+    }
+
+    /// madvise in `pid`.
+    pub fn madvise(&mut self, pid: Pid, addr: u64, len: u64, advice: i64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.madvise(ph, t, addr, len, advice)),
+        )??)
+    }
+
+    /// smaps of `pid` with `rss_kb`/`anon_kb` from its page table.
+    pub fn smaps(&self, pid: Pid) -> Result<Vec<SmapsEntry>, SimError> {
+        let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
+        Ok(with_mm!(&p.mm, m => m.smaps(&self.phys)))
+    }
+
+    /// Checks every machine invariant: each process's pages lie in VMAs with their rights
+    /// and its RSS equals its present pages; each frame's reference count equals its
+    /// mappings (+1 in the page cache); frames used = zero page + tables + mapped, cached
+    /// and kernel-stack frames; free + used = RAM; the buddy allocator is consistent.
+    pub fn check(&self) -> Result<(), String> {
+        let zero = self.phys.zero_page();
+        let mut refs: BTreeMap<Frame, u32> = BTreeMap::new();
+        let mut tables = 0;
+        for p in self.procs.values() {
+            with_mm!(&p.mm, m => m.check(&self.phys)).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            tables += p.table_pages();
+            let pages = with_mm!(&p.mm, m => m.user_pages(&self.phys.mem));
+            for (_, f, _) in pages {
+                if f != zero {
+                    *refs.entry(f).or_default() += 1;
+                }
+            }
+            for tid in &p.threads {
+                let Some(t) = self.threads.get(tid) else {
+                    return Err(format!("pid {}: unknown thread {tid}", p.pid));
+                };
+                if t.ended.is_some() {
+                    continue;
+                }
+                let tr = with_mm!(&p.mm, m => m
+                    .page_table()
+                    .translate(&self.phys.mem, VirtAddr::new(t.kernel_stack)));
+                match tr {
+                    Ok(tr) if !tr.flags.contains(PageFlags::USER) => {
+                        *refs.entry(Frame::containing(tr.frame)).or_default() += 1;
+                    }
+                    _ => {
+                        return Err(format!(
+                            "tid {tid}: kernel stack not mapped supervisor-only"
+                        ))
+                    }
+                }
+            }
+        }
+        for (_, _, f) in self.phys.cache_entries() {
+            *refs.entry(f).or_default() += 1;
+        }
+        for (f, n) in &refs {
+            let c = self.phys.frames.ref_count(*f).map_err(|e| format!("{e}"))?;
+            if c != *n {
+                return Err(format!("frame {f:?}: refcount {c}, mappings {n}"));
+            }
+        }
+        let st = self.phys.frames.stats();
+        let expect = 1 + tables + refs.len() as u64;
+        if st.allocated_frames != expect {
+            return Err(format!(
+                "{} frames allocated, {} accounted for (leak or double free)",
+                st.allocated_frames, expect
+            ));
+        }
+        if st.free_frames + st.allocated_frames != self.ram_frames {
+            return Err("free + used != RAM".into());
+        }
+        self.phys
+            .frames
+            .check_invariants()
+            .map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// The hardware walk: one entry read per level down to the 4 KiB leaf.
+#[inline]
+fn walk<A: Arch>(m: &Mm<A>, mem: &EmulatedRam, addr: u64) -> Option<(u64, PageFlags)> {
+    let lin = A::to_linear(VirtAddr::new(addr))?;
+    match pte::find_leaf(m.page_table(), mem, lin) {
+        Ok(pte::Leaf::At(_, raw)) => match A::decode(1, raw) {
+            Entry::Page { addr, flags, .. } => Some((addr.as_u64(), flags)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+enum StackVerdict {
+    Retry,
+    Overflow,
+    NotStack,
+}
+
+#[inline(always)]
+fn need_of(access: Access) -> u8 {
+    match access {
+        Access::Read => perm::USER,
+        Access::Write => perm::USER | perm::WRITE,
+        Access::Fetch => perm::USER | perm::EXEC,
+    }
+}
+
+#[inline]
+fn mem_op(mem: &mut EmulatedRam, pa: u64, access: Access, value: u8) -> Result<Option<u8>, Stop> {
+    let pa = PhysAddr::new(pa);
+    match access {
+        Access::Write => mem.write(pa, &[value]).map(|_| None),
+        _ => {
+            let mut b = [0u8];
+            mem.read(pa, &mut b).map(|_| Some(b[0]))
+        }
+    }
+    .map_err(|_| Stop::Internal)
+}
+
+/// Whether `A`'s entries honour NX (kept for callers generic over the architecture).
+pub fn arch_has_nx<A: Arch>() -> bool {
+    pte::has_nx::<A>()
+}

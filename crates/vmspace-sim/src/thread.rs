@@ -1,0 +1,95 @@
+//! Threads and their stacks: the main thread's growing stack, pthread-style stacks with a
+//! PROT_NONE guard, reserve/commit stacks with a moving guard and a hard guard (W17–W19),
+//! and one kernel-half page of kernel stack per thread.
+
+use crate::process::Pid;
+
+/// Thread id.
+pub type Tid = u32;
+
+/// How a new thread's user stack is made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackStyle {
+    /// Linux pthread style: one private mapping of `size` bytes whose lowest `guard` bytes
+    /// are PROT_NONE (glibc's guard); touching the guard is a stack overflow.
+    Pthread { size: u64, guard: u64 },
+    /// Windows style: reserve `reserve` bytes (PROT_NONE), commit the top `commit` bytes,
+    /// keep `guard_pages` guard pages below the committed part. Touching a guard page commits
+    /// it and moves the guard down (W18); when the guard would reach the last page of the
+    /// reservation (the hard guard) the stack overflows (W19). Touching reserved memory below
+    /// the guard is an access violation, not growth.
+    ReserveCommit {
+        reserve: u64,
+        commit: u64,
+        guard_pages: u64,
+    },
+}
+
+impl StackStyle {
+    /// The seed's reserve/commit stack: 1 MiB reserved, one page committed, two guard pages
+    /// (64-bit, W17).
+    pub const WINDOWS_DEFAULT: StackStyle = StackStyle::ReserveCommit {
+        reserve: 1 << 20,
+        commit: 4096,
+        guard_pages: 2,
+    };
+
+    /// glibc's default: 8 MiB with one guard page.
+    pub const PTHREAD_DEFAULT: StackStyle = StackStyle::Pthread {
+        size: 8 << 20,
+        guard: 4096,
+    };
+}
+
+/// A thread's user stack as the machine tracks it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stack {
+    /// The process's main stack: the VM_GROWSDOWN VMA ending at `top`.
+    Main { top: u64 },
+    /// `[base, base + size)`, guard `[base, base + guard)`.
+    Pthread { base: u64, size: u64, guard: u64 },
+    /// Reservation `[base, base + reserve)`, committed `[committed, base + reserve)`, guard
+    /// pages `[committed - guard_pages * 4096, committed)` (none once overflowed).
+    Reserved {
+        base: u64,
+        reserve: u64,
+        committed: u64,
+        guard_pages: u64,
+        overflowed: bool,
+    },
+}
+
+impl Stack {
+    /// Highest address + 1 of the stack (where it starts growing down from).
+    pub fn top(&self) -> u64 {
+        match *self {
+            Stack::Main { top } => top,
+            Stack::Pthread { base, size, .. } => base + size,
+            Stack::Reserved { base, reserve, .. } => base + reserve,
+        }
+    }
+}
+
+/// Why a thread stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThreadEnd {
+    Exited,
+    /// Its stack overflowed at `addr`.
+    StackOverflow {
+        addr: u64,
+    },
+    /// Its process was ended.
+    ProcessEnded(crate::ProcessEnd),
+}
+
+/// One thread.
+#[derive(Clone, Debug)]
+pub struct Thread {
+    pub tid: Tid,
+    pub pid: Pid,
+    pub stack: Stack,
+    /// Virtual address of its one-page kernel stack (kernel half, supervisor-only).
+    pub kernel_stack: u64,
+    /// `None` while running.
+    pub ended: Option<ThreadEnd>,
+}

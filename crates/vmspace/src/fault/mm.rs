@@ -1,0 +1,859 @@
+//! [`Mm`]: an address space (VMAs) with its page table kept in step, the fault entry point,
+//! fork and exit.
+//!
+//! Keeping page tables in sync: space operations record [`MmuEvent`]s at the points where
+//! they drop or move page contents (`space/mmu.rs`); every operation run through
+//! [`Mm::op`] applies them afterwards: `Zap` unmaps and releases frames (reference-count
+//! aware), `Move` moves entries (mremap), `Punch` evicts page cache pages. Protection
+//! changes re-derive entry rights over the range ([`Mm::mprotect`]). Why events rather than
+//! diffing VMAs before and after: a MAP_FIXED replacement or a DONTNEED leaves VMAs that
+//! look unchanged while their pages must go, and a diff cannot tell a mremap move from an
+//! unmap plus a new mapping; the events are emitted exactly where the space (and Linux)
+//! decides these things, including partial failures.
+
+use super::classify::{self, Access, Kind, VmaView};
+use super::{cow, demand_zero, pte, shared};
+use super::{FaultError, InternalError, ObjKey, Phys, RefFrames, Resolved, ANON, SHMEM};
+use crate::addr::{Frame, PhysAddr, VirtAddr, PAGE_SIZE};
+use crate::arch::{Arch, Entry, PageFlags};
+use crate::paging::{Flush, MapError, PageTable, Tlb, Translation};
+use crate::phys::PhysMem;
+use crate::space::mmu::MmuEvent;
+use crate::space::vma::flags::*;
+use crate::space::vma::Backing;
+use crate::space::{AddressSpace, Errno, SmapsEntry, SpaceConfig};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+/// Resident pages of an address space, split as Linux's RSS counters are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rss {
+    /// MM_ANONPAGES: private frames.
+    pub anon: u64,
+    /// MM_FILEPAGES: page cache pages of regular files.
+    pub file: u64,
+    /// MM_SHMEMPAGES: shared memory pages.
+    pub shmem: u64,
+}
+
+impl Rss {
+    /// All resident pages (the zero page is never counted).
+    pub fn total(&self) -> u64 {
+        self.anon + self.file + self.shmem
+    }
+}
+
+/// Resident and anonymous pages of one range (smaps `Rss`, `Anonymous`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VmaRss {
+    pub rss: u64,
+    pub anon: u64,
+}
+
+/// An address space of architecture `A` with its page table.
+#[derive(Debug)]
+pub struct Mm<A: Arch> {
+    pub(crate) space: AddressSpace,
+    pub(crate) pt: PageTable<A>,
+    pub(crate) rss: Rss,
+    /// Space-local shared anonymous object id -> machine-wide key.
+    shm: BTreeMap<u64, ObjKey>,
+    /// Objects punched by the last operations, for the other sharers (see [`Mm::take_punched`]).
+    punched: Vec<(ObjKey, u64, u64)>,
+}
+
+/// The end of `[addr, addr + len)` rounded up to a page, saturating at the last page.
+fn page_end(addr: u64, len: u64) -> u64 {
+    addr.saturating_add(len).saturating_add(PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+fn internal_map(e: MapError) -> FaultError {
+    FaultError::Internal(InternalError::Map(e))
+}
+
+impl<A: Arch> Mm<A> {
+    /// A new empty address space with configuration `cfg` and a fresh page table.
+    pub fn new<M: PhysMem, F: RefFrames>(
+        arch: A,
+        cfg: SpaceConfig,
+        phys: &mut Phys<M, F>,
+    ) -> Result<Self, MapError> {
+        Self::with_space(arch, AddressSpace::new(cfg), phys)
+    }
+
+    /// Adopts `space` (e.g. built from a snapshot) with no page mapped yet.
+    pub fn with_space<M: PhysMem, F: RefFrames>(
+        arch: A,
+        mut space: AddressSpace,
+        phys: &mut Phys<M, F>,
+    ) -> Result<Self, MapError> {
+        let pt = PageTable::new(arch, &mut phys.mem, &mut phys.frames)?;
+        space.set_mmu_log(true);
+        let _ = space.take_mmu_events();
+        Ok(Mm {
+            space,
+            pt,
+            rss: Rss::default(),
+            shm: BTreeMap::new(),
+            punched: Vec::new(),
+        })
+    }
+
+    /// The VMAs.
+    pub fn space(&self) -> &AddressSpace {
+        &self.space
+    }
+
+    /// The page table.
+    pub fn page_table(&self) -> &PageTable<A> {
+        &self.pt
+    }
+
+    /// Mutable page table, for kernel mappings outside the VMAs (kernel stacks). Pages
+    /// mapped here must hold one frame reference each; [`Mm::exit`] drops it.
+    pub fn page_table_mut(&mut self) -> &mut PageTable<A> {
+        &mut self.pt
+    }
+
+    /// Resident pages.
+    pub fn rss(&self) -> Rss {
+        self.rss
+    }
+
+    /// The machine-wide page cache key of a VMA object (`is_file`: a file id, else a
+    /// space-local shared anonymous object).
+    pub(crate) fn obj_key<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        obj: u64,
+        is_file: bool,
+    ) -> ObjKey {
+        if is_file {
+            return obj;
+        }
+        *self.shm.entry(obj).or_insert_with(|| phys.new_shm())
+    }
+
+    /// Resolves a user-mode fault of kind `access` at `addr`, as do_user_addr_fault does.
+    /// `Ok` means the access can be retried (and will succeed unless another fault follows,
+    /// e.g. an instruction fetch from a no-execute page now mapped).
+    pub fn fault<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        access: Access,
+    ) -> Result<Resolved, FaultError> {
+        let va = VirtAddr::new(addr);
+        // One walk decides everything: no table, an empty entry, or a present entry.
+        let leaf = match A::to_linear(va) {
+            Some(lin) => pte::find_leaf(&self.pt, &phys.mem, lin)
+                .map_err(|e| FaultError::Internal(InternalError::Phys(e)))?,
+            None => pte::Leaf::NoTable,
+        };
+        let t = match leaf {
+            pte::Leaf::At(entry, raw) => match A::decode(1, raw) {
+                Entry::Page {
+                    addr: frame, flags, ..
+                } => Some(Translation {
+                    page: va.align_down(PAGE_SIZE),
+                    frame,
+                    size: PAGE_SIZE,
+                    level: 1,
+                    flags,
+                    raw,
+                    entry,
+                }),
+                _ => None,
+            },
+            pte::Leaf::Large => {
+                return Err(internal_map(MapError::TableInTheWay(va)));
+            }
+            pte::Leaf::NoTable => None,
+        };
+        if let Some(t) = &t {
+            if pte::allows(t.flags, access, true, pte::has_nx::<A>()) {
+                return Ok(Resolved::Spurious);
+            }
+        }
+        let present = t.is_some_and(|t| t.flags.contains(PageFlags::USER));
+        let v = classify::classify(&mut self.space, addr, access, present)?;
+        let slot = match leaf {
+            pte::Leaf::At(entry, _) => Some(entry),
+            _ => None,
+        };
+        match t {
+            None => match v.kind {
+                Kind::Object { .. } => {
+                    shared::fault(self, phys, &v, addr, access == Access::Write, slot)
+                }
+                Kind::Anon | Kind::Special => {
+                    demand_zero::fault(self, phys, &v, addr, access == Access::Write, slot)
+                }
+            },
+            Some(t) if access == Access::Write => cow::fault(self, phys, tlb, &v, &t, addr),
+            Some(t) => cow::upgrade::<A, M, F>(phys, tlb, &v, &t, addr),
+        }
+    }
+
+    /// A user-mode byte access without a TLB: walks the page table, faults and retries.
+    /// Reads return `Some(byte)`, writes store `value` and return `None`.
+    pub fn touch<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        write: bool,
+        value: u8,
+    ) -> Result<Option<u8>, FaultError> {
+        let access = if write { Access::Write } else { Access::Read };
+        for _ in 0..4 {
+            if let Ok(t) = self.pt.translate(&phys.mem, VirtAddr::new(addr)) {
+                if pte::allows(t.flags, access, true, pte::has_nx::<A>()) {
+                    let pa = t.phys(VirtAddr::new(addr));
+                    let r = if write {
+                        phys.mem.write(pa, &[value]).map(|_| None)
+                    } else {
+                        let mut b = [0u8];
+                        phys.mem.read(pa, &mut b).map(|_| Some(b[0]))
+                    };
+                    return r.map_err(|e| FaultError::Internal(InternalError::Phys(e)));
+                }
+            }
+            self.fault(phys, tlb, addr, access)?;
+        }
+        Err(internal_map(MapError::AlreadyMapped(VirtAddr::new(addr))))
+    }
+
+    /// Runs a space operation, then brings the page table in line with what it did.
+    pub fn op<M: PhysMem, F: RefFrames, R>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        f: impl FnOnce(&mut AddressSpace) -> R,
+    ) -> R {
+        let r = f(&mut self.space);
+        self.sync(phys, tlb);
+        r
+    }
+
+    /// mmap (see [`AddressSpace::mmap`]); MAP_POPULATE / MAP_LOCKED pages are faulted in.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mmap<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        len: u64,
+        prot: u64,
+        flags: u64,
+        file: Option<crate::space::FileRef>,
+        off: u64,
+    ) -> Result<u64, Errno> {
+        use crate::space::abi::{MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE};
+        let a = self.op(phys, tlb, |s| s.mmap(addr, len, prot, flags, file, off))?;
+        let populate =
+            flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
+        if populate {
+            self.populate(phys, tlb, a, page_end(a, len));
+        }
+        Ok(a)
+    }
+
+    /// munmap.
+    pub fn munmap<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        len: u64,
+    ) -> Result<(), Errno> {
+        self.op(phys, tlb, |s| s.munmap(addr, len))
+    }
+
+    /// mprotect; entries in the range take the new rights (a private frame still shared
+    /// after fork stays read-only, so COW is never bypassed).
+    pub fn mprotect<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        len: u64,
+        prot: u64,
+    ) -> Result<(), Errno> {
+        let r = self.op(phys, tlb, |s| s.mprotect(addr, len, prot));
+        self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
+        r
+    }
+
+    /// mremap; pages move with their VMA.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mremap<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
+        self.op(phys, tlb, |s| {
+            s.mremap(addr, old_len, new_len, flags, new_addr)
+        })
+    }
+
+    /// brk; a shrink releases the pages above the new break.
+    pub fn brk<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        target: u64,
+    ) -> u64 {
+        self.op(phys, tlb, |s| s.brk(target))
+    }
+
+    /// madvise; DONTNEED/REMOVE/GUARD_INSTALL drop pages, POPULATE_READ/WRITE fault them in.
+    pub fn madvise<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        len: u64,
+        advice: i64,
+    ) -> Result<(), Errno> {
+        use crate::space::abi::{MADV_POPULATE_READ, MADV_POPULATE_WRITE};
+        let r = self.op(phys, tlb, |s| s.madvise(addr, len, advice));
+        // faultin_page_range: pages before a failure (EFAULT at a guard or beyond EOF) stay
+        // populated; the walk stops at the first fault that fails.
+        let populate = advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE;
+        if populate && matches!(r, Ok(()) | Err(Errno::EFAULT) | Err(Errno::ENOMEM)) {
+            let end = page_end(addr, len);
+            let write = Some(advice == MADV_POPULATE_WRITE);
+            self.populate_as(phys, tlb, addr, end, write, true);
+        }
+        r
+    }
+
+    /// mlock; the range is faulted in (unless MLOCK_ONFAULT).
+    pub fn mlock<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        len: u64,
+        flags: u64,
+    ) -> Result<(), Errno> {
+        let r = self.op(phys, tlb, |s| s.mlock(addr, len, flags));
+        if flags == 0 {
+            self.populate(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
+        }
+        r
+    }
+
+    /// __mm_populate: faults every page of `[start, end)` in, as a write in writable private
+    /// VMAs and a read elsewhere; VM_IO/VM_PFNMAP/VM_LOCKONFAULT and inaccessible VMAs are
+    /// skipped; faults that fail (a page beyond EOF, a guard) stop that VMA.
+    pub fn populate<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        start: u64,
+        end: u64,
+    ) {
+        self.populate_as(phys, tlb, start, end, None, false);
+    }
+
+    fn populate_as<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        start: u64,
+        end: u64,
+        write: Option<bool>,
+        stop_on_error: bool,
+    ) {
+        let mut cursor = start;
+        while cursor < end {
+            let (vs, ve, flags) = match self.space.find_vma_above(cursor) {
+                Some(v) if v.start < end => (v.start, v.end, v.flags),
+                _ => break,
+            };
+            let (s, e) = (cursor.max(vs), ve.min(end));
+            cursor = ve;
+            if flags & (VM_IO | VM_PFNMAP | VM_LOCKONFAULT) != 0 || flags & VM_ACCESS_FLAGS == 0 {
+                continue;
+            }
+            let w = write.unwrap_or(flags & (VM_WRITE | VM_SHARED) == VM_WRITE);
+            let access = if w { Access::Write } else { Access::Read };
+            let mut p = s;
+            while p < e {
+                if self.fault(phys, tlb, p, access).is_err() {
+                    if stop_on_error {
+                        return;
+                    }
+                    break;
+                }
+                p += PAGE_SIZE;
+            }
+        }
+    }
+
+    /// Applies the page-table events space operations recorded.
+    pub fn sync<M: PhysMem, F: RefFrames>(&mut self, phys: &mut Phys<M, F>, tlb: &mut dyn Tlb) {
+        let events = self.space.take_mmu_events();
+        if events.is_empty() {
+            return;
+        }
+        for e in events {
+            match e {
+                MmuEvent::Zap { start, end } => self.zap(phys, tlb, start, end, false),
+                MmuEvent::Move { old, new, len } => self.move_pages(phys, tlb, old, new, len),
+                MmuEvent::Punch { obj, first, count } => {
+                    let key = match self.shm.get(&obj) {
+                        Some(k) => *k,
+                        None if obj & crate::space::SHMEM_OBJ_BIT != 0 => continue,
+                        None => obj,
+                    };
+                    phys.evict(key, first, count);
+                    self.zap_object(phys, tlb, key, first, count);
+                    self.punched.push((key, first, count));
+                }
+            }
+        }
+        self.gc_shm(phys);
+    }
+
+    /// Objects punched (MADV_REMOVE) since the last call: a simulator with several address
+    /// spaces calls [`Mm::zap_object`] on each of the others.
+    pub fn take_punched(&mut self) -> Vec<(ObjKey, u64, u64)> {
+        core::mem::take(&mut self.punched)
+    }
+
+    /// Unmaps every page cache page `first..first + count` of `obj` this space maps (private
+    /// copies stay, as truncation keeps COWed pages).
+    pub fn zap_object<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        obj: ObjKey,
+        first: u64,
+        count: u64,
+    ) {
+        let mut ranges = Vec::new();
+        for v in self.space.vmas() {
+            let key = match v.backing {
+                Backing::File { id } => id,
+                Backing::Shmem { obj } => match self.shm.get(&obj) {
+                    Some(k) => *k,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            if key != obj {
+                continue;
+            }
+            let (lo, hi) = (v.pgoff, v.pgoff.saturating_add(v.pages()));
+            let (a, b) = (lo.max(first), hi.min(first.saturating_add(count)));
+            if a < b {
+                ranges.push((v.start + ((a - lo) << 12), v.start + ((b - lo) << 12)));
+            }
+        }
+        for (s, e) in ranges {
+            self.zap(phys, tlb, s, e, true);
+        }
+    }
+
+    /// The entries mapped in `[start, end)`.
+    fn mapped(&self, mem: &impl PhysMem, start: u64, end: u64) -> Vec<Translation> {
+        let mut v = Vec::new();
+        if end > start {
+            let _ = self
+                .pt
+                .translate_range(mem, VirtAddr::new(start), end - start, |t| {
+                    if t.size == PAGE_SIZE {
+                        v.push(t)
+                    }
+                });
+        }
+        v
+    }
+
+    fn uncount(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
+        if flags.contains(ANON) {
+            self.rss.anon = self.rss.anon.saturating_sub(1);
+        } else if flags.contains(SHMEM) {
+            self.rss.shmem = self.rss.shmem.saturating_sub(1);
+        } else if frame != zero {
+            self.rss.file = self.rss.file.saturating_sub(1);
+        }
+    }
+
+    fn count(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
+        if flags.contains(ANON) {
+            self.rss.anon += 1;
+        } else if flags.contains(SHMEM) {
+            self.rss.shmem += 1;
+        } else if frame != zero {
+            self.rss.file += 1;
+        }
+    }
+
+    /// Unmaps the pages of `[start, end)` (only page cache ones if `cache_only`) and drops
+    /// their frame references.
+    fn zap<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        start: u64,
+        end: u64,
+        cache_only: bool,
+    ) {
+        let pages = self.mapped(&phys.mem, start, end);
+        let zero = phys.zero_page();
+        let mut flush = Flush::Nothing;
+        for t in pages {
+            if cache_only && (t.flags.contains(ANON) || Frame::containing(t.frame) == zero) {
+                continue;
+            }
+            if let Ok((_, f)) = self
+                .pt
+                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
+            {
+                flush = flush.merge(f);
+                let frame = Frame::containing(t.frame);
+                self.uncount(t.flags, frame, zero);
+                let _ = phys.release(frame);
+            }
+        }
+        flush.flush(tlb);
+    }
+
+    /// Moves the entries of `[old, old + len)` to `[new, new + len)`. A page that cannot be
+    /// mapped at the destination for want of a table frame is dropped (its data is lost,
+    /// its frame returned).
+    fn move_pages<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        old: u64,
+        new: u64,
+        len: u64,
+    ) {
+        let pages = self.mapped(&phys.mem, old, old.saturating_add(len));
+        let zero = phys.zero_page();
+        let mut flush = Flush::Nothing;
+        for t in &pages {
+            if let Ok((_, f)) = self
+                .pt
+                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
+            {
+                flush = flush.merge(f);
+            }
+        }
+        flush.flush(tlb);
+        for t in pages {
+            let to = VirtAddr::new(t.page.as_u64() - old + new);
+            let r = self.pt.map(
+                &mut phys.mem,
+                &mut phys.frames,
+                to,
+                t.frame,
+                PAGE_SIZE,
+                t.flags,
+            );
+            if r.is_err() {
+                let frame = Frame::containing(t.frame);
+                self.uncount(t.flags, frame, zero);
+                let _ = phys.release(frame);
+            }
+        }
+    }
+
+    /// Gives every entry in `[start, end)` the rights its VMA implies now; entries without a
+    /// VMA go. A private frame becomes writable only if no one else maps it.
+    fn reprotect<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        start: u64,
+        end: u64,
+    ) {
+        let pages = self.mapped(&phys.mem, start, end);
+        let zero = phys.zero_page();
+        let mut flush = Flush::Nothing;
+        for t in pages {
+            let va = t.page.as_u64();
+            let frame = Frame::containing(t.frame);
+            let vflags = match self.space.find_vma(va) {
+                Some(v) => v.flags,
+                None => {
+                    if let Ok((_, f)) =
+                        self.pt
+                            .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
+                    {
+                        flush = flush.merge(f);
+                        self.uncount(t.flags, frame, zero);
+                        let _ = phys.release(frame);
+                    }
+                    continue;
+                }
+            };
+            let kind = pte::kind_bits(t.flags);
+            let writable = vflags & VM_SHARED != 0
+                || (kind.contains(ANON) && phys.frames.ref_count(frame) == Ok(1));
+            let want = pte::user_flags(vflags, writable, kind);
+            if want != (t.flags - PageFlags::DIRTY) | (want & PageFlags::DIRTY) {
+                if let Ok(f) = self.pt.protect(&mut phys.mem, t.page, PAGE_SIZE, want) {
+                    flush = flush.merge(f);
+                }
+            }
+        }
+        flush.flush(tlb);
+    }
+
+    /// Forgets shared anonymous objects no VMA refers to any more.
+    fn gc_shm<M: PhysMem, F: RefFrames>(&mut self, phys: &mut Phys<M, F>) {
+        if self.shm.is_empty() {
+            return;
+        }
+        let live: alloc::collections::BTreeSet<u64> = self
+            .space
+            .vmas()
+            .filter_map(|v| match v.backing {
+                Backing::Shmem { obj } => Some(obj),
+                _ => None,
+            })
+            .collect();
+        let dead: Vec<u64> = self
+            .shm
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        for k in dead {
+            if let Some(key) = self.shm.remove(&k) {
+                phys.shm_put(key);
+            }
+        }
+    }
+
+    /// fork: a copy of this space whose private pages are shared copy-on-write (both entries
+    /// read-only, one more reference per frame), shared mappings stay shared (their pages
+    /// are found again through the page cache), VM_DONTCOPY VMAs are left out and
+    /// VM_WIPEONFORK ones start empty. Entries are copied only for VMAs with an anon_vma, as
+    /// Linux's vma_needs_copy decides. If memory runs out half way, everything the child
+    /// got is released and no reference is left behind; the parent's entries may stay
+    /// read-only (its next write reuses the frame, A4).
+    pub fn fork<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+    ) -> Result<Mm<A>, FaultError> {
+        // (start, end, flags, has anon_vma, shared anonymous object)
+        type Row = (u64, u64, u64, bool, Option<u64>);
+        let vmas: Vec<Row> = self
+            .space
+            .vmas()
+            .map(|v| {
+                let shm = match v.backing {
+                    Backing::Shmem { obj } => Some(obj),
+                    _ => None,
+                };
+                (v.start, v.end, v.flags, v.anon_vma.is_some(), shm)
+            })
+            .collect();
+        for &(_, _, _, _, shm) in &vmas {
+            if let Some(obj) = shm {
+                self.obj_key(phys, obj, false);
+            }
+        }
+        let space = self.space.dup_for_fork();
+        let pt = PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
+            .map_err(|e| super::map_err_at(e, 0))?;
+        let mut child = Mm {
+            space,
+            pt,
+            rss: Rss::default(),
+            shm: self.shm.clone(),
+            punched: Vec::new(),
+        };
+        for k in child.shm.values() {
+            phys.shm_get(*k);
+        }
+        let zero = phys.zero_page();
+        for &(s, e, f, anon, _) in &vmas {
+            if f & (VM_DONTCOPY | VM_WIPEONFORK) != 0 || !anon || f & VM_SHARED != 0 {
+                continue;
+            }
+            for t in self.mapped(&phys.mem, s, e) {
+                let frame = Frame::containing(t.frame);
+                let cow = t.flags - PageFlags::WRITABLE - PageFlags::DIRTY;
+                if frame != zero {
+                    if let Err(e) = phys.frames.inc_ref(frame) {
+                        child.exit(phys);
+                        return Err(FaultError::Internal(InternalError::Phys(e)));
+                    }
+                }
+                if let Err(e) = child.pt.map(
+                    &mut phys.mem,
+                    &mut phys.frames,
+                    t.page,
+                    t.frame,
+                    PAGE_SIZE,
+                    cow,
+                ) {
+                    let _ = phys.release(frame);
+                    child.exit(phys);
+                    return Err(super::map_err_at(e, t.page.as_u64()));
+                }
+                child.count(t.flags, frame, zero);
+                if t.flags.contains(PageFlags::WRITABLE) {
+                    let _ = self.pt.protect(&mut phys.mem, t.page, PAGE_SIZE, cow);
+                }
+            }
+        }
+        tlb.invalidate_all();
+        Ok(child)
+    }
+
+    /// Process exit: unmaps everything (kernel mappings in this table included), drops every
+    /// frame reference and frees every table.
+    pub fn exit<M: PhysMem, F: RefFrames>(self, phys: &mut Phys<M, F>) {
+        let mut frames: Vec<PhysAddr> = Vec::new();
+        let _ = self
+            .pt
+            .destroy(&mut phys.mem, &mut phys.frames, |_, pa, _| frames.push(pa));
+        for pa in frames {
+            let _ = phys.release(Frame::containing(pa));
+        }
+        for k in self.shm.values() {
+            phys.shm_put(*k);
+        }
+    }
+
+    /// Resident and anonymous pages in `[start, end)` (smaps `Rss` / `Anonymous`; the zero
+    /// page is not resident, as vm_normal_page skips it).
+    pub fn range_rss(&self, mem: &impl PhysMem, zero: Frame, start: u64, end: u64) -> VmaRss {
+        let mut r = VmaRss::default();
+        for t in self.mapped(mem, start, end) {
+            if Frame::containing(t.frame) == zero {
+                continue;
+            }
+            r.rss += 1;
+            if t.flags.contains(ANON) {
+                r.anon += 1;
+            }
+        }
+        r
+    }
+
+    /// smaps entries with `rss_kb`/`anon_kb` (and `locked_kb`) from the page table.
+    pub fn smaps<M: PhysMem, F: RefFrames>(&self, phys: &Phys<M, F>) -> Vec<SmapsEntry> {
+        let mut out = self.space.smaps();
+        for e in &mut out {
+            let r = self.range_rss(&phys.mem, phys.zero_page(), e.start, e.end);
+            e.rss_kb = r.rss * 4;
+            e.anon_kb = r.anon * 4;
+            let locked = self
+                .space
+                .find_vma(e.start)
+                .is_some_and(|v| v.flags & VM_LOCKED != 0);
+            e.locked_kb = if locked { e.rss_kb } else { 0 };
+        }
+        out
+    }
+
+    /// Every user page mapped, as `(page, frame, flags)`, in address order.
+    pub fn user_pages(&self, mem: &impl PhysMem) -> Vec<(u64, Frame, PageFlags)> {
+        let top = self.space.layout().task_size;
+        self.mapped(mem, 0, top)
+            .into_iter()
+            .map(|t| (t.page.as_u64(), Frame::containing(t.frame), t.flags))
+            .collect()
+    }
+
+    /// Checks that every mapped user page lies in a VMA whose rights it does not exceed,
+    /// and that the RSS counters equal the pages mapped.
+    pub fn check<M: PhysMem, F: RefFrames>(
+        &self,
+        phys: &Phys<M, F>,
+    ) -> Result<(), alloc::string::String> {
+        let zero = phys.zero_page();
+        let mut rss = Rss::default();
+        for (va, frame, flags) in self.user_pages(&phys.mem) {
+            let v = self
+                .space
+                .find_vma(va)
+                .ok_or_else(|| alloc::format!("page {va:#x} mapped outside any VMA"))?;
+            if flags.contains(PageFlags::WRITABLE) && v.flags & VM_WRITE == 0 {
+                return Err(alloc::format!("page {va:#x} writable in a read-only VMA"));
+            }
+            if flags.contains(PageFlags::WRITABLE) && frame == zero {
+                return Err(alloc::format!("zero page writable at {va:#x}"));
+            }
+            if flags.contains(ANON) {
+                rss.anon += 1;
+                if flags.contains(PageFlags::WRITABLE)
+                    && v.flags & VM_SHARED == 0
+                    && phys.frames.ref_count(frame) != Ok(1)
+                {
+                    return Err(alloc::format!("shared private frame writable at {va:#x}"));
+                }
+            } else if flags.contains(SHMEM) {
+                rss.shmem += 1;
+            } else if frame != zero {
+                rss.file += 1;
+            }
+        }
+        if rss != self.rss {
+            return Err(alloc::format!("rss {:?} but pages say {:?}", self.rss, rss));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a VMA view is private anonymous memory.
+pub fn is_private_anon(v: &VmaView) -> bool {
+    matches!(v.kind, Kind::Anon) && v.flags & VM_SHARED == 0
+}
+
+impl AddressSpace {
+    /// The child's space after fork (dup_mmap): every VMA but VM_DONTCOPY ones; a VMA with
+    /// an anon_vma gets a chained one (G6: it no longer merges with fresh neighbours nor
+    /// lends them its anon_vma); VM_WIPEONFORK VMAs start empty, without an anon_vma. Page
+    /// contents are not the space's business here (the page tables carry them).
+    pub fn dup_for_fork(&self) -> AddressSpace {
+        let mut child = self.clone();
+        let _ = child.take_mmu_events();
+        let rows: Vec<(u64, u64, u64, bool)> = child
+            .vmas()
+            .map(|v| (v.start, v.end, v.flags, v.anon_vma.is_some()))
+            .collect();
+        let dontcopy: Vec<u64> = rows
+            .iter()
+            .filter(|r| r.2 & VM_DONTCOPY != 0)
+            .map(|r| r.0)
+            .collect();
+        child.remove_vmas(&dontcopy);
+        for &(start, end, flags, anon) in &rows {
+            if flags & VM_DONTCOPY != 0 {
+                continue;
+            }
+            let wipe = flags & VM_WIPEONFORK != 0;
+            child.tree.update(start, |v| {
+                if wipe {
+                    v.anon_vma = None;
+                    v.forked = false;
+                } else if anon {
+                    v.forked = true;
+                }
+            });
+            if wipe {
+                child.mem.drop_private(start, end);
+            }
+        }
+        let _ = child.take_mmu_events();
+        child
+    }
+}

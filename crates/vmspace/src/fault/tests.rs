@@ -1,0 +1,787 @@
+//! Fault handler tests: demand-zero, COW suite, fork rollback, no leaks under a failing
+//! allocator, invariants (refcount = mappings, RSS = present pages, free + used = RAM).
+
+use super::*;
+use crate::addr::{FrameRange, PhysAddr, VirtAddr};
+use crate::arch::{I386, X86_64};
+use crate::paging::NoTlb;
+use crate::phys::{EmulatedRam, OwnedBuddyAllocator};
+use crate::space::abi::*;
+use crate::space::{FaultCode, SpaceConfig, TaskKind};
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+
+/// A frame allocator that fails every allocation once `budget` reaches 0.
+pub(crate) struct Flaky {
+    pub inner: OwnedBuddyAllocator,
+    pub budget: Option<u64>,
+}
+
+impl crate::phys::FrameAllocator for Flaky {
+    fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
+        if let Some(b) = &mut self.budget {
+            if *b == 0 {
+                return Err(PhysError::OutOfMemory { order });
+            }
+            *b -= 1;
+        }
+        self.inner.allocate(order)
+    }
+    fn deallocate(&mut self, frame: Frame, order: u8) -> Result<(), PhysError> {
+        self.inner.deallocate(frame, order)
+    }
+}
+
+impl RefFrames for Flaky {
+    fn inc_ref(&mut self, f: Frame) -> Result<u32, PhysError> {
+        self.inner.inc_ref(f)
+    }
+    fn put(&mut self, f: Frame) -> Result<bool, PhysError> {
+        RefFrames::put(&mut self.inner, f)
+    }
+    fn ref_count(&self, f: Frame) -> Result<u32, PhysError> {
+        self.inner.ref_count(f)
+    }
+    fn free_frames(&self) -> u64 {
+        self.inner.stats().free_frames
+    }
+}
+
+type P = Phys<EmulatedRam, Flaky>;
+
+const RAM: u64 = 8 << 20;
+const RW: u64 = PROT_READ | PROT_WRITE;
+const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+
+pub(crate) fn phys(ram: u64) -> P {
+    let base = PhysAddr::new(0);
+    let mut mem = EmulatedRam::new(base, ram).unwrap();
+    // Fill RAM with garbage so that a frame handed out unzeroed would show.
+    for i in 0..ram / 4096 {
+        mem.frame_mut(Frame::from_number(i).unwrap())
+            .unwrap()
+            .fill(0xa5);
+    }
+    let all = FrameRange::new(Frame::from_number(0).unwrap(), ram / 4096).unwrap();
+    let inner = OwnedBuddyAllocator::new_owned(&[all], &[]).unwrap();
+    Phys::new(
+        mem,
+        Flaky {
+            inner,
+            budget: None,
+        },
+    )
+    .unwrap()
+}
+
+fn mm64(p: &mut P) -> Mm<X86_64> {
+    Mm::new(X86_64, SpaceConfig::linux_default(TaskKind::X86_64), p).unwrap()
+}
+
+/// Every frame's reference count equals its mappings (plus one for the page cache), RSS
+/// equals present pages, and allocated frames = zero page + tables + mapped/cached frames.
+pub(crate) fn check_all<A: crate::arch::Arch>(p: &P, mms: &[&Mm<A>]) {
+    let zero = p.zero_page();
+    let mut refs: BTreeMap<Frame, u32> = BTreeMap::new();
+    let mut tables = 0;
+    for mm in mms {
+        mm.check(p).unwrap();
+        tables += mm.page_table().table_pages();
+        for (_, f, _) in mm.user_pages(&p.mem) {
+            if f != zero {
+                *refs.entry(f).or_default() += 1;
+            }
+        }
+    }
+    for (_, _, f) in p.cache_entries() {
+        *refs.entry(f).or_default() += 1;
+    }
+    for (f, n) in &refs {
+        assert_eq!(p.frames.ref_count(*f), Ok(*n), "refcount of {f:?}");
+    }
+    let st = p.frames.inner.stats();
+    assert_eq!(
+        st.allocated_frames,
+        1 + tables + refs.len() as u64,
+        "frames in use"
+    );
+    assert_eq!(st.free_frames + st.allocated_frames, RAM / 4096);
+    p.frames.inner.check_invariants().unwrap();
+}
+
+#[test]
+fn a2_read_maps_zero_page_a3_write_allocates_zeroed() {
+    let mut p = phys(RAM);
+    let mut mm = mm64(&mut p);
+    let t = &mut NoTlb;
+    let a = mm.mmap(&mut p, t, 0, 0x3000, RW, PA, None, 0).unwrap();
+    assert_eq!(mm.touch(&mut p, t, a + 5, false, 0), Ok(Some(0)));
+    assert_eq!(mm.rss().total(), 0, "zero page is not resident");
+    let tr = mm.page_table().translate(&p.mem, VirtAddr::new(a)).unwrap();
+    assert_eq!(Frame::containing(tr.frame), p.zero_page());
+    assert!(!tr.flags.contains(PageFlags::WRITABLE));
+    assert!(mm.space().find_vma(a).unwrap().anon_vma.is_none());
+    // Write to the zero page: COW of the zero page (A4).
+    assert_eq!(mm.fault(&mut p, t, a, Access::Write), Ok(Resolved::CowZero));
+    assert_eq!(mm.touch(&mut p, t, a + 1, false, 0), Ok(Some(0)));
+    assert_eq!(
+        mm.fault(&mut p, t, a + 0x1000, Access::Write),
+        Ok(Resolved::DemandZero)
+    );
+    // Isolation: fresh frames are zero whatever RAM held (0xa5).
+    for off in (0..0x2000).step_by(0x123) {
+        assert_eq!(mm.touch(&mut p, t, a + off, false, 0), Ok(Some(0)));
+    }
+    mm.touch(&mut p, t, a + 0x1010, true, 7).unwrap();
+    assert_eq!(mm.touch(&mut p, t, a + 0x1010, false, 0), Ok(Some(7)));
+    assert_eq!(mm.rss().anon, 2);
+    assert!(mm.space().find_vma(a).unwrap().anon_vma.is_some());
+    check_all(&p, &[&mm]);
+}
+
+#[test]
+fn f1_f3_classification() {
+    let mut p = phys(RAM);
+    let mut mm = mm64(&mut p);
+    let t = &mut NoTlb;
+    let a = mm.mmap(&mut p, t, 0, 0x3000, RW, PA, None, 0).unwrap();
+    let code = |r: Result<Resolved, FaultError>| match r {
+        Err(FaultError::Signal(f)) => Some(f.code),
+        _ => None,
+    };
+    assert_eq!(
+        code(mm.fault(&mut p, t, a + 0x3000, Access::Read)),
+        Some(FaultCode::SegvMaperr)
+    );
+    mm.mprotect(&mut p, t, a, 0x1000, PROT_READ).unwrap();
+    assert_eq!(
+        code(mm.fault(&mut p, t, a, Access::Write)),
+        Some(FaultCode::SegvAccerr)
+    );
+    mm.mprotect(&mut p, t, a + 0x1000, 0x1000, PROT_NONE)
+        .unwrap();
+    assert_eq!(
+        code(mm.fault(&mut p, t, a + 0x1000, Access::Read)),
+        Some(FaultCode::SegvAccerr)
+    );
+    // Fetch from a readable, non-exec VMA: the page is mapped (not present -> read fault),
+    // then the retried fetch hits NX -> ACCERR.
+    assert!(mm.fault(&mut p, t, a + 0x2000, Access::Fetch).is_ok());
+    assert_eq!(
+        code(mm.fault(&mut p, t, a + 0x2000, Access::Fetch)),
+        Some(FaultCode::SegvAccerr)
+    );
+    // PROT_NONE keeps written pages resident but inaccessible; access returns after RW.
+    mm.touch(&mut p, t, a + 0x2000, true, 3).unwrap();
+    mm.mprotect(&mut p, t, a + 0x2000, 0x1000, PROT_NONE)
+        .unwrap();
+    assert!(mm.touch(&mut p, t, a + 0x2000, false, 0).is_err());
+    assert_eq!(mm.rss().anon, 1);
+    mm.mprotect(&mut p, t, a + 0x2000, 0x1000, PROT_READ)
+        .unwrap();
+    assert_eq!(mm.touch(&mut p, t, a + 0x2000, false, 0), Ok(Some(3)));
+    // Kernel half: MAPERR for user mode.
+    assert_eq!(
+        code(mm.fault(&mut p, t, 0xffff_8000_0000_0000, Access::Read)),
+        Some(FaultCode::SegvMaperr)
+    );
+    check_all(&p, &[&mm]);
+}
+
+#[test]
+fn sigbus_beyond_eof_of_shared_object() {
+    let mut p = phys(RAM);
+    let mut mm = mm64(&mut p);
+    let t = &mut NoTlb;
+    let a = mm
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x3000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS,
+            None,
+            0,
+        )
+        .unwrap();
+    mm.touch(&mut p, t, a + 0x2fff, true, 1).unwrap();
+    // Shrink the object's mapping then grow it back: pages beyond the object SIGBUS.
+    let b = mm.mremap(&mut p, t, a, 0x3000, 0x1000, 0, 0).unwrap();
+    assert_eq!(b, a);
+    let c = mm
+        .mremap(&mut p, t, a, 0x1000, 0x5000, MREMAP_MAYMOVE, 0)
+        .unwrap();
+    match mm.fault(&mut p, t, c + 0x4000, Access::Read) {
+        Err(FaultError::Signal(f)) => assert_eq!(f.code, FaultCode::BusAdrerr),
+        r => panic!("{r:?}"),
+    }
+    check_all(&p, &[&mm]);
+}
+
+#[test]
+fn shared_mapping_stays_shared_across_fork() {
+    let mut p = phys(RAM);
+    let mut mm = mm64(&mut p);
+    let t = &mut NoTlb;
+    let s = mm
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS,
+            None,
+            0,
+        )
+        .unwrap();
+    mm.touch(&mut p, t, s, true, 1).unwrap();
+    let mut child = mm.fork(&mut p, t).unwrap();
+    child.touch(&mut p, t, s + 1, true, 2).unwrap();
+    assert_eq!(mm.touch(&mut p, t, s + 1, false, 0), Ok(Some(2)));
+    assert_eq!(child.touch(&mut p, t, s, false, 0), Ok(Some(1)));
+    mm.touch(&mut p, t, s + 0x1000, true, 9).unwrap();
+    assert_eq!(child.touch(&mut p, t, s + 0x1000, false, 0), Ok(Some(9)));
+    check_all(&p, &[&mm, &child]);
+    child.exit(&mut p);
+    mm.exit(&mut p);
+    assert_eq!(
+        p.frames.inner.stats().allocated_frames,
+        1,
+        "only the zero page"
+    );
+}
+
+#[test]
+fn cow_chained_fork_parent_child_grandchild() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let x = a.mmap(&mut p, t, 0, 0x4000, RW, PA, None, 0).unwrap();
+    for i in 0..4 {
+        a.touch(&mut p, t, x + i * 0x1000, true, 10 + i as u8)
+            .unwrap();
+    }
+    let mut b = a.fork(&mut p, t).unwrap();
+    let mut c = b.fork(&mut p, t).unwrap();
+    check_all(&p, &[&a, &b, &c]);
+    let f0 = a
+        .page_table()
+        .translate(&p.mem, VirtAddr::new(x))
+        .unwrap()
+        .frame;
+    assert_eq!(p.frames.ref_count(Frame::containing(f0)), Ok(3));
+    // Each writes its own page 0; every other view is unchanged.
+    assert_eq!(c.fault(&mut p, t, x, Access::Write), Ok(Resolved::CowCopy));
+    c.touch(&mut p, t, x, true, 30).unwrap();
+    b.touch(&mut p, t, x, true, 20).unwrap();
+    // a is now the last sharer: reuse, no copy (A4).
+    assert_eq!(a.fault(&mut p, t, x, Access::Write), Ok(Resolved::CowReuse));
+    a.touch(&mut p, t, x, true, 11).unwrap();
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(11)));
+    assert_eq!(b.touch(&mut p, t, x, false, 0), Ok(Some(20)));
+    assert_eq!(c.touch(&mut p, t, x, false, 0), Ok(Some(30)));
+    // Pages nobody wrote are still shared three ways.
+    for m in [&a, &b, &c] {
+        let tr = m
+            .page_table()
+            .translate(&p.mem, VirtAddr::new(x + 0x3000))
+            .unwrap();
+        assert!(!tr.flags.contains(PageFlags::WRITABLE));
+        assert_eq!(p.frames.ref_count(Frame::containing(tr.frame)), Ok(3));
+    }
+    check_all(&p, &[&a, &b, &c]);
+    b.exit(&mut p);
+    c.exit(&mut p);
+    check_all(&p, &[&a]);
+    a.exit(&mut p);
+    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+}
+
+#[test]
+fn cow_mprotect_rw_on_shared_frame_does_not_bypass_cow() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let x = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, x, true, 5).unwrap();
+    let mut b = a.fork(&mut p, t).unwrap();
+    a.mprotect(&mut p, t, x, 0x1000, PROT_READ).unwrap();
+    a.mprotect(&mut p, t, x, 0x1000, RW).unwrap();
+    let tr = a.page_table().translate(&p.mem, VirtAddr::new(x)).unwrap();
+    assert!(
+        !tr.flags.contains(PageFlags::WRITABLE),
+        "shared frame made writable"
+    );
+    a.touch(&mut p, t, x, true, 6).unwrap();
+    assert_eq!(b.touch(&mut p, t, x, false, 0), Ok(Some(5)));
+    // b is now the only user: mprotect RW may make it writable directly.
+    b.mprotect(&mut p, t, x, 0x1000, PROT_READ).unwrap();
+    b.mprotect(&mut p, t, x, 0x1000, RW).unwrap();
+    check_all(&p, &[&a, &b]);
+}
+
+#[test]
+fn cow_written_after_fork_never_faults_twice() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let n = 16u64;
+    let x = a.mmap(&mut p, t, 0, n * 0x1000, RW, PA, None, 0).unwrap();
+    for i in 0..n {
+        a.touch(&mut p, t, x + i * 0x1000, true, 1).unwrap();
+    }
+    let mut b = a.fork(&mut p, t).unwrap();
+    for m in [&mut a, &mut b] {
+        for i in 0..n {
+            let va = x + i * 0x1000;
+            let r = m.fault(&mut p, t, va, Access::Write).unwrap();
+            assert!(matches!(r, Resolved::CowCopy | Resolved::CowReuse));
+            // A second write fault on the same page finds it writable.
+            assert_eq!(
+                m.fault(&mut p, t, va, Access::Write),
+                Ok(Resolved::Spurious)
+            );
+            m.touch(&mut p, t, va + 8, true, 2).unwrap();
+        }
+    }
+    check_all(&p, &[&a, &b]);
+}
+
+#[test]
+fn cow_failed_fork_leaves_no_frame_reference() {
+    for budget in 0..12 {
+        let mut p = phys(RAM);
+        let mut a = mm64(&mut p);
+        let t = &mut NoTlb;
+        // Two far-apart regions so the child needs several tables.
+        let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+        let y = a
+            .mmap(&mut p, t, 0x1000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        for v in [x, x + 0x1000, y, y + 0x1000] {
+            a.touch(&mut p, t, v, true, 4).unwrap();
+        }
+        let before = p.frames.inner.stats();
+        p.frames.budget = Some(budget);
+        let r = a.fork(&mut p, t);
+        p.frames.budget = None;
+        match r {
+            Ok(c) => {
+                check_all(&p, &[&a, &c]);
+                c.exit(&mut p);
+            }
+            Err(e) => assert!(matches!(e, FaultError::OutOfMemory { .. }), "{e:?}"),
+        }
+        assert_eq!(p.frames.inner.stats(), before, "budget {budget}");
+        check_all(&p, &[&a]);
+        for v in [x, y] {
+            a.touch(&mut p, t, v, true, 5).unwrap();
+        }
+        check_all(&p, &[&a]);
+    }
+}
+
+#[test]
+fn out_of_memory_in_every_fault_path_leaks_nothing() {
+    // Each scenario is replayed with allocation budgets 0, 1, 2, … until it completes;
+    // whenever a fault runs out of memory, the frames in use must be what they were.
+    type Step = fn(&mut Mm<X86_64>, &mut P, u64) -> Result<Resolved, FaultError>;
+    // `exact`: a single fault that allocates nothing it may keep on failure (a page cache
+    // page created for a shared object belongs to the object and stays).
+    let steps: [(Step, bool); 5] = [
+        (|m, p, x| m.fault(p, &mut NoTlb, x, Access::Write), true),
+        (|m, p, x| m.fault(p, &mut NoTlb, x, Access::Read), true),
+        (
+            |m, p, x| {
+                m.fault(p, &mut NoTlb, x, Access::Read)?;
+                m.fault(p, &mut NoTlb, x, Access::Write)
+            },
+            false,
+        ),
+        (
+            |m, p, x| m.fault(p, &mut NoTlb, x + 0x4000, Access::Write),
+            true,
+        ),
+        (
+            |m, p, x| m.fault(p, &mut NoTlb, x + 0x8000, Access::Read),
+            false,
+        ),
+    ];
+    for (step, exact) in steps {
+        for budget in 0..8 {
+            let mut p = phys(RAM);
+            let mut a = mm64(&mut p);
+            let t = &mut NoTlb;
+            let x = a.mmap(&mut p, t, 0, 0x4000, RW, PA, None, 0).unwrap();
+            a.mmap(&mut p, t, x + 0x4000, 0x4000, RW, PA | MAP_FIXED, None, 0)
+                .unwrap();
+            a.mmap(
+                &mut p,
+                t,
+                x + 0x8000,
+                0x2000,
+                RW,
+                MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
+                None,
+                0,
+            )
+            .unwrap();
+            let mut b = a.fork(&mut p, t).unwrap();
+            b.touch(&mut p, t, x + 0x4000, true, 1).unwrap();
+            let mut c = b.fork(&mut p, t).unwrap();
+            let before = p.frames.inner.stats();
+            p.frames.budget = Some(budget);
+            let r = step(&mut c, &mut p, x);
+            p.frames.budget = None;
+            if let Err(e) = r {
+                assert!(matches!(e, FaultError::OutOfMemory { .. }), "{e:?}");
+                if exact {
+                    assert_eq!(p.frames.inner.stats(), before);
+                }
+            }
+            check_all(&p, &[&a, &b, &c]);
+            for m in [a, b, c] {
+                m.exit(&mut p);
+            }
+            assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+        }
+    }
+}
+
+#[test]
+fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let x = a.mmap(&mut p, t, 0, 0x8000, RW, PA, None, 0).unwrap();
+    for i in 0..8 {
+        a.touch(&mut p, t, x + i * 0x1000, true, i as u8 + 1)
+            .unwrap();
+    }
+    a.munmap(&mut p, t, x + 0x7000, 0x1000).unwrap();
+    assert_eq!(a.rss().anon, 7);
+    a.madvise(&mut p, t, x, 0x1000, MADV_DONTNEED).unwrap();
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(0)));
+    assert_eq!(a.rss().anon, 6);
+    // mremap move: contents follow.
+    let y = a
+        .mremap(&mut p, t, x + 0x1000, 0x2000, 0x10000, MREMAP_MAYMOVE, 0)
+        .unwrap();
+    assert_ne!(y, x + 0x1000);
+    assert_eq!(a.touch(&mut p, t, y + 0x1000, false, 0), Ok(Some(3)));
+    assert!(a.touch(&mut p, t, x + 0x1000, false, 0).is_err());
+    // MAP_FIXED over written pages: fresh zeros.
+    a.mmap(&mut p, t, x + 0x3000, 0x1000, RW, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    assert_eq!(a.touch(&mut p, t, x + 0x3000, false, 0), Ok(Some(0)));
+    assert_eq!(a.touch(&mut p, t, x + 0x4000, false, 0), Ok(Some(5)));
+    check_all(&p, &[&a]);
+    // brk shrink releases pages.
+    a.op(&mut p, t, |s| s.set_brk(0x60_0000, 0x60_0000));
+    a.brk(&mut p, t, 0x60_4000);
+    a.touch(&mut p, t, 0x60_3000, true, 1).unwrap();
+    let before = a.rss().anon;
+    a.brk(&mut p, t, 0x60_1000);
+    assert_eq!(a.rss().anon, before - 1);
+    check_all(&p, &[&a]);
+    a.exit(&mut p);
+    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+}
+
+#[test]
+fn stack_grows_within_rlimit_and_guard_gap() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let top = 0x7fff_ffff_f000u64;
+    a.mmap(
+        &mut p,
+        t,
+        top - 0x21000,
+        0x21000,
+        RW,
+        PA | MAP_FIXED | MAP_GROWSDOWN,
+        None,
+        0,
+    )
+    .unwrap();
+    // S3: beyond 8 MiB -> MAPERR; within -> grows and maps.
+    assert!(matches!(
+        a.fault(&mut p, t, top - (9 << 20), Access::Write),
+        Err(FaultError::Signal(f)) if f.code == FaultCode::SegvMaperr
+    ));
+    assert_eq!(
+        a.fault(&mut p, t, top - (7 << 20), Access::Write),
+        Ok(Resolved::DemandZero)
+    );
+    assert_eq!(a.space().find_vma(top - 1).unwrap().start, top - (7 << 20));
+    check_all(&p, &[&a]);
+}
+
+#[test]
+fn i386_fork_and_cow() {
+    let mut p = phys(RAM);
+    let t = &mut NoTlb;
+    let mut a: Mm<I386> = Mm::new(
+        I386::new(),
+        SpaceConfig::linux_default(TaskKind::I386Native),
+        &mut p,
+    )
+    .unwrap();
+    let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, x, true, 1).unwrap();
+    let mut b = a.fork(&mut p, t).unwrap();
+    b.touch(&mut p, t, x, true, 2).unwrap();
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(1)));
+    check_all(&p, &[&a, &b]);
+    let v: Vec<_> = b.user_pages(&p.mem);
+    assert_eq!(v.len(), 1);
+    a.exit(&mut p);
+    b.exit(&mut p);
+    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn access() -> impl Strategy<Value = Access> {
+        prop_oneof![Just(Access::Read), Just(Access::Write), Just(Access::Fetch)]
+    }
+
+    fn addr() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            0u64..0x2_0000,
+            0x7fff_f000_0000u64..0x8000_0000_1000,
+            0xffff_7fff_ffff_f000u64..=u64::MAX,
+            any::<u64>(),
+            0x7fff_ff00_0000u64..0x7fff_ffff_f000,
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Any address, any access: the handler never panics, agrees with the space's own
+        /// touch on the signal (F1–F3, S1–S4, 6.4), and leaves every invariant intact.
+        #[test]
+        fn any_fault_is_classified_like_touch(
+            faults in prop::collection::vec((addr(), access()), 1..40),
+            i386 in any::<bool>(),
+        ) {
+            let mut p = phys(RAM);
+            let t = &mut NoTlb;
+            if i386 {
+                let cfg = SpaceConfig::linux_default(TaskKind::I386Native);
+                let mut mm: Mm<I386> = Mm::new(I386::new(), cfg, &mut p).unwrap();
+                run(&mut mm, &mut p, t, &faults)?;
+            } else {
+                let mut mm = mm64(&mut p);
+                run(&mut mm, &mut p, t, &faults)?;
+            }
+        }
+    }
+
+    fn run<A: crate::arch::Arch>(
+        mm: &mut Mm<A>,
+        p: &mut P,
+        t: &mut NoTlb,
+        faults: &[(u64, Access)],
+    ) -> Result<(), TestCaseError> {
+        let top = mm.space().layout().stack_top;
+        mm.mmap(
+            p,
+            t,
+            top - 0x21000,
+            0x21000,
+            RW,
+            PA | MAP_FIXED | MAP_GROWSDOWN,
+            None,
+            0,
+        )
+        .unwrap();
+        mm.mmap(p, t, 0x1_0000, 0x4000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        mm.mmap(p, t, 0x1_4000, 0x4000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        mm.mmap(p, t, 0x1_8000, 0x2000, PROT_NONE, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        let mut oracle = mm.space().clone();
+        for &(a, acc) in faults {
+            let r = mm.fault(p, t, a, acc);
+            let want = oracle.touch(a, acc == Access::Write, 0);
+            match r {
+                Err(FaultError::Signal(f)) => {
+                    if acc != Access::Fetch {
+                        prop_assert_eq!(Err(f), want, "{:#x} {:?}", a, acc);
+                    }
+                }
+                Ok(_) => {
+                    if acc != Access::Fetch {
+                        prop_assert!(want.is_ok(), "{:#x} {:?}: {:?}", a, acc, want);
+                    }
+                }
+                Err(e) => prop_assert!(false, "{:#x}: {:?}", a, e),
+            }
+            // Stack growth happens in both.
+            let v1: Vec<_> = mm.space().vmas().map(|v| (v.start, v.end)).collect();
+            let v2: Vec<_> = oracle.vmas().map(|v| (v.start, v.end)).collect();
+            prop_assert_eq!(v1, v2);
+            check_all(p, &[&*mm]);
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn populate_paths_fault_pages_in_like_linux() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    // MAP_POPULATE of writable private memory: write faults, resident.
+    let x = a
+        .mmap(&mut p, t, 0, 0x4000, RW, PA | MAP_POPULATE, None, 0)
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), x, x + 0x4000).anon, 4);
+    // Read-only private: read faults map the zero page, nothing resident.
+    let y = a
+        .mmap(&mut p, t, 0, 0x4000, PROT_READ, PA | MAP_POPULATE, None, 0)
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), y, y + 0x4000).rss, 0);
+    assert_eq!(a.user_pages(&p.mem).len(), 8);
+    // MAP_POPULATE | MAP_NONBLOCK populates nothing.
+    let z = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            PA | MAP_POPULATE | MAP_NONBLOCK,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 0);
+    // mlock faults in; MLOCK_ONFAULT does not.
+    a.mlock(&mut p, t, z, 0x1000, 0).unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
+    a.mlock(&mut p, t, z + 0x1000, 0x1000, 1).unwrap();
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
+    // Shared anonymous memory populates through the page cache (a read fault allocates).
+    let s = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.rss().shmem, 2);
+    let r = a.range_rss(&p.mem, p.zero_page(), s, s + 0x2000);
+    assert_eq!((r.rss, r.anon), (2, 0));
+    check_all(&p, &[&a]);
+}
+
+#[test]
+fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let s = a
+        .mmap(
+            &mut p,
+            t,
+            0,
+            0x2000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS,
+            None,
+            0,
+        )
+        .unwrap();
+    a.touch(&mut p, t, s, true, 5).unwrap();
+    a.madvise(&mut p, t, s, 0x2000, MADV_DONTNEED).unwrap();
+    assert_eq!(a.rss().shmem, 0);
+    assert_eq!(a.touch(&mut p, t, s, false, 0), Ok(Some(5)));
+    // A COW-shared range moved by mremap stays COW-shared.
+    let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, x, true, 1).unwrap();
+    let mut b = a.fork(&mut p, t).unwrap();
+    let y = b
+        .mremap(&mut p, t, x, 0x2000, 0x20000, MREMAP_MAYMOVE, 0)
+        .unwrap();
+    assert_ne!(x, y);
+    check_all(&p, &[&a, &b]);
+    b.touch(&mut p, t, y, true, 2).unwrap();
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(1)));
+    assert_eq!(b.touch(&mut p, t, y, false, 0), Ok(Some(2)));
+    // MREMAP_DONTUNMAP: the pages go, the source stays mapped and reads zero.
+    let z = a
+        .mremap(
+            &mut p,
+            t,
+            x,
+            0x2000,
+            0x2000,
+            MREMAP_MAYMOVE | MREMAP_DONTUNMAP,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.touch(&mut p, t, z, false, 0), Ok(Some(1)));
+    assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(0)));
+    check_all(&p, &[&a, &b]);
+    // WIPEONFORK: the child starts with zeros; DONTFORK: the child has no such VMA.
+    let w = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, w, true, 3).unwrap();
+    a.madvise(&mut p, t, w, 0x1000, MADV_WIPEONFORK).unwrap();
+    let d = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    a.touch(&mut p, t, d, true, 4).unwrap();
+    a.madvise(&mut p, t, d, 0x1000, MADV_DONTFORK).unwrap();
+    let mut c = a.fork(&mut p, t).unwrap();
+    assert_eq!(c.touch(&mut p, t, w, false, 0), Ok(Some(0)));
+    assert!(c.touch(&mut p, t, d, false, 0).is_err());
+    assert_eq!(a.touch(&mut p, t, w, false, 0), Ok(Some(3)));
+    check_all(&p, &[&a, &b, &c]);
+}
+
+#[test]
+fn private_file_pages_share_the_cache_until_written() {
+    use crate::space::FileRef;
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let f = FileRef {
+        id: 7,
+        size: 0x3000,
+        name: "/memfd:f (deleted)".into(),
+        dev: (0, 1),
+        inode: 7,
+        writable: true,
+        shmem: true,
+    };
+    let sh = a
+        .mmap(&mut p, t, 0, 0x3000, RW, MAP_SHARED, Some(f.clone()), 0)
+        .unwrap();
+    let pr = a
+        .mmap(&mut p, t, 0, 0x3000, RW, MAP_PRIVATE, Some(f), 0)
+        .unwrap();
+    a.touch(&mut p, t, sh + 1, true, 9).unwrap();
+    assert_eq!(a.touch(&mut p, t, pr + 1, false, 0), Ok(Some(9)));
+    // The private view follows the file until it writes (FileCopy), then keeps its copy.
+    assert_eq!(
+        a.fault(&mut p, t, pr, Access::Write),
+        Ok(Resolved::FileCopy)
+    );
+    a.touch(&mut p, t, sh + 1, true, 10).unwrap();
+    assert_eq!(a.touch(&mut p, t, pr + 1, false, 0), Ok(Some(9)));
+    let r = a.range_rss(&p.mem, p.zero_page(), pr, pr + 0x3000);
+    assert_eq!((r.rss, r.anon), (1, 1));
+    check_all(&p, &[&a]);
+}
