@@ -208,11 +208,20 @@ proptest! {
     #[test]
     fn invariants_and_merging_after_every_op(ops in proptest::collection::vec(op(false), 1..60)) {
         let mut s = fresh();
+        let mut merged_expected = true;
         for o in &ops {
             apply(&mut s, o);
             s.check_invariants().map_err(|e| TestCaseError::fail(format!("{e} after {o:?}")))?;
+            // MREMAP_DONTUNMAP clears VM_LOCKED* on the source without a merge attempt, so
+            // Linux 6.18 leaves a formerly locked source next to an equal unlocked neighbour
+            // (traces/X-dontunmap-nomerge.jsonl); such pairs may outlive later ops.
+            if matches!(o, Op::Mremap { flags, .. } if flags & MREMAP_DONTUNMAP != 0) {
+                merged_expected = false;
+            }
             // Without mseal, growsdown or map-count pressure Linux leaves nothing mergeable.
-            s.check_merged().map_err(|e| TestCaseError::fail(format!("{e} after {o:?}")))?;
+            if merged_expected {
+                s.check_merged().map_err(|e| TestCaseError::fail(format!("{e} after {o:?}")))?;
+            }
         }
     }
 }
