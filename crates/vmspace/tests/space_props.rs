@@ -166,7 +166,8 @@ fn apply(s: &mut AddressSpace, op: &Op) -> Applied {
             let r = s.mremap(at(page), old * 4096, new * 4096, flags, at(to + 70));
             // X7: dontunmap_complete() clears VM_LOCKED* on the source in place
             // (vm_flags_clear, mm/mremap.c) without a merge attempt, so Linux itself may leave
-            // the source's pieces, or the source and a neighbour, mergeable but apart.
+            // the source's pieces, or the source and a neighbour, mergeable but apart
+            // (checked on the kernel: traces/X-dontunmap-nomerge.jsonl).
             if r.is_ok() && flags & MREMAP_DONTUNMAP != 0 {
                 return Applied::MayLeaveMergeable;
             }
