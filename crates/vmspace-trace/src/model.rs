@@ -143,8 +143,15 @@ pub fn start_space(doc: &ResultDoc) -> Result<AddressSpace, String> {
         brk: doc.brk0.0,
         start_stack: st("start_stack"),
     };
-    AddressSpace::from_snapshot(config, &vmas, &stat)
-        .map_err(|e| format!("cannot build the model from the before state: {}", e.name()))
+    let mut space = AddressSpace::from_snapshot(config, &vmas, &stat)
+        .map_err(|e| format!("cannot build the model from the before state: {}", e.name()))?;
+    // smaps `Anonymous: 0 kB` on a private VMA: never written, so no anon_vma (G-before-anon).
+    for s in doc.before_smaps.iter().flatten() {
+        if s.anon_kb.0 == 0 && s.perms.ends_with('p') {
+            space.mark_never_written(s.start.0);
+        }
+    }
+    Ok(space)
 }
 
 /// The model behind the runner's [`Executor`] interface.

@@ -142,6 +142,9 @@ impl AddressSpace {
                     return Ok(e);
                 }
                 self.mem.zap_private(s, e);
+                // A zap covering a whole 2 MiB block clears its PMD (a collapsed THP) or, with
+                // CONFIG_PT_RECLAIM, frees its emptied PTE table.
+                self.mem.reclaim_tables(s, e);
                 return Ok(e);
             }
             MADV_COLLAPSE => {

@@ -174,6 +174,26 @@ impl AddressSpace {
         }
         Ok(s)
     }
+
+    /// Snapshot evidence that the private VMA starting at `start` was never written (smaps
+    /// `Anonymous: 0 kB`): it gets no anon_vma, so it merges and moves like a fresh mapping
+    /// (G6–G8, G14; an unfaulted source of a move takes pgoff = new_addr >> 12). Returns
+    /// whether such a VMA existed; VMAs holding pages in the model are left alone.
+    pub fn mark_never_written(&mut self, start: u64) -> bool {
+        let has_pages = match self.tree.containing(start) {
+            Some(v) if v.start == start && !v.is_special_mapping() => {
+                self.mem.private_pages_in(v.start, v.end) > 0
+            }
+            _ => return false,
+        };
+        if has_pages {
+            return false;
+        }
+        self.tree.update(start, |v| {
+            v.anon_vma = None;
+            v.forked = false;
+        })
+    }
 }
 
 #[cfg(test)]
@@ -245,6 +265,23 @@ mod tests {
         // The stack grows (S4).
         assert_eq!(s.touch(0x7fff_fffd_d000, true, 1), Ok(None));
         assert!(s.find_vma(0x7fff_fffd_d000).is_some());
+    }
+
+    #[test]
+    fn never_written_snapshot_vma_merges_like_a_fresh_one() {
+        // An unwritten .bss-like VMA (smaps Anonymous: 0 kB) next to a new mapping: without
+        // an anon_vma a fresh neighbour with continuous pgoff merges (G6-G8).
+        let vmas = [line(0x40_0000, 0x40_2000, b"rw-p", 0, "")];
+        let stat = ProcStat::default();
+        let cfg = SpaceConfig::linux_default(TaskKind::X86_64);
+        let mut s = AddressSpace::from_snapshot(cfg, &vmas, &stat).unwrap();
+        assert!(s.find_vma(0x40_0000).unwrap().anon_vma.is_some());
+        assert!(s.mark_never_written(0x40_0000));
+        assert!(!s.mark_never_written(0x40_1000));
+        assert!(s.find_vma(0x40_0000).unwrap().anon_vma.is_none());
+        s.touch(0x40_0000, true, 1).unwrap();
+        // Written now: the evidence no longer applies.
+        assert!(!s.mark_never_written(0x40_0000));
     }
 
     #[test]

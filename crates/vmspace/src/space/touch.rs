@@ -162,6 +162,18 @@ impl Memory {
         }
     }
 
+    /// MADV_DONTNEED over `[start, end)`: blocks wholly inside lose their table unless a
+    /// guard marker (a non-none entry the zap keeps) holds it.
+    pub(crate) fn reclaim_tables(&mut self, start: u64, end: u64) {
+        let mut b = start.div_ceil(PMD_SIZE) * PMD_SIZE;
+        while b.checked_add(PMD_SIZE).is_some_and(|x| x <= end) {
+            if self.guards.range(b..b + PMD_SIZE).next().is_none() {
+                self.tables.remove(&b);
+            }
+            b += PMD_SIZE;
+        }
+    }
+
     /// Whether the 2 MiB block at `base` has a page table.
     pub(crate) fn has_table(&self, base: u64) -> bool {
         self.tables.contains(&base)

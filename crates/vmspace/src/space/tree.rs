@@ -18,11 +18,16 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 /// Most entries in a node.
+#[cfg(not(test))]
 pub const B: usize = 32;
+/// Unit tests use narrow nodes so that even small spaces exercise splits, merges and
+/// redistribution across several levels (the integration tests run the real width).
+#[cfg(test)]
+pub const B: usize = 6;
 /// Fewest entries in a node other than the root.
-pub const MIN: usize = B / 2 - 2;
+pub const MIN: usize = B / 2 - 1;
 /// Deepest possible tree: MIN^(MAX_DEPTH-1) far exceeds any map count.
-const MAX_DEPTH: usize = 16;
+const MAX_DEPTH: usize = 24;
 const NIL: u32 = u32::MAX;
 
 /// One node. In a leaf, entry `i` is a VMA (`ptr` = its slab slot); in an inner node, entry `i`
