@@ -237,7 +237,8 @@ impl<A: Arch> Mm<A> {
         r
     }
 
-    /// mmap (see [`AddressSpace::mmap`]); MAP_POPULATE / MAP_LOCKED pages are faulted in.
+    /// mmap (see [`AddressSpace::mmap`]); MAP_POPULATE / MAP_LOCKED pages are faulted in
+    /// where the space populates them (`MmuEvent::Populate`).
     #[allow(clippy::too_many_arguments)]
     pub fn mmap<M: PhysMem, F: RefFrames>(
         &mut self,
@@ -250,14 +251,7 @@ impl<A: Arch> Mm<A> {
         file: Option<crate::space::FileRef>,
         off: u64,
     ) -> Result<u64, Errno> {
-        use crate::space::abi::{MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE};
-        let a = self.op(phys, tlb, |s| s.mmap(addr, len, prot, flags, file, off))?;
-        let populate =
-            flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
-        if populate {
-            self.populate(phys, tlb, a, page_end(a, len));
-        }
-        Ok(a)
+        self.op(phys, tlb, |s| s.mmap(addr, len, prot, flags, file, off))
     }
 
     /// munmap.
@@ -272,7 +266,9 @@ impl<A: Arch> Mm<A> {
     }
 
     /// mprotect; entries in the range take the new rights (a private frame still shared
-    /// after fork stays read-only, so COW is never bypassed).
+    /// after fork stays read-only, so COW is never bypassed). With PROT_GROWSDOWN (or
+    /// PROT_GROWSUP) the change reaches down to the start (up to the end) of the VMA holding
+    /// `addr` (R-rules of mprotect), so those pages are re-derived as well.
     pub fn mprotect<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -281,8 +277,21 @@ impl<A: Arch> Mm<A> {
         len: u64,
         prot: u64,
     ) -> Result<(), Errno> {
+        use crate::space::abi::{PROT_GROWSDOWN, PROT_GROWSUP};
+        let mut start = addr & !(PAGE_SIZE - 1);
+        let mut end = page_end(addr, len);
+        if prot & (PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+            if let Some(v) = self.space.find_vma(start) {
+                if prot & PROT_GROWSDOWN != 0 {
+                    start = start.min(v.start);
+                }
+                if prot & PROT_GROWSUP != 0 {
+                    end = end.max(v.end);
+                }
+            }
+        }
         let r = self.op(phys, tlb, |s| s.mprotect(addr, len, prot));
-        self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
+        self.reprotect(phys, tlb, start, end);
         r
     }
 
@@ -335,7 +344,8 @@ impl<A: Arch> Mm<A> {
         r
     }
 
-    /// mlock; the range is faulted in (unless MLOCK_ONFAULT).
+    /// mlock; the range is faulted in where the space populates it (not after a failure to
+    /// apply the flags, not in VM_LOCKONFAULT VMAs).
     pub fn mlock<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -344,11 +354,7 @@ impl<A: Arch> Mm<A> {
         len: u64,
         flags: u64,
     ) -> Result<(), Errno> {
-        let r = self.op(phys, tlb, |s| s.mlock(addr, len, flags));
-        if flags == 0 {
-            self.populate(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
-        }
-        r
+        self.op(phys, tlb, |s| s.mlock(addr, len, flags))
     }
 
     /// __mm_populate: faults every page of `[start, end)` in, as a write in writable private
@@ -409,6 +415,15 @@ impl<A: Arch> Mm<A> {
             match e {
                 MmuEvent::Zap { start, end } => self.zap(phys, tlb, start, end, false),
                 MmuEvent::Move { old, new, len } => self.move_pages(phys, tlb, old, new, len),
+                MmuEvent::Populate { start, end, write } => {
+                    // The space decided the range (VMA kinds, EOF, guards); a fault that
+                    // still fails (out of memory) ends this range, as GUP would.
+                    let access = if write { Access::Write } else { Access::Read };
+                    let mut p = start;
+                    while p < end && self.fault(phys, tlb, p, access).is_ok() {
+                        p += PAGE_SIZE;
+                    }
+                }
                 MmuEvent::Punch { obj, first, count } => {
                     let key = match self.shm.get(&obj) {
                         Some(k) => *k,
