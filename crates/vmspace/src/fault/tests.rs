@@ -785,3 +785,75 @@ fn private_file_pages_share_the_cache_until_written() {
     assert_eq!((r.rss, r.anon), (1, 1));
     check_all(&p, &[&a]);
 }
+
+/// do_fault_around: a read fault on a shared-memory page also maps the object's pages that
+/// are already cached within the 16-page aligned window (clamped to the VMA); a write fault
+/// does not; guard regions and present entries are left alone.
+#[test]
+fn read_fault_maps_cached_pages_around() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    // 32 pages of shared memory at a 64 KiB-aligned address, filled through itself.
+    let s = a
+        .mmap(
+            &mut p,
+            t,
+            0x4000_0000,
+            0x20000,
+            RW,
+            MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
+            None,
+            0,
+        )
+        .unwrap();
+    for i in [1u64, 3, 17, 20] {
+        a.touch(&mut p, t, s + i * 0x1000, true, i as u8).unwrap();
+    }
+    // Drop the mappings (the pages stay in the object's cache), then read page 2: pages 1
+    // and 3 come back with it, 17 and 20 lie in the next window.
+    a.madvise(&mut p, t, s, 0x20000, MADV_DONTNEED).unwrap();
+    assert_eq!(a.rss().shmem, 0);
+    assert_eq!(a.touch(&mut p, t, s + 0x2000, false, 0), Ok(Some(0)));
+    let r = a.range_rss(&p.mem, p.zero_page(), s, s + 0x20000);
+    assert_eq!((r.rss, r.anon), (3, 0));
+    assert_eq!(a.rss().shmem, 3);
+    // A write fault maps only its page.
+    a.touch(&mut p, t, s + 0x13000, true, 9).unwrap();
+    assert_eq!(a.rss().shmem, 4);
+    check_all(&p, &[&a]);
+    // The next window: reading page 17 maps 20 as well (19, written, is present already).
+    assert_eq!(a.touch(&mut p, t, s + 0x11000, false, 0), Ok(Some(17)));
+    assert_eq!(a.rss().shmem, 6);
+    check_all(&p, &[&a]);
+}
+
+/// do_mremap populates the grown part of an mlocked VMA (in place and moved).
+#[test]
+fn mremap_of_locked_memory_populates_the_growth() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let x = a
+        .mmap(
+            &mut p,
+            t,
+            0x4000_0000,
+            0x2000,
+            RW,
+            PA | MAP_FIXED | MAP_LOCKED,
+            None,
+            0,
+        )
+        .unwrap();
+    assert_eq!(a.rss().anon, 2);
+    a.mremap(&mut p, t, x, 0x2000, 0x5000, 0, 0).unwrap();
+    assert_eq!(a.rss().anon, 5);
+    // Unlocked memory grows without being populated.
+    let y = a
+        .mmap(&mut p, t, 0x5000_0000, 0x1000, RW, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    a.mremap(&mut p, t, y, 0x1000, 0x3000, 0, 0).unwrap();
+    assert_eq!(a.rss().anon, 5);
+    check_all(&p, &[&a]);
+}
