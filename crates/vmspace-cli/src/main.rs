@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod gen_trace;
+mod layout;
 mod ptdump;
 mod replay;
 
@@ -38,6 +39,14 @@ enum Command {
     ///
     /// Example: `vmspace gen-trace --seed 7 --ops 150 > t.jsonl`.
     GenTrace(gen_trace::GenTraceArgs),
+    /// Print (and draw) the layout of a fresh static program's address space.
+    ///
+    /// Text, data/bss, heap, mmap area, stack and kernel to scale, where each can grow and
+    /// where they collide, and for both layouts the largest heap (brk until refused, B5) and
+    /// the largest single mmap. Example: `vmspace layout --arch i386 --layout legacy
+    /// --svg i386.svg` (`--arch i386` is a 32-bit task on a 64-bit kernel; add `--native`
+    /// for a native i386 kernel's 3G/1G split).
+    Layout(layout::LayoutArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +59,7 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::GenTrace(args) => gen_trace::run(args),
+        Command::Layout(args) => layout::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -80,6 +80,7 @@ pub fn class_of(size: usize) -> Option<usize> {
 
 /// The class for a request of `size <= SMALL_MAX` bytes (alignment at most 8).
 #[inline(always)]
+#[cfg_attr(not(feature = "std"), allow(dead_code))]
 pub(crate) fn class_of_small(size: usize) -> usize {
     debug_assert!(size <= SMALL_MAX);
     // (size + 7) >> 3 <= SMALL_MAX / 8: inside the table.

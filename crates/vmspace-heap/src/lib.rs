@@ -5,7 +5,8 @@
 //! - [`ChunkHeap`]: boundary tags, immediate coalescing, exact and sorted bins, a selectable
 //!   [`FitPolicy`], a top chunk grown and trimmed through a [`BrkSource`].
 //! - Sources ([`source`]): a fixed arena (a kernel's early heap) and, with `std`, the host's
-//!   `mmap`. An address space of the `vmspace` crate plugs in through the same traits.
+//!   `mmap`; with `space`, a simulated `vmspace` address space ([`space`]): segments and
+//!   the break become its mappings, the bytes live in a host mirror of its user range.
 //! - Adapters: `GlobalAlloc` on both heaps, and `allocator_api2::alloc::Allocator` on
 //!   references to them ([`adapter`]).
 //!
@@ -22,9 +23,12 @@ pub mod adapter;
 pub mod chunk;
 pub mod class;
 mod error;
+mod registry;
 mod segment;
 pub mod size_class;
 pub mod source;
+#[cfg(feature = "space")]
+pub mod space;
 mod stats;
 #[cfg(feature = "std")]
 mod thread_cache;

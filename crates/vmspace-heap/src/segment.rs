@@ -2,16 +2,37 @@
 //!
 //! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
 //! header says which heap owns the segment (a cookie mixing the segment's address with the
-//! heap's key), which class it serves, and keeps one allocated bit per block so a
-//! double free or a pointer into the middle of a block is caught before it corrupts a list.
-//! A small segment's blocks start at [`DATA_OFFSET`] (one page), so block sizes that are
-//! multiples of an alignment up to the page size give aligned blocks.
+//! heap's key), which class it serves, and keeps one allocated bit per block (set while the
+//! block is out of the segment's free list: live, or on its owner's lookaside or remote
+//! list). The hot paths do not touch it: a free block's first word is an encoded link,
+//! which a live block's first word does not look like ([`looks_linked`]), and only a free
+//! whose block looks linked takes the exact check on the bit and lists. A pointer into the
+//! middle of a block is caught by the block-start test.
+//! A small segment's blocks start right after the header, rounded up to the largest power of
+//! two (at most a page) dividing the block size ([`data_offset`]), so block sizes that are
+//! multiples of an alignment up to the page size give aligned blocks, and classes that need
+//! no page alignment do not lose the rest of the header page.
 
 use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
 
-/// Offset of the first block in a small segment.
+/// Room reserved for the header: the largest offset of a small segment's first block, and
+/// the start of a meta segment's payload.
 pub(crate) const DATA_OFFSET: usize = PAGE_SIZE;
+
+/// End of the segment header.
+pub(crate) const HEADER_END: usize = core::mem::size_of::<Segment>();
+
+/// Offset of the first block of a small segment with blocks of `block_size` bytes: the
+/// header's end rounded up to the largest power of two dividing the block size (capped at
+/// a page), so every block is aligned to that power.
+pub(crate) const fn data_offset(block_size: usize) -> usize {
+    let mut a = block_size & block_size.wrapping_neg();
+    if a > PAGE_SIZE || a == 0 {
+        a = PAGE_SIZE;
+    }
+    (HEADER_END + a - 1) & !(a - 1)
+}
 /// Number of 64-bit words of one block bitmap (enough for 8-byte blocks).
 const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
 
@@ -60,7 +81,8 @@ pub(crate) struct Hot {
     pub limit: u32,
     pub kind: Kind,
     pub class: u8,
-    _pad: u16,
+    /// Offset of the first block ([`data_offset`] of the block size).
+    pub data: u16,
 }
 
 /// Offset of the first of the 16 possible hot lines.
@@ -95,10 +117,9 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Room for the 16 possible hot lines.
     _hot_lines: [Hot; 16],
-    /// Per 64 blocks, a pair of bits words: `[allocated, remote-freed]`. The allocated
-    /// bit is set at the start of each allocated block and written by the owner only (relaxed
-    /// loads and stores: plain moves); the remote bit is set by a remote free until the owner
-    /// collects the block. The pair shares a cache line.
+    /// One allocated bit per block: set while the block is out of the segment's free list
+    /// (live, on the owner's lookaside list, or on the remote list until the owner collects
+    /// it). Written by the owner only (relaxed loads and stores: plain moves).
     pub bits: Bits,
 }
 
@@ -106,7 +127,7 @@ const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
 /// The block bitmaps, cache-line aligned.
 #[repr(C, align(64))]
-pub(crate) struct Bits(pub [[AtomicU64; 2]; BITMAP_WORDS]);
+pub(crate) struct Bits(pub [AtomicU64; BITMAP_WORDS]);
 
 impl Segment {
     /// The allocated-bits word `w`.
@@ -114,14 +135,7 @@ impl Segment {
     pub fn abits(&self, w: usize) -> &AtomicU64 {
         // SAFETY: callers pass w < BITMAP_WORDS (a block index of a pointer inside the
         // segment, shifted by 6).
-        unsafe { &self.bits.0.get_unchecked(w)[0] }
-    }
-
-    /// The remote-freed bits word `w`.
-    #[inline(always)]
-    pub fn rbits(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: as `abits`.
-        unsafe { &self.bits.0.get_unchecked(w)[1] }
+        unsafe { self.bits.0.get_unchecked(w) }
     }
 }
 
@@ -140,21 +154,25 @@ pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
 /// `seg` must be a formatted small segment and `p` a block start inside it.
 #[inline(always)]
 pub(crate) unsafe fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
-    let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
     // SAFETY: reading the hot line of a valid segment (caller).
-    let c = unsafe { (*hot(seg)).div_c };
+    let (data, c) = unsafe { ((*hot(seg)).data as usize, (*hot(seg)).div_c) };
+    let off = (p as usize).wrapping_sub(seg as usize + data) as u64;
     let idx = ((off as u128 * c as u128) >> 64) as usize;
     (idx >> 6, 1u64 << (idx & 63))
 }
 
-/// Encodes a free-list link (identity unless the `secure` feature is on).
+/// Encodes a free-list link: xor with the key (rotated too with the `secure` feature).
+///
+/// Keys are never canonical addresses ([`make_key`]), so an encoded link decodes to an
+/// aligned canonical address (or 0) while what programs store in the first word of their
+/// blocks — zero, small numbers, pointers, text — does not: [`looks_linked`] tells free
+/// blocks from live ones without any per-block state.
 #[inline(always)]
 pub(crate) fn encode(p: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         (p ^ key).rotate_left(17)
     } else {
-        let _ = key;
-        p
+        p ^ key
     }
 }
 
@@ -164,14 +182,35 @@ pub(crate) fn decode(v: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         v.rotate_right(17) ^ key
     } else {
-        let _ = key;
-        v
+        v ^ key
     }
 }
 
-/// The per-segment encoding key: the heap key mixed with the segment address.
+/// Whether the word `w` at a block start decodes under `key` to something a free-list link
+/// holds: 0 or an 8-byte aligned canonical address (bits 63..47 all equal). A live block's
+/// first word passes only if it happens to hold such a value xor the (random) key.
+#[inline(always)]
+pub(crate) fn looks_linked(w: usize, key: usize) -> bool {
+    let d = decode(w, key) as u64;
+    d & 7 == 0 && (((d as i64) >> 47).wrapping_add(1) as u64) <= 1
+}
+
+/// A key from random bits: odd and never a canonical address (bit 63 set, bit 62 clear),
+/// so a cleared first word (0) never [`looks_linked`].
+pub(crate) fn make_key(bits: usize) -> usize {
+    let k = (bits as u64 | 1 | 1 << 63) & !(1 << 62);
+    k as usize
+}
+
+/// The key a segment's free and remote lists are encoded with: the heap key, mixed with the
+/// segment address under the `secure` feature.
 pub(crate) fn segment_key(heap_key: usize, seg: usize) -> usize {
-    mix(heap_key ^ seg)
+    if cfg!(feature = "secure") {
+        make_key(mix(heap_key ^ seg))
+    } else {
+        let _ = seg;
+        heap_key
+    }
 }
 
 /// A 64-bit finalizer (splitmix64) used to derive keys.
@@ -216,7 +255,9 @@ impl Segment {
     pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
         // SAFETY: the caller owns the segment; blocks lie inside it.
         unsafe {
-            let cap = (SEGMENT_SIZE - DATA_OFFSET) / block_size;
+            let data = data_offset(block_size);
+            let cap = (SEGMENT_SIZE - data) / block_size;
+            (*hot(seg)).data = data as u16;
             (*hot(seg)).class = class as u8;
             (*hot(seg)).block_size = block_size;
             (*seg).capacity = cap;
@@ -226,7 +267,7 @@ impl Segment {
             (*seg).full = false;
             (*hot(seg)).slow_at = 0;
             let key = (*seg).key;
-            let first = seg as usize + DATA_OFFSET;
+            let first = seg as usize + data;
             let mut next = 0usize;
             let mut i = cap;
             while i > 0 {
@@ -247,14 +288,14 @@ impl Segment {
     pub unsafe fn is_block(seg: *mut Segment, p: *const u8) -> bool {
         // SAFETY: reading the first header line.
         unsafe {
-            let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET);
+            let off = (p as usize).wrapping_sub(seg as usize + (*hot(seg)).data as usize);
             off < (*hot(seg)).limit as usize
                 && (off as u64).wrapping_mul((*hot(seg)).div_c) < (*hot(seg)).div_c
         }
     }
 
-    /// Whether the block at `p` is allocated: its allocated bit is set and no remote free
-    /// is pending for it.
+    /// Whether the block at `p` is out of its segment's free list: allocated, on the owner's
+    /// lookaside list or on the remote list (callers tell those apart by [`looks_linked`]).
     ///
     /// # Safety
     /// `p` must be a block start of the valid small segment `seg`.
@@ -263,78 +304,37 @@ impl Segment {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
         // SAFETY: p is a block of seg.
-        unsafe {
-            (*seg).abits(w).load(Relaxed) & bit != 0 && (*seg).rbits(w).load(Relaxed) & bit == 0
-        }
+        unsafe { (*seg).abits(w).load(Relaxed) & bit != 0 }
     }
 
-    /// Marks the live block at `p` free (by its owner); `false` if it already was. The state
-    /// lives in the header, not in the block: a free need not wait for the block's (cold)
-    /// cache line, it only writes it.
+    /// Clears the allocated bit of the block at `p`, which goes back on its segment's free
+    /// list (from the owner's lookaside list).
     ///
     /// # Safety
-    /// As [`is_live`](Self::is_live); only the segment's owner may call it.
+    /// `p` must be a block start of the valid small segment `seg`; only its owner may call it.
     #[inline(always)]
-    pub unsafe fn mark_free(seg: *mut Segment, p: *const u8) -> bool {
+    pub unsafe fn mark_returned(seg: *mut Segment, p: *const u8) {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as is_live; the allocated bits are written by the owner only.
+        // SAFETY: the allocated bits are written by the owner only.
         unsafe {
             let a = (*seg).abits(w);
-            let bits = a.load(Relaxed);
-            if bits & bit == 0 || (*seg).rbits(w).load(Relaxed) & bit != 0 {
-                return false;
-            }
-            a.store(bits & !bit, Relaxed);
-            true
-        }
-    }
-
-    /// Marks the free block at `p` of class `c` allocated (by its owner), without reading
-    /// the segment's hot line (the divisor constant comes from the class).
-    ///
-    /// # Safety
-    /// As [`mark_free`](Self::mark_free); `c` must be the segment's class.
-    #[inline(always)]
-    pub unsafe fn mark_live_class(seg: *mut Segment, p: *const u8, c: usize) {
-        let off = (p as usize).wrapping_sub(seg as usize + DATA_OFFSET) as u64;
-        // SAFETY: c < CLASSES (caller).
-        let dc = unsafe { *crate::class::DIV_C.get_unchecked(c) };
-        let idx = ((off as u128 * dc as u128) >> 64) as usize;
-        // SAFETY: as mark_free.
-        unsafe {
-            let a = (*seg).abits(idx >> 6);
-            a.store(a.load(Relaxed) | 1u64 << (idx & 63), Relaxed);
+            a.store(a.load(Relaxed) & !bit, Relaxed);
         }
     }
 
     /// Marks the free block at `p` allocated (by its owner).
     ///
     /// # Safety
-    /// As [`mark_free`](Self::mark_free).
+    /// As [`mark_returned`](Self::mark_returned).
     #[inline(always)]
     pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
         // SAFETY: p is a block of seg (caller).
         let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as mark_free.
+        // SAFETY: as mark_returned.
         unsafe {
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) | bit, Relaxed);
-        }
-    }
-
-    /// Marks the block at `p` free from a thread that does not own the segment: sets its
-    /// remote bit; `false` if it was not live.
-    ///
-    /// # Safety
-    /// As [`is_live`](Self::is_live).
-    pub unsafe fn mark_free_remote(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as is_live; the remote bit is an atomic read-modify-write.
-        unsafe {
-            (*seg).abits(w).load(Relaxed) & bit != 0
-                && (*seg).rbits(w).fetch_or(bit, Relaxed) & bit == 0
         }
     }
 
@@ -345,11 +345,27 @@ impl Segment {
     /// Only the segment's owner may call it, for blocks it took off the remote list.
     #[inline]
     pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
-        // SAFETY: as mark_free; w is a word of this segment's bitmap.
+        // SAFETY: as mark_returned; w is a word of this segment's bitmap.
         unsafe {
-            (*seg).rbits(w).fetch_and(!mask, Relaxed);
             let a = (*seg).abits(w);
             a.store(a.load(Relaxed) & !mask, Relaxed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_start_after_the_header_aligned_to_their_size() {
+        for bs in [8usize, 16, 48, 80, 96, 640, 2048, 3584, 4096, 8192] {
+            let d = data_offset(bs);
+            assert!((HEADER_END..=DATA_OFFSET).contains(&d), "{bs}: {d}");
+            let a = (bs & bs.wrapping_neg()).min(PAGE_SIZE);
+            assert_eq!(d % a, 0, "{bs}: {d}");
+        }
+        assert_eq!(data_offset(4096), PAGE_SIZE);
+        assert!(data_offset(48) < PAGE_SIZE);
     }
 }

@@ -6,8 +6,12 @@
 //! segment's free list; a free pushes on the lookaside list, whose older half goes back to
 //! the blocks' segments when it grows too long — no atomics, no lock, no division, no call
 //! on those paths. A freed block's segment is its address rounded down to 64 KiB; the
-//! segment header's cookie says which heap owns it, and one allocated bit per block (plus a
-//! remote bit) catches double frees and pointers that are not block starts.
+//! segment registry (module `registry`) says whether a heap's header lives there before
+//! anything at that address is read, the header's cookie says which heap owns it, and the
+//! block-start test rejects interior pointers. Double frees: a free block's first word is
+//! an encoded link, a live block's first word is cleared at allocation; a free whose block
+//! looks linked takes the exact check (the block's allocated bit, a walk of the lookaside
+//! list, a link into this heap), so the hot paths touch no per-block state.
 //!
 //! Blocks freed by a thread that does not own the segment go to the segment's atomic remote
 //! list (as mimalloc's sharded free lists) and the segment is queued to its owner, which
@@ -22,7 +26,10 @@
 
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
-use crate::segment::{decode, encode, hot, mix, segment_of, Block, Kind, Segment, DATA_OFFSET};
+use crate::registry;
+use crate::segment::{
+    decode, encode, hot, looks_linked, make_key, mix, segment_of, Block, Kind, Segment, DATA_OFFSET,
+};
 use crate::source::{SegmentSource, SEGMENT_SIZE};
 use crate::stats::HeapStats;
 use core::alloc::Layout;
@@ -150,8 +157,8 @@ impl<S: SegmentSource> Local<S> {
                 *self.la.get_unchecked_mut(c) = decode((*(b as *mut Block)).next, self.key);
                 let n = self.la_len.get_unchecked(c);
                 n.store(n.load(Relaxed) - 1, Relaxed);
-                let seg = segment_of(b as *const u8);
-                Segment::mark_live_class(seg, b as *const u8, c);
+                // A live block's first word must not look like a link (see `free`).
+                (*(b as *mut Block)).next = 0;
                 return b as *mut u8;
             }
             let seg = *self.avail.get_unchecked(c);
@@ -166,6 +173,7 @@ impl<S: SegmentSource> Local<S> {
                     (*hot(seg)).free = next;
                     (*hot(seg)).used += 1;
                     Segment::mark_live(seg, b as *const u8);
+                    (*(b as *mut Block)).next = 0;
                     self.seg_live.store(
                         self.seg_live.load(Relaxed) + (*hot(seg)).block_size,
                         Relaxed,
@@ -241,10 +249,21 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn free_local(&mut self, seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
         // SAFETY: owner-only access to a valid segment; p is checked to be a block of it.
         unsafe {
-            if !Segment::is_block(seg, p) || !Segment::mark_free(seg, p) {
-                return Err(classify(seg, p));
+            if !Segment::is_block(seg, p) {
+                return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
             let c = (*hot(seg)).class as usize;
+            let w = (*(p as *const Block)).next;
+            // Back in its segment (bit clear), on the lookaside list (walked), or on a remote
+            // list (its link is one into this heap): freed already.
+            if suspect(w, self.key, seg)
+                && (!Segment::is_live(seg, p)
+                    || self.on_lookaside(c, p as usize)
+                    || is_link(w, self.key, self.key)
+                    || (cfg!(feature = "secure") && is_link(w, (*seg).key, self.key)))
+            {
+                return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
+            }
             let n = self.la_len.get_unchecked(c).load(Relaxed) + 1;
             (*(p as *mut Block)).next = encode(*self.la.get_unchecked(c), self.key);
             *self.la.get_unchecked_mut(c) = p as usize;
@@ -253,6 +272,24 @@ impl<S: SegmentSource> Local<S> {
                 self.flush_lookaside(c);
             }
             Ok(())
+        }
+    }
+
+    /// Whether block `b` is on class `c`'s lookaside list (the exact check behind a free
+    /// whose first word looks like a link: at most [`LOOKASIDE_MAX`] steps).
+    unsafe fn on_lookaside(&self, c: usize, b: usize) -> bool {
+        // SAFETY: owner-only; the list holds free blocks of this owner's segments.
+        unsafe {
+            let mut x = self.la[c];
+            let mut n = self.la_len[c].load(Relaxed);
+            while x != 0 && n != 0 {
+                if x == b {
+                    return true;
+                }
+                x = decode((*(x as *mut Block)).next, self.key);
+                n -= 1;
+            }
+            false
         }
     }
 
@@ -275,6 +312,7 @@ impl<S: SegmentSource> Local<S> {
                     .store(self.seg_live.load(Relaxed) - bs, Relaxed);
                 let next = decode((*(rest as *mut Block)).next, self.key);
                 let seg = segment_of(rest as *const u8);
+                Segment::mark_returned(seg, rest as *const u8);
                 (*(rest as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
                 (*hot(seg)).free = rest;
                 (*hot(seg)).used -= 1;
@@ -299,6 +337,7 @@ impl<S: SegmentSource> Local<S> {
                 let b = self.la[c];
                 if b != 0 {
                     let seg = segment_of(b as *const u8);
+                    Segment::mark_returned(seg, b as *const u8);
                     (*(b as *mut Block)).next = encode((*hot(seg)).free, (*seg).key);
                     (*hot(seg)).free = b;
                     (*hot(seg)).used -= 1;
@@ -346,8 +385,8 @@ impl<S: SegmentSource> Local<S> {
     }
 
     unsafe fn collect(&mut self, seg: *mut Segment) {
-        // SAFETY: owner-only; blocks on the remote list are blocks of `seg` whose remote bit
-        // was set by the freer.
+        // SAFETY: owner-only; blocks on the remote list are live blocks of `seg` (allocated
+        // bit set) that other threads freed.
         unsafe {
             let mut b = (*seg).remote_free.swap(null_mut(), SeqCst) as usize;
             let key = (*seg).key;
@@ -452,9 +491,7 @@ impl<S: SegmentSource> Local<S> {
         unsafe {
             let sh = &*self.shared;
             let mut inner = sh.inner.lock();
-            inner
-                .source
-                .free_segments(NonNull::new_unchecked(seg.cast()), 1);
+            give_segments(&mut inner.source, seg, 1);
             sh.committed.fetch_sub(SEGMENT_SIZE, Relaxed);
             sh.segments.fetch_sub(1, Relaxed);
         }
@@ -476,7 +513,7 @@ impl<S: SegmentSource> Local<S> {
                 s
             } else {
                 let sh = &*self.shared;
-                let base = sh.inner.lock().source.alloc_segments(1)?;
+                let base = take_segments(&mut sh.inner.lock().source, 1)?;
                 sh.committed.fetch_add(SEGMENT_SIZE, Relaxed);
                 sh.segments.fetch_add(1, Relaxed);
                 Segment::init(
@@ -577,8 +614,17 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn remote_free(seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
         // SAFETY: remote threads only touch atomics of the header and the freed block.
         unsafe {
-            if !Segment::is_block(seg, p) || !Segment::mark_free_remote(seg, p) {
-                return Err(classify(seg, p));
+            if !Segment::is_block(seg, p) {
+                return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
+            }
+            // A free block — on its owner's lookaside list, its segment's free list or a
+            // remote list — holds a link into this heap; the owner's lists cannot be walked
+            // from here, and the owner alone writes the allocated bits. One atomic operation
+            // (the push) per remote free, as mimalloc's.
+            let hk = (*hot(seg)).cookie ^ seg as usize;
+            let w = (*(p as *const Block)).next;
+            if is_link(w, hk, hk) || (cfg!(feature = "secure") && is_link(w, (*seg).key, hk)) {
+                return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
             }
             let key = (*seg).key;
             let mut head = (*seg).remote_free.load(Relaxed);
@@ -643,16 +689,63 @@ unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
     }
 }
 
-/// Why `p` cannot be freed: not a block start, or a block already free.
-#[cold]
-fn classify(seg: *mut Segment, p: *mut u8) -> HeapError {
-    // SAFETY: reading the header of a valid segment.
-    let kind = if unsafe { Segment::is_block(seg, p) } {
-        HeapErrorKind::DoubleFree
-    } else {
-        HeapErrorKind::NotABlock
-    };
-    HeapError::new(kind, p as usize)
+/// Takes `count` segments from `src` and registers the first (where the header goes); `None`
+/// when the source has none or the registry has no room for their window.
+fn take_segments<S: SegmentSource>(src: &mut S, count: usize) -> Option<NonNull<u8>> {
+    let base = src.alloc_segments(count)?;
+    if !registry::register(base.as_ptr()) {
+        // SAFETY: just allocated from `src`, unused.
+        unsafe { src.free_segments(base, count) };
+        return None;
+    }
+    Some(base)
+}
+
+/// Forgets the segments at `seg` and gives them back to `src`.
+///
+/// # Safety
+/// `seg` and `count` must be one allocation of [`take_segments`] from `src`, unused from now.
+unsafe fn give_segments<S: SegmentSource>(src: &mut S, seg: *mut Segment, count: usize) {
+    registry::unregister(seg as *const u8);
+    // SAFETY: the header is ours until the segments go back (caller); a stale pointer into
+    // them, should the source keep them mapped, no longer matches a heap.
+    unsafe {
+        (*hot(seg)).cookie = 0;
+        src.free_segments(NonNull::new_unchecked(seg.cast()), count);
+    }
+}
+
+/// Whether a block whose first word is `w` may be free (on a lookaside, free or remote
+/// list): the cheap test of the free path; an exact check follows when it says yes.
+///
+/// # Safety
+/// `seg` must be a valid small segment.
+#[inline(always)]
+unsafe fn suspect(w: usize, local_key: usize, seg: *mut Segment) -> bool {
+    // SAFETY: reading the key of a valid segment (secure builds only).
+    looks_linked(w, local_key)
+        || (cfg!(feature = "secure") && looks_linked(w, unsafe { (*seg).key }))
+}
+
+/// Whether `w`, decoded with `key`, is a link of a free list of the heap keyed `heap_key`:
+/// 0, or the start of a block in one of its small segments (found through the registry, so
+/// a random value is never followed).
+unsafe fn is_link(w: usize, key: usize, heap_key: usize) -> bool {
+    if !looks_linked(w, key) {
+        return false;
+    }
+    let d = decode(w, key);
+    if d == 0 {
+        return true;
+    }
+    let s = segment_of(d as *const u8);
+    // SAFETY: a registered segment holds a heap header.
+    registry::contains(s as *const u8)
+        && unsafe {
+            (*hot(s)).cookie == s as usize ^ heap_key
+                && (*hot(s)).kind == Kind::Small
+                && Segment::is_block(s, d as *const u8)
+        }
 }
 
 /// Called (through a type-erased pointer) when a thread holding `local` exits.
@@ -720,12 +813,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         let Some(mut source) = pending.take() else {
             return ptr::null();
         };
-        let Some(base) = source.alloc_segments(1) else {
+        let Some(base) = take_segments(&mut source, 1) else {
             *pending = Some(source);
             return ptr::null();
         };
         let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
-        let key = mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)) | 1;
+        let key = make_key(mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)));
         // SAFETY: a fresh segment of our own: header, then the shared state at META_OFFSET.
         unsafe {
             let seg = Segment::init(base.as_ptr(), key, Kind::Meta, null_mut(), 1);
@@ -763,7 +856,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 inner.abandoned = (*l).next_abandoned;
                 return Some(l);
             }
-            let base = inner.source.alloc_segments(1)?;
+            let base = take_segments(&mut inner.source, 1)?;
             sh_ref.committed.fetch_add(SEGMENT_SIZE, Relaxed);
             let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
             let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
@@ -808,14 +901,17 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             let next = decode((*(b as *mut Block)).next, l.key);
                             if cfg!(feature = "secure") && next != 0 {
                                 let ns = segment_of(next as *const u8);
-                                if (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed) {
+                                if !registry::contains(ns as *const u8)
+                                    || (*hot(ns)).cookie != ns as usize ^ self.key.load(Relaxed)
+                                {
                                     report(HeapError::new(HeapErrorKind::Corrupted, b));
                                 }
                             }
                             *l.la.get_unchecked_mut(c) = next;
                             let n = l.la_len.get_unchecked(c);
                             n.store(n.load(Relaxed) - 1, Relaxed);
-                            Segment::mark_live_class(segment_of(b as *const u8), b as *const u8, c);
+                            // A live block's first word must not look like a link.
+                            (*(b as *mut Block)).next = 0;
                             return b as *mut u8;
                         }
                         // then the current segment of the class
@@ -827,6 +923,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                                 (*h).free = decode((*(b as *mut Block)).next, (*seg).key);
                                 (*h).used += 1;
                                 Segment::mark_live(seg, b as *const u8);
+                                (*(b as *mut Block)).next = 0;
                                 l.seg_live
                                     .store(l.seg_live.load(Relaxed) + (*h).block_size, Relaxed);
                                 return b as *mut u8;
@@ -910,7 +1007,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe {
             let sh = &*sh;
             let mut inner = sh.inner.lock();
-            let Some(base) = inner.source.alloc_segments(count) else {
+            let Some(base) = take_segments(&mut inner.source, count) else {
                 return null_mut();
             };
             let seg = Segment::init(base.as_ptr(), sh.key, Kind::Large, null_mut(), count);
@@ -932,9 +1029,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     #[inline(always)]
     fn own_segment(&self, sh: *const Shared<S>, p: *mut u8) -> Result<*mut Segment, HeapError> {
         let seg = segment_of(p);
-        // SAFETY: `p` came from a caller claiming it is ours: its segment header is readable
-        // if so (a foreign pointer whose 64 KiB-aligned base is unmapped is not detectable).
-        if sh.is_null() || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key } {
+        // The registry first: a segment base no heap registered may be unmapped.
+        // SAFETY: a registered segment holds a heap header until it is unregistered.
+        if sh.is_null()
+            || !registry::contains(seg as *const u8)
+            || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key }
+        {
             return Err(HeapError::new(HeapErrorKind::ForeignPointer, p as usize));
         }
         Ok(seg)
@@ -944,8 +1044,10 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     /// block of this heap. Null is accepted and ignored.
     ///
     /// # Safety
-    /// `p` must be null or a pointer into memory that is readable at its 64 KiB-aligned base
-    /// (any pointer this heap handed out qualifies); no other thread may free it concurrently.
+    /// No other thread may free `p` concurrently, and a live block of this heap must not be
+    /// freed while another thread uses it. Any other pointer — null, a stack or static
+    /// address, a block of another allocator, an address in unmapped memory — is looked up in
+    /// the segment registry before anything at its segment base is read, and reported.
     #[inline]
     pub unsafe fn try_free(&self, p: *mut u8) -> Result<(), HeapError> {
         if p.is_null() {
@@ -986,14 +1088,15 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     pub unsafe fn free(&self, p: *mut u8) {
         // The hot path: a block of a segment this thread owns goes on its lookaside list.
         #[cfg(feature = "std")]
-        // SAFETY: `p` lies in readable memory at its 64 KiB-aligned base (caller contract);
-        // the header is ours if the cookie matches; the local heap is this thread's own.
+        // SAFETY: the header is read only once the registry says a heap's header lives at
+        // `p`'s segment base; it is ours if the cookie matches; the local heap is this thread's
+        // own.
         unsafe {
             let sh = self.shared.load(Acquire);
             let seg = segment_of(p);
             let h = hot(seg);
             if !sh.is_null()
-                && !p.is_null()
+                && registry::contains(seg as *const u8)
                 && (*h).cookie == seg as usize ^ self.key.load(Relaxed)
                 && (*h).kind == Kind::Small
             {
@@ -1004,8 +1107,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         }
                         return;
                     }
-                    if Segment::is_block(seg, p) && Segment::mark_free(seg, p) {
-                        let l = &mut *(l as *mut Local<S>);
+                    let l = &mut *(l as *mut Local<S>);
+                    // No per-block state is touched: a block's first word is a link only
+                    // while it is free; one that looks like one takes the exact check.
+                    if Segment::is_block(seg, p)
+                        && !suspect((*(p as *const Block)).next, l.key, seg)
+                    {
                         let c = (*h).class as usize;
                         let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
                         (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
@@ -1048,10 +1155,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let count = (*seg).count;
             sh.large_live.fetch_sub((*seg).large_size, Relaxed);
             unlink(&mut inner.large, seg);
-            (*hot(seg)).cookie = 0;
-            inner
-                .source
-                .free_segments(NonNull::new_unchecked(seg.cast()), count);
+            give_segments(&mut inner.source, seg, count);
             sh.committed.fetch_sub(count * SEGMENT_SIZE, Relaxed);
             sh.large_blocks.fetch_sub(1, Relaxed);
             Ok(())
@@ -1068,7 +1172,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         // SAFETY: `seg` is a segment of this live heap.
         unsafe {
             match (*hot(seg)).kind {
-                Kind::Small if Segment::is_block(seg, p) && Segment::is_live(seg, p) => {
+                Kind::Small
+                    if Segment::is_block(seg, p)
+                        && Segment::is_live(seg, p)
+                        && !is_link((*(p as *const Block)).next, (*sh).key, (*sh).key)
+                        && !(cfg!(feature = "secure")
+                            && is_link((*(p as *const Block)).next, (*seg).key, (*sh).key)) =>
+                {
                     Ok((*hot(seg)).block_size)
                 }
                 Kind::Large if p as usize == seg as usize + (*hot(seg)).block_size => {
@@ -1184,9 +1294,7 @@ impl<S: SegmentSource> Drop for SizeClassHeap<S> {
             crate::thread_cache::forget_heap((*sh).id);
             let inner = (*sh).inner.get_mut();
             let src = &mut inner.source;
-            let free = |src: &mut S, s: *mut Segment, n: usize| {
-                src.free_segments(NonNull::new_unchecked(s.cast()), n)
-            };
+            let free = |src: &mut S, s: *mut Segment, n: usize| give_segments(src, s, n);
             let mut l = inner.all_locals;
             while !l.is_null() {
                 let next = (*l).next_all;
@@ -1315,6 +1423,54 @@ mod tests {
         }
     }
 
+    /// Pointers into memory no heap owns are looked up in the segment registry, never
+    /// dereferenced at their segment base: a stack address, an address in an unmapped
+    /// region (reading its segment base would fault), a block of the C allocator, and a
+    /// pointer into the second segment of a large block (its base holds user data).
+    #[cfg(feature = "std")]
+    #[test]
+    fn pointers_into_memory_no_heap_owns_are_reported_not_followed() {
+        let h = SizeClassHeap::new(crate::source::HostSource::new());
+        let keep = h.alloc(l(64, 8));
+        let foreign = |p: *mut u8| unsafe { h.try_free(p).unwrap_err() };
+        let mut on_stack = [0u8; 64];
+        let e = foreign(on_stack.as_mut_ptr());
+        assert_eq!(e.kind, HeapErrorKind::ForeignPointer);
+        assert_eq!(e.addr, on_stack.as_ptr() as usize);
+        unsafe {
+            let len = 4 * SEGMENT_SIZE;
+            let m = libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(m, libc::MAP_FAILED);
+            libc::munmap(m, len);
+            // The segment base of this address lies in the unmapped range (or below it).
+            let p = (m as *mut u8).add(2 * SEGMENT_SIZE + 48);
+            assert_eq!(foreign(p).kind, HeapErrorKind::ForeignPointer);
+            let c = libc::malloc(40) as *mut u8;
+            assert_eq!(foreign(c).kind, HeapErrorKind::ForeignPointer);
+            libc::free(c.cast());
+            let big = h.alloc(l(3 * SEGMENT_SIZE, 8));
+            big.write_bytes(0xff, 3 * SEGMENT_SIZE);
+            let inner = crate::segment::segment_of(big.add(SEGMENT_SIZE + 100)) as *mut u8;
+            assert_eq!(foreign(inner.add(64)).kind, HeapErrorKind::ForeignPointer);
+            h.try_free(big).unwrap();
+            // Once given back, a large block's pointer is no longer any heap's.
+            assert_eq!(foreign(big).kind, HeapErrorKind::ForeignPointer);
+            h.try_free(keep).unwrap();
+            // The fast path (`free`) takes the same look-up: freeing a foreign pointer there
+            // ends in `report` (checked in tests/threads.rs); here the heap still works.
+            let again = h.alloc(l(64, 8));
+            assert!(!again.is_null());
+            h.try_free(again).unwrap();
+        }
+    }
+
     #[test]
     fn overflowing_sizes_return_null() {
         let h = SizeClassHeap::new(arena(8));
@@ -1405,16 +1561,86 @@ mod tests {
         })
         .join()
         .unwrap();
-        // the owner collects on its next slow path; allocate until it did
-        for _ in 0..20_000 {
-            let p = h.alloc(l(64, 8));
-            unsafe { h.free(p) };
-        }
-        for i in 0..50_000 {
-            let p = h.alloc(l(8 + i % 200, 8));
-            unsafe { h.free(p) };
+        // The owner collects on its next slow path: allocating as much again runs its
+        // segments dry (their blocks wait on remote lists until collected).
+        let again: Vec<usize> = (0..20_000)
+            .map(|i| h.alloc(l(8 + i % 200, 8)) as usize)
+            .collect();
+        for p in again {
+            unsafe { h.free(p as *mut u8) };
         }
         let live = h.stats().live_bytes;
         assert_eq!(live, 0);
+    }
+
+    /// Double frees are caught wherever the block is: on the lookaside list, back in its
+    /// segment, or on a remote list; a live block whose first word happens to look like a
+    /// free-list link is freed normally (the exact check clears it).
+    #[test]
+    fn double_frees_are_caught_on_every_list_and_lookalike_data_is_not_one() {
+        let h = SizeClassHeap::new(arena(32));
+        let key = h.key.load(Relaxed);
+        unsafe {
+            // on the lookaside list
+            let p = h.alloc(l(40, 8));
+            h.try_free(p).unwrap();
+            assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            // back in its segment's free list (collect flushes the lookaside lists)
+            h.collect();
+            assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            // a block never handed out, in a fresh segment's free list
+            let q = h.alloc(l(40, 8));
+            let never = q.add(CLASS_SIZE[class_of(40).unwrap()] as usize * 3);
+            assert_eq!(
+                h.try_free(never).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+            // live blocks holding what a link looks like: an encoded link to a free block,
+            // the encoded end of a list, their own address, zero
+            let free_one = h.alloc(l(40, 8));
+            h.try_free(free_one).unwrap();
+            for v in [
+                encode(free_one as usize, key),
+                encode(0, key),
+                q as usize,
+                0,
+            ] {
+                let r = h.alloc(l(40, 8));
+                *(r as *mut usize) = v;
+                h.try_free(r).unwrap();
+                let again = h.alloc(l(40, 8));
+                assert_eq!(again, r, "the freed block is reused first");
+            }
+            h.try_free(q).unwrap();
+        }
+    }
+
+    /// A block freed by its owner (on the owner's lookaside list) and then by another
+    /// thread, or freed twice by another thread, is reported there.
+    #[test]
+    fn remote_double_frees_are_reported() {
+        let h = std::sync::Arc::new(SizeClassHeap::new(crate::HostSource::new()));
+        let a = h.alloc(l(72, 8)) as usize;
+        let b = h.alloc(l(72, 8)) as usize;
+        unsafe { h.try_free(a as *mut u8) }.unwrap();
+        let h2 = h.clone();
+        std::thread::spawn(move || unsafe {
+            assert_eq!(
+                h2.try_free(a as *mut u8).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+            h2.try_free(b as *mut u8).unwrap();
+            assert_eq!(
+                h2.try_free(b as *mut u8).unwrap_err().kind,
+                HeapErrorKind::DoubleFree
+            );
+        })
+        .join()
+        .unwrap();
+        // The owner, too, sees `b` as freed (pending on the remote list).
+        assert_eq!(
+            unsafe { h.try_free(b as *mut u8) }.unwrap_err().kind,
+            HeapErrorKind::DoubleFree
+        );
     }
 }

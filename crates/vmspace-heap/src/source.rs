@@ -6,11 +6,10 @@
 //! [`ArenaSource`] / [`ArenaBrk`] over a fixed byte region (a kernel's early heap) and, with
 //! the `std` feature, [`HostSource`] / [`HostBrk`] over `mmap`.
 //!
-//! A vmspace address space implements the same traits without anything new here:
+//! A vmspace address space implements the same traits ([`crate::space`], feature `space`):
 //! `alloc_segments(n)` is an anonymous mapping of `n` segments placed at a 64 KiB-aligned
-//! gap (or a reservation whose pages are committed, Windows-style), `free_segments` unmaps
-//! it, `decommit`/`commit` are `madvise(MADV_DONTNEED)` / decommit-and-recommit, and a
-//! `BrkSource` is the space's `brk`. The heap's segments then show up in the space's maps.
+//! gap, `free_segments` unmaps it, `decommit` is `madvise(MADV_DONTNEED)`, and a
+//! `BrkSource` is the space's `brk`; the heap's segments then show up in the space's maps.
 //! The traits take `&mut self`; a source shared by several heaps is `&spin::Mutex<S>`.
 
 use core::ptr::NonNull;

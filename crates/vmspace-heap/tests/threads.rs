@@ -152,3 +152,47 @@ fn a_double_free_through_the_global_allocator_aborts_with_a_message() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("vmspace-heap: double free of 0x"), "{err}");
 }
+
+/// Freeing, through the global allocator, a pointer whose 64 KiB-aligned segment base is
+/// unmapped reports a foreign pointer instead of faulting on the missing header (child
+/// process, as above).
+#[test]
+fn freeing_an_unmapped_pointer_through_the_global_allocator_is_reported() {
+    const CHILD: &str = "VMSPACE_HEAP_UNMAPPED_FREE_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        let l = Layout::from_size_align(48, 8).unwrap();
+        unsafe {
+            let len = 1 << 20;
+            let m = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(m, libc::MAP_FAILED);
+            libc::munmap(m, len);
+            std::alloc::dealloc((m as *mut u8).add(len / 2 + 16), l);
+        }
+        return; // not reached: the free reports and aborts
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "freeing_an_unmapped_pointer_through_the_global_allocator_is_reported",
+            "--test-threads=1",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    // Aborted (SIGABRT) with the message, not killed by SIGSEGV.
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGABRT));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vmspace-heap: free of a pointer this heap never handed out: 0x"),
+        "{err}"
+    );
+}
