@@ -4,6 +4,18 @@
 //! The starting space takes the document's `before` maps (with `before_smaps` VmFlags where
 //! present), `brk0`, `stat`, `rlimits`, `sysctl`, `arch` and the personality's legacy-layout
 //! bit. Ids, address expressions and self-protection are the shared [`crate::run`] rules.
+//!
+//! The space is the address space of one process of a simulated machine
+//! ([`vmspace_sim::Machine`], 1 GiB of RAM): system calls run through the fault layer's
+//! `Mm`, which keeps the process's page tables in step with the VMAs; a `touch` is a load or
+//! store of the simulated CPU (TLB, page walk, fault handler, retry), so `fault`, `code` and
+//! `val` come from the page-table path; `after_smaps` counts `rss_kb` and `anon_kb` from the
+//! page tables (the zero page is not resident, as in Linux's smaps). Nothing is resident at
+//! the start: pages the real process had resident before the trace are unknown to the model,
+//! which is why [`crate::compare`] compares resident sizes only where the trace decides them.
+//! A compat (i386 on x86-64) task uses 4-level tables, as Linux does. The machine's own
+//! invariants (reference counts, RSS, frames) are checked at the end; a broken one is
+//! reported as the document's `fatal`.
 
 use crate::doc::{Hex, Int, ResultDoc, Smaps, Vma, ADDR_COMPAT_LAYOUT};
 use crate::linux::{config_tags, renumber_doc_inodes};

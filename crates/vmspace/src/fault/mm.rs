@@ -22,7 +22,7 @@ use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
 use crate::space::{AddressSpace, Errno, SmapsEntry, SpaceConfig};
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 /// Resident pages of an address space, split as Linux's RSS counters are.
@@ -60,6 +60,25 @@ pub struct Mm<A: Arch> {
     shm: BTreeMap<u64, ObjKey>,
     /// Objects punched by the last operations, for the other sharers (see [`Mm::take_punched`]).
     punched: Vec<(ObjKey, u64, u64)>,
+    /// 2 MiB blocks a THP read fault mapped as Linux's huge zero page: a write anywhere in
+    /// one faults in the whole block (do_huge_zero_wp_pmd). Dropped when the block's entries
+    /// are zapped or moved.
+    huge_zero: BTreeSet<u64>,
+}
+
+/// Size of a PMD-mapped transparent huge page (x86-64 and PAE tables).
+const THP_SIZE: u64 = 2 << 20;
+
+/// thp_vma_allowable_order(TVA_PAGEFAULT) and thp_vma_suitable_order for a fault at `addr`
+/// in the reference configuration (THP "madvise", shmem THP "never"): a private anonymous
+/// VMA with VM_HUGEPAGE and without VM_NOHUGEPAGE, holding the whole aligned 2 MiB block,
+/// on tables with 2 MiB leaf blocks.
+fn thp_fault_allowed<A: Arch>(v: &VmaView, addr: u64) -> bool {
+    let base = addr & !(THP_SIZE - 1);
+    A::ENTRIES == 512
+        && v.flags & (VM_SHARED | VM_MAYSHARE | VM_NOHUGEPAGE | VM_HUGEPAGE) == VM_HUGEPAGE
+        && base >= v.start
+        && base.checked_add(THP_SIZE).is_some_and(|e| e <= v.end)
 }
 
 /// The end of `[addr, addr + len)` rounded up to a page, saturating at the last page.
@@ -96,6 +115,7 @@ impl<A: Arch> Mm<A> {
             rss: Rss::default(),
             shm: BTreeMap::new(),
             punched: Vec::new(),
+            huge_zero: BTreeSet::new(),
         })
     }
 
@@ -177,6 +197,19 @@ impl<A: Arch> Mm<A> {
             }
         }
         let present = t.is_some_and(|t| t.flags.contains(PageFlags::USER));
+        let block = addr & !(THP_SIZE - 1);
+        if access == Access::Write && self.huge_zero.remove(&block) {
+            let v = classify::classify(&mut self.space, addr, access, present)?;
+            if matches!(v.kind, Kind::Anon) && thp_fault_allowed::<A>(&v, addr) {
+                self.zap(phys, tlb, block, block + THP_SIZE, false);
+                return self.thp_fault(phys, &v, addr, true, None);
+            }
+            // The VMA no longer holds the whole block (Linux split the PMD): 4 KiB pages.
+            return self.fault(phys, tlb, addr, access);
+        }
+        // pmd_none, as the space tracks page tables (calibrated on Linux's, MADV_COLLAPSE):
+        // read before classify notes this fault's table.
+        let pmd_none = !self.space.mem.has_table(addr & !(THP_SIZE - 1));
         let v = classify::classify(&mut self.space, addr, access, present)?;
         let slot = match leaf {
             pte::Leaf::At(entry, _) => Some(entry),
@@ -187,12 +220,64 @@ impl<A: Arch> Mm<A> {
                 Kind::Object { .. } => {
                     shared::fault(self, phys, &v, addr, access == Access::Write, slot)
                 }
+                Kind::Anon if pmd_none && thp_fault_allowed::<A>(&v, addr) => {
+                    self.thp_fault(phys, &v, addr, access == Access::Write, slot)
+                }
                 Kind::Anon | Kind::Special => {
                     demand_zero::fault(self, phys, &v, addr, access == Access::Write, slot)
                 }
             },
             Some(t) if access == Access::Write => cow::fault(self, phys, tlb, &v, &t, addr),
             Some(t) => cow::upgrade::<A, M, F>(phys, tlb, &v, &t, addr),
+        }
+    }
+
+    /// do_huge_pmd_anonymous_page: the anon_vma is prepared on any access; a write faults
+    /// in the whole 2 MiB block (one huge page in Linux, 512 resident anonymous pages here:
+    /// smaps `Rss`/`Anonymous` count the same, and later partial unmaps, DONTNEEDs or
+    /// mprotects split it as Linux splits the PMD); a read maps the zero page (Linux's
+    /// huge zero page, not resident either).
+    fn thp_fault<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        v: &VmaView,
+        addr: u64,
+        write: bool,
+        slot: Option<PhysAddr>,
+    ) -> Result<Resolved, FaultError> {
+        if !v.has_anon_vma {
+            self.space.anon_vma_prepare(v.start);
+        }
+        let v = VmaView {
+            has_anon_vma: true,
+            ..v.clone()
+        };
+        let base = addr & !(THP_SIZE - 1);
+        if !write {
+            let r = demand_zero::fault(self, phys, &v, addr, false, slot)?;
+            self.huge_zero.insert(base);
+            return Ok(r);
+        }
+        let mut p = base;
+        while p < base + THP_SIZE {
+            let at = if p == addr & !(PAGE_SIZE - 1) {
+                slot
+            } else {
+                None
+            };
+            demand_zero::fault(self, phys, &v, p, true, at)?;
+            p += PAGE_SIZE;
+        }
+        self.space.note_page_table(base);
+        Ok(Resolved::DemandZero)
+    }
+
+    /// Forgets the huge-zero blocks meeting `[start, end)`.
+    fn drop_huge_zero(&mut self, start: u64, end: u64) {
+        let from = start & !(THP_SIZE - 1);
+        let hit: Vec<u64> = self.huge_zero.range(from..end).copied().collect();
+        for b in hit {
+            self.huge_zero.remove(&b);
         }
     }
 
@@ -524,6 +609,7 @@ impl<A: Arch> Mm<A> {
         end: u64,
         cache_only: bool,
     ) {
+        self.drop_huge_zero(start, end);
         let pages = self.mapped(&phys.mem, start, end);
         let zero = phys.zero_page();
         let mut flush = Flush::Nothing;
@@ -555,6 +641,9 @@ impl<A: Arch> Mm<A> {
         new: u64,
         len: u64,
     ) {
+        // Huge-zero blocks are not followed to the destination: a write there after a
+        // PMD-aligned move (which Linux does with the huge zero page intact) faults 4 KiB.
+        self.drop_huge_zero(old, old.saturating_add(len));
         let pages = self.mapped(&phys.mem, old, old.saturating_add(len));
         let zero = phys.zero_page();
         let mut flush = Flush::Nothing;
@@ -692,6 +781,7 @@ impl<A: Arch> Mm<A> {
             rss: Rss::default(),
             shm: self.shm.clone(),
             punched: Vec::new(),
+            huge_zero: BTreeSet::new(),
         };
         for k in child.shm.values() {
             phys.shm_get(*k);
