@@ -250,7 +250,7 @@ impl<A: Arch> Mm<A> {
         }
         let v = VmaView {
             has_anon_vma: true,
-            ..v.clone()
+            ..*v
         };
         let base = addr & !(THP_SIZE - 1);
         if !write {
