@@ -857,3 +857,46 @@ fn mremap_of_locked_memory_populates_the_growth() {
     assert_eq!(a.rss().anon, 5);
     check_all(&p, &[&a]);
 }
+
+/// Transparent huge pages (THP "madvise"): a write in a VM_HUGEPAGE block that has no page
+/// table yet faults in the whole 2 MiB block; a read maps the (huge) zero page and a later
+/// write in that block faults it all in; a block with a table, or VM_NOHUGEPAGE memory,
+/// takes 4 KiB faults.
+#[test]
+fn thp_blocks_fault_in_whole() {
+    let mut p = phys(RAM);
+    let mut a = mm64(&mut p);
+    let t = &mut NoTlb;
+    let len = 6 << 20;
+    let x = a
+        .mmap(&mut p, t, 0x4000_0000, len, RW, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    // A 4 KiB fault before the advice leaves a table in the first block.
+    a.touch(&mut p, t, x, true, 1).unwrap();
+    a.madvise(&mut p, t, x, len, MADV_HUGEPAGE).unwrap();
+    a.touch(&mut p, t, x + 0x5000, true, 2).unwrap();
+    assert_eq!(a.rss().anon, 2);
+    // Second block: one write, 512 pages.
+    a.touch(&mut p, t, x + (2 << 20) + 7, true, 3).unwrap();
+    assert_eq!(a.rss().anon, 2 + 512);
+    assert!(a.space().find_vma(x).unwrap().anon_vma.is_some());
+    // Third block: a read maps nothing resident, a write elsewhere in it faults it all in.
+    assert_eq!(a.touch(&mut p, t, x + (4 << 20), false, 0), Ok(Some(0)));
+    assert_eq!(a.rss().anon, 2 + 512);
+    a.touch(&mut p, t, x + (5 << 20), true, 4).unwrap();
+    assert_eq!(a.rss().anon, 2 + 1024);
+    assert_eq!(a.touch(&mut p, t, x + (2 << 20) + 7, false, 0), Ok(Some(3)));
+    // DONTNEED of one page splits the block.
+    a.madvise(&mut p, t, x + (2 << 20), 0x1000, MADV_DONTNEED)
+        .unwrap();
+    assert_eq!(a.rss().anon, 2 + 1023);
+    check_all(&p, &[&a]);
+    // VM_NOHUGEPAGE: 4 KiB.
+    let y = a
+        .mmap(&mut p, t, 0x5000_0000, 4 << 20, RW, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    a.madvise(&mut p, t, y, 4 << 20, MADV_NOHUGEPAGE).unwrap();
+    a.touch(&mut p, t, y + (2 << 20), true, 5).unwrap();
+    assert_eq!(a.rss().anon, 2 + 1024);
+    check_all(&p, &[&a]);
+}
