@@ -407,7 +407,8 @@ impl<A: Arch> Mm<A> {
         self.op(phys, tlb, |s| s.brk(target))
     }
 
-    /// madvise; DONTNEED/REMOVE/GUARD_INSTALL drop pages, POPULATE_READ/WRITE fault them in.
+    /// madvise; DONTNEED/REMOVE/GUARD_INSTALL drop pages, POPULATE_READ/WRITE fault them in
+    /// where the space decides (up to a hole, a guard page or EOF: `MmuEvent::Populate`).
     pub fn madvise<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -416,17 +417,7 @@ impl<A: Arch> Mm<A> {
         len: u64,
         advice: i64,
     ) -> Result<(), Errno> {
-        use crate::space::abi::{MADV_POPULATE_READ, MADV_POPULATE_WRITE};
-        let r = self.op(phys, tlb, |s| s.madvise(addr, len, advice));
-        // faultin_page_range: pages before a failure (EFAULT at a guard or beyond EOF) stay
-        // populated; the walk stops at the first fault that fails.
-        let populate = advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE;
-        if populate && matches!(r, Ok(()) | Err(Errno::EFAULT) | Err(Errno::ENOMEM)) {
-            let end = page_end(addr, len);
-            let write = Some(advice == MADV_POPULATE_WRITE);
-            self.populate_as(phys, tlb, addr, end, write, true);
-        }
-        r
+        self.op(phys, tlb, |s| s.madvise(addr, len, advice))
     }
 
     /// mlock; the range is faulted in where the space populates it (not after a failure to

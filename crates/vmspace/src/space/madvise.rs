@@ -305,6 +305,22 @@ impl AddressSpace {
             } else if first_ok {
                 self.mem.note_tables(cursor, cursor + 4096);
             }
+            // The pages faulted in: up to the guard page or the first page beyond EOF.
+            let mut stop = guard.unwrap_or(e);
+            if v.object().is_some() {
+                let eof_page = self.object_size(&v.backing).div_ceil(4096);
+                let eof = v
+                    .start
+                    .saturating_add(eof_page.saturating_sub(v.pgoff).saturating_mul(4096));
+                stop = stop.min(eof.max(cursor));
+            }
+            if stop > cursor {
+                self.mem.log.push(super::mmu::MmuEvent::Populate {
+                    start: cursor,
+                    end: stop,
+                    write,
+                });
+            }
             if beyond {
                 return Err(Errno::EFAULT);
             }
