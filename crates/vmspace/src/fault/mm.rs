@@ -21,7 +21,7 @@ use crate::phys::PhysMem;
 use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
-use crate::space::{AddressSpace, Errno, SmapsEntry, SpaceConfig};
+use crate::space::{AddressSpace, Errno, Signal, SmapsEntry, SpaceConfig};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
@@ -210,7 +210,25 @@ impl<A: Arch> Mm<A> {
         // pmd_none, as the space tracks page tables (calibrated on Linux's, MADV_COLLAPSE):
         // read before classify notes this fault's table.
         let pmd_none = !self.space.mem.has_table(addr & !(THP_SIZE - 1));
-        let v = classify::classify(&mut self.space, addr, access, present)?;
+        let v = match classify::classify(&mut self.space, addr, access, present) {
+            Err(FaultError::Signal(f)) if f.signal == Signal::Bus && access != Access::Write => {
+                // do_read_fault maps the cached pages around before __do_fault finds the
+                // page beyond EOF: they stay mapped (and resident) after the SIGBUS.
+                if let Some(v) = classify::object_view(&self.space, addr, access, present) {
+                    if let Kind::Object {
+                        obj,
+                        shmem,
+                        is_file,
+                    } = v.kind
+                    {
+                        let key = self.obj_key(phys, obj, is_file);
+                        shared::fault_around(self, phys, &v, addr, key, shmem)?;
+                    }
+                }
+                return Err(FaultError::Signal(f));
+            }
+            r => r?,
+        };
         let slot = match leaf {
             pte::Leaf::At(entry, _) => Some(entry),
             _ => None,

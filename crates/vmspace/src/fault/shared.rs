@@ -72,7 +72,7 @@ const FAULT_AROUND_PAGES: u64 = 16;
 /// alone; the pages are mapped with the VMA's rights (read-only in private mappings). They
 /// count in RSS as the faulting page does, so smaps `Rss` of a mapping whose object was
 /// filled through another mapping grows by up to 16 pages on one read.
-fn fault_around<A: Arch, M: PhysMem, F: RefFrames>(
+pub(crate) fn fault_around<A: Arch, M: PhysMem, F: RefFrames>(
     mm: &mut Mm<A>,
     phys: &mut Phys<M, F>,
     v: &VmaView,
@@ -100,15 +100,17 @@ fn fault_around<A: Arch, M: PhysMem, F: RefFrames>(
         let Some(frame) = phys.cached(obj, v.index_of(here)) else {
             continue;
         };
+        // do_fault_around allocates the page table when there is none yet.
         let slot = match A::to_linear(VirtAddr::new(here)) {
             Some(lin) => match pte::find_leaf(&mm.pt, &phys.mem, lin).map_err(internal)? {
-                pte::Leaf::At(entry, 0) => entry,
+                pte::Leaf::At(entry, 0) => Some(entry),
+                pte::Leaf::NoTable => None,
                 _ => continue,
             },
             None => continue,
         };
         phys.frames.inc_ref(frame).map_err(internal)?;
-        install(mm, phys, here, Some(slot), frame, flags)?;
+        install(mm, phys, here, slot, frame, flags)?;
         if shmem {
             mm.rss.shmem += 1;
         } else {
