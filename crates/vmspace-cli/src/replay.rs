@@ -26,7 +26,8 @@ pub struct ReplayArgs {
     /// Model backend: the Linux result document whose `before` state the model starts from.
     #[arg(long)]
     start_from: Option<PathBuf>,
-    /// Add `after_smaps` to the document.
+    /// Add `after_smaps` to the document (model backend: `rss_kb`/`anon_kb` counted from the
+    /// simulated page tables; `--diff` compares them on the VMAs the trace controls).
     #[arg(long)]
     smaps: bool,
     /// Run on Linux (or take --start-from's document), then in the model from its before

@@ -622,3 +622,48 @@ fn main_stack_stops_a_guard_gap_above_a_mapping_below_it() {
     assert_eq!(m.touch(p, heap, false, 0), Ok(Some(0x77)));
     m.check().unwrap();
 }
+
+/// do_mlock returns ENOMEM at a hole before __mm_populate: the VMA before the hole is locked
+/// but nothing is faulted in, and a write-only VMA keeps no anon_vma after a read (A2).
+#[test]
+fn mlock_over_a_hole_populates_nothing() {
+    let mut m = machine(64);
+    let pid = m.spawn(ArchKind::X86_64).unwrap();
+    let a = m.mmap(pid, 0, 3 * 4096, PROT_WRITE, PA, None, 0).unwrap();
+    m.munmap(pid, a + 2 * 4096, 4096).unwrap();
+    m.touch(pid, a, false, 0).unwrap();
+    let r = m.with_mm(
+        pid,
+        |mm, ph, t| with_mm!(mm, x => x.mlock(ph, t, a, 3 * 4096, 0)),
+    );
+    assert_eq!(r.unwrap(), Err(vmspace::space::Errno::ENOMEM));
+    assert_eq!(m.process(pid).unwrap().rss().total(), 0);
+    let v = m.process(pid).unwrap().space().find_vma(a).unwrap().clone();
+    assert!(v.anon_vma.is_none());
+    // Without the hole, mlock populates (write faults: a writable private VMA).
+    let r = m.with_mm(
+        pid,
+        |mm, ph, t| with_mm!(mm, x => x.mlock(ph, t, a, 2 * 4096, 0)),
+    );
+    assert_eq!(r.unwrap(), Ok(()));
+    assert_eq!(m.process(pid).unwrap().rss().anon, 2);
+    m.check().unwrap();
+}
+
+/// mprotect(PROT_GROWSDOWN) reaches down to the start of the VMA: the page table follows, so
+/// a page below `addr` written before is read-only afterwards.
+#[test]
+fn mprotect_growsdown_reprotects_the_whole_lower_part() {
+    let mut m = machine(64);
+    let pid = m.spawn(ArchKind::X86_64).unwrap();
+    let a = m
+        .mmap(pid, 0, 4 * 4096, RW, PA | MAP_GROWSDOWN, None, 0)
+        .unwrap();
+    m.touch(pid, a, true, 7).unwrap();
+    m.mprotect(pid, a + 2 * 4096, 4096, PROT_READ | PROT_GROWSDOWN)
+        .unwrap();
+    m.check().unwrap();
+    let f = m.touch(pid, a, true, 8).unwrap_err().fault().unwrap();
+    assert_eq!(f.code, FaultCode::SegvAccerr);
+    assert_eq!(m.touch(pid, a, false, 0).unwrap(), Some(7));
+}

@@ -4,6 +4,18 @@
 //! The starting space takes the document's `before` maps (with `before_smaps` VmFlags where
 //! present), `brk0`, `stat`, `rlimits`, `sysctl`, `arch` and the personality's legacy-layout
 //! bit. Ids, address expressions and self-protection are the shared [`crate::run`] rules.
+//!
+//! The space is the address space of one process of a simulated machine
+//! ([`vmspace_sim::Machine`], 1 GiB of RAM): system calls run through the fault layer's
+//! `Mm`, which keeps the process's page tables in step with the VMAs; a `touch` is a load or
+//! store of the simulated CPU (TLB, page walk, fault handler, retry), so `fault`, `code` and
+//! `val` come from the page-table path; `after_smaps` counts `rss_kb` and `anon_kb` from the
+//! page tables (the zero page is not resident, as in Linux's smaps). Nothing is resident at
+//! the start: pages the real process had resident before the trace are unknown to the model,
+//! which is why [`crate::compare`] compares resident sizes only where the trace decides them.
+//! A compat (i386 on x86-64) task uses 4-level tables, as Linux does. The machine's own
+//! invariants (reference counts, RSS, frames) are checked at the end; a broken one is
+//! reported as the document's `fatal`.
 
 use crate::doc::{Hex, Int, ResultDoc, Smaps, Vma, ADDR_COMPAT_LAYOUT};
 use crate::linux::{config_tags, renumber_doc_inodes};
@@ -12,6 +24,7 @@ use crate::trace::Trace;
 use vmspace::space::{
     AddressSpace, FaultCode, FileRef, ProcStat, Signal, SnapshotVma, SpaceConfig, TaskKind,
 };
+use vmspace_sim::{with_mm, AnyMm, ArchKind, AsidTlb, Machine, MachinePhys, Pid, Stop};
 
 /// Personality bit READ_IMPLIES_EXEC.
 const READ_IMPLIES_EXEC: u64 = 0x0040_0000;
@@ -154,15 +167,35 @@ pub fn start_space(doc: &ResultDoc) -> Result<AddressSpace, String> {
     Ok(space)
 }
 
-/// The model behind the runner's [`Executor`] interface.
+/// RAM of the simulated machine a replay runs on (allocated lazily by the host; a trace
+/// that needs more sees the machine's OOM killer, reported as a fatal error).
+const REPLAY_RAM: u64 = 1 << 30;
+
+/// The model behind the runner's [`Executor`] interface: one process of a simulated
+/// [`Machine`] whose address space is the model's. System calls run through the fault
+/// layer's [`vmspace::fault::Mm`] (so its page table follows the VMAs: DONTNEED, munmap,
+/// mremap moves, MAP_POPULATE and mlock populate), `touch` ops are loads and stores of the
+/// simulated CPU (TLB, page walk, fault handler, retry), and `smaps` counts `rss_kb` and
+/// `anon_kb` from the page table.
 pub struct ModelExec {
-    pub space: AddressSpace,
+    machine: Machine,
+    pid: Pid,
     memfd: FileRef,
 }
 
+/// The page-table format of a task: a compat (32-bit) task on an x86-64 kernel runs on
+/// 4-level tables as Linux's do; only a native i386 kernel uses i386 tables.
+fn arch_kind(kind: TaskKind) -> ArchKind {
+    match kind {
+        TaskKind::I386Native => ArchKind::I386,
+        _ => ArchKind::X86_64,
+    }
+}
+
 impl ModelExec {
-    /// A model executor over `space`, with the trace's memfd of `memfd_size` bytes.
-    pub fn new(space: AddressSpace, memfd_size: u64) -> Self {
+    /// A model executor over `space` (nothing resident yet), with the trace's memfd of
+    /// `memfd_size` bytes.
+    pub fn new(space: AddressSpace, memfd_size: u64) -> Result<Self, String> {
         let memfd = FileRef {
             id: MEMFD_ID,
             size: memfd_size,
@@ -172,7 +205,40 @@ impl ModelExec {
             writable: true,
             shmem: true,
         };
-        ModelExec { space, memfd }
+        let arch = arch_kind(space.config().kind);
+        let mut machine =
+            Machine::new(REPLAY_RAM).map_err(|e| format!("cannot start the machine: {e:?}"))?;
+        let pid = machine
+            .spawn_from_space(arch, space)
+            .map_err(|e| format!("cannot start the traced process: {e:?}"))?;
+        Ok(ModelExec {
+            machine,
+            pid,
+            memfd,
+        })
+    }
+
+    /// The model's address space (VMAs).
+    pub fn space(&self) -> &AddressSpace {
+        self.machine
+            .process(self.pid)
+            .expect("the traced process is never ended by replay")
+            .space()
+    }
+
+    /// The simulated machine.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Runs `f` on the process's `Mm` with the machine's memory and TLB.
+    fn with_mm<R>(
+        &mut self,
+        f: impl FnOnce(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> R,
+    ) -> Result<R, Fatal> {
+        self.machine
+            .with_mm(self.pid, f)
+            .map_err(|e| Fatal(format!("the traced process is gone: {e:?}")))
     }
 }
 
@@ -182,50 +248,53 @@ fn errno(r: Result<(), vmspace::space::Errno>) -> Result<u64, i32> {
 
 impl Executor for ModelExec {
     fn call(&mut self, c: &Call) -> Result<Result<u64, i32>, Fatal> {
-        let s = &mut self.space;
-        Ok(match *c {
-            Call::Mmap {
-                addr,
-                len,
-                prot,
-                flags,
-                memfd,
-                offset,
-            } => {
-                let file = if memfd {
-                    Some(self.memfd.clone())
-                } else {
-                    None
-                };
-                s.mmap(addr, len, prot, flags, file, offset)
-                    .map_err(|e| e.code())
-            }
-            Call::Munmap { addr, len } => errno(s.munmap(addr, len)),
-            Call::Mprotect { addr, len, prot } => errno(s.mprotect(addr, len, prot)),
-            Call::Mremap {
-                addr,
-                old_len,
-                new_len,
-                flags,
-                new_addr,
-            } => s
-                .mremap(addr, old_len, new_len, flags, new_addr)
-                .map_err(|e| e.code()),
-            Call::Madvise { addr, len, advice } => errno(s.madvise(addr, len, advice as i64)),
-            Call::Mlock { addr, len, flags } => errno(s.mlock(addr, len, flags)),
-            Call::Munlock { addr, len } => errno(s.munlock(addr, len)),
-            Call::Mseal { addr, len } => errno(s.mseal(addr, len)),
+        let file = self.memfd.clone();
+        let c = c.clone();
+        self.with_mm(move |mm, ph, t| {
+            with_mm!(mm, m => match c {
+                Call::Mmap {
+                    addr,
+                    len,
+                    prot,
+                    flags,
+                    memfd,
+                    offset,
+                } => {
+                    let file = if memfd { Some(file) } else { None };
+                    m.mmap(ph, t, addr, len, prot, flags, file, offset)
+                        .map_err(|e| e.code())
+                }
+                Call::Munmap { addr, len } => errno(m.munmap(ph, t, addr, len)),
+                Call::Mprotect { addr, len, prot } => errno(m.mprotect(ph, t, addr, len, prot)),
+                Call::Mremap {
+                    addr,
+                    old_len,
+                    new_len,
+                    flags,
+                    new_addr,
+                } => m
+                    .mremap(ph, t, addr, old_len, new_len, flags, new_addr)
+                    .map_err(|e| e.code()),
+                Call::Madvise { addr, len, advice } => {
+                    errno(m.madvise(ph, t, addr, len, advice as i64))
+                }
+                Call::Mlock { addr, len, flags } => errno(m.mlock(ph, t, addr, len, flags)),
+                Call::Munlock { addr, len } => errno(m.op(ph, t, |s| s.munlock(addr, len))),
+                Call::Mseal { addr, len } => errno(m.op(ph, t, |s| s.mseal(addr, len))),
+            })
         })
     }
 
     fn brk(&mut self, target: u64) -> Result<u64, Fatal> {
-        Ok(self.space.brk(target))
+        self.machine
+            .brk(self.pid, target)
+            .map_err(|e| Fatal(format!("brk: {e:?}")))
     }
 
     fn touch(&mut self, addr: u64, write: bool, value: u8) -> Result<Touched, Fatal> {
-        Ok(match self.space.touch(addr, write, value) {
+        Ok(match self.machine.touch(self.pid, addr, write, value) {
             Ok(v) => Touched::Ok(v.unwrap_or(0)),
-            Err(f) => Touched::Fault {
+            Err(Stop::Signal(f)) => Touched::Fault {
                 signo: match f.signal {
                     Signal::Segv => 11,
                     Signal::Bus => 7,
@@ -237,12 +306,17 @@ impl Executor for ModelExec {
                 },
                 addr: f.addr,
             },
+            Err(stop) => {
+                return Err(Fatal(format!(
+                    "touch {addr:#x}: the simulated machine stopped: {stop:?}"
+                )))
+            }
         })
     }
 
     fn maps(&mut self) -> Result<Vec<Vma>, Fatal> {
         Ok(self
-            .space
+            .space()
             .maps_lines()
             .into_iter()
             .map(|l| Vma {
@@ -258,9 +332,11 @@ impl Executor for ModelExec {
     }
 
     fn smaps(&mut self) -> Result<Vec<Smaps>, Fatal> {
-        Ok(self
-            .space
-            .smaps()
+        let entries = self
+            .machine
+            .smaps(self.pid)
+            .map_err(|e| Fatal(format!("smaps: {e:?}")))?;
+        Ok(entries
             .into_iter()
             .map(|s| Smaps {
                 start: Hex(s.start),
@@ -289,7 +365,7 @@ pub fn run(
         return Err(format!("the start document records a failed run: {f}"));
     }
     let space = start_space(start)?;
-    let mut exec = ModelExec::new(space, trace.config.memfd_size);
+    let mut exec = ModelExec::new(space, trace.config.memfd_size)?;
     let legacy = start.legacy();
     let ctx = RunContext {
         before: start.before.clone(),
@@ -329,10 +405,13 @@ pub fn run(
         results: out.results.clone(),
         ..Default::default()
     };
-    if let Err(e) = exec.space.check_invariants() {
+    if let Err(e) = exec.space().check_invariants() {
         doc.fatal = Some(format!("model invariant broken: {e}"));
     }
-    doc.brk_end = Some(Hex(exec.space.brk_value()));
+    if let Err(e) = exec.machine().check() {
+        doc.fatal = Some(format!("machine invariant broken: {e}"));
+    }
+    doc.brk_end = Some(Hex(exec.space().brk_value()));
     doc.after = Some(exec.maps().map_err(|f| f.0)?);
     if trace.config.smaps || smaps {
         doc.after_smaps = Some(exec.smaps().map_err(|f| f.0)?);

@@ -270,7 +270,14 @@ fn generated_traces() {
     let mut cases = Vec::new();
     for seed in 0..GENERATED {
         let o = configs[seed as usize % configs.len()];
-        let text = gen::generate(seed, GENERATED_OPS, o.arch == Arch::I386);
+        let mut text = gen::generate(seed, GENERATED_OPS, o.arch == Arch::I386);
+        // Every other trace also compares resident sizes (`after_smaps`), every fourth with
+        // the before state's smaps, so [stack] growth is compared too.
+        if seed % 4 == 0 {
+            text = format!("{{\"op\":\"config\",\"smaps\":true,\"smaps_before\":true}}\n{text}");
+        } else if seed % 2 == 0 {
+            text = format!("{{\"op\":\"config\",\"smaps\":true}}\n{text}");
+        }
         cases.push((format!("gen/seed-{seed}"), text, o));
     }
     check_all("gen/", cases);

@@ -145,6 +145,20 @@ pub fn classify(
 /// simulator hands out).
 pub const VDSO_OBJECT: u64 = (1 << 61) - 1;
 
+/// The view of the object-backed VMA holding `addr`, if that is what holds it (for the
+/// fault-around a read fault beyond EOF still does before its SIGBUS).
+pub(crate) fn object_view(
+    space: &AddressSpace,
+    addr: u64,
+    access: Access,
+    present: bool,
+) -> Option<VmaView> {
+    match lookup(space, addr, access, present) {
+        Ok((view, _, _)) if matches!(view.kind, Kind::Object { .. }) => Some(view),
+        _ => None,
+    }
+}
+
 enum Lookup {
     /// The address lies below the VMA starting here (growth may help).
     Below(u64),

@@ -21,8 +21,8 @@ use crate::phys::PhysMem;
 use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
-use crate::space::{AddressSpace, Errno, SmapsEntry, SpaceConfig};
-use alloc::collections::BTreeMap;
+use crate::space::{AddressSpace, Errno, Signal, SmapsEntry, SpaceConfig};
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
 /// Resident pages of an address space, split as Linux's RSS counters are.
@@ -60,6 +60,25 @@ pub struct Mm<A: Arch> {
     shm: BTreeMap<u64, ObjKey>,
     /// Objects punched by the last operations, for the other sharers (see [`Mm::take_punched`]).
     punched: Vec<(ObjKey, u64, u64)>,
+    /// 2 MiB blocks a THP read fault mapped as Linux's huge zero page: a write anywhere in
+    /// one faults in the whole block (do_huge_zero_wp_pmd). Dropped when the block's entries
+    /// are zapped or moved.
+    huge_zero: BTreeSet<u64>,
+}
+
+/// Size of a PMD-mapped transparent huge page (x86-64 and PAE tables).
+const THP_SIZE: u64 = 2 << 20;
+
+/// thp_vma_allowable_order(TVA_PAGEFAULT) and thp_vma_suitable_order for a fault at `addr`
+/// in the reference configuration (THP "madvise", shmem THP "never"): a private anonymous
+/// VMA with VM_HUGEPAGE and without VM_NOHUGEPAGE, holding the whole aligned 2 MiB block,
+/// on tables with 2 MiB leaf blocks.
+fn thp_fault_allowed<A: Arch>(v: &VmaView, addr: u64) -> bool {
+    let base = addr & !(THP_SIZE - 1);
+    A::ENTRIES == 512
+        && v.flags & (VM_SHARED | VM_MAYSHARE | VM_NOHUGEPAGE | VM_HUGEPAGE) == VM_HUGEPAGE
+        && base >= v.start
+        && base.checked_add(THP_SIZE).is_some_and(|e| e <= v.end)
 }
 
 /// The end of `[addr, addr + len)` rounded up to a page, saturating at the last page.
@@ -96,6 +115,7 @@ impl<A: Arch> Mm<A> {
             rss: Rss::default(),
             shm: BTreeMap::new(),
             punched: Vec::new(),
+            huge_zero: BTreeSet::new(),
         })
     }
 
@@ -177,7 +197,38 @@ impl<A: Arch> Mm<A> {
             }
         }
         let present = t.is_some_and(|t| t.flags.contains(PageFlags::USER));
-        let v = classify::classify(&mut self.space, addr, access, present)?;
+        let block = addr & !(THP_SIZE - 1);
+        if access == Access::Write && self.huge_zero.remove(&block) {
+            let v = classify::classify(&mut self.space, addr, access, present)?;
+            if matches!(v.kind, Kind::Anon) && thp_fault_allowed::<A>(&v, addr) {
+                self.zap(phys, tlb, block, block + THP_SIZE, false);
+                return self.thp_fault(phys, &v, addr, true, None);
+            }
+            // The VMA no longer holds the whole block (Linux split the PMD): 4 KiB pages.
+            return self.fault(phys, tlb, addr, access);
+        }
+        // pmd_none, as the space tracks page tables (calibrated on Linux's, MADV_COLLAPSE):
+        // read before classify notes this fault's table.
+        let pmd_none = !self.space.mem.has_table(addr & !(THP_SIZE - 1));
+        let v = match classify::classify(&mut self.space, addr, access, present) {
+            Err(FaultError::Signal(f)) if f.signal == Signal::Bus && access != Access::Write => {
+                // do_read_fault maps the cached pages around before __do_fault finds the
+                // page beyond EOF: they stay mapped (and resident) after the SIGBUS.
+                if let Some(v) = classify::object_view(&self.space, addr, access, present) {
+                    if let Kind::Object {
+                        obj,
+                        shmem,
+                        is_file,
+                    } = v.kind
+                    {
+                        let key = self.obj_key(phys, obj, is_file);
+                        shared::fault_around(self, phys, &v, addr, key, shmem)?;
+                    }
+                }
+                return Err(FaultError::Signal(f));
+            }
+            r => r?,
+        };
         let slot = match leaf {
             pte::Leaf::At(entry, _) => Some(entry),
             _ => None,
@@ -187,12 +238,64 @@ impl<A: Arch> Mm<A> {
                 Kind::Object { .. } => {
                     shared::fault(self, phys, &v, addr, access == Access::Write, slot)
                 }
+                Kind::Anon if pmd_none && thp_fault_allowed::<A>(&v, addr) => {
+                    self.thp_fault(phys, &v, addr, access == Access::Write, slot)
+                }
                 Kind::Anon | Kind::Special => {
                     demand_zero::fault(self, phys, &v, addr, access == Access::Write, slot)
                 }
             },
             Some(t) if access == Access::Write => cow::fault(self, phys, tlb, &v, &t, addr),
             Some(t) => cow::upgrade::<A, M, F>(phys, tlb, &v, &t, addr),
+        }
+    }
+
+    /// do_huge_pmd_anonymous_page: the anon_vma is prepared on any access; a write faults
+    /// in the whole 2 MiB block (one huge page in Linux, 512 resident anonymous pages here:
+    /// smaps `Rss`/`Anonymous` count the same, and later partial unmaps, DONTNEEDs or
+    /// mprotects split it as Linux splits the PMD); a read maps the zero page (Linux's
+    /// huge zero page, not resident either).
+    fn thp_fault<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        v: &VmaView,
+        addr: u64,
+        write: bool,
+        slot: Option<PhysAddr>,
+    ) -> Result<Resolved, FaultError> {
+        if !v.has_anon_vma {
+            self.space.anon_vma_prepare(v.start);
+        }
+        let v = VmaView {
+            has_anon_vma: true,
+            ..*v
+        };
+        let base = addr & !(THP_SIZE - 1);
+        if !write {
+            let r = demand_zero::fault(self, phys, &v, addr, false, slot)?;
+            self.huge_zero.insert(base);
+            return Ok(r);
+        }
+        let mut p = base;
+        while p < base + THP_SIZE {
+            let at = if p == addr & !(PAGE_SIZE - 1) {
+                slot
+            } else {
+                None
+            };
+            demand_zero::fault(self, phys, &v, p, true, at)?;
+            p += PAGE_SIZE;
+        }
+        self.space.note_page_table(base);
+        Ok(Resolved::DemandZero)
+    }
+
+    /// Forgets the huge-zero blocks meeting `[start, end)`.
+    fn drop_huge_zero(&mut self, start: u64, end: u64) {
+        let from = start & !(THP_SIZE - 1);
+        let hit: Vec<u64> = self.huge_zero.range(from..end).copied().collect();
+        for b in hit {
+            self.huge_zero.remove(&b);
         }
     }
 
@@ -237,7 +340,8 @@ impl<A: Arch> Mm<A> {
         r
     }
 
-    /// mmap (see [`AddressSpace::mmap`]); MAP_POPULATE / MAP_LOCKED pages are faulted in.
+    /// mmap (see [`AddressSpace::mmap`]); MAP_POPULATE / MAP_LOCKED pages are faulted in
+    /// where the space populates them (`MmuEvent::Populate`).
     #[allow(clippy::too_many_arguments)]
     pub fn mmap<M: PhysMem, F: RefFrames>(
         &mut self,
@@ -250,14 +354,7 @@ impl<A: Arch> Mm<A> {
         file: Option<crate::space::FileRef>,
         off: u64,
     ) -> Result<u64, Errno> {
-        use crate::space::abi::{MAP_LOCKED, MAP_NONBLOCK, MAP_POPULATE};
-        let a = self.op(phys, tlb, |s| s.mmap(addr, len, prot, flags, file, off))?;
-        let populate =
-            flags & MAP_LOCKED != 0 || flags & (MAP_POPULATE | MAP_NONBLOCK) == MAP_POPULATE;
-        if populate {
-            self.populate(phys, tlb, a, page_end(a, len));
-        }
-        Ok(a)
+        self.op(phys, tlb, |s| s.mmap(addr, len, prot, flags, file, off))
     }
 
     /// munmap.
@@ -272,7 +369,9 @@ impl<A: Arch> Mm<A> {
     }
 
     /// mprotect; entries in the range take the new rights (a private frame still shared
-    /// after fork stays read-only, so COW is never bypassed).
+    /// after fork stays read-only, so COW is never bypassed). With PROT_GROWSDOWN (or
+    /// PROT_GROWSUP) the change reaches down to the start (up to the end) of the VMA holding
+    /// `addr` (R-rules of mprotect), so those pages are re-derived as well.
     pub fn mprotect<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -281,8 +380,21 @@ impl<A: Arch> Mm<A> {
         len: u64,
         prot: u64,
     ) -> Result<(), Errno> {
+        use crate::space::abi::{PROT_GROWSDOWN, PROT_GROWSUP};
+        let mut start = addr & !(PAGE_SIZE - 1);
+        let mut end = page_end(addr, len);
+        if prot & (PROT_GROWSDOWN | PROT_GROWSUP) != 0 {
+            if let Some(v) = self.space.find_vma(start) {
+                if prot & PROT_GROWSDOWN != 0 {
+                    start = start.min(v.start);
+                }
+                if prot & PROT_GROWSUP != 0 {
+                    end = end.max(v.end);
+                }
+            }
+        }
         let r = self.op(phys, tlb, |s| s.mprotect(addr, len, prot));
-        self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
+        self.reprotect(phys, tlb, start, end);
         r
     }
 
@@ -313,7 +425,8 @@ impl<A: Arch> Mm<A> {
         self.op(phys, tlb, |s| s.brk(target))
     }
 
-    /// madvise; DONTNEED/REMOVE/GUARD_INSTALL drop pages, POPULATE_READ/WRITE fault them in.
+    /// madvise; DONTNEED/REMOVE/GUARD_INSTALL drop pages, POPULATE_READ/WRITE fault them in
+    /// where the space decides (up to a hole, a guard page or EOF: `MmuEvent::Populate`).
     pub fn madvise<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -322,20 +435,11 @@ impl<A: Arch> Mm<A> {
         len: u64,
         advice: i64,
     ) -> Result<(), Errno> {
-        use crate::space::abi::{MADV_POPULATE_READ, MADV_POPULATE_WRITE};
-        let r = self.op(phys, tlb, |s| s.madvise(addr, len, advice));
-        // faultin_page_range: pages before a failure (EFAULT at a guard or beyond EOF) stay
-        // populated; the walk stops at the first fault that fails.
-        let populate = advice == MADV_POPULATE_READ || advice == MADV_POPULATE_WRITE;
-        if populate && matches!(r, Ok(()) | Err(Errno::EFAULT) | Err(Errno::ENOMEM)) {
-            let end = page_end(addr, len);
-            let write = Some(advice == MADV_POPULATE_WRITE);
-            self.populate_as(phys, tlb, addr, end, write, true);
-        }
-        r
+        self.op(phys, tlb, |s| s.madvise(addr, len, advice))
     }
 
-    /// mlock; the range is faulted in (unless MLOCK_ONFAULT).
+    /// mlock; the range is faulted in where the space populates it (not after a failure to
+    /// apply the flags, not in VM_LOCKONFAULT VMAs).
     pub fn mlock<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
@@ -344,11 +448,7 @@ impl<A: Arch> Mm<A> {
         len: u64,
         flags: u64,
     ) -> Result<(), Errno> {
-        let r = self.op(phys, tlb, |s| s.mlock(addr, len, flags));
-        if flags == 0 {
-            self.populate(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, len));
-        }
-        r
+        self.op(phys, tlb, |s| s.mlock(addr, len, flags))
     }
 
     /// __mm_populate: faults every page of `[start, end)` in, as a write in writable private
@@ -409,6 +509,15 @@ impl<A: Arch> Mm<A> {
             match e {
                 MmuEvent::Zap { start, end } => self.zap(phys, tlb, start, end, false),
                 MmuEvent::Move { old, new, len } => self.move_pages(phys, tlb, old, new, len),
+                MmuEvent::Populate { start, end, write } => {
+                    // The space decided the range (VMA kinds, EOF, guards); a fault that
+                    // still fails (out of memory) ends this range, as GUP would.
+                    let access = if write { Access::Write } else { Access::Read };
+                    let mut p = start;
+                    while p < end && self.fault(phys, tlb, p, access).is_ok() {
+                        p += PAGE_SIZE;
+                    }
+                }
                 MmuEvent::Punch { obj, first, count } => {
                     let key = match self.shm.get(&obj) {
                         Some(k) => *k,
@@ -509,6 +618,7 @@ impl<A: Arch> Mm<A> {
         end: u64,
         cache_only: bool,
     ) {
+        self.drop_huge_zero(start, end);
         let pages = self.mapped(&phys.mem, start, end);
         let zero = phys.zero_page();
         let mut flush = Flush::Nothing;
@@ -540,6 +650,9 @@ impl<A: Arch> Mm<A> {
         new: u64,
         len: u64,
     ) {
+        // Huge-zero blocks are not followed to the destination: a write there after a
+        // PMD-aligned move (which Linux does with the huge zero page intact) faults 4 KiB.
+        self.drop_huge_zero(old, old.saturating_add(len));
         let pages = self.mapped(&phys.mem, old, old.saturating_add(len));
         let zero = phys.zero_page();
         let mut flush = Flush::Nothing;
@@ -677,6 +790,7 @@ impl<A: Arch> Mm<A> {
             rss: Rss::default(),
             shm: self.shm.clone(),
             punched: Vec::new(),
+            huge_zero: BTreeSet::new(),
         };
         for k in child.shm.values() {
             phys.shm_get(*k);

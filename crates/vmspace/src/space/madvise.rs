@@ -169,12 +169,25 @@ impl AddressSpace {
                 // also wants the file offset aligned like the address (SCAN_ADDRESS_RANGE).
                 let file_aligned =
                     v.is_anonymous() || ((v.start >> 12).wrapping_sub(v.pgoff)) % (pmd >> 12) == 0;
+                // Blocks that collapse stay collapsed when another one fails (madvise_collapse
+                // goes on after SCAN_PMD_NULL): each becomes one resident huge page, which the
+                // page-table backend sees as the whole block populated.
+                let mut failed = false;
                 let mut b = hstart;
                 while b < hend {
                     if !self.mem.has_table(b) || !file_aligned {
-                        return Err(Errno::EINVAL);
+                        failed = true;
+                    } else {
+                        self.mem.log.push(super::mmu::MmuEvent::Populate {
+                            start: b,
+                            end: b + pmd,
+                            write: v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE,
+                        });
                     }
                     b += pmd;
+                }
+                if failed {
+                    return Err(Errno::EINVAL);
                 }
                 return Ok(e);
             }
@@ -294,6 +307,22 @@ impl AddressSpace {
                 self.mem.note_tables(cursor, e);
             } else if first_ok {
                 self.mem.note_tables(cursor, cursor + 4096);
+            }
+            // The pages faulted in: up to the guard page or the first page beyond EOF.
+            let mut stop = guard.unwrap_or(e);
+            if v.object().is_some() {
+                let eof_page = self.object_size(&v.backing).div_ceil(4096);
+                let eof = v
+                    .start
+                    .saturating_add(eof_page.saturating_sub(v.pgoff).saturating_mul(4096));
+                stop = stop.min(eof.max(cursor));
+            }
+            if stop > cursor {
+                self.mem.log.push(super::mmu::MmuEvent::Populate {
+                    start: cursor,
+                    end: stop,
+                    write,
+                });
             }
             if beyond {
                 return Err(Errno::EFAULT);

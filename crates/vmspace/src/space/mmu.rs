@@ -22,6 +22,9 @@ pub enum MmuEvent {
     /// Pages `first..first + count` of shared object `obj` (space-local id) were punched out
     /// of the object itself (MADV_REMOVE): every mapping of them, in any process, goes.
     Punch { obj: u64, first: u64, count: u64 },
+    /// `[start, end)` was populated (__mm_populate / populate_vma_page_range): every page is
+    /// faulted in, as a write if `write` (a writable private VMA) and a read otherwise.
+    Populate { start: u64, end: u64, write: bool },
 }
 
 /// The event log kept by the content model; disabled (and empty) unless a backend asks.

@@ -30,6 +30,28 @@ impl AddressSpace {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
+        let locked = self
+            .tree
+            .containing(addr)
+            .is_some_and(|v| v.flags & VM_LOCKED != 0);
+        let na = self.mremap_inner(addr, old_len, new_len, flags, new_addr)?;
+        // do_mremap: an mlocked VMA that grew is populated over its new part (mm_populate
+        // ignores errors; VM_LOCKONFAULT VMAs are skipped there).
+        let (old, new) = (page_align_wrapping(old_len), page_align_wrapping(new_len));
+        if locked && new > old {
+            let _ = self.populate(na + old, na + new);
+        }
+        Ok(na)
+    }
+
+    fn mremap_inner(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+    ) -> Result<u64, Errno> {
         let ts = self.layout.task_size;
         let r = Req {
             addr,

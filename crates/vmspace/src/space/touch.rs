@@ -454,6 +454,13 @@ impl AddressSpace {
                 self.anon_vma_prepare(v.start);
             }
             self.mem.note_tables(s, ok_until);
+            if ok_until > s {
+                self.mem.log.push(MmuEvent::Populate {
+                    start: s,
+                    end: ok_until,
+                    write: v.flags & (VM_WRITE | VM_SHARED) == VM_WRITE,
+                });
+            }
             if ok_until < e {
                 return Err(super::Errno::EFAULT);
             }
