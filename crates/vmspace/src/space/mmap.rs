@@ -333,13 +333,7 @@ impl AddressSpace {
 mod tests {
     use super::super::{SpaceConfig, TaskKind};
     use super::*;
-
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-    fn space() -> AddressSpace {
-        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
-    }
+    use crate::space::testutil::*;
 
     #[test]
     fn step_order_of_argument_errors() {

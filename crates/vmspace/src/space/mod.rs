@@ -34,6 +34,8 @@ pub mod mseal;
 pub mod munmap;
 pub mod placement;
 pub mod snapshot;
+#[cfg(test)]
+mod testutil;
 pub mod touch;
 pub mod tree;
 pub mod vma;

@@ -140,14 +140,9 @@ impl AddressSpace {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{abi::*, SpaceConfig, TaskKind};
+    use super::super::abi::*;
     use super::*;
-
-    fn space() -> AddressSpace {
-        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
-    }
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+    use crate::space::testutil::*;
 
     fn layout(s: &AddressSpace) -> alloc::vec::Vec<(u64, u64, [u8; 4])> {
         s.vmas().map(|v| (v.start, v.end, v.perms())).collect()

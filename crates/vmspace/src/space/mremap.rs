@@ -398,15 +398,8 @@ impl AddressSpace {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{SpaceConfig, TaskKind};
     use super::*;
-
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-    fn space() -> AddressSpace {
-        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
-    }
+    use crate::space::testutil::*;
 
     #[test]
     fn x1_parameter_errors() {

@@ -30,13 +30,7 @@ impl AddressSpace {
 mod tests {
     use super::super::{abi::*, SpaceConfig, TaskKind};
     use super::*;
-
-    fn space() -> AddressSpace {
-        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
-    }
-
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+    use crate::space::testutil::*;
 
     #[test]
     fn u1_argument_errors() {

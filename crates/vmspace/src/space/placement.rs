@@ -311,9 +311,7 @@ mod tests {
     use super::super::vma::flags::VM_GROWSDOWN;
     use super::super::{SpaceConfig, TaskKind};
     use super::*;
-
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
+    use crate::space::testutil::*;
 
     fn space() -> AddressSpace {
         let mut c = SpaceConfig::linux_default(TaskKind::X86_64);

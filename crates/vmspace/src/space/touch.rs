@@ -474,15 +474,9 @@ impl AddressSpace {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{abi::*, FileRef, SpaceConfig, TaskKind};
+    use super::super::{abi::*, FileRef};
     use super::*;
-
-    const RW: u64 = PROT_READ | PROT_WRITE;
-    const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-    fn space() -> AddressSpace {
-        AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64))
-    }
+    use crate::space::testutil::*;
 
     #[test]
     fn f1_f3_classification_and_contents() {
