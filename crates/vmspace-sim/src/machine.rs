@@ -262,23 +262,7 @@ impl Machine {
             self.free_asids.push(asid);
             return Err(e.into());
         }
-        let pid = self.next_pid;
-        self.next_pid += 1;
-        self.procs.insert(
-            pid,
-            Process {
-                pid,
-                arch,
-                asid,
-                mm,
-                threads: Vec::new(),
-            },
-        );
-        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
-            self.exit(pid);
-            return Err(e);
-        }
-        Ok(pid)
+        self.register(arch, asid, mm, top)
     }
 
     /// Starts a process over an existing address space (e.g. `AddressSpace::from_snapshot`
@@ -307,6 +291,18 @@ impl Machine {
                 return Err(SimError::OutOfMemory);
             }
         };
+        self.register(arch, asid, mm, top)
+    }
+
+    /// Enters a process with address space `mm` under a fresh pid and gives it its main
+    /// thread (stack top `top`); undoes everything if the thread cannot be created.
+    fn register(
+        &mut self,
+        arch: ArchKind,
+        asid: u16,
+        mm: AnyMm,
+        top: u64,
+    ) -> Result<Pid, SimError> {
         let pid = self.next_pid;
         self.next_pid += 1;
         self.procs.insert(
