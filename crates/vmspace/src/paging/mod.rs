@@ -290,6 +290,54 @@ pub(crate) fn entry_addr<A: Arch>(table: PhysAddr, idx: usize) -> PhysAddr {
     PhysAddr::new(table.as_u64() + idx as u64 * A::ENTRY_SIZE)
 }
 
+/// One entry of a table at `level` that a linear range touches.
+#[derive(Clone, Copy)]
+pub(crate) struct Slot {
+    /// First address of the range inside this entry.
+    pub lin: u64,
+    /// First address the entry covers.
+    pub entry_start: u64,
+    /// End of the range inside this entry (exclusive).
+    pub next: u64,
+    /// Bytes one entry at this level covers.
+    pub span: u64,
+    /// Index of the entry in its table.
+    pub idx: usize,
+}
+
+impl Slot {
+    /// Whether the range covers the entry's whole span.
+    #[inline]
+    pub fn whole(&self) -> bool {
+        self.lin == self.entry_start && self.next == self.entry_start + self.span
+    }
+}
+
+/// The entries of a table at `level` that `[start, end)` touches, in order: the range walks
+/// each table once, entry by entry.
+#[inline]
+pub(crate) fn slots<A: Arch>(level: u8, start: u64, end: u64) -> impl Iterator<Item = Slot> {
+    let shift = A::level_shift(level);
+    let span = 1u64 << shift;
+    let mut lin = start;
+    core::iter::from_fn(move || {
+        if lin >= end {
+            return None;
+        }
+        let entry_start = (lin >> shift) << shift;
+        let next = (entry_start + span).min(end);
+        let slot = Slot {
+            lin,
+            entry_start,
+            next,
+            span,
+            idx: A::index(lin, level),
+        };
+        lin = next;
+        Some(slot)
+    })
+}
+
 /// Reads entry `idx` of `table`.
 #[inline]
 pub(crate) fn read_entry<A: Arch, M: PhysMem>(

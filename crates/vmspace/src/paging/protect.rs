@@ -1,6 +1,6 @@
 //! Reprotecting: replacing the access flags of one page or of every page in a range.
 
-use super::{read_entry, write_entry, Flush, PageTable, ProtectError};
+use super::{read_entry, write_entry, Flush, PageTable, ProtectError, Slot};
 use crate::addr::{Page, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::phys::PhysMem;
@@ -95,18 +95,19 @@ impl<A: Arch> PageTable<A> {
         flags: PageFlags,
         changed: &mut bool,
     ) -> Result<(), ProtectError> {
-        let shift = A::level_shift(level);
-        let span = 1u64 << shift;
-        let mut lin = start;
-        while lin < end {
-            let entry_start = (lin >> shift) << shift;
-            let next = (entry_start + span).min(end);
-            let idx = A::index(lin, level);
+        for slot in super::slots::<A>(level, start, end) {
+            let Slot {
+                lin,
+                entry_start,
+                next,
+                idx,
+                ..
+            } = slot;
             let raw = read_entry::<A, M>(mem, table, idx)?;
             match A::decode(level, raw) {
                 Entry::Empty | Entry::NotPresent(_) => {}
                 Entry::Page { size, .. } => {
-                    if lin != entry_start || next != entry_start + span {
+                    if !slot.whole() {
                         return Err(ProtectError::PartOfLargePage {
                             va: A::from_linear(lin),
                             page: A::from_linear(entry_start),
@@ -123,7 +124,6 @@ impl<A: Arch> PageTable<A> {
                     self.protect_in(mem, addr, level - 1, lin, next, flags, changed)?;
                 }
             }
-            lin = next;
         }
         Ok(())
     }

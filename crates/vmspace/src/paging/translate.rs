@@ -1,6 +1,6 @@
 //! Translation: which frame and flags map a virtual address, for one address or a range.
 
-use super::{entry_addr, read_entry, PageTable, TranslateError};
+use super::{entry_addr, read_entry, PageTable, Slot, TranslateError};
 use crate::addr::{PhysAddr, VirtAddr};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::phys::PhysMem;
@@ -83,12 +83,14 @@ impl<A: Arch> PageTable<A> {
         end: u64,
         visit: &mut V,
     ) -> Result<(), TranslateError> {
-        let shift = A::level_shift(level);
-        let mut lin = start;
-        while lin < end {
-            let entry_start = (lin >> shift) << shift;
-            let next = (entry_start + (1u64 << shift)).min(end);
-            let idx = A::index(lin, level);
+        for slot in super::slots::<A>(level, start, end) {
+            let Slot {
+                lin,
+                entry_start,
+                next,
+                idx,
+                ..
+            } = slot;
             let raw = read_entry::<A, M>(mem, table, idx)?;
             match A::decode(level, raw) {
                 Entry::Page { addr, flags, size } => visit(Translation {
@@ -105,7 +107,6 @@ impl<A: Arch> PageTable<A> {
                 }
                 Entry::Empty | Entry::NotPresent(_) => {}
             }
-            lin = next;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
 //! Unmapping: one page, or every page in a range; tables that become empty are freed.
 
-use super::{read_entry, table_is_empty, write_entry, Flush, PageTable, UnmapError};
+use super::{read_entry, table_is_empty, write_entry, Flush, PageTable, Slot, UnmapError};
 use crate::addr::{Frame, Page, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry};
 use crate::phys::{FrameAllocator, PhysMem};
@@ -140,19 +140,20 @@ impl<A: Arch> PageTable<A> {
         end: u64,
         on_unmap: &mut C,
     ) -> Result<(), UnmapError> {
-        let shift = A::level_shift(level);
-        let span = 1u64 << shift;
-        let mut lin = start;
-        while lin < end {
-            let entry_start = (lin >> shift) << shift;
-            let next = (entry_start + span).min(end);
-            let idx = A::index(lin, level);
+        for slot in super::slots::<A>(level, start, end) {
+            let Slot {
+                lin,
+                entry_start,
+                next,
+                idx,
+                ..
+            } = slot;
             let raw = read_entry::<A, M>(mem, table, idx)?;
             match A::decode(level, raw) {
                 Entry::Empty => {}
                 Entry::NotPresent(_) => write_entry::<A, M>(mem, table, idx, 0)?,
                 Entry::Page { addr, size, .. } => {
-                    if lin != entry_start || next != entry_start + span {
+                    if !slot.whole() {
                         return Err(UnmapError::PartOfLargePage {
                             va: A::from_linear(lin),
                             page: A::from_linear(entry_start),
@@ -164,7 +165,7 @@ impl<A: Arch> PageTable<A> {
                 }
                 Entry::Table { addr: child, .. } => {
                     self.unmap_in(mem, frames, child, level - 1, lin, next, on_unmap)?;
-                    let whole = lin == entry_start && next == entry_start + span;
+                    let whole = slot.whole();
                     if whole
                         || table_is_empty::<A, M>(
                             mem,
@@ -178,7 +179,6 @@ impl<A: Arch> PageTable<A> {
                     }
                 }
             }
-            lin = next;
         }
         Ok(())
     }
