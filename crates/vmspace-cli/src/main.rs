@@ -6,8 +6,10 @@ use std::process::ExitCode;
 mod bench;
 mod gen_trace;
 mod layout;
+mod picture;
 mod ptdump;
 mod replay;
+mod scenario;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
 #[derive(Parser)]
@@ -47,6 +49,20 @@ enum Command {
     /// --svg i386.svg` (`--arch i386` is a 32-bit task on a 64-bit kernel; add `--native`
     /// for a native i386 kernel's 3G/1G split).
     Layout(layout::LayoutArgs),
+    /// The whole story on a simulated 32-bit machine: threads with reserve/commit stacks, a
+    /// size-class and a chunk heap, a recursion stopped by a stack overflow while the other
+    /// threads carry on, a leak ended by the OOM killer, a fork with copy-on-write.
+    ///
+    /// Prints what happens step by step, then the address space, the stacks, the heaps and
+    /// the fault counters, and draws a picture. Example: `vmspace demo` (writes
+    /// vmspace-demo.svg); `vmspace demo --arch x86_64 --svg demo64.svg`; `--json`.
+    Demo(scenario::DemoArgs),
+    /// Run a scenario file: machine, processes, threads and stacks, heaps, steps, expected
+    /// outcomes (TOML; see examples/*.toml).
+    ///
+    /// Exits 1 naming each expectation that failed, 2 on a bad file (with its line and
+    /// column). Example: `vmspace run examples/leak-oom.toml --svg leak.svg`.
+    Run(scenario::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +76,14 @@ fn main() -> ExitCode {
         },
         Command::GenTrace(args) => gen_trace::run(args),
         Command::Layout(args) => layout::run(args),
+        Command::Demo(args) => match scenario::demo(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
+        Command::Run(args) => match scenario::run(args) {
+            Ok(code) => return code,
+            Err(e) => Err(e),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
