@@ -101,7 +101,8 @@ pub struct HeapSt {
     pub kind: HeapKind,
     pub fit: Option<Fit>,
     imp: Option<HeapImpl>,
-    blocks: Vec<*mut u8>,
+    /// Live blocks: host pointer and size.
+    blocks: Vec<(*mut u8, usize)>,
     pub allocs: u64,
     pub frees: u64,
     /// Why the process refused the heap memory, if it did.
@@ -109,6 +110,8 @@ pub struct HeapSt {
     /// The last statistics (kept once the heap is gone with its process).
     pub stats: HeapStats,
     pub peak_live: usize,
+    /// Most a chunk heap's break may grow.
+    pub max: u64,
 }
 
 impl HeapSt {
@@ -201,12 +204,10 @@ pub fn bytes(n: u64) -> String {
         i += 1;
     }
     if i == 0 {
-        format!("{n} bytes")
-    } else if v.fract() == 0.0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.1} {}", U[i])
+        return format!("{n} bytes");
     }
+    let t = format!("{v:.1}");
+    format!("{} {}", t.strip_suffix(".0").unwrap_or(&t), U[i])
 }
 
 /// Checks names and references before anything runs.
@@ -369,6 +370,7 @@ impl Run {
             self.setup.push(format!("  {line}"));
         }
         for h in &spec.heaps {
+            let mut max = u64::MAX;
             let imp = match h.kind {
                 HeapKind::SizeClass => {
                     HeapImpl::SizeClass(SizeClassHeap::new(self.procs[pi].space.segments()))
@@ -382,7 +384,7 @@ impl Run {
                             .unwrap_or(0);
                         task.saturating_sub(brk)
                     };
-                    let max = h.max.map(|s| s.0).unwrap_or(room.min(1 << 30));
+                    max = h.max.map(|s| s.0).unwrap_or(room.min(1 << 32));
                     let src = self.procs[pi]
                         .space
                         .brk(max)
@@ -415,6 +417,7 @@ impl Run {
                 }
             ));
             self.heaps.push(HeapSt {
+                max,
                 name: h.name.clone(),
                 proc: pi,
                 kind: h.kind,
@@ -585,7 +588,7 @@ impl Run {
             return Got::Refused;
         }
         let heap = &mut self.heaps[h];
-        heap.blocks.push(p);
+        heap.blocks.push((p, size as usize));
         heap.allocs += 1;
         let len = match touch {
             TouchMode::All => size as usize,
@@ -641,7 +644,7 @@ impl Run {
                     bytes_sum += n;
                 }
                 Got::Refused => {
-                    stop = Some(self.refusal(h));
+                    stop = Some(self.refusal(h, n));
                     break;
                 }
                 Got::Stopped(s) => {
@@ -690,7 +693,7 @@ impl Run {
     }
 
     /// Why heap `h`'s process refused it memory, in words; marks it exhausted.
-    fn refusal(&mut self, h: usize) -> String {
+    fn refusal(&mut self, h: usize, request: u64) -> String {
         let heap = &self.heaps[h];
         let pid = self.procs[heap.proc].pid;
         let why = {
@@ -703,7 +706,15 @@ impl Run {
                 HeapKind::Chunk => {
                     let brk = sp.brk_value();
                     let above = sp.vmas().find(|v| v.start >= brk);
+                    let used = brk - sp.start_brk();
                     match above {
+                        _ if used.saturating_add(request).saturating_add(1 << 16) > heap.max => {
+                            format!(
+                                "the break grew {} and the heap's limit is {}",
+                                bytes(used),
+                                bytes(heap.max)
+                            )
+                        }
                         Some(v) => format!(
                             "brk refused: the break at {brk:#x} cannot grow into the mapping at \
                              {:#x}{} ({} of heap on the break)",
@@ -760,7 +771,7 @@ impl Run {
         let blocks = std::mem::take(&mut self.heaps[h].blocks);
         let mut keep = Vec::with_capacity(blocks.len());
         let mut freed = 0;
-        for p in blocks {
+        for (p, n) in blocks {
             if rng.unit() < f.fraction {
                 if let Some(imp) = self.heaps[h].imp.as_mut() {
                     imp.free(p)
@@ -772,7 +783,7 @@ impl Run {
                     self.record_heap(h);
                 }
             } else {
-                keep.push(p);
+                keep.push((p, n));
             }
         }
         self.heaps[h].blocks = keep;
@@ -818,7 +829,7 @@ impl Run {
                     total += size;
                 }
                 Got::Refused => {
-                    end = Some(self.refusal(h));
+                    end = Some(self.refusal(h, size));
                     break;
                 }
                 Got::Stopped(s) => {
@@ -958,9 +969,9 @@ impl Run {
         if let Some(hn) = &t.heap {
             let h = self.heap_idx(hn)?;
             let sp = &self.procs[self.heaps[h].proc].space;
-            for &p in &self.heaps[h].blocks {
+            for &(p, n) in &self.heaps[h].blocks {
                 if let Some(a) = sp.sim_addr(p) {
-                    ranges.push((a, 1));
+                    ranges.push((a, n as u64));
                 }
             }
         } else if let (Some(a), Some(l)) = (t.addr, t.len) {
@@ -1009,10 +1020,11 @@ impl Run {
         let mut rng = Rng::new(w.seed);
         let sp = self.procs[self.heaps[h].proc].space.clone();
         let mut pages = BTreeSet::new();
-        for &p in &self.heaps[h].blocks {
+        for &(p, n) in &self.heaps[h].blocks {
             if rng.unit() < w.fraction {
                 if let Some(a) = sp.sim_addr(p) {
-                    pages.insert(a & !(PAGE - 1));
+                    pages
+                        .extend((a / PAGE..(a + n.max(1) as u64).div_ceil(PAGE)).map(|p| p * PAGE));
                 }
             }
         }

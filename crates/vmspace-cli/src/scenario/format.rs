@@ -629,6 +629,9 @@ mod tests {
         assert!(e.starts_with("bad.toml:2:"), "{e}");
         let t = format!("{MIN}[[step]]\ndo = \"jump\"\n");
         let e = parse("bad.toml", &t).unwrap_err();
-        assert!(e.starts_with("bad.toml:4:") && e.contains("jump"), "{e}");
+        assert!(e.starts_with("bad.toml:5:6:") && e.contains("jump"), "{e}");
+        let t = format!("{MIN}[[step]]\ndo = \"free\"\nheap = \"h\"\nfraction = 0.5\nseeed = 2\n");
+        let e = parse("bad.toml", &t).unwrap_err();
+        assert!(e.starts_with("bad.toml:4:") && e.contains("seeed"), "{e}");
     }
 }
