@@ -253,16 +253,21 @@ pub fn space_picture(run: &Run, pi: usize) -> Option<SpacePicture> {
     let min = sp.config().mmap_min_addr.max(sp.config().lsm_mmap_min_addr);
     let mut full = Vec::new();
     let mut at = 0u64;
-    let heap_top = brk.next_multiple_of(PAGE).max(start_brk);
+    let g = Gaps {
+        min,
+        heap_top: brk.next_multiple_of(PAGE).max(start_brk),
+        text: sp.vmas().next().map_or(0, |v| v.start),
+        lay: *lay,
+    };
     for b in bands {
         if b.start > at {
-            gap(&mut full, at, b.start, min, heap_top, lay.topdown);
+            gap(&mut full, at, b.start, &g);
         }
         at = at.max(b.end);
         full.push(b);
     }
     if lay.task_size > at {
-        gap(&mut full, at, lay.task_size, min, heap_top, lay.topdown);
+        gap(&mut full, at, lay.task_size, &g);
     }
     if bits == 32 {
         full.push(Band {
@@ -315,7 +320,16 @@ fn paint_heap(bands: &mut Vec<Band>, run: &Run, pi: usize, h: &HeapSt) {
     }
 }
 
-fn gap(out: &mut Vec<Band>, start: u64, end: u64, min: u64, heap_top: u64, topdown: bool) {
+/// Where the free gaps of a space are: below mmap_min_addr, above the break, the mmap area.
+struct Gaps {
+    min: u64,
+    heap_top: u64,
+    text: u64,
+    lay: vmspace::space::Layout,
+}
+
+fn gap(out: &mut Vec<Band>, start: u64, end: u64, g: &Gaps) {
+    let min = g.min;
     let mut s = start;
     if s < min {
         let e = min.min(end);
@@ -330,9 +344,16 @@ fn gap(out: &mut Vec<Band>, start: u64, end: u64, min: u64, heap_top: u64, topdo
     if s >= end {
         return;
     }
-    let (kind, label) = if s == heap_top {
+    let (kind, label) = if s == g.heap_top {
         (BandKind::HeapRoom, "room for the heap (brk)")
-    } else if topdown {
+    } else if end <= g.text {
+        (BandKind::Free, "free")
+    } else if g.lay.topdown && s >= g.lay.mmap_base {
+        (
+            BandKind::Free,
+            "gap kept for the main stack (above mmap_base)",
+        )
+    } else if g.lay.topdown || s >= g.lay.mmap_legacy_base {
         (BandKind::MmapRoom, "free: room for mappings")
     } else {
         (BandKind::Free, "free")
