@@ -61,8 +61,11 @@ pub struct Scenario {
     /// The processes started before the first step, in pid order.
     #[serde(rename = "process", default)]
     pub processes: Vec<ProcessSpec>,
-    /// What happens, in order.
+    /// The `[[step]]` tables as written (turned into [`Scenario::steps`] by [`parse`]).
     #[serde(rename = "step", default)]
+    raw_steps: Vec<toml::Spanned<RawStep>>,
+    /// What happens, in order.
+    #[serde(skip)]
     pub steps: Vec<Step>,
     /// Outcomes `vmspace run` checks at the end.
     #[serde(default)]
@@ -231,9 +234,8 @@ pub enum TouchMode {
 }
 
 /// One `[[step]]`, chosen by `do = "..."`. Every step may carry a `note`, printed before
-/// what happened.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(tag = "do", rename_all = "kebab-case")]
+/// what happened. Fields not given take the defaults documented on each.
+#[derive(Clone, Debug)]
 pub enum Step {
     Alloc(Alloc),
     Free(Free),
@@ -248,161 +250,116 @@ pub enum Step {
 }
 
 /// `do = "alloc"`: allocate `count` blocks from `heap`, each touched by `thread`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Alloc {
-    #[serde(default)]
     pub note: Option<String>,
     pub heap: String,
     /// Thread whose CPU touches the blocks (default: the heap's process's main thread).
-    #[serde(default)]
     pub thread: Option<String>,
     pub count: u64,
     pub size: SizeRange,
     /// Seed of the size draws (default 1).
-    #[serde(default = "one")]
     pub seed: u64,
-    #[serde(default)]
     pub touch: TouchMode,
 }
 
 /// `do = "free"`: free a random `fraction` (0..=1) of `heap`'s live blocks.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Free {
-    #[serde(default)]
     pub note: Option<String>,
     pub heap: String,
     pub fraction: f64,
-    #[serde(default = "one")]
     pub seed: u64,
 }
 
 /// `do = "leak"`: allocate blocks of `size` from `heap` and never free them, until the heap
 /// is refused memory (its mmap or brk fails), the process is OOM-killed, or `max_blocks`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Leak {
-    #[serde(default)]
     pub note: Option<String>,
     pub heap: String,
-    #[serde(default)]
     pub thread: Option<String>,
     pub size: SizeRange,
-    #[serde(default = "one")]
     pub seed: u64,
     /// Stop after this many blocks (default 1,000,000).
-    #[serde(default)]
     pub max_blocks: Option<u64>,
-    #[serde(default)]
     pub touch: TouchMode,
 }
 
 /// `do = "recurse"`: a recursion on `thread`'s stack: each call takes `frame` bytes and
 /// touches the stack page by page downward, `depth` calls deep (default: until stopped),
 /// then returns.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Recurse {
-    #[serde(default)]
     pub note: Option<String>,
     pub thread: String,
     pub frame: Size,
-    #[serde(default)]
     pub depth: Option<u64>,
 }
 
 /// `do = "touch"`: `thread` reads or writes every page of `heap`'s live blocks, or of
 /// `[addr, addr + len)`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Touch {
-    #[serde(default)]
     pub note: Option<String>,
     pub thread: String,
-    #[serde(default)]
     pub heap: Option<String>,
-    #[serde(default)]
     pub addr: Option<Size>,
-    #[serde(default)]
     pub len: Option<Size>,
-    #[serde(default)]
     pub write: bool,
 }
 
 /// `do = "write"`: `thread` writes to a `fraction` of `heap`'s live blocks (one byte per
 /// page). In a forked child, whose memory is the parent's shared copy-on-write, each first
 /// write to a page copies it.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Write {
-    #[serde(default)]
     pub note: Option<String>,
     pub thread: String,
     pub heap: String,
-    #[serde(default = "all")]
     pub fraction: f64,
-    #[serde(default = "one")]
     pub seed: u64,
-}
-
-fn all() -> f64 {
-    1.0
 }
 
 /// `do = "fork"`: `process` forks; the child (named `child`, its thread `"<child>-main"`)
 /// shares every private page copy-on-write.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Fork {
-    #[serde(default)]
     pub note: Option<String>,
     pub process: String,
     pub child: String,
 }
 
 /// `do = "mmap"`: an anonymous private mapping in `process`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Mmap {
-    #[serde(default)]
     pub note: Option<String>,
     pub process: String,
     pub len: Size,
     /// MAP_FIXED address (default: where the layout places it).
-    #[serde(default)]
     pub at: Option<Size>,
     /// `"rw"` (default), `"r"` or `"none"`.
-    #[serde(default)]
     pub prot: Option<String>,
     /// Label shown next to the mapping in the report.
-    #[serde(default)]
     pub label: Option<String>,
-    #[serde(default)]
     pub touch: TouchMode,
 }
 
 /// `do = "spawn"`: start threads `"<name>-1"`, `"<name>-2"`, … in `process` with `stack`:
 /// `count` of them, or as many as fit (`until_full = true`, at most 100,000).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Spawn {
-    #[serde(default)]
     pub note: Option<String>,
     pub process: String,
     pub name: String,
     pub stack: StackSpec,
-    #[serde(default)]
     pub count: Option<u64>,
-    #[serde(default)]
     pub until_full: bool,
 }
 
 /// `do = "exit"`: `threads` finish normally (their stacks are unmapped).
-#[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug)]
 pub struct Exit {
-    #[serde(default)]
     pub note: Option<String>,
     pub threads: Vec<String>,
 }
@@ -550,15 +507,191 @@ impl<'de> Deserialize<'de> for SizeRange {
     }
 }
 
+/// `do = "..."`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum StepKind {
+    Alloc,
+    Free,
+    Leak,
+    Recurse,
+    Touch,
+    Write,
+    Fork,
+    Mmap,
+    Spawn,
+    Exit,
+}
+
+/// A `[[step]]` table as written: every field any step has, so that a wrong value is
+/// reported at its own line and column; [`RawStep::into_step`] checks which fields the
+/// step's kind takes.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    #[serde(rename = "do")]
+    kind: StepKind,
+    note: Option<String>,
+    heap: Option<String>,
+    thread: Option<String>,
+    count: Option<u64>,
+    size: Option<SizeRange>,
+    seed: Option<u64>,
+    touch: Option<TouchMode>,
+    fraction: Option<f64>,
+    max_blocks: Option<u64>,
+    frame: Option<Size>,
+    depth: Option<u64>,
+    addr: Option<Size>,
+    len: Option<Size>,
+    write: Option<bool>,
+    process: Option<String>,
+    child: Option<String>,
+    at: Option<Size>,
+    prot: Option<String>,
+    label: Option<String>,
+    name: Option<String>,
+    stack: Option<StackSpec>,
+    until_full: Option<bool>,
+    threads: Option<Vec<String>>,
+}
+
+impl RawStep {
+    /// The fields given, by name.
+    fn given(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        macro_rules! f {
+            ($($n:ident),*) => { $( if self.$n.is_some() { v.push(stringify!($n)); } )* };
+        }
+        f!(
+            heap, thread, count, size, seed, touch, fraction, max_blocks, frame, depth, addr, len,
+            write, process, child, at, prot, label, name, stack, until_full, threads
+        );
+        v
+    }
+
+    /// The step, or what is wrong with it.
+    fn into_step(self) -> Result<Step, String> {
+        let (kind, takes): (&str, &[&str]) = match self.kind {
+            StepKind::Alloc => (
+                "alloc",
+                &["heap", "thread", "count", "size", "seed", "touch"],
+            ),
+            StepKind::Free => ("free", &["heap", "fraction", "seed"]),
+            StepKind::Leak => (
+                "leak",
+                &["heap", "thread", "size", "seed", "max_blocks", "touch"],
+            ),
+            StepKind::Recurse => ("recurse", &["thread", "frame", "depth"]),
+            StepKind::Touch => ("touch", &["thread", "heap", "addr", "len", "write"]),
+            StepKind::Write => ("write", &["thread", "heap", "fraction", "seed"]),
+            StepKind::Fork => ("fork", &["process", "child"]),
+            StepKind::Mmap => ("mmap", &["process", "len", "at", "prot", "label", "touch"]),
+            StepKind::Spawn => (
+                "spawn",
+                &["process", "name", "stack", "count", "until_full"],
+            ),
+            StepKind::Exit => ("exit", &["threads"]),
+        };
+        if let Some(f) = self.given().into_iter().find(|f| !takes.contains(f)) {
+            return Err(format!(
+                "do = \"{kind}\" takes no `{f}` (its fields: note, {})",
+                takes.join(", ")
+            ));
+        }
+        let need = |f: &str| format!("do = \"{kind}\" needs `{f}`");
+        let seed = self.seed.unwrap_or(1);
+        let note = self.note;
+        Ok(match self.kind {
+            StepKind::Alloc => Step::Alloc(Alloc {
+                note,
+                heap: self.heap.ok_or(need("heap"))?,
+                thread: self.thread,
+                count: self.count.ok_or(need("count"))?,
+                size: self.size.ok_or(need("size"))?,
+                seed,
+                touch: self.touch.unwrap_or_default(),
+            }),
+            StepKind::Free => Step::Free(Free {
+                note,
+                heap: self.heap.ok_or(need("heap"))?,
+                fraction: self.fraction.ok_or(need("fraction"))?,
+                seed,
+            }),
+            StepKind::Leak => Step::Leak(Leak {
+                note,
+                heap: self.heap.ok_or(need("heap"))?,
+                thread: self.thread,
+                size: self.size.ok_or(need("size"))?,
+                seed,
+                max_blocks: self.max_blocks,
+                touch: self.touch.unwrap_or_default(),
+            }),
+            StepKind::Recurse => Step::Recurse(Recurse {
+                note,
+                thread: self.thread.ok_or(need("thread"))?,
+                frame: self.frame.ok_or(need("frame"))?,
+                depth: self.depth,
+            }),
+            StepKind::Touch => Step::Touch(Touch {
+                note,
+                thread: self.thread.ok_or(need("thread"))?,
+                heap: self.heap,
+                addr: self.addr,
+                len: self.len,
+                write: self.write.unwrap_or(false),
+            }),
+            StepKind::Write => Step::Write(Write {
+                note,
+                thread: self.thread.ok_or(need("thread"))?,
+                heap: self.heap.ok_or(need("heap"))?,
+                fraction: self.fraction.unwrap_or(1.0),
+                seed,
+            }),
+            StepKind::Fork => Step::Fork(Fork {
+                note,
+                process: self.process.ok_or(need("process"))?,
+                child: self.child.ok_or(need("child"))?,
+            }),
+            StepKind::Mmap => Step::Mmap(Mmap {
+                note,
+                process: self.process.ok_or(need("process"))?,
+                len: self.len.ok_or(need("len"))?,
+                at: self.at,
+                prot: self.prot,
+                label: self.label,
+                touch: self.touch.unwrap_or_default(),
+            }),
+            StepKind::Spawn => Step::Spawn(Spawn {
+                note,
+                process: self.process.ok_or(need("process"))?,
+                name: self.name.ok_or(need("name"))?,
+                stack: self.stack.ok_or(need("stack"))?,
+                count: self.count,
+                until_full: self.until_full.unwrap_or(false),
+            }),
+            StepKind::Exit => Step::Exit(Exit {
+                note,
+                threads: self.threads.ok_or(need("threads"))?,
+            }),
+        })
+    }
+}
+
 /// Parses a scenario; the error names `file`, the line and column, and what was wrong.
 pub fn parse(file: &str, text: &str) -> Result<Scenario, String> {
-    toml::from_str::<Scenario>(text).map_err(|e| {
-        let (line, col) = match e.span() {
-            Some(sp) => line_col(text, sp.start),
-            None => (1, 1),
-        };
-        format!("{file}:{line}:{col}: {}", e.message().trim_end())
-    })
+    let at = |offset: usize, msg: &str| {
+        let (line, col) = line_col(text, offset);
+        format!("{file}:{line}:{col}: {}", msg.trim_end())
+    };
+    let mut sc = toml::from_str::<Scenario>(text)
+        .map_err(|e| at(e.span().map_or(0, |s| s.start), e.message()))?;
+    for raw in std::mem::take(&mut sc.raw_steps) {
+        let start = raw.span().start;
+        let step = raw.into_inner().into_step().map_err(|e| at(start, &e))?;
+        sc.steps.push(step);
+    }
+    Ok(sc)
 }
 
 /// 1-based line and column (in characters) of byte offset `at`.
@@ -632,6 +765,26 @@ mod tests {
         assert!(e.starts_with("bad.toml:5:6:") && e.contains("jump"), "{e}");
         let t = format!("{MIN}[[step]]\ndo = \"free\"\nheap = \"h\"\nfraction = 0.5\nseeed = 2\n");
         let e = parse("bad.toml", &t).unwrap_err();
-        assert!(e.starts_with("bad.toml:4:") && e.contains("seeed"), "{e}");
+        assert!(e.starts_with("bad.toml:8:1:") && e.contains("seeed"), "{e}");
+        // A wrong value inside a step is reported where it is.
+        let t = format!("{MIN}[[step]]\ndo = \"alloc\"\nheap = \"h\"\ncount = \"many\"\n");
+        let e = parse("bad.toml", &t).unwrap_err();
+        assert!(
+            e.starts_with("bad.toml:7:9:") && e.contains("invalid type"),
+            "{e}"
+        );
+        // A field the step's kind does not take, or one it needs, at the step.
+        let t = format!("{MIN}[[step]]\ndo = \"fork\"\nprocess = \"p\"\nfraction = 0.5\n");
+        let e = parse("bad.toml", &t).unwrap_err();
+        assert!(
+            e.starts_with("bad.toml:4:") && e.contains("takes no `fraction`"),
+            "{e}"
+        );
+        let t = format!("{MIN}[[step]]\ndo = \"fork\"\nprocess = \"p\"\n");
+        let e = parse("bad.toml", &t).unwrap_err();
+        assert!(
+            e.starts_with("bad.toml:4:") && e.contains("needs `child`"),
+            "{e}"
+        );
     }
 }
