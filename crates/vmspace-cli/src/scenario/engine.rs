@@ -752,7 +752,21 @@ impl Run {
             ),
             Stop::OutOfMemory => "OUT OF MEMORY: no frame left and nothing to kill".into(),
             Stop::StackOverflow { addr } => {
-                format!("STACK OVERFLOW in {} at {addr:#x}", t.name)
+                let why = match self.stack_of(t.tid) {
+                    Some(Stack::Reserved { base, reserve, .. }) => format!(
+                        "the guard reached the last page of its {} reservation ({base:#x}), \
+                         the hard guard",
+                        bytes(reserve)
+                    ),
+                    Some(Stack::Pthread { base, guard, .. }) => {
+                        format!("it ran into its {} guard at {base:#x}", bytes(guard))
+                    }
+                    Some(Stack::Main { .. }) => {
+                        "the stack could not grow further (RLIMIT_STACK or a mapping below)".into()
+                    }
+                    None => String::new(),
+                };
+                format!("STACK OVERFLOW in {} at {addr:#x}: {why}", t.name)
             }
             Stop::Signal(f) => format!("{} got {:?} ({:?}) at {:#x}", t.name, f.signal, f.code, f.addr),
             Stop::NotRunning => format!("{} is not running", t.name),
