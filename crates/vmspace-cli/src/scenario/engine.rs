@@ -720,6 +720,12 @@ impl Run {
                              {:#x}{} ({} of heap on the break)",
                             v.start,
                             self.label_of(heap.proc, v.start)
+                                .or_else(|| {
+                                    sp.maps_lines()
+                                        .into_iter()
+                                        .find(|l| l.start == v.start && !l.name.is_empty())
+                                        .map(|l| l.name)
+                                })
                                 .map(|l| format!(" ({l})"))
                                 .unwrap_or_default(),
                             bytes(brk - sp.start_brk())

@@ -13,6 +13,8 @@ use vmspace_sim::{Stack, ThreadEnd};
 const PAGE: u64 = 4096;
 /// Most points kept per series in a picture.
 const MAX_POINTS: usize = 1500;
+/// Above this many bands, runs of stacks are folded into one band each.
+const MAX_BANDS: usize = 200;
 
 /// Time series of a run.
 #[derive(Default)]
@@ -366,50 +368,86 @@ fn gap(out: &mut Vec<Band>, start: u64, end: u64, g: &Gaps) {
     });
 }
 
-/// Joins neighbours of one kind and label; with very many bands (thousands of stacks),
-/// joins neighbours of one kind whatever their labels.
+/// Joins neighbours of one kind and label; with very many bands (hundreds of stacks), folds
+/// each run of adjacent stack bands into one band that says how many stacks it holds.
 fn merge(bands: Vec<Band>) -> Vec<Band> {
-    let join = |bands: Vec<Band>, by_label: bool| {
-        let mut out: Vec<Band> = Vec::with_capacity(bands.len());
-        for b in bands {
-            if let Some(l) = out.last_mut() {
-                if l.end == b.start && l.kind == b.kind && (!by_label || l.label == b.label) {
-                    l.end = b.end;
-                    continue;
-                }
-            }
-            out.push(b);
-        }
-        out
-    };
-    let out = join(bands, true);
-    if out.len() > 300 {
-        let mut j = join(out, false);
-        for b in &mut j {
-            if !b.label.ends_with(" …")
-                && matches!(
-                    b.kind,
-                    BandKind::StackReserved | BandKind::StackCommitted | BandKind::StackGuard
-                )
-            {
-                b.label = format!("{} …", b.label);
+    let mut out: Vec<Band> = Vec::with_capacity(bands.len());
+    for b in bands {
+        if let Some(l) = out.last_mut() {
+            if l.end == b.start && l.kind == b.kind && l.label == b.label {
+                l.end = b.end;
+                continue;
             }
         }
-        j
-    } else {
-        out
+        out.push(b);
     }
+    if out.len() <= MAX_BANDS {
+        return out;
+    }
+    let stackish = |k: BandKind| {
+        matches!(
+            k,
+            BandKind::Stack
+                | BandKind::StackGuard
+                | BandKind::StackCommitted
+                | BandKind::StackReserved
+        )
+    };
+    let mut folded: Vec<Band> = Vec::new();
+    let mut run: Vec<Band> = Vec::new();
+    let flush = |run: &mut Vec<Band>, folded: &mut Vec<Band>| {
+        if run.len() > 3 {
+            // A thread's stack is labelled "<thread> …" or "stack <thread>".
+            let mut threads: Vec<&str> = run
+                .iter()
+                .map(|b| {
+                    b.label
+                        .trim_start_matches("stack ")
+                        .split(' ')
+                        .next()
+                        .unwrap_or("")
+                })
+                .collect();
+            threads.dedup();
+            folded.push(Band {
+                start: run[0].start,
+                end: run[run.len() - 1].end,
+                kind: BandKind::Stack,
+                label: format!("{} thread stacks", threads.len()),
+            });
+            run.clear();
+        } else {
+            folded.append(run);
+        }
+    };
+    for b in out {
+        let joins = run.last().is_some_and(|l: &Band| l.end == b.start);
+        if stackish(b.kind) && (run.is_empty() || joins) {
+            run.push(b);
+            continue;
+        }
+        flush(&mut run, &mut folded);
+        if stackish(b.kind) {
+            run.push(b);
+        } else {
+            folded.push(b);
+        }
+    }
+    flush(&mut run, &mut folded);
+    folded
 }
 
-/// The figure of a run: the space of its first process that is still running (else the
-/// first), heap fragmentation over time, stack depth over time.
+/// The figure of a run: the spaces of its running processes, heap fragmentation over time,
+/// stack depth over time.
 pub fn figure(run: &Run) -> (String, Vec<Panel>) {
     let mut panels = Vec::new();
-    let live = run
-        .procs
-        .iter()
-        .position(|p| run.machine.borrow().process(p.pid).is_some());
-    if let Some(pi) = live {
+    // Every running process that was not forked (a child looks like its parent), at most 3.
+    let live: Vec<usize> = (0..run.procs.len())
+        .filter(|&pi| run.procs[pi].parent.is_none())
+        .filter(|&pi| run.machine.borrow().process(run.procs[pi].pid).is_some())
+        .take(3)
+        .collect();
+    for pi in live {
         if let Some(sp) = space_picture(run, pi) {
             panels.push(Panel::Space(sp));
         }
