@@ -158,8 +158,9 @@ fn demo_tells_the_whole_story_on_x86_64() {
     let v = ok_json(&["demo", "--arch", "x86_64", "--svg", svg.to_str().unwrap()]);
     assert_eq!(v["arch"], "x86_64");
     demo_facts(&v);
-    let w1 = thread(&v, "worker-1");
-    assert!(w1["end"].as_u64().unwrap() > 1 << 32);
+    // A 64-bit space: the main stack sits below the 47-bit top.
+    let main = thread(&v, "app-main");
+    assert_eq!(main["end"].as_u64().unwrap(), 0x7fff_ffff_f000);
     check_svg(&svg, &["kernel", "non-canonical", "worker-2", "heap small"]);
     let _ = std::fs::remove_file(svg);
 }

@@ -776,8 +776,7 @@ impl Run {
             }
             Stop::Signal(f) => format!("{} got {:?} ({:?}) at {:#x}", t.name, f.signal, f.code, f.addr),
             Stop::NotRunning => format!("{} is not running", t.name),
-            Stop::KernelFault { addr } => format!("kernel fault at {addr:#x}"),
-            Stop::Internal => "internal error of the simulated machine".into(),
+            other => format!("{} stopped: {other:?}", t.name),
         }
     }
 
@@ -1552,4 +1551,202 @@ pub fn run(sc: &Scenario, arch: Option<Arch>) -> Result<Run, String> {
     let mut r = Run::start(sc, arch)?;
     r.run_steps(sc)?;
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::format::parse;
+
+    fn go(body: &str) -> Run {
+        let text = format!("name = \"t\"\n[machine]\nram = \"8 MiB\"\n{body}");
+        let sc = parse("t.toml", &text).unwrap();
+        let r = run(&sc, None).unwrap();
+        r.machine.borrow().check().unwrap();
+        r
+    }
+
+    fn go_err(body: &str) -> String {
+        let text = format!("name = \"t\"\n[machine]\nram = \"8 MiB\"\n{body}");
+        let sc = parse("t.toml", &text).unwrap();
+        match run(&sc, None) {
+            Ok(_) => panic!("ran"),
+            Err(e) => e,
+        }
+    }
+
+    fn end_of(r: &Run, name: &str) -> Option<ThreadEnd> {
+        let t = r.threads.iter().find(|t| t.name == name).unwrap();
+        r.machine.borrow().thread(t.tid).unwrap().ended
+    }
+
+    #[test]
+    fn a_pthread_stack_overflows_into_its_guard() {
+        let r = go(r#"
+[[process]]
+name = "p"
+[[process.thread]]
+name = "t"
+stack = { style = "pthread", size = "64 KiB", guard = "8 KiB" }
+[[step]]
+do = "recurse"
+thread = "t"
+frame = 1000
+[expect]
+stack_overflow = { thread = "t" }
+threads_finished = ["p-main"]
+"#);
+        assert!(r.ok());
+        let t = &r.threads[1];
+        // It stopped in the guard: 56 KiB usable above it.
+        let depth = t.overflow_depth.unwrap();
+        assert!(depth > 56 << 10 && depth <= 64 << 10, "{depth}");
+        assert!(matches!(
+            end_of(&r, "t"),
+            Some(ThreadEnd::StackOverflow { .. })
+        ));
+    }
+
+    #[test]
+    fn the_main_stack_grows_to_rlimit_stack_then_overflows() {
+        let r = go(r#"
+[[process]]
+name = "p"
+stack_limit = "256 KiB"
+[[step]]
+do = "recurse"
+thread = "p-main"
+frame = 4096
+"#);
+        let t = &r.threads[0];
+        let depth = t.overflow_depth.unwrap();
+        assert!(depth > 240 << 10 && depth <= 260 << 10, "{depth}");
+        assert!(r.machine.borrow().counters().stack_growths > 0);
+    }
+
+    #[test]
+    fn kill_process_policy_ends_the_whole_process() {
+        for (policy, killed) in [("stop-thread", false), ("kill-process", true)] {
+            let text = format!(
+                "name = \"t\"\n[machine]\nram = \"8 MiB\"\noverflow = \"{policy}\"\n\
+                 [[process]]\nname = \"p\"\n[[process.thread]]\nname = \"t\"\n\
+                 stack = {{ style = \"reserve-commit\", reserve = \"64 KiB\" }}\n\
+                 [[process.heap]]\nname = \"h\"\nkind = \"chunk\"\n\
+                 [[step]]\ndo = \"alloc\"\nheap = \"h\"\ncount = 4\nsize = 100\n\
+                 [[step]]\ndo = \"recurse\"\nthread = \"t\"\nframe = 512\n"
+            );
+            let sc = parse("t.toml", &text).unwrap();
+            let r = run(&sc, None).unwrap();
+            let want = killed.then_some(ProcessEnd::StackOverflow);
+            assert_eq!(r.procs[0].end, want, "{policy}");
+            assert_eq!(r.heaps[0].alive(), !killed);
+            r.machine.borrow().check().unwrap();
+        }
+    }
+
+    #[test]
+    fn spawn_exit_touch_and_mmap_do_what_they_say() {
+        let r = go(r#"
+[[process]]
+name = "p"
+[[step]]
+do = "spawn"
+process = "p"
+name = "w"
+stack = { style = "pthread", size = "128 KiB" }
+count = 5
+[[step]]
+do = "exit"
+threads = ["w-2", "w-4"]
+[[step]]
+do = "mmap"
+process = "p"
+len = "64 KiB"
+at = 0x20000000
+label = "table"
+touch = "none"
+[[step]]
+do = "touch"
+thread = "w-1"
+addr = 0x20000000
+len = "64 KiB"
+[expect]
+threads_finished = ["w-1", "w-2", "w-3", "w-4", "w-5"]
+min_threads = { process = "p", count = 4 }
+max_threads = { process = "p", count = 4 }
+"#);
+        assert!(
+            r.ok(),
+            "{:?}",
+            r.checks.iter().map(|c| &c.detail).collect::<Vec<_>>()
+        );
+        let m = r.machine.borrow();
+        // Reads of untouched anonymous memory map the shared zero page (A2).
+        assert_eq!(m.counters().zero_page_maps, 16);
+        let pid = r.procs[0].pid;
+        let p = m.process(pid).unwrap();
+        let exited = r.threads.iter().find(|t| t.name == "w-2").unwrap();
+        let Some(Stack::Pthread { base, .. }) = exited.stack_at_exit else {
+            panic!()
+        };
+        assert!(p.space().find_vma(base + 8192).is_none(), "stack unmapped");
+        drop(m);
+        assert_eq!(r.label_of(0, 0x2000_8000).as_deref(), Some("table"));
+    }
+
+    #[test]
+    fn a_refused_spawn_and_an_unknown_name_are_reported() {
+        // Three 1 GiB stacks cannot fit in a 3 GiB i386 user space next to the program.
+        let r = go(r#"
+[[process]]
+name = "p"
+[[step]]
+do = "spawn"
+process = "p"
+name = "big"
+stack = { style = "pthread", size = "1 GiB" }
+until_full = true
+[expect]
+max_threads = { process = "p", count = 3 }
+"#);
+        assert!(r.ok());
+        assert!(r.steps[0].lines.iter().any(|l| l.contains("did not fit")));
+        let e = go_err("[[process]]\nname = \"p\"\n[[step]]\ndo = \"alloc\"\nheap = \"nope\"\ncount = 1\nsize = 8\n");
+        assert!(e.contains("no heap named \"nope\""), "{e}");
+        let e = go_err("[[process]]\nname = \"p\"\n[[process]]\nname = \"p\"\n");
+        assert!(e.contains("process name \"p\" is used twice"), "{e}");
+        let e = go_err(
+            "[[process]]\nname = \"p\"\n[[process.heap]]\nname = \"a\"\nkind = \"chunk\"\n\
+             [[process.heap]]\nname = \"b\"\nkind = \"chunk\"\n",
+        );
+        assert!(e.contains("at most one chunk heap"), "{e}");
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_run() {
+        let body = r#"
+[[process]]
+name = "p"
+[[process.heap]]
+name = "h"
+kind = "size-class"
+[[step]]
+do = "alloc"
+heap = "h"
+count = 300
+size = [8, 3000]
+seed = 42
+[[step]]
+do = "free"
+heap = "h"
+fraction = 0.3
+seed = 43
+"#;
+        let a = go(body);
+        let b = go(body);
+        assert_eq!(a.steps[0].lines, b.steps[0].lines);
+        assert_eq!(a.heaps[0].stats, b.heaps[0].stats);
+        assert_eq!(a.heaps[0].frees, b.heaps[0].frees);
+        assert!(a.heaps[0].frees > 50 && a.heaps[0].frees < 130);
+    }
 }
