@@ -196,3 +196,102 @@ fn a_refused_break_is_the_chunk_heaps_out_of_memory() {
     assert!(brk <= 0x0816_0000);
     assert!(sp.brk(1 << 20).is_none(), "one break per process");
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Alloc { chunk: bool, size: usize },
+        Free { pick: usize },
+        Touch { pick: usize },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (any::<bool>(), prop_oneof![1usize..600, 600usize..70_000, 70_000usize..300_000])
+                .prop_map(|(chunk, size)| Op::Alloc { chunk, size }),
+            2 => any::<usize>().prop_map(|pick| Op::Free { pick }),
+            1 => any::<usize>().prop_map(|pick| Op::Touch { pick }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Whatever the heaps do, their blocks stay inside mappings of the process, keep their
+        /// bytes, touched pages are resident, and the machine's frame accounting holds.
+        #[test]
+        fn blocks_stay_mapped_intact_and_accounted(
+            x86 in any::<bool>(),
+            ops in prop::collection::vec(op(), 1..80),
+        ) {
+            let arch = if x86 { ArchKind::X86_64 } else { ArchKind::I386 };
+            let (m, pid, tid) = machine(32 << 20, arch, 0x0806_0000);
+            let sp = ProcessHeapSpace::new(m.clone(), pid);
+            let sc = SizeClassHeap::new(sp.segments());
+            let mut ch = ChunkHeap::new(sp.brk(1 << 30).unwrap(), FitPolicy::First);
+            let mut live: Vec<(*mut u8, usize, bool, u8)> = Vec::new();
+            for (i, op) in ops.into_iter().enumerate() {
+                match op {
+                    Op::Alloc { chunk, size } => {
+                        let l = Layout::from_size_align(size, 8).unwrap();
+                        let p = if chunk { ch.alloc(l) } else { sc.alloc(l) };
+                        prop_assert!(!p.is_null());
+                        let v = i as u8;
+                        unsafe { p.write_bytes(v, size) };
+                        prop_assert!(sp.touch(tid, p, size).is_ok());
+                        live.push((p, size, chunk, v));
+                    }
+                    Op::Free { pick } if !live.is_empty() => {
+                        let (p, _, chunk, _) = live.swap_remove(pick % live.len());
+                        unsafe {
+                            if chunk { ch.try_free(p).unwrap() } else { sc.try_free(p).unwrap() }
+                        }
+                    }
+                    Op::Touch { pick } if !live.is_empty() => {
+                        let (p, n, _, _) = live[pick % live.len()];
+                        prop_assert!(sp.touch(tid, p, n).is_ok());
+                    }
+                    _ => {}
+                }
+                let mb = m.borrow();
+                for &(p, n, _, v) in &live {
+                    let a = sp.sim_addr(p).unwrap();
+                    prop_assert!(in_vma(&mb, pid, a, n as u64));
+                    // Every page is resident; the mirror holds the bytes, and the machine
+                    // holds the byte the touch stored at the block's start.
+                    for pg in (a >> 12)..=((a + n as u64 - 1) >> 12) {
+                        prop_assert!(mb.walk(pid, pg << 12).is_some());
+                    }
+                    for b in [a, a + n as u64 - 1] {
+                        let host = unsafe { sp.host_addr(b).unwrap().read() };
+                        prop_assert_eq!(host, v);
+                    }
+                    let (f, _) = mb.walk(pid, a).unwrap();
+                    let mut byte = [0u8];
+                    use vmspace::phys::PhysMem;
+                    mb.phys()
+                        .mem
+                        .read(vmspace::addr::PhysAddr::new(f | (a & 0xfff)), &mut byte)
+                        .unwrap();
+                    prop_assert_eq!(byte[0], v);
+                }
+                prop_assert!(mb.check().is_ok());
+            }
+            drop(sc);
+            drop(ch);
+            let mb = m.borrow();
+            prop_assert!(mb.check().is_ok());
+            let heap_vmas = mb
+                .process(pid)
+                .unwrap()
+                .space()
+                .vmas()
+                .filter(|v| v.flags & VM_GROWSDOWN == 0 && v.start >= 0x0807_0000)
+                .count();
+            prop_assert_eq!(heap_vmas, 0);
+        }
+    }
+}
