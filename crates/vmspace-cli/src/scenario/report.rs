@@ -6,6 +6,7 @@ use super::engine::{bytes, Run};
 use super::format::{Arch, HeapKind};
 use serde_json::{json, Value};
 use std::fmt::Write as _;
+use vmspace_sim::heap_source::RegionKind;
 use vmspace_sim::{Stack, ThreadEnd};
 
 const PAGE: u64 = 4096;
@@ -230,15 +231,19 @@ pub fn text(run: &Run) -> String {
     // Heaps.
     if !run.heaps.is_empty() {
         let _ = writeln!(s);
-        let _ = writeln!(s, "Heaps (fragmentation = 1 - live / committed)");
         let _ = writeln!(
             s,
-            "  {:<10} {:<10} {:<16} {:>10} {:>10} {:>8} {:>7} {:>8} {:>8} {:>6}",
+            "Heaps (committed = held from the process; resident = pages with a frame; fragmentation = 1 - live / committed)"
+        );
+        let _ = writeln!(
+            s,
+            "  {:<10} {:<10} {:<16} {:>10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>8} {:>6}",
             "heap",
             "process",
             "kind",
             "live",
             "committed",
+            "resident",
             "segments",
             "blocks",
             "allocs",
@@ -248,12 +253,13 @@ pub fn text(run: &Run) -> String {
         for h in &run.heaps {
             let _ = writeln!(
                 s,
-                "  {:<10} {:<10} {:<16} {:>10} {:>10} {:>8} {:>7} {:>8} {:>8} {:>5.0}%{}",
+                "  {:<10} {:<10} {:<16} {:>10} {:>10} {:>10} {:>8} {:>7} {:>8} {:>8} {:>5.0}%{}",
                 h.name,
                 run.procs[h.proc].name,
                 kind_name(h.kind, h.fit),
                 bytes(h.stats.live_bytes as u64),
                 bytes(h.stats.committed_bytes as u64),
+                bytes(heap_resident(run, h) * PAGE),
                 h.stats.segments,
                 h.live_blocks(),
                 h.allocs,
@@ -301,6 +307,30 @@ pub fn text(run: &Run) -> String {
         }
     }
     s
+}
+
+/// Pages of heap `h`'s segments or break that have a frame in its process.
+fn heap_resident(run: &Run, h: &super::engine::HeapSt) -> u64 {
+    if !h.alive() {
+        return 0;
+    }
+    let p = &run.procs[h.proc];
+    let m = run.machine.borrow();
+    p.space
+        .regions()
+        .iter()
+        .filter(|r| {
+            matches!(
+                (r.kind, h.kind),
+                (RegionKind::Segments, HeapKind::SizeClass) | (RegionKind::Break, HeapKind::Chunk)
+            )
+        })
+        .map(|r| {
+            (r.start / PAGE..(r.start + r.len).div_ceil(PAGE))
+                .filter(|pg| m.walk(p.pid, pg * PAGE).is_some())
+                .count() as u64
+        })
+        .sum()
 }
 
 fn kind_name(k: HeapKind, fit: Option<super::format::Fit>) -> String {
@@ -430,6 +460,7 @@ pub fn json(run: &Run) -> Value {
                 "name": h.name, "process": run.procs[h.proc].name,
                 "kind": kind_name(h.kind, h.fit), "live_bytes": h.stats.live_bytes,
                 "committed_bytes": h.stats.committed_bytes, "segments": h.stats.segments,
+                "resident_pages": heap_resident(run, h),
                 "fragmentation": h.stats.fragmentation, "blocks": h.live_blocks(),
                 "allocs": h.allocs, "frees": h.frees, "peak_live_bytes": h.peak_live,
                 "exhausted": h.exhausted, "alive": h.alive(),
