@@ -540,9 +540,14 @@ impl Run {
             .is_some_and(|t| t.ended.is_none())
     }
 
-    /// Runs every step, then checks `expect`.
-    pub fn run_steps(&mut self, sc: &Scenario) -> Result<(), String> {
+    /// Runs every step, then checks `expect`; `progress(i)` is called before step `i`.
+    pub fn run_steps(
+        &mut self,
+        sc: &Scenario,
+        mut progress: impl FnMut(usize),
+    ) -> Result<(), String> {
         for (i, s) in sc.steps.iter().enumerate() {
+            progress(i);
             let mut log = StepLog {
                 n: i + 1,
                 kind: s.kind(),
@@ -1546,10 +1551,20 @@ pub fn sim_error(e: &vmspace_sim::SimError) -> String {
     }
 }
 
-/// Parses and runs a scenario.
+/// Runs a scenario (without progress reports).
+#[cfg(test)]
 pub fn run(sc: &Scenario, arch: Option<Arch>) -> Result<Run, String> {
+    run_with_progress(sc, arch, |_| {})
+}
+
+/// Runs a scenario, calling `progress(i)` before step `i`.
+pub fn run_with_progress(
+    sc: &Scenario,
+    arch: Option<Arch>,
+    progress: impl FnMut(usize),
+) -> Result<Run, String> {
     let mut r = Run::start(sc, arch)?;
-    r.run_steps(sc)?;
+    r.run_steps(sc, progress)?;
     Ok(r)
 }
 

@@ -86,7 +86,25 @@ fn execute(
     json: bool,
 ) -> Result<ExitCode, String> {
     let sc = format::parse(name, text)?;
-    let run = engine::run(&sc, arch).map_err(|e| format!("{name}: {e}"))?;
+    // A progress bar on stderr (only on a terminal) once a run has taken a second.
+    let started = std::time::Instant::now();
+    let bar = indicatif::ProgressBar::hidden();
+    bar.set_length(sc.steps.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] step {pos}/{len}")
+            .map_err(|e| e.to_string())?,
+    );
+    bar.set_message(sc.name.clone());
+    let mut shown = false;
+    let run = engine::run_with_progress(&sc, arch, |i| {
+        if !shown && started.elapsed() > std::time::Duration::from_secs(1) {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            shown = true;
+        }
+        bar.set_position(i as u64);
+    });
+    bar.finish_and_clear();
+    let run = run.map_err(|e| format!("{name}: {e}"))?;
     if json {
         println!("{}", report::json(&run));
     } else {
