@@ -26,6 +26,10 @@ pub enum ArchChoice {
 
 /// Arguments of `vmspace ptdump`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace ptdump                      both spaces, Linux-style text
+  vmspace ptdump --arch i386          the i386 space only (2-level tables, 4 MiB pages)
+  vmspace ptdump --json              one JSON object per space, one per line")]
 pub struct PtdumpArgs {
     /// Which architecture's example space to dump.
     #[arg(long, value_enum, default_value = "both")]
