@@ -196,3 +196,59 @@ fn pictures_are_svg_or_png_by_name() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown picture format .jpg"));
 }
+
+#[test]
+fn ptdump_draws_what_the_tables_map() {
+    let p = tmp("tables.svg");
+    ok(&["ptdump", "--svg", p.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&p).unwrap();
+    let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+    let panels: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.attribute("class") == Some("panel"))
+        .collect();
+    assert_eq!(panels.len(), 2);
+    let kinds = |panel: &roxmltree::Node| -> Vec<(String, String)> {
+        panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("band"))
+            .map(|n| {
+                (
+                    n.attribute("data-kind").unwrap().to_string(),
+                    n.attribute("data-start").unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let breaks = |panel: &roxmltree::Node| {
+        panel
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("axis-break"))
+            .count()
+    };
+    let i386 = kinds(&panels[0]);
+    let has = |v: &[(String, String)], k: &str, at: &str| {
+        v.iter()
+            .any(|(kk, s)| kk == k && (at.is_empty() || s == at))
+    };
+    // The recursive slot 1023, kernel lowmem at PAGE_OFFSET in 4 MiB pages, the program.
+    assert!(has(&i386, "recursive_pd", "0xffc00000"), "{i386:?}");
+    assert!(has(&i386, "kernel_text", "0xc0000000"), "{i386:?}");
+    assert!(has(&i386, "text", "0x8048000"), "{i386:?}");
+    for k in ["data", "heap", "stack", "kernel", "free"] {
+        assert!(has(&i386, k, ""), "no {k} in {i386:?}");
+    }
+    assert_eq!(breaks(&panels[0]), 0);
+    let x64 = kinds(&panels[1]);
+    assert!(has(&x64, "kernel", "0xffff888000000000"), "{x64:?}");
+    assert!(has(&x64, "non_canonical", "0x800000000000"), "{x64:?}");
+    for k in ["kernel_text", "kernel_stack", "text", "heap", "stack"] {
+        assert!(has(&x64, k, ""), "no {k} in {x64:?}");
+    }
+    assert!(breaks(&panels[1]) >= 6);
+    // One architecture: one space, no figure around it.
+    ok(&["ptdump", "--arch", "i386", "--svg", p.to_str().unwrap()]);
+    let one = std::fs::read_to_string(&p).unwrap();
+    assert!(!one.contains("class=\"panel\""));
+    assert!(one.contains("recursive_pd"));
+}
