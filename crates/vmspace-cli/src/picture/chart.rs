@@ -49,8 +49,30 @@ fn axis(lo: f64, hi: f64) -> (f64, f64, f64) {
         lo -= pad;
         hi += pad;
     }
-    let step = nice_step(hi - lo, 5.0);
-    ((lo / step).floor() * step, (hi / step).ceil() * step, step)
+    // Of the round steps giving 3 to 10 intervals, the one wasting the least room (ties: the
+    // larger step), so 0..1040 runs to 1200 in steps of 200 rather than to 1500.
+    let range = hi - lo;
+    let widen = |step: f64| ((lo / step).floor() * step, (hi / step).ceil() * step);
+    let k0 = (range / 10.0).log10().floor() as i32;
+    let mut best: Option<(f64, f64, f64)> = None;
+    for k in k0..=k0 + 2 {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * 10f64.powi(k);
+            let (a, b) = widen(step);
+            let intervals = ((b - a) / step).round();
+            if !(3.0..=10.0).contains(&intervals) || !a.is_finite() || !b.is_finite() {
+                continue;
+            }
+            if best.is_none_or(|(ba, bb, bs)| b - a < bb - ba || (b - a == bb - ba && step > bs)) {
+                best = Some((a, b, step));
+            }
+        }
+    }
+    best.unwrap_or_else(|| {
+        let step = nice_step(range, 5.0);
+        let (a, b) = widen(step);
+        (a, b, step)
+    })
 }
 
 /// A tick value with as many decimals as the step needs.
@@ -227,6 +249,9 @@ mod tests {
         assert_eq!(nice_step(0.3, 5.0), 0.1);
         assert_eq!(axis(3.0, 97.0), (0.0, 100.0, 20.0));
         assert_eq!(axis(5.0, 5.0), (4.0, 6.0, 0.5));
+        assert_eq!(axis(0.0, 1040.0), (0.0, 1200.0, 200.0));
+        assert_eq!(axis(730.0, 901.0), (720.0, 920.0, 20.0));
+        assert_eq!(axis(0.0, 1.0), (0.0, 1.0, 0.2));
         let (lo, hi, step) = axis(-1e200, -1e200);
         assert!(lo < -1e200 && hi > -1e200 && step > 0.0 && (hi - lo) / step <= 10.0);
     }

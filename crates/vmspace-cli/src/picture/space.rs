@@ -239,13 +239,12 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
         )
         .collect();
     order.sort_by(|&a, &b| anchor(a).total_cmp(&anchor(b)));
+    let anchors: Vec<f64> = order.iter().map(|&i| anchor(i)).collect();
     let mut label_y = vec![0.0; n + extras.markers.len()];
-    let mut last = TOP - LABEL_GAP;
-    for &i in &order {
-        let ly = anchor(i).max(last + LABEL_GAP);
-        label_y[i] = ly;
-        last = ly;
+    for (&i, y) in order.iter().zip(spread(&anchors, LABEL_GAP, TOP)) {
+        label_y[i] = y;
     }
+    let last = label_y.iter().copied().fold(TOP, f64::max);
 
     let mut g = Group::new().set("class", "space");
     g = g.add(
@@ -395,6 +394,31 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
         width: WIDTH,
         height,
     }
+}
+
+/// Places labels wanted at sorted `anchors` at least `gap` apart and not above `top`, each
+/// run of crowded labels centred on its anchors' mean (so labels stay near their bands
+/// rather than all being pushed down).
+fn spread(anchors: &[f64], gap: f64, top: f64) -> Vec<f64> {
+    // Clusters: (first label's y, labels, sum of their anchors).
+    let mut cl: Vec<(f64, usize, f64)> = Vec::new();
+    for &a in anchors {
+        cl.push((a.max(top), 1, a));
+        while cl.len() > 1 {
+            let (s1, n1, a1) = cl[cl.len() - 2];
+            let (s2, n2, a2) = cl[cl.len() - 1];
+            if s1 + n1 as f64 * gap <= s2 {
+                break;
+            }
+            cl.pop();
+            let (nn, aa) = (n1 + n2, a1 + a2);
+            let start = (aa / nn as f64 - (nn - 1) as f64 * gap / 2.0).max(top);
+            *cl.last_mut().expect("two clusters") = (start, nn, aa);
+        }
+    }
+    cl.iter()
+        .flat_map(|&(s, k, _)| (0..k).map(move |j| s + j as f64 * gap))
+        .collect()
 }
 
 /// A zigzag break mark across the bar at `y`.
@@ -649,6 +673,23 @@ mod tests {
         let doc = parse(&svg);
         assert_eq!(class(&doc, "marker").len(), 1);
         assert!(texts(&doc, "subtitle")[0].starts_with("TASK_SIZE 0xc0000000"));
+    }
+
+    #[test]
+    fn spread_keeps_labels_apart_and_near_their_anchors() {
+        assert_eq!(spread(&[100.0, 200.0], 14.0, 70.0), [100.0, 200.0]);
+        // Three at one place: centred on it.
+        assert_eq!(
+            spread(&[100.0, 100.0, 100.0], 14.0, 70.0),
+            [86.0, 100.0, 114.0]
+        );
+        // Near the top: pushed down, never above it.
+        assert_eq!(spread(&[70.0, 70.0], 14.0, 70.0), [70.0, 84.0]);
+        // A cluster that grows into the one before it merges with it.
+        let y = spread(&[100.0, 110.0, 120.0, 120.0, 120.0], 14.0, 0.0);
+        assert!(y.windows(2).all(|w| w[1] - w[0] >= 14.0 - 1e-9), "{y:?}");
+        let mean = y.iter().sum::<f64>() / 5.0;
+        assert!((mean - 114.0).abs() < 1e-9, "{y:?}");
     }
 
     #[test]
