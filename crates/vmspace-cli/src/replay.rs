@@ -222,7 +222,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
             Some(path) => {
                 let t = std::fs::read_to_string(path)
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                ResultDoc::from_text(&t)?
+                ResultDoc::from_text(&t).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => {
                 let (ldoc, lout) = on_linux(&trace, opts)?;
@@ -286,7 +286,8 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
                 .ok_or("--backend model needs --start-from RESULT.json")?;
             let start_text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let start = ResultDoc::from_text(&start_text)?;
+            let start = ResultDoc::from_text(&start_text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             on_model(&trace, &start, args.smaps)?
         }
     };

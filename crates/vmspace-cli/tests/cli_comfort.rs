@@ -168,6 +168,24 @@ fn a_malformed_trace_is_named_by_file_line_and_field() {
     assert!(err.contains(":1: unknown mmap flag \"anonymos\""), "{err}");
     assert!(err.contains("anonymous"), "{err}");
 
+    // A bad --start-from document is named.
+    let good = tmp("good.jsonl");
+    std::fs::write(&good, "{\"op\":\"brk\",\"addr\":0}\n").unwrap();
+    let doc = tmp("bad-doc.json");
+    std::fs::write(&doc, "{\"backend\":\"linux\",\"results\":5}").unwrap();
+    let o = vmspace(&[
+        "replay",
+        good.to_str().unwrap(),
+        "--start-from",
+        doc.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!("{}: invalid result document", doc.display())),
+        "{err}"
+    );
+
     // A missing file is named.
     let o = vmspace(&["replay", "/nonexistent/t.jsonl"]);
     assert_eq!(o.status.code(), Some(2));
