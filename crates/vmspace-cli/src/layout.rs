@@ -38,6 +38,11 @@ pub enum LayoutArg {
 
 /// Arguments of `vmspace layout`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace layout                                    x86-64, top-down: the table and the limits
+  vmspace layout --arch i386 --layout legacy --svg i386-legacy.svg
+  vmspace layout --arch i386 --native --svg native.png  a PNG: the name decides the format
+  vmspace layout --stack-limit 1G --json            one JSON object: bands and limits")]
 pub struct LayoutArgs {
     /// Task architecture: `i386` is a 32-bit task on this 64-bit kernel (TASK_SIZE
     /// 0xffffe000) unless `--native` asks for a native i386 kernel's 3G/1G split.
@@ -56,7 +61,7 @@ pub struct LayoutArgs {
     #[arg(long)]
     json: bool,
     /// Also draw the layout to this path: an SVG, or a PNG if the name ends in `.png`.
-    #[arg(long)]
+    #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
 }
 

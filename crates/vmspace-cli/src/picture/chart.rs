@@ -43,13 +43,36 @@ fn nice_step(range: f64, n: f64) -> f64 {
 /// The axis range (widened to whole steps) and its step for data in `[lo, hi]`.
 fn axis(lo: f64, hi: f64) -> (f64, f64, f64) {
     let (mut lo, mut hi) = (lo, hi);
-    if hi - lo < f64::EPSILON * hi.abs().max(1.0) {
-        // One value: a unit range around it.
-        lo -= 1.0;
-        hi += 1.0;
+    if hi - lo <= f64::EPSILON * hi.abs().max(lo.abs()).max(1.0) {
+        // One value: a range around it, a tenth of its size (at least 1) each way.
+        let pad = (hi.abs() / 10.0).max(1.0);
+        lo -= pad;
+        hi += pad;
     }
-    let step = nice_step(hi - lo, 5.0);
-    ((lo / step).floor() * step, (hi / step).ceil() * step, step)
+    // Of the round steps giving 3 to 10 intervals, the one wasting the least room (ties: the
+    // larger step), so 0..1040 runs to 1200 in steps of 200 rather than to 1500.
+    let range = hi - lo;
+    let widen = |step: f64| ((lo / step).floor() * step, (hi / step).ceil() * step);
+    let k0 = (range / 10.0).log10().floor() as i32;
+    let mut best: Option<(f64, f64, f64)> = None;
+    for k in k0..=k0 + 2 {
+        for m in [1.0, 2.0, 5.0] {
+            let step = m * 10f64.powi(k);
+            let (a, b) = widen(step);
+            let intervals = ((b - a) / step).round();
+            if !(3.0..=10.0).contains(&intervals) || !a.is_finite() || !b.is_finite() {
+                continue;
+            }
+            if best.is_none_or(|(ba, bb, bs)| b - a < bb - ba || (b - a == bb - ba && step > bs)) {
+                best = Some((a, b, step));
+            }
+        }
+    }
+    best.unwrap_or_else(|| {
+        let step = nice_step(range, 5.0);
+        let (a, b) = widen(step);
+        (a, b, step)
+    })
 }
 
 /// A tick value with as many decimals as the step needs.
@@ -73,10 +96,11 @@ pub(crate) fn draw(c: &Chart) -> Drawn {
         .series
         .iter()
         .map(|s| {
+            // Beyond ±1e300 the axis arithmetic would overflow: such values are drawn there.
             s.points
                 .iter()
-                .copied()
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .map(|&(x, y)| (x.clamp(-1e300, 1e300), y.clamp(-1e300, 1e300)))
                 .collect()
         })
         .collect();
@@ -206,6 +230,7 @@ pub(crate) fn draw(c: &Chart) -> Drawn {
     let (lg, lh) = legend(LEGEND_X, TOP, &entries);
     g = g.add(lg);
     Drawn {
+        title: c.title.clone(),
         group: g,
         width: WIDTH,
         height: HEIGHT.max(TOP + lh + 30.0),
@@ -224,6 +249,11 @@ mod tests {
         assert_eq!(nice_step(0.3, 5.0), 0.1);
         assert_eq!(axis(3.0, 97.0), (0.0, 100.0, 20.0));
         assert_eq!(axis(5.0, 5.0), (4.0, 6.0, 0.5));
+        assert_eq!(axis(0.0, 1040.0), (0.0, 1200.0, 200.0));
+        assert_eq!(axis(730.0, 901.0), (720.0, 920.0, 20.0));
+        assert_eq!(axis(0.0, 1.0), (0.0, 1.0, 0.2));
+        let (lo, hi, step) = axis(-1e200, -1e200);
+        assert!(lo < -1e200 && hi > -1e200 && step > 0.0 && (hi - lo) / step <= 10.0);
     }
 
     #[test]
@@ -311,6 +341,51 @@ mod tests {
             assert_eq!(class(&doc, "axis-label").len(), 2);
             assert!(texts(&doc, "tick").len() >= 2, "{svg}");
             assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any points (NaN, infinities, huge, tiny, equal) give a well-formed chart whose
+        /// finite points all lie in the plot area and whose text holds no NaN or infinity.
+        #[test]
+        fn any_points_stay_in_the_plot(
+            series in proptest::collection::vec(
+                proptest::collection::vec(
+                    (
+                        proptest::prop_oneof![proptest::num::f64::ANY, -1e6f64..1e6],
+                        proptest::prop_oneof![proptest::num::f64::ANY, -1e6f64..1e6],
+                    ),
+                    0..30,
+                ),
+                0..4,
+            )
+        ) {
+            let c = chart(series.iter().enumerate().map(|(i, p)| Series {
+                name: format!("s{i}"),
+                points: p.clone(),
+            }).collect());
+            let svg = render_chart(&c);
+            let doc = parse(&svg);
+            proptest::prop_assert!(!svg.contains("NaN") && !svg.contains("inf"));
+            let lines = class(&doc, "series");
+            proptest::prop_assert_eq!(lines.len(), series.len());
+            for (l, p) in lines.iter().zip(&series) {
+                let finite = p.iter().filter(|(x, y)| x.is_finite() && y.is_finite()).count();
+                let pts: Vec<&str> = l
+                    .attribute("points")
+                    .unwrap()
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                proptest::prop_assert_eq!(pts.len(), finite);
+                for p in pts {
+                    let (x, y) = p.split_once(',').unwrap();
+                    let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+                    proptest::prop_assert!((LEFT - 0.01..=LEFT + PLOT_W + 0.01).contains(&x), "x {}", x);
+                    proptest::prop_assert!((TOP - 0.01..=TOP + PLOT_H + 0.01).contains(&y), "y {}", y);
+                }
+            }
         }
     }
 }

@@ -49,6 +49,7 @@ pub fn render_figure(title: &str, panels: &[Panel]) -> String {
         y += 30.0;
     }
     document(Drawn {
+        title: title.to_string(),
         group: g,
         width,
         height: y,

@@ -213,6 +213,8 @@ pub(crate) const FONT: &str = "DejaVu Sans Mono, Menlo, Consolas, monospace";
 
 /// A drawn panel in its own coordinates, (0, 0) at the top left.
 pub(crate) struct Drawn {
+    /// The document's `<title>` when drawn alone.
+    pub title: String,
     pub group: Group,
     pub width: f64,
     pub height: f64,
@@ -343,6 +345,7 @@ pub(crate) fn document(d: Drawn) -> String {
         .set("viewBox", (0, 0, w, h))
         .set("font-family", FONT)
         .set("font-size", 11)
+        .add(svg::node::element::Title::new(d.title))
         .add(
             Rectangle::new()
                 .set("x", 0)

@@ -189,7 +189,9 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
     let mut heights = vec![BROKEN_H; bands.len()];
     for seg in &segs {
         let sizes: Vec<u128> = seg.iter().map(|&i| bands[i].end - bands[i].start).collect();
-        for (&i, h) in seg.iter().zip(fit(&sizes, seg_px)) {
+        // A crowded segment grows so each of its bands keeps MIN_H (and some to spare).
+        let px = seg_px.max(2.0 * MIN_H * seg.len() as f64);
+        for (&i, h) in seg.iter().zip(fit(&sizes, px)) {
             heights[i] = h;
         }
     }
@@ -203,21 +205,46 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
         y -= h;
     }
 
-    // Right-hand labels, top to bottom, pushed apart to stay legible.
-    let mut order: Vec<usize> = (0..bands.len()).rev().collect();
-    order.sort_by(|&a, &b| {
-        let ca = ys[a] - heights[a] / 2.0;
-        let cb = ys[b] - heights[b] / 2.0;
-        ca.total_cmp(&cb)
-    });
-    let mut label_y = vec![0.0; bands.len()];
-    let mut last = TOP - LABEL_GAP;
-    for &i in &order {
-        let c = ys[i] - heights[i] / 2.0;
-        let ly = c.max(last + LABEL_GAP);
-        label_y[i] = ly;
-        last = ly;
+    // Where an address is drawn (linear within its band).
+    let addr_y = |a: u128| {
+        bands
+            .iter()
+            .enumerate()
+            .find(|(_, b)| b.start <= a && a < b.end)
+            .map(|(i, b)| ys[i] - heights[i] * (a - b.start) as f64 / (b.end - b.start) as f64)
+    };
+    let marker_y: Vec<Option<f64>> = extras
+        .markers
+        .iter()
+        .map(|m| addr_y(m.at as u128))
+        .collect();
+
+    // Right-hand labels of bands (0..n) and markers (n..), top to bottom, pushed apart to
+    // stay legible. A marker's words go just above or below its line's place in the order.
+    let n = bands.len();
+    let anchor = |i: usize| -> f64 {
+        if i < n {
+            ys[i] - heights[i] / 2.0
+        } else {
+            let m = &extras.markers[i - n];
+            marker_y[i - n].unwrap_or(0.0) + if m.below { 0.01 } else { -0.01 }
+        }
+    };
+    let mut order: Vec<usize> = (0..n)
+        .rev()
+        .chain(
+            (0..extras.markers.len())
+                .filter(|j| marker_y[*j].is_some())
+                .map(|j| n + j),
+        )
+        .collect();
+    order.sort_by(|&a, &b| anchor(a).total_cmp(&anchor(b)));
+    let anchors: Vec<f64> = order.iter().map(|&i| anchor(i)).collect();
+    let mut label_y = vec![0.0; n + extras.markers.len()];
+    for (&i, y) in order.iter().zip(spread(&anchors, LABEL_GAP, TOP)) {
+        label_y[i] = y;
     }
+    let last = label_y.iter().copied().fold(TOP, f64::max);
 
     let mut g = Group::new().set("class", "space");
     g = g.add(
@@ -323,17 +350,10 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
         );
     }
 
-    // Markers.
-    let addr_y = |a: u128| {
-        bands
-            .iter()
-            .enumerate()
-            .find(|(_, b)| b.start <= a && a < b.end)
-            .map(|(i, b)| ys[i] - heights[i] * (a - b.start) as f64 / (b.end - b.start) as f64)
-    };
-    for m in &extras.markers {
-        if let Some(y) = addr_y(m.at as u128) {
-            let dy = if m.below { 11.0 } else { -3.0 };
+    // Markers: a dashed line across the bar, words in the label column.
+    for (j, m) in extras.markers.iter().enumerate() {
+        if let Some(y) = marker_y[j] {
+            let ly = label_y[n + j];
             g = g.add(
                 Group::new()
                     .set("class", "marker")
@@ -343,8 +363,13 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
                             .set("stroke-dasharray", "5,3"),
                     )
                     .add(
-                        text(BAR_X + BAR_W - 4.0, y + dy, &m.text)
-                            .set("text-anchor", "end")
+                        line(BAR_X + BAR_W + 4.0, y, LABEL_X - 4.0, ly, m.color)
+                            .set("stroke-width", 0.8)
+                            .set("stroke-dasharray", "2,2"),
+                    )
+                    .add(
+                        text(LABEL_X, ly + 4.0, &clip(&m.text, 104))
+                            .set("class", "marker-label")
                             .set("fill", m.color),
                     ),
             );
@@ -364,10 +389,36 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
     g = g.add(lg);
     let height = (last + 40.0).max(bottom + 50.0).max(TOP + lh + 30.0);
     Drawn {
+        title: p.title.clone(),
         group: g,
         width: WIDTH,
         height,
     }
+}
+
+/// Places labels wanted at sorted `anchors` at least `gap` apart and not above `top`, each
+/// run of crowded labels centred on its anchors' mean (so labels stay near their bands
+/// rather than all being pushed down).
+fn spread(anchors: &[f64], gap: f64, top: f64) -> Vec<f64> {
+    // Clusters: (first label's y, labels, sum of their anchors).
+    let mut cl: Vec<(f64, usize, f64)> = Vec::new();
+    for &a in anchors {
+        cl.push((a.max(top), 1, a));
+        while cl.len() > 1 {
+            let (s1, n1, a1) = cl[cl.len() - 2];
+            let (s2, n2, a2) = cl[cl.len() - 1];
+            if s1 + n1 as f64 * gap <= s2 {
+                break;
+            }
+            cl.pop();
+            let (nn, aa) = (n1 + n2, a1 + a2);
+            let start = (aa / nn as f64 - (nn - 1) as f64 * gap / 2.0).max(top);
+            *cl.last_mut().expect("two clusters") = (start, nn, aa);
+        }
+    }
+    cl.iter()
+        .flat_map(|&(s, k, _)| (0..k).map(move |j| s + j as f64 * gap))
+        .collect()
 }
 
 /// A zigzag break mark across the bar at `y`.
@@ -622,5 +673,109 @@ mod tests {
         let doc = parse(&svg);
         assert_eq!(class(&doc, "marker").len(), 1);
         assert!(texts(&doc, "subtitle")[0].starts_with("TASK_SIZE 0xc0000000"));
+    }
+
+    #[test]
+    fn spread_keeps_labels_apart_and_near_their_anchors() {
+        assert_eq!(spread(&[100.0, 200.0], 14.0, 70.0), [100.0, 200.0]);
+        // Three at one place: centred on it.
+        assert_eq!(
+            spread(&[100.0, 100.0, 100.0], 14.0, 70.0),
+            [86.0, 100.0, 114.0]
+        );
+        // Near the top: pushed down, never above it.
+        assert_eq!(spread(&[70.0, 70.0], 14.0, 70.0), [70.0, 84.0]);
+        // A cluster that grows into the one before it merges with it.
+        let y = spread(&[100.0, 110.0, 120.0, 120.0, 120.0], 14.0, 0.0);
+        assert!(y.windows(2).all(|w| w[1] - w[0] >= 14.0 - 1e-9), "{y:?}");
+        let mean = y.iter().sum::<f64>() / 5.0;
+        assert!((mean - 114.0).abs() < 1e-9, "{y:?}");
+    }
+
+    #[test]
+    fn labels_and_marker_words_never_overlap() {
+        let extras = SpaceExtras {
+            subtitle: None,
+            markers: vec![
+                Marker {
+                    at: 0x0810_0000,
+                    text: "a".into(),
+                    color: "red",
+                    below: false,
+                },
+                Marker {
+                    at: 0x0810_1000,
+                    text: "b".into(),
+                    color: "blue",
+                    below: true,
+                },
+            ],
+        };
+        let svg = render_space_with(&thirty_two(), &extras);
+        let doc = parse(&svg);
+        let mut ys: Vec<f64> = class(&doc, "label")
+            .iter()
+            .chain(class(&doc, "marker-label").iter())
+            .map(|n| n.attribute("y").unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(class(&doc, "marker-label").len(), 2);
+        ys.sort_by(f64::total_cmp);
+        for w in ys.windows(2) {
+            assert!(w[1] - w[0] >= LABEL_GAP - 0.01, "{ys:?}");
+        }
+    }
+
+    fn any_kind() -> impl proptest::strategy::Strategy<Value = BandKind> {
+        proptest::sample::select(BandKind::ALL.to_vec())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// Any bands (unsorted, overlapping, empty, reversed, past 2^bits, ending at 2^64)
+        /// render as well-formed SVG whose bands tile the space exactly, bottom to top, each
+        /// at least MIN_H high, with the same total height.
+        #[test]
+        fn any_bands_render_as_a_tiling(
+            bits in proptest::sample::select(vec![0u32, 20, 32, 47, 48, 57, 64, 99]),
+            raw in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![proptest::num::u64::ANY, 0u64..(1 << 33)],
+                    proptest::prop_oneof![
+                        proptest::num::u64::ANY,
+                        0u64..(1 << 33),
+                        proptest::strategy::Just(u64::MAX),
+                        proptest::strategy::Just(0u64),
+                    ],
+                    any_kind(),
+                ),
+                0..24,
+            ),
+        ) {
+            let p = pic(bits, raw.iter().map(|&(s, e, k)| band(s, e, k)).collect());
+            let svg = render_space(&p);
+            let doc = parse(&svg);
+            let mut bands: Vec<(u128, u128, f64, f64)> = class(&doc, "band")
+                .iter()
+                .map(|n| {
+                    let hex = |a| u128::from_str_radix(n.attribute(a).unwrap().trim_start_matches("0x"), 16).unwrap();
+                    let num = |a| n.attribute(a).unwrap().parse::<f64>().unwrap();
+                    (hex("data-start"), hex("data-end"), num("y"), num("height"))
+                })
+                .collect();
+            bands.sort_by_key(|b| b.0);
+            let mut at = 0u128;
+            let mut prev_top = f64::INFINITY;
+            for &(s, e, y, h) in &bands {
+                proptest::prop_assert_eq!(s, at);
+                proptest::prop_assert!(e > s);
+                proptest::prop_assert!(h.is_finite() && h >= MIN_H - 0.02, "height {}", h);
+                // Higher addresses are drawn higher up, each band right on top of the last.
+                proptest::prop_assert!((y + h - prev_top).abs() < 0.05 || prev_top.is_infinite());
+                prev_top = y;
+                at = e;
+            }
+            proptest::prop_assert!(at >= 1u128 << bits.clamp(1, 64));
+            proptest::prop_assert!(at <= 1u128 << 64);
+        }
     }
 }
