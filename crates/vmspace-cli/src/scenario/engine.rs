@@ -27,6 +27,8 @@ use vmspace_sim::{
 const PAGE: u64 = 4096;
 /// Most threads one `spawn` step starts.
 const MAX_SPAWN: u64 = 100_000;
+/// How a step that cannot run (its thread stopped earlier) starts its one line.
+const SKIP: &str = "skipped: ";
 /// Most blocks one `leak` step allocates unless told.
 const MAX_LEAK: u64 = 1_000_000;
 
@@ -554,8 +556,12 @@ impl Run {
                 note: s.note().map(str::to_string),
                 lines: Vec::new(),
             };
-            self.step(s, &mut log.lines)
-                .map_err(|e| format!("step {} ({}): {e}", i + 1, s.kind()))?;
+            match self.step(s, &mut log.lines) {
+                Ok(()) => {}
+                // A thread stopped earlier (overflow, OOM kill): the story goes on without it.
+                Err(e) if e.starts_with(SKIP) => log.lines.push(e),
+                Err(e) => return Err(format!("step {} ({}): {e}", i + 1, s.kind())),
+            }
             self.reap(&mut log.lines);
             self.record_all();
             self.steps.push(log);
@@ -616,12 +622,13 @@ impl Run {
         heap.stats
     }
 
+    /// `Ok` if thread `ti` runs; else an error starting with [`SKIP`]: the step is skipped.
     fn check_thread(&self, ti: usize) -> Result<(), String> {
         if self.running(ti) {
             Ok(())
         } else {
             Err(format!(
-                "thread {:?} is not running ({})",
+                "{SKIP}thread {:?} is not running ({})",
                 self.threads[ti].name,
                 self.thread_state(ti)
             ))
@@ -1738,6 +1745,42 @@ max_threads = { process = "p", count = 3 }
     }
 
     #[test]
+    fn steps_of_a_stopped_thread_are_skipped_and_the_story_goes_on() {
+        let r = go(r#"
+[[process]]
+name = "p"
+[[process.heap]]
+name = "h"
+kind = "chunk"
+[[process]]
+name = "q"
+[[process.heap]]
+name = "g"
+kind = "size-class"
+[[step]]
+do = "leak"
+heap = "h"
+size = "64 KiB"
+[[step]]
+do = "recurse"
+thread = "p-main"
+frame = 100
+depth = 3
+[[step]]
+do = "alloc"
+heap = "g"
+count = 10
+size = 1000
+[expect]
+oom_killed = "p"
+processes_alive = ["q"]
+"#);
+        assert!(r.ok());
+        assert!(r.steps[1].lines[0].starts_with("skipped: thread \"p-main\" is not running"));
+        assert_eq!(r.heaps[1].live_blocks(), 10);
+    }
+
+    #[test]
     fn the_same_seed_gives_the_same_run() {
         let body = r#"
 [[process]]
@@ -1763,5 +1806,117 @@ seed = 43
         assert_eq!(a.heaps[0].stats, b.heaps[0].stats);
         assert_eq!(a.heaps[0].frees, b.heaps[0].frees);
         assert!(a.heaps[0].frees > 50 && a.heaps[0].frees < 130);
+    }
+}
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use crate::scenario::format::parse;
+    use proptest::prelude::*;
+
+    /// One random step over the fixed cast below, as TOML.
+    fn step() -> impl Strategy<Value = String> {
+        let heap = prop_oneof![Just("sc"), Just("ch"), Just("sc2")];
+        let thread = prop_oneof![
+            Just("p-main"),
+            Just("w1"),
+            Just("w2"),
+            Just("q-main"),
+            Just("c-main")
+        ];
+        prop_oneof![
+            (heap.clone(), thread.clone(), 0u64..40, 1u64..5000, 0u64..5000, any::<u64>()).prop_map(
+                |(h, t, n, a, b, seed)| format!(
+                    "do = \"alloc\"\nheap = \"{h}\"\nthread = \"{t}\"\ncount = {n}\nsize = [{a}, {}]\nseed = {seed}\n",
+                    a + b
+                )
+            ),
+            (heap.clone(), 0.0f64..=1.0, any::<u64>()).prop_map(|(h, f, s)| format!(
+                "do = \"free\"\nheap = \"{h}\"\nfraction = {f}\nseed = {s}\n"
+            )),
+            (heap.clone(), 1u64..300_000, 1u64..64).prop_map(|(h, n, m)| format!(
+                "do = \"leak\"\nheap = \"{h}\"\nsize = {n}\nmax_blocks = {m}\n"
+            )),
+            (thread.clone(), 1u64..9000, prop::option::of(0u64..300)).prop_map(|(t, f, d)| {
+                let d = d.map(|d| format!("depth = {d}\n")).unwrap_or_default();
+                format!("do = \"recurse\"\nthread = \"{t}\"\nframe = {f}\n{d}")
+            }),
+            (thread.clone(), heap.clone(), 0.0f64..=1.0).prop_map(|(t, h, f)| format!(
+                "do = \"write\"\nthread = \"{t}\"\nheap = \"{h}\"\nfraction = {f}\n"
+            )),
+            (thread.clone(), heap.clone(), any::<bool>()).prop_map(|(t, h, w)| format!(
+                "do = \"touch\"\nthread = \"{t}\"\nheap = \"{h}\"\nwrite = {w}\n"
+            )),
+            Just("do = \"fork\"\nprocess = \"p\"\nchild = \"c\"\n".to_string()),
+            (0u64..(1 << 33), any::<bool>()).prop_map(|(l, fixed)| format!(
+                "do = \"mmap\"\nprocess = \"q\"\nlen = {l}\n{}",
+                if fixed { "at = 0x30000000\n" } else { "" }
+            )),
+            (1u64..8, 1u64..20).prop_map(|(n, k)| format!(
+                "do = \"spawn\"\nprocess = \"q\"\nname = \"s\"\ncount = {n}\nstack = {{ style = \"reserve-commit\", reserve = {}, guard_pages = 1 }}\n",
+                k * 65536
+            )),
+            thread.prop_map(|t| format!("do = \"exit\"\nthreads = [\"{t}\"]\n")),
+        ]
+    }
+
+    const CAST: &str = r#"
+[[process]]
+name = "p"
+[[process.thread]]
+name = "w1"
+stack = { style = "reserve-commit", reserve = "128 KiB", guard_pages = 2 }
+[[process.thread]]
+name = "w2"
+stack = { style = "pthread", size = "64 KiB" }
+[[process.heap]]
+name = "sc"
+kind = "size-class"
+[[process.heap]]
+name = "ch"
+kind = "chunk"
+fit = "next"
+[[process]]
+name = "q"
+[[process.heap]]
+name = "sc2"
+kind = "size-class"
+"#;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Any sequence of steps either runs or stops with an error message (a thread that is
+        /// not running, a name that does not exist yet); it never panics, and the machine's
+        /// frame, refcount and RSS invariants hold at the end.
+        #[test]
+        fn any_story_runs_without_breaking_the_machine(
+            x86 in any::<bool>(),
+            steps in prop::collection::vec(step(), 0..14),
+        ) {
+            let mut text = format!(
+                "name = \"p\"\n[machine]\nram = \"6 MiB\"\narch = \"{}\"\n{CAST}",
+                if x86 { "x86_64" } else { "i386" }
+            );
+            for s in &steps {
+                text.push_str("[[step]]\n");
+                text.push_str(s);
+            }
+            let sc = parse("p.toml", &text).unwrap();
+            let mut r = Run::start(&sc, None).unwrap();
+            match r.run_steps(&sc, |_| {}) {
+                Ok(()) => {}
+                Err(e) => prop_assert!(
+                    e.contains("no thread named") || e.contains("used twice"),
+                    "{e}"
+                ),
+            }
+            let _ = super::super::report::text(&r);
+            let _ = super::super::report::json(&r);
+            let _ = super::super::record::figure(&r);
+            let m = r.machine.borrow();
+            prop_assert!(m.check().is_ok(), "{:?}", m.check());
+        }
     }
 }
