@@ -10,6 +10,8 @@ use vmspace_sim::heap_source::RegionKind;
 use vmspace_sim::{Stack, ThreadEnd};
 
 const PAGE: u64 = 4096;
+/// Most lines of one process's maps in text (the middle is counted).
+const MAX_MAPS_ROWS: usize = 60;
 /// Most rows of the stack table in text (the rest are counted).
 const MAX_STACK_ROWS: usize = 24;
 
@@ -191,7 +193,19 @@ pub fn text(run: &Run) -> String {
             "Address space of {name:?} (pid {pid}), as /proc/{pid}/maps with resident sizes"
         );
         let w = lines.iter().map(|l| l.line.len()).max().unwrap_or(0);
-        for r in lines {
+        let n = lines.len();
+        for (i, r) in lines.into_iter().enumerate() {
+            // Very long maps (hundreds of stacks): the first and last lines; --json has all.
+            if n > MAX_MAPS_ROWS && i >= MAX_MAPS_ROWS / 2 && i < n - MAX_MAPS_ROWS / 4 {
+                if i == MAX_MAPS_ROWS / 2 {
+                    let _ = writeln!(
+                        s,
+                        "  … {} more mappings (--json lists them all)",
+                        n - MAX_MAPS_ROWS / 2 - MAX_MAPS_ROWS / 4
+                    );
+                }
+                continue;
+            }
             let _ = writeln!(
                 s,
                 "  {:<w$}  {:>8}  {}",
