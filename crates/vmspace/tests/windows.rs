@@ -27,6 +27,8 @@ struct Model {
     /// base -> (size, AllocationProtect)
     allocs: BTreeMap<u64, (u64, u32)>,
     pages: BTreeMap<u64, Page>,
+    /// Pages mapped by Linux calls (or left mapped by a reservation a Linux call ended).
+    linux: std::collections::BTreeSet<u64>,
     top: u64,
 }
 
@@ -55,6 +57,7 @@ impl Model {
         self.allocs
             .iter()
             .all(|(b, (sz, _))| b + sz <= s || *b >= e)
+            && self.linux.range(s..e).next().is_none()
     }
 
     fn place(&self, len: u64, top_down: bool) -> Option<u64> {
@@ -75,13 +78,16 @@ impl Model {
             if self.free(c, c + len) {
                 return Some(c);
             }
-            // Skip past the allocation in the way.
-            let (b, (s, _)) = self
+            // Skip past the allocation or Linux page in the way.
+            let past = match self
                 .allocs
                 .iter()
                 .find(|(b, (s, _))| !(*b + s <= c || **b >= c + len))
-                .unwrap();
-            c = (b + s + G - 1) & !(G - 1);
+            {
+                Some((b, (s, _))) => b + s,
+                None => self.linux.range(c..c + len).next().unwrap() + P,
+            };
+            c = (past + G - 1) & !(G - 1);
         }
         None
     }
@@ -217,6 +223,30 @@ impl Model {
         Ok(old)
     }
 
+    /// A Linux call unmaps or replaces `[s, e)`: every reservation meeting it ends, what
+    /// stays mapped of it becomes Linux memory; the range itself is dropped.
+    fn linux_unmap(&mut self, s: u64, e: u64) {
+        let hit: Vec<u64> = self
+            .allocs
+            .iter()
+            .filter(|(b, (sz, _))| **b < e && *b + sz > s)
+            .map(|(b, _)| *b)
+            .collect();
+        for b in hit {
+            let (sz, _) = self.allocs.remove(&b).unwrap();
+            let mut p = b;
+            while p < b + sz {
+                self.pages.remove(&p);
+                self.linux.insert(p);
+                p += P;
+            }
+        }
+        let gone: Vec<u64> = self.linux.range(s..e).copied().collect();
+        for p in gone {
+            self.linux.remove(&p);
+        }
+    }
+
     fn query(&self, addr: u64) -> RegionInfo {
         let page = addr & !(P - 1);
         match self.pages.get(&page) {
@@ -244,7 +274,8 @@ impl Model {
                     .pages
                     .range(page..)
                     .next()
-                    .map_or(self.top, |(k, _)| *k);
+                    .map_or(self.top, |(k, _)| *k)
+                    .min(self.linux.range(page..).next().copied().unwrap_or(self.top));
                 RegionInfo {
                     base_address: page,
                     allocation_base: 0,
@@ -267,6 +298,10 @@ enum Op {
     Release(A, u64),
     Free(A, u64, u32),
     Protect(A, u64, u32),
+    /// Linux munmap of pages.
+    Munmap(A, u64),
+    /// Linux mmap(MAP_FIXED) of private anonymous read-write pages.
+    MmapFixed(A, u64),
 }
 
 fn prot() -> impl Strategy<Value = u32> {
@@ -348,6 +383,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (base(), prop_oneof![4 => Just(0u64), 1 => size()]).prop_map(|(a, s)| Op::Release(a, s)),
         1 => (base(), prop_oneof![Just(0u64), small()], prop_oneof![Just(MEM_DECOMMIT), Just(MEM_RELEASE), Just(MEM_DECOMMIT | MEM_RELEASE), Just(0)]).prop_map(|(a, s, t)| Op::Free(a, s, t)),
         2 => (addr(), small(), prot()).prop_map(|(a, s, p)| Op::Protect(a, s, p)),
+        1 => (addr(), (1..8u64).prop_map(|n| n * P)).prop_map(|(a, s)| Op::Munmap(a, s)),
+        1 => (addr(), (1..8u64).prop_map(|n| n * P)).prop_map(|(a, s)| Op::MmapFixed(a, s)),
     ]
 }
 
@@ -401,7 +438,28 @@ proptest! {
                         m.protect(a, sz, p).map(|x| x as u64),
                     )
                 }
+                Op::Munmap(..) | Op::MmapFixed(..) => (Ok(0), Ok(0)),
             };
+            if let Op::Munmap(a, sz) | Op::MmapFixed(a, sz) = *o {
+                let a = at(&m, a) & !(P - 1);
+                if a < LO || a >= HI {
+                    continue;
+                }
+                if let Op::Munmap(..) = o {
+                    s.munmap(a, sz).unwrap();
+                    m.linux_unmap(a, a + sz);
+                } else {
+                    use vmspace::space::abi::*;
+                    let fl = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+                    s.mmap(a, sz, PROT_READ | PROT_WRITE, fl, None, 0).unwrap();
+                    m.linux_unmap(a, a + sz);
+                    let mut p = a;
+                    while p < a + sz {
+                        m.linux.insert(p);
+                        p += P;
+                    }
+                }
+            }
             prop_assert_eq!(got, want, "{:?}", o);
             if got.is_err() {
                 prop_assert!(snap(&s) == before, "failed {:?} changed the space", o);
@@ -411,7 +469,12 @@ proptest! {
             s.win_check_prot().map_err(TestCaseError::fail)?;
             let mut a = LO - G;
             while a < HI + 8 * G {
-                prop_assert_eq!(s.virtual_query(a).unwrap(), m.query(a), "query {:#x} after {:?}", a, o);
+                let q = s.virtual_query(a).unwrap();
+                if m.linux.contains(&a) {
+                    prop_assert_eq!((q.state, q.mem_type), (MemState::Commit, MEM_PRIVATE), "{:#x}", a);
+                } else {
+                    prop_assert_eq!(q, m.query(a), "query {:#x} after {:?}", a, o);
+                }
                 a += P;
             }
             for (b, _) in m.allocs.range(HI..) {
