@@ -442,7 +442,7 @@ proptest! {
             };
             if let Op::Munmap(a, sz) | Op::MmapFixed(a, sz) = *o {
                 let a = at(&m, a) & !(P - 1);
-                if a < LO || a >= HI {
+                if !(LO..HI).contains(&a) {
                     continue;
                 }
                 if let Op::Munmap(..) = o {
