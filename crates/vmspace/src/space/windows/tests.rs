@@ -553,3 +553,22 @@ fn compat32_space_has_a_segment_map_of_4_gib() {
     assert_eq!(s.win_table().segment(a + 0x10000), SegState::Mixed);
     ok(&s);
 }
+
+#[test]
+fn huge_reservation_keeps_the_segment_map_cheap_and_exact() {
+    use crate::range::segment_map::SegState;
+    let mut s = space();
+    // 1 TiB: 16M segments, set in a few word fills.
+    let a = s.virtual_alloc(None, 1 << 40, R, RW).unwrap();
+    assert_eq!(s.win_table().segment(a + (1 << 39)), SegState::Reserved);
+    s.commit(a + 0x10000, 0x20000, RW).unwrap();
+    s.commit(a + 0x31000, 0x1000, RW | WinProt::GUARD).unwrap();
+    assert_eq!(s.win_table().segment(a), SegState::Reserved);
+    assert_eq!(s.win_table().segment(a + 0x10000), SegState::Committed);
+    assert_eq!(s.win_table().segment(a + 0x20000), SegState::Committed);
+    assert_eq!(s.win_table().segment(a + 0x30000), SegState::Mixed);
+    assert_eq!(s.win_table().segment(a + 0x40000), SegState::Reserved);
+    s.release(a, 0).unwrap();
+    assert_eq!(s.win_table().segment(a + (1 << 39)), SegState::Free);
+    ok(&s);
+}
