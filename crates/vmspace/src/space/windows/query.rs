@@ -10,7 +10,7 @@ impl AddressSpace {
     /// to the next change within the reservation. Free (no reservation, no VMA): the free
     /// run up to the next reservation or VMA (or TASK_SIZE), State MEM_FREE, Protect
     /// PAGE_NOACCESS, AllocationBase 0. A Linux mapping outside any reservation reports as
-    /// committed, AllocationBase = its VMA start, Protect from its PROT_* bits, Type
+    /// committed, AllocationBase = where its VMA (or the part of it above a reservation) starts, Protect from its PROT_* bits, Type
     /// MEM_MAPPED (shared or file) or MEM_PRIVATE, up to the VMA's end. At or above
     /// TASK_SIZE: ERROR_INVALID_PARAMETER.
     pub fn virtual_query(&self, addr: u64) -> Result<RegionInfo, WinError> {
@@ -39,11 +39,17 @@ impl AddressSpace {
         let next_res = self.win.first_above(page).map_or(top, |a| a.base);
         match self.tree.find(page) {
             Some(v) if v.start <= page => {
+                // A VMA may have merged with a reservation's below it: the Linux part
+                // starts where that reservation ends.
+                let start = match self.win.last_below(page) {
+                    Some(a) if a.end() > v.start => a.end(),
+                    _ => v.start,
+                };
                 let prot = WinProt::from_linux(v.flags);
                 let shared = v.flags & VM_SHARED != 0 || v.has_file();
                 Ok(RegionInfo {
                     base_address: page,
-                    allocation_base: v.start,
+                    allocation_base: start,
                     allocation_protect: prot,
                     region_size: v.end.min(next_res) - page,
                     state: MemState::Commit,

@@ -314,6 +314,11 @@ impl WinTable {
         self.allocs.range(addr..).next().map(|(_, a)| a)
     }
 
+    /// The last reservation starting at or below `addr`.
+    pub fn last_below(&self, addr: u64) -> Option<&Allocation> {
+        self.allocs.range(..=addr).next_back().map(|(_, a)| a)
+    }
+
     /// Whether any reservation meets `[start, end)`.
     pub fn intersects(&self, start: u64, end: u64) -> bool {
         self.first_above(start).is_some_and(|a| a.base < end)

@@ -417,6 +417,17 @@ fn linux_munmap_or_fixed_mmap_over_a_reservation_ends_it() {
     // The rest stays mapped as plain Linux memory.
     assert_eq!(q(&s, a).state, MemState::Commit);
     assert_eq!(q(&s, a).mem_type, MEM_PRIVATE);
+    // A Linux mapping right above a committed reservation merges with its VMA; the query
+    // of the Linux part still starts at the reservation's end.
+    let c = s.virtual_alloc(Some(0x5000_0000), 0x2000, R | C, RW).unwrap();
+    s.mmap(c + 0x2000, 0x1000, RW_LINUX, PA | MAP_FIXED, None, 0)
+        .unwrap();
+    assert_eq!(s.find_vma(c).unwrap().end, c + 0x3000);
+    let l = q(&s, c + 0x2000);
+    assert_eq!((l.allocation_base, l.region_size), (c + 0x2000, 0x1000));
+    assert_eq!(q(&s, c).region_size, 0x2000);
+    s.release(c, 0).unwrap();
+    assert_eq!(q(&s, c + 0x2000).allocation_base, c + 0x2000);
     s.mmap(b + 0x4000, 0x1000, PROT_READ, PA | MAP_FIXED, None, 0)
         .unwrap();
     assert!(s.win_table().is_empty());
