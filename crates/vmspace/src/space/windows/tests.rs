@@ -453,8 +453,6 @@ fn bad_input_is_typed_and_changes_nothing() {
         )
     };
     let before = snap(&s);
-    let cases: &[(&str, Result<(), WinError>, WinError)] = &[];
-    let _ = cases;
     let mut errs = alloc::vec::Vec::new();
     let mut t = |r: Result<(), WinError>, want: WinError, s: &AddressSpace| {
         assert_eq!(r, Err(want));
