@@ -1107,6 +1107,9 @@ impl Machine {
         let mut tables = 0;
         for p in self.procs.values() {
             with_mm!(&p.mm, m => m.check(&self.phys)).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            p.space()
+                .win_check()
+                .map_err(|e| format!("pid {}: {e}", p.pid))?;
             tables += p.table_pages();
             let pages = with_mm!(&p.mm, m => m.user_pages(&self.phys.mem));
             for (_, f, _) in pages {
