@@ -203,7 +203,7 @@ fn w19_commit_failure_is_an_overflow_too() {
     m.with_mm(p, |mm, ph, tlb| {
         with_mm!(mm, x => {
             let c = x.space().commit_charge();
-            x.op(ph, tlb, |s| s.set_commit_limit(Some(c)));
+            x.op(ph, tlb, |s| s.set_commit_limit(c));
         })
     })
     .unwrap();

@@ -408,7 +408,7 @@ proptest! {
     #[test]
     fn reserve_commit_sequences_follow_the_page_model(ops in proptest::collection::vec(op(), 1..60)) {
         let mut s = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
-        s.set_commit_limit(Some(LIMIT));
+        s.set_commit_limit(LIMIT);
         let mut m = Model { top: s.layout().task_size, ..Model::default() };
         for o in &ops {
             let before = snap(&s);
