@@ -214,3 +214,37 @@ fn w19_commit_failure_is_an_overflow_too() {
     assert_eq!(m.counters().guard_commits, 0);
     m.check().unwrap();
 }
+
+#[test]
+fn w17_i386_space_fills_with_1_mib_stacks_then_a_typed_error() {
+    let mut m = machine();
+    let p = m.spawn(ArchKind::I386).unwrap();
+    let mut tids = Vec::new();
+    let err = loop {
+        match m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT) {
+            Ok(t) => tids.push(t),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err,
+        SimError::Win(vmspace::space::WinError::NotEnoughMemory)
+    );
+    // 3 GiB of user space, less the first 64 KiB and the main stack with its guard gap.
+    assert!(tids.len() > 3000 && tids.len() < 3072, "{}", tids.len());
+    let s = m.process(p).unwrap().space();
+    assert_eq!(s.commit_charge(), 3 * tids.len() as u64);
+    // Every stack still works.
+    for &t in tids.iter().step_by(500) {
+        let top = m.thread(t).unwrap().stack.top();
+        m.store(t, top - 1, 7).unwrap();
+        m.store(t, top - 4096 - 1, 8).unwrap();
+    }
+    m.check().unwrap();
+    for t in tids {
+        m.exit_thread(t).unwrap();
+    }
+    assert_eq!(m.process(p).unwrap().space().commit_charge(), 0);
+    assert!(m.process(p).unwrap().space().win_table().is_empty());
+    m.check().unwrap();
+}
