@@ -248,3 +248,27 @@ fn w17_i386_space_fills_with_1_mib_stacks_then_a_typed_error() {
     assert!(m.process(p).unwrap().space().win_table().is_empty());
     m.check().unwrap();
 }
+
+#[test]
+fn w15_a_system_service_touching_a_guard_page_fails_and_clears_the_bit() {
+    let mut m = machine();
+    let p = m.spawn(ArchKind::X86_64).unwrap();
+    let t = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (_, _, c) = reserved(&m, t);
+    let e = m.kernel_access(t, c - 16, true, 1).unwrap_err();
+    assert!(
+        matches!(e, Stop::Exception(x) if x.code == ExceptionCode::GuardPage),
+        "{e:?}"
+    );
+    assert_eq!(m.counters().guard_commits, 0, "no growth from kernel mode");
+    assert_eq!(
+        m.virtual_query(p, c - P).unwrap().protect,
+        WinProt::READWRITE
+    );
+    // The call can be retried; the thread's own touch of the next guard page grows.
+    m.kernel_access(t, c - 16, true, 1).unwrap();
+    m.store(t, c - P - 16, 2).unwrap();
+    assert_eq!(m.counters().guard_commits, 1);
+    assert_eq!(m.load(t, c - 16), Ok(1));
+    m.check().unwrap();
+}
