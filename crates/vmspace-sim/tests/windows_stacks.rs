@@ -425,3 +425,50 @@ mod props {
         }
     }
 }
+
+#[test]
+fn w17_create_thread_stack_sizes() {
+    let rc = |s: StackStyle| match s {
+        StackStyle::ReserveCommit {
+            reserve, commit, ..
+        } => (reserve, commit),
+        _ => panic!(),
+    };
+    assert_eq!(rc(StackStyle::create_thread(0, false)), (1 << 20, 4096));
+    assert_eq!(
+        StackStyle::create_thread(0, false),
+        StackStyle::WINDOWS_DEFAULT
+    );
+    // dwStackSize is the commit size...
+    assert_eq!(
+        rc(StackStyle::create_thread(64 << 10, false)),
+        (1 << 20, 64 << 10)
+    );
+    // ...at least the default reserve: the reserve is the commit rounded up to 1 MiB.
+    assert_eq!(
+        rc(StackStyle::create_thread(1 << 20, false)),
+        (1 << 20, 1 << 20)
+    );
+    assert_eq!(
+        rc(StackStyle::create_thread((3 << 20) + 1, false)),
+        (4 << 20, (3 << 20) + 1)
+    );
+    // STACK_SIZE_PARAM_IS_A_RESERVATION: the reserve.
+    assert_eq!(
+        rc(StackStyle::create_thread(256 << 10, true)),
+        (256 << 10, 4096)
+    );
+    // A whole-commit stack cannot hold a guard and a hard guard: refused, typed.
+    let mut m = machine();
+    let p = m.spawn(ArchKind::X86_64).unwrap();
+    assert_eq!(
+        m.spawn_thread(p, StackStyle::create_thread(1 << 20, false)),
+        Err(SimError::BadStack)
+    );
+    let t = m
+        .spawn_thread(p, StackStyle::create_thread(200 << 10, true))
+        .unwrap();
+    let (_, reserve, _) = reserved(&m, t);
+    assert_eq!(reserve, 256 << 10, "rounded to 64 KiB");
+    m.check().unwrap();
+}
