@@ -63,7 +63,7 @@ impl WinException {
         WinException { code, addr, access }
     }
 
-    /// ExceptionInformation[0] of an access violation: 0 read, 1 write, 8 execute (W13).
+    /// `ExceptionInformation[0]` of an access violation: 0 read, 1 write, 8 execute (W13).
     pub fn info0(&self) -> u64 {
         access_kind(self.access) as u64
     }
