@@ -258,7 +258,10 @@ pub fn space_picture(run: &Run, pi: usize) -> Option<SpacePicture> {
     let g = Gaps {
         min,
         heap_top: brk.next_multiple_of(PAGE).max(start_brk),
-        text: sp.vmas().next().map_or(0, |v| v.start),
+        text: sp
+            .vmas()
+            .find(|v| v.flags & vmspace::space::vma::flags::VM_EXEC != 0 && v.end <= start_brk)
+            .map_or(0, |v| v.start),
         lay: *lay,
     };
     for b in bands {
