@@ -68,6 +68,12 @@ enum Command {
     /// Run a scenario file: machine, processes, threads and stacks, heaps, steps, expected
     /// outcomes (TOML; see examples/*.toml).
     ///
+    /// Sections: `[machine]` (ram, arch, layout, overflow), `[[process]]` with
+    /// `[[process.thread]]` (stack = pthread or reserve-commit) and `[[process.heap]]` (kind =
+    /// size-class or chunk, fit), `[[step]]` (do = alloc, free, leak, recurse, touch, write,
+    /// fork, mmap, spawn, exit) and `[expect]` (stack_overflow, oom_killed, oom_kills,
+    /// threads_finished, min_cow_copies, heap_exhausted, min_threads, max_threads,
+    /// processes_alive); every field is documented in crates/vmspace-cli/src/scenario/format.rs.
     /// Exits 1 naming each expectation that failed, 2 on a bad file (with its line and
     /// column). Example: `vmspace run examples/leak-oom.toml --svg leak.svg`.
     Run(scenario::RunArgs),
