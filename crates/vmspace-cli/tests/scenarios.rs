@@ -173,7 +173,7 @@ fn demo_text_says_what_happened() {
     let t = String::from_utf8(o.stdout).unwrap();
     for fact in [
         "STACK OVERFLOW in worker-2",
-        "worker-2 is stopped; 3 of process \"app\" carry on (app-main, worker-1, worker-3)",
+        "worker-2 is stopped; 3 other thread(s) of process \"app\" carry on (app-main, worker-1, worker-3)",
         "it chose process \"leaker\"",
         "copy-on-write copies",
         "Address space of \"app\"",
@@ -293,6 +293,23 @@ fn a_leak_ends_in_the_oom_killer_naming_the_leaker() {
 }
 
 #[test]
+fn each_kind_of_stack_overflows_its_own_way() {
+    let v = ok_json(&["run", &example("stacks.toml")]);
+    let main = thread(&v, "app-main");
+    let posix = thread(&v, "posix");
+    let windows = thread(&v, "windows");
+    // S1: the main stack stops at RLIMIT_STACK (256 KiB), grown on faults (S4).
+    assert_eq!(main["committed_pages"], 64);
+    assert!(v["counters"]["stack_growths"].as_u64().unwrap() >= 31);
+    // The pthread's guard page stays; the reserve/commit stack committed all but the hard guard.
+    assert_eq!(posix["guard_pages"], 1);
+    assert_eq!(windows["committed_pages"], 63);
+    assert_eq!(windows["guard_pages"], 0);
+    assert_eq!(v["counters"]["stack_overflows"], 3);
+    assert_eq!(thread(&v, "bystander")["state"], "running");
+}
+
+#[test]
 fn fork_copies_on_write_and_reuses_exclusive_frames() {
     let v = ok_json(&["run", &example("fork-cow.toml")]);
     let c = &v["counters"];
@@ -316,7 +333,7 @@ fn every_example_runs_with_its_expectations_met() {
             n += 1;
         }
     }
-    assert!(n >= 5, "{n} examples");
+    assert!(n >= 6, "{n} examples");
 }
 
 #[test]

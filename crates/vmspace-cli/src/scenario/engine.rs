@@ -970,7 +970,7 @@ impl Run {
                         .map(|(_, t)| t.name.as_str())
                         .collect();
                     out.push(format!(
-                        "{} is stopped; {} of process {:?} carry on ({})",
+                        "{} is stopped; {} other thread(s) of process {:?} carry on ({})",
                         self.threads[ti].name,
                         others.len(),
                         self.procs[self.threads[ti].proc].name,
@@ -1412,27 +1412,25 @@ impl Run {
         let m = self.machine.borrow();
         let mut push =
             |what: String, ok: bool, detail: String| out.push(Check { what, ok, detail });
-        if let Some(t) = &e.stack_overflow {
+        let overflows = e
+            .stack_overflow
+            .iter()
+            .map(|t| ("stack_overflow", &t.thread))
+            .chain(e.stack_overflows.iter().map(|t| ("stack_overflows", t)));
+        for (key, name) in overflows {
             let ti = self
-                .thread_idx(&t.thread)
-                .map_err(|e| format!("expect.stack_overflow: {e}"))?;
+                .thread_idx(name)
+                .map_err(|e| format!("expect.{key}: {e}"))?;
             let end = m.thread(self.threads[ti].tid).and_then(|t| t.ended);
             let ok = matches!(end, Some(ThreadEnd::StackOverflow { .. }));
+            let t = &self.threads[ti];
             push(
-                format!(
-                    "stack_overflow: thread {:?} stopped by a stack overflow",
-                    t.thread
-                ),
+                format!("{key}: thread {name:?} stopped by a stack overflow"),
                 ok,
                 format!(
-                    "{:?} is {}; its stack reached {}",
-                    t.thread,
+                    "{name:?} is {}; its stack reached {}",
                     self.thread_state(ti),
-                    bytes(
-                        self.threads[ti]
-                            .max_depth
-                            .max(self.threads[ti].overflow_depth.unwrap_or(0))
-                    )
+                    bytes(t.max_depth.max(t.overflow_depth.unwrap_or(0)))
                 ),
             );
         }

@@ -405,6 +405,9 @@ pub struct Expect {
     /// This thread was stopped by a stack overflow.
     #[serde(default)]
     pub stack_overflow: Option<ThreadRef>,
+    /// Each of these threads was stopped by a stack overflow.
+    #[serde(default)]
+    pub stack_overflows: Vec<String>,
     /// The OOM killer ended this process.
     #[serde(default)]
     pub oom_killed: Option<String>,
