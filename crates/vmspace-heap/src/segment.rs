@@ -42,8 +42,13 @@ pub(crate) const fn data_offset(block_size: usize) -> usize {
     }
     (HEADER_END + a - 1) & !(a - 1)
 }
-/// Number of 64-bit words of one block bitmap (enough for 8-byte blocks).
-pub(crate) const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
+/// Number of 64-bit words of one block bitmap: at most 4096 blocks per segment (the
+/// 8-byte class uses the first 32 KiB of its segments; pages past its last block are never
+/// touched, so this costs address space, not memory).
+pub(crate) const BITMAP_WORDS: usize = 64;
+
+/// Most blocks in a segment.
+pub(crate) const MAX_BLOCKS: usize = BITMAP_WORDS * 64;
 
 /// A free block: the first word links to the next free block (encoded with `secure`).
 #[repr(C)]
@@ -132,19 +137,21 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Room for the 16 possible hot lines.
     _hot_lines: [Hot; 16],
-    /// One live bit per block: set while the block is handed out (and not freed by the
-    /// owner). Written by the owner only (relaxed loads and stores: plain moves).
-    pub live: Bits,
-    /// What other threads write: the remote queue link and flag, then one bit per block
-    /// freed remotely and not yet collected.
+    /// The block bits, word pairs interleaved so one cache line holds both words a free
+    /// checks: a *live* word (one bit per block, set while the block is handed out and not
+    /// freed by its owner; written by the owner only, relaxed loads and stores: plain
+    /// moves), then a *remote* word (one bit per block freed by another thread and not yet
+    /// collected; set with `fetch_or`, cleared by the owner's `swap`).
+    pub bits: Bits,
+    /// The remote queue link and flag, on a line of their own.
     pub remote: Remote,
 }
 
 const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
-/// A block bitmap, cache-line aligned.
+/// The live and remote bitmaps, interleaved, cache-line aligned.
 #[repr(C, align(64))]
-pub(crate) struct Bits(pub [AtomicU64; BITMAP_WORDS]);
+pub(crate) struct Bits(pub [AtomicU64; 2 * BITMAP_WORDS]);
 
 /// The part of the header other threads write.
 #[repr(C, align(64))]
@@ -153,8 +160,6 @@ pub(crate) struct Remote {
     pub queued: AtomicBool,
     /// Link in the owner's remote queue.
     pub next: AtomicPtr<Segment>,
-    /// One bit per block freed by another thread and not yet collected.
-    pub bits: Bits,
 }
 
 impl Segment {
@@ -163,7 +168,7 @@ impl Segment {
     pub fn live_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
         // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6).
-        unsafe { self.live.0.get_unchecked(w) }
+        unsafe { self.bits.0.get_unchecked(2 * w) }
     }
 
     /// The remote-bits word `w`.
@@ -171,7 +176,7 @@ impl Segment {
     pub fn remote_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
         // SAFETY: as live_word.
-        unsafe { self.remote.bits.0.get_unchecked(w) }
+        unsafe { self.bits.0.get_unchecked(2 * w + 1) }
     }
 }
 
@@ -276,7 +281,7 @@ impl Segment {
         // SAFETY: the caller owns the segment; blocks lie inside it.
         unsafe {
             let data = data_offset(block_size);
-            let cap = (SEGMENT_SIZE - data) / block_size;
+            let cap = ((SEGMENT_SIZE - data) / block_size).min(MAX_BLOCKS);
             let h = hot(seg);
             (*h).data = data as u16;
             (*h).class = class as u8;

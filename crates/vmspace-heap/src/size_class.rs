@@ -1154,25 +1154,27 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         // `p`'s segment base; it is ours if the cookie matches; the local heap is this thread's
         // own.
         unsafe {
-            let sh = self.shared.load(Acquire);
             let seg = segment_of(p);
             let h = hot(seg);
-            if !sh.is_null()
-                && registry::contains(seg as *const u8)
-                && (*h).cookie == seg as usize ^ self.key.load(Relaxed)
-                && (*h).kind == Kind::Small
-            {
+            if registry::contains(seg as *const u8) {
                 if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
-                    if (*h).owner != l {
-                        if let Err(e) = Local::<S>::remote_free(seg, p) {
-                            report(e)
+                    // Only small segments have an owner, and a local heap's segments are its
+                    // heap's: one compare says "ours, small, this thread's".
+                    if (*h).owner == l && !l.is_null() {
+                        // The block's live bit (set, and no remote bit) says it may be freed;
+                        // anything else is the exact path's to report.
+                        if let Some(i) = Segment::block_index(seg, p) {
+                            if let Err(e) = push_lookaside(&mut *(l as *mut Local<S>), seg, p, i)
+                            {
+                                report(e)
+                            }
+                            return;
                         }
-                        return;
-                    }
-                    // The block's live bit (set, and no remote bit) says it may be freed;
-                    // anything else is the exact path's to report.
-                    if let Some(i) = Segment::block_index(seg, p) {
-                        if let Err(e) = push_lookaside(&mut *(l as *mut Local<S>), seg, p, i) {
+                    } else if (*h).cookie == seg as usize ^ self.key.load(Relaxed)
+                        && (*h).kind == Kind::Small
+                        && !l.is_null()
+                    {
+                        if let Err(e) = Local::<S>::remote_free(seg, p) {
                             report(e)
                         }
                         return;
