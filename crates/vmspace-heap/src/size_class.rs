@@ -298,18 +298,28 @@ impl<S: SegmentSource> Local<S> {
             if self.empty_count != 0 {
                 self.purge(now_ms());
             }
+            // Free blocks of the class's segments first (the fullest segment's), then new
+            // pages of a segment, then a new segment: memory already committed is reused
+            // before more is touched.
             loop {
                 let seg = self.avail[c];
                 if seg.is_null() {
                     break;
                 }
-                let b = (*hot(seg)).free;
-                if b != 0 || self.extend(seg) {
+                if (*hot(seg)).free != 0 {
+                    return pop(seg, (*hot(seg)).free);
+                }
+                let other = self.fullest_with_free(seg);
+                if !other.is_null() {
+                    self.unlink_avail(other);
+                    self.push_avail_front(other);
+                    return pop(other, (*hot(other)).free);
+                }
+                if self.extend(seg) {
                     return pop(seg, (*hot(seg)).free);
                 }
                 self.unlink_avail(seg);
                 self.push_full(seg);
-                self.pick_fullest(c);
             }
             let seg = match self.take_segment(c) {
                 Some(s) => s,
@@ -352,31 +362,25 @@ impl<S: SegmentSource> Local<S> {
         self.committed.store(v as usize, Relaxed);
     }
 
-    /// Moves the fullest of the first few available segments of class `c` to the front:
-    /// filling nearly full segments first lets the emptier ones drain and go back to the
-    /// source, where any class can reuse them (instead of every class keeping its peak).
-    unsafe fn pick_fullest(&mut self, c: usize) {
-        // SAFETY: owner-only list manipulation.
+    /// The fullest of the few available segments after `head` that have free blocks (null
+    /// if none): filling nearly full segments first lets the emptier ones drain and go back
+    /// to the source, where any class can reuse them (instead of every class keeping its
+    /// peak).
+    unsafe fn fullest_with_free(&self, head: *mut Segment) -> *mut Segment {
+        // SAFETY: owner-only reads of the class's avail list.
         unsafe {
-            let head = self.avail[c];
-            if head.is_null() {
-                return;
-            }
             let used = |s: *mut Segment| (*hot(s)).used.load(Relaxed);
-            let (mut best, mut s) = (head, (*head).next);
+            let (mut best, mut s) = (null_mut::<Segment>(), (*head).next);
             for _ in 0..8 {
                 if s.is_null() {
                     break;
                 }
-                if used(s) > used(best) {
+                if (*hot(s)).free != 0 && (best.is_null() || used(s) > used(best)) {
                     best = s;
                 }
                 s = (*s).next;
             }
-            if best != head {
-                self.unlink_avail(best);
-                self.push_avail_front(best);
-            }
+            best
         }
     }
 
@@ -1164,8 +1168,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         // The block's live bit (set, and no remote bit) says it may be freed;
                         // anything else is the exact path's to report.
                         if let Some(i) = Segment::block_index(seg, p) {
-                            if let Err(e) = push_lookaside(&mut *(l as *mut Local<S>), seg, p, i)
-                            {
+                            if let Err(e) = push_lookaside(&mut *(l as *mut Local<S>), seg, p, i) {
                                 report(e)
                             }
                             return;
