@@ -1521,6 +1521,51 @@ mod tests {
         }
     }
 
+    /// What `committed_bytes` counts is what the kernel has resident for the heap (a host
+    /// source with 4 KiB pages, measured with `mincore`): the pages a class has touched, not
+    /// whole segments — a class with a few blocks costs a page or two.
+    #[cfg(feature = "std")]
+    #[test]
+    fn committed_bytes_are_the_pages_the_kernel_has_resident() {
+        let src: &'static spin::Mutex<crate::HostSource> = std::boxed::Box::leak(
+            std::boxed::Box::new(spin::Mutex::new(crate::HostSource::small_pages())),
+        );
+        let h = SizeClassHeap::new(src);
+        let mut ptrs = Vec::new();
+        let mut seed = 7u64;
+        for i in 0..6000usize {
+            seed = mix(seed as usize) as u64;
+            // most classes get a few blocks, a few get many
+            let size = if i % 8 == 0 {
+                8 + (seed % 4000) as usize
+            } else {
+                8 + (seed % 64) as usize
+            };
+            let p = h.alloc(l(size, 8));
+            unsafe { p.write_bytes(0xa5, size) };
+            ptrs.push(p);
+            if seed % 3 == 0 {
+                let j = (seed >> 8) as usize % ptrs.len();
+                unsafe { h.free(ptrs.swap_remove(j)) };
+            }
+        }
+        let committed = h.stats().committed_bytes;
+        let resident = src.lock().resident();
+        assert!(resident <= committed, "{resident} > {committed}");
+        assert!(
+            committed <= resident + resident / 8,
+            "{committed} vs {resident}"
+        );
+        assert!(
+            committed < h.stats().segments * SEGMENT_SIZE / 2,
+            "{committed} bytes in {} segments",
+            h.stats().segments
+        );
+        for p in ptrs {
+            unsafe { h.free(p) };
+        }
+    }
+
     #[test]
     fn overflowing_sizes_return_null() {
         let h = SizeClassHeap::new(arena(8));
