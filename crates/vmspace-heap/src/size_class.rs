@@ -104,13 +104,36 @@ const fn meta_committed<T>() -> usize {
     (META_OFFSET + core::mem::size_of::<T>()).div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
+/// A lookaside list: its first block as a [`pack`]ed link, and its length.
+#[repr(C, align(16))]
+struct Lookaside {
+    head: usize,
+    /// Atomic only so `stats` may read it (relaxed: plain moves).
+    len: AtomicU32,
+}
+
+/// A lookaside link: block address `p` with its block index `i` (below
+/// [`MAX_BLOCKS`](crate::segment::MAX_BLOCKS)) xored into bits 48..59, so a pop marks the
+/// block live without reading its segment's hot line or multiplying. Links inside blocks
+/// are additionally [`encode`]d (`secure`).
+#[inline(always)]
+fn pack(p: usize, i: usize) -> usize {
+    p ^ (i << 48)
+}
+
+/// The block address (bits 63..48 restored from bit 47: canonical) and block index of a
+/// [`pack`]ed link.
+#[inline(always)]
+fn unpack(v: usize) -> (usize, usize) {
+    let p = (((v << 16) as isize) >> 16) as usize;
+    (p, ((v ^ p) >> 48) & (crate::segment::MAX_BLOCKS - 1))
+}
+
 /// One owner's lists: a thread's cache, or the heap's locked local heap.
 pub(crate) struct Local<S> {
-    /// Lookaside lists: per class the blocks this thread freed last (LIFO, links encoded with
-    /// `secure`), reused first while their cache lines are still warm.
-    la: [usize; CLASSES],
-    /// Blocks on each lookaside list (atomic only so `stats` may read it; plain moves).
-    la_len: [AtomicU32; CLASSES],
+    /// Lookaside lists: per class the blocks this thread freed last (LIFO), reused first
+    /// while their cache lines are still warm.
+    la: [Lookaside; CLASSES],
     /// Per class, the segments with free (or carvable) blocks; the first is current.
     avail: [*mut Segment; CLASSES],
     /// Per class, segments that had no free block when last looked at.
@@ -207,28 +230,46 @@ unsafe fn pop(seg: *mut Segment, b: usize) -> *mut u8 {
     }
 }
 
-/// Pops the first block of lookaside list `c` of `l` (not empty) and marks it live.
+/// Pops the first block of lookaside list `c` of `l` (whose packed head `v` is not 0) and
+/// marks it live.
 ///
 /// # Safety
-/// The caller must be the owner of `l`, and `b` the head of its lookaside list `c`.
+/// The caller must be the owner of `l`, and `v` the head of its lookaside list `c`.
 #[inline(always)]
-unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, b: usize) -> *mut u8 {
-    // SAFETY: lookaside blocks are free blocks of the owner's segments.
+unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, v: usize) -> *mut u8 {
+    // SAFETY: lookaside blocks are free blocks of the owner's segments; the bitmap word
+    // index is below BITMAP_WORDS by the mask in `unpack`.
     unsafe {
+        let (b, i) = unpack(v);
         let next = decode((*(b as *const Block)).next, l.key);
-        if cfg!(feature = "secure") && next != 0 {
-            let ns = segment_of(next as *const u8);
-            if !registry::contains(ns as *const u8)
-                || (*hot(ns)).cookie != ns as usize ^ l.key
-                || (*hot(ns)).owner != l as *mut Local<S> as *mut ()
+        let seg = segment_of(b as *const u8);
+        if cfg!(feature = "secure") {
+            // The link read from the block must lead to a free block of this local heap,
+            // and the index packed with it must be that block's.
+            if Segment::block_index(seg, b as *const u8) != Some(i) {
+                report(HeapError::new(HeapErrorKind::Corrupted, b));
+            }
+            let (nb, _) = unpack(next);
+            let ns = segment_of(nb as *const u8);
+            if next != 0
+                && (!registry::contains(ns as *const u8)
+                    || (*hot(ns)).owner != l as *mut Local<S> as *mut ())
             {
                 report(HeapError::new(HeapErrorKind::Corrupted, b));
             }
         }
-        mark_live(segment_of(b as *const u8), b);
-        *l.la.get_unchecked_mut(c) = next;
-        let n = l.la_len.get_unchecked(c);
-        n.store(n.load(Relaxed) - 1, Relaxed);
+        let (w, bit) = (i >> 6, 1u64 << (i & 63));
+        let lw = (*seg).live_word(w);
+        let x = lw.load(Relaxed);
+        // A link overwritten after the free (a use-after-free write) that leads to a live
+        // block is caught here instead of handing the block out twice.
+        if x & bit != 0 {
+            report(HeapError::new(HeapErrorKind::Corrupted, b));
+        }
+        lw.store(x | bit, Relaxed);
+        let e = l.la.get_unchecked_mut(c);
+        e.head = next;
+        e.len.store(e.len.load(Relaxed) - 1, Relaxed);
         b as *mut u8
     }
 }
@@ -255,10 +296,11 @@ unsafe fn push_lookaside<S: SegmentSource>(
         }
         lw.store(v & !bit, Relaxed);
         let c = (*hot(seg)).class as usize;
-        let n = l.la_len.get_unchecked(c).load(Relaxed) + 1;
-        (*(p as *mut Block)).next = encode(*l.la.get_unchecked(c), l.key);
-        *l.la.get_unchecked_mut(c) = p as usize;
-        l.la_len.get_unchecked(c).store(n, Relaxed);
+        let e = l.la.get_unchecked_mut(c);
+        let n = e.len.load(Relaxed) + 1;
+        (*(p as *mut Block)).next = encode(e.head, l.key);
+        e.head = pack(p as usize, i);
+        e.len.store(n, Relaxed);
         if n > *LOOKASIDE_MAX.get_unchecked(c) {
             l.flush_lookaside(c);
         }
@@ -275,9 +317,9 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn alloc(&mut self, c: usize) -> *mut u8 {
         // SAFETY: lookaside and avail lists hold this owner's blocks and segments.
         unsafe {
-            let b = *self.la.get_unchecked(c);
-            if b != 0 {
-                return pop_lookaside(self, c, b);
+            let v = self.la.get_unchecked(c).head;
+            if v != 0 {
+                return pop_lookaside(self, c, v);
             }
             let seg = *self.avail.get_unchecked(c);
             if !seg.is_null() {
@@ -404,25 +446,26 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn flush_lookaside(&mut self, c: usize) {
         // SAFETY: owner-only; the list holds free blocks of this owner's segments.
         unsafe {
-            let keep = self.la_len[c].load(Relaxed) / 2;
-            let mut rest = self.la[c];
+            let keep = self.la[c].len.load(Relaxed) / 2;
+            let mut rest = self.la[c].head;
             if keep == 0 {
-                self.la[c] = 0;
+                self.la[c].head = 0;
             } else {
-                let mut b = rest;
+                let mut b = unpack(rest).0;
                 for _ in 1..keep {
-                    b = decode((*(b as *mut Block)).next, self.key);
+                    b = unpack(decode((*(b as *mut Block)).next, self.key)).0;
                 }
                 rest = decode((*(b as *mut Block)).next, self.key);
                 (*(b as *mut Block)).next = encode(0, self.key);
             }
-            self.la_len[c].store(keep, Relaxed);
+            self.la[c].len.store(keep, Relaxed);
             while rest != 0 {
-                let next = decode((*(rest as *mut Block)).next, self.key);
-                let seg = segment_of(rest as *const u8);
+                let b = unpack(rest).0;
+                let next = decode((*(b as *mut Block)).next, self.key);
+                let seg = segment_of(b as *const u8);
                 let h = hot(seg);
-                (*(rest as *mut Block)).next = encode((*h).free, (*h).key);
-                (*h).free = rest;
+                (*(b as *mut Block)).next = encode((*h).free, (*h).key);
+                (*h).free = b;
                 let u = (*h).used.load(Relaxed) - 1;
                 (*h).used.store(u, Relaxed);
                 if u <= (*h).slow_at {
@@ -718,7 +761,7 @@ impl<S: SegmentSource> Local<S> {
             }
         }
         let on_lists: usize = (0..CLASSES)
-            .map(|c| self.la_len[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .map(|c| self.la[c].len.load(Relaxed) as usize * CLASS_SIZE[c] as usize)
             .sum();
         live.saturating_sub(on_lists)
     }
@@ -767,8 +810,8 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only.
         unsafe {
             for c in 0..CLASSES {
-                if self.la[c] != 0 {
-                    self.la_len[c].store(0, Relaxed);
+                if self.la[c].head != 0 {
+                    self.la[c].len.store(0, Relaxed);
                     self.flush_lookaside(c);
                 }
             }
@@ -945,8 +988,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
             let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
             l.write(Local {
-                la: [0; CLASSES],
-                la_len: [const { AtomicU32::new(0) }; CLASSES],
+                la: [const {
+                    Lookaside {
+                        head: 0,
+                        len: AtomicU32::new(0),
+                    }
+                }; CLASSES],
                 avail: [null_mut(); CLASSES],
                 full: [null_mut(); CLASSES],
                 shared: sh,
@@ -983,9 +1030,9 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = crate::class::class_of_small(size);
-                        let b = *l.la.get_unchecked(c);
-                        if b != 0 {
-                            return pop_lookaside(l, c, b);
+                        let v = l.la.get_unchecked(c).head;
+                        if v != 0 {
+                            return pop_lookaside(l, c, v);
                         }
                         let seg = *l.avail.get_unchecked(c);
                         if !seg.is_null() {
