@@ -1021,11 +1021,11 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         // `alloc_cold`.
         #[cfg(feature = "std")]
         {
-            let sh = self.shared.load(Acquire);
             let size = layout.size();
-            if !sh.is_null() && layout.align() <= 8 && size <= SMALL_MAX {
-                // SAFETY: `sh` is live; the first cache entry for its id is this thread's own
-                // local heap; its avail lists hold its segments.
+            if layout.align() <= 8 && size <= SMALL_MAX {
+                // SAFETY: a cache entry exists only for a set-up heap (id 0 matches none);
+                // the first entry for its id is this thread's own local heap; its lookaside
+                // and avail lists hold its blocks and segments.
                 unsafe {
                     if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                         let l = &mut *(l as *mut Local<S>);
@@ -1211,7 +1211,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                     // Only small segments have an owner, and a local heap's segments are its
                     // heap's: one compare says "ours, small, this thread's".
-                    if (*h).owner == l && !l.is_null() {
+                    if (*h).owner == l {
                         // The block's live bit (set, and no remote bit) says it may be freed;
                         // anything else is the exact path's to report.
                         if let Some(i) = Segment::block_index(seg, p) {
@@ -1222,7 +1222,6 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         }
                     } else if (*h).cookie == seg as usize ^ self.key.load(Relaxed)
                         && (*h).kind == Kind::Small
-                        && !l.is_null()
                     {
                         if let Err(e) = Local::<S>::remote_free(seg, p) {
                             report(e)
