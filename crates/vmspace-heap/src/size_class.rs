@@ -76,6 +76,9 @@ const fn lookaside_max() -> [u32; CLASSES] {
     t
 }
 
+/// Bytes of untouched pages a segment activates at a time when its free list runs dry.
+const EXTEND_BYTES: usize = PAGE_SIZE;
+
 /// A coarse monotonic clock in milliseconds (0 without `std`).
 #[inline]
 fn now_ms() -> usize {
@@ -375,27 +378,32 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
-    /// Activates the next inactive pages of `seg` until its free list has a block; `false`
-    /// when every page is active.
+    /// Activates inactive pages of `seg` so its free list gets blocks; `false` when every
+    /// page is active. Pages already touched (a reused segment's) are activated all at once,
+    /// as they cost nothing more; untouched ones in steps of [`EXTEND_BYTES`], so a class
+    /// with few blocks commits few pages and one with large blocks does not take the slow
+    /// path for every page.
     unsafe fn extend(&mut self, seg: *mut Segment) -> bool {
         // SAFETY: owner-only; pages are inside the segment.
         unsafe {
-            loop {
-                let inactive = Segment::block_pages(seg) & !(*seg).active;
-                if inactive == 0 {
-                    return false;
-                }
-                let page = inactive.trailing_zeros() as usize;
-                let bit = 1u16 << page;
-                if (*seg).touched & bit == 0 {
-                    (*seg).touched |= bit;
-                    self.add_committed(PAGE_SIZE as isize);
-                }
+            let mut inactive = Segment::block_pages(seg) & !(*seg).active;
+            let mut touched = inactive & (*seg).touched;
+            while touched != 0 {
+                let page = touched.trailing_zeros() as usize;
                 Segment::activate(seg, page);
-                if (*hot(seg)).free != 0 {
-                    return true;
-                }
+                touched &= touched - 1;
+                inactive &= !(1 << page);
             }
+            let mut added = 0;
+            while (added < EXTEND_BYTES || (*hot(seg)).free == 0) && inactive != 0 {
+                let page = inactive.trailing_zeros() as usize;
+                (*seg).touched |= 1 << page;
+                self.add_committed(PAGE_SIZE as isize);
+                Segment::activate(seg, page);
+                inactive &= inactive - 1;
+                added += PAGE_SIZE;
+            }
+            (*hot(seg)).free != 0
         }
     }
 
