@@ -912,6 +912,10 @@ pub struct SizeClassHeap<S: SegmentSource> {
     /// Copies of the shared state's id and key, on the handle's cache line for the hot paths.
     id: AtomicU64,
     key: AtomicUsize,
+    /// The 4 GiB window (address bits 63..32) of the heap's first segment and its registry
+    /// words: frees of pointers there look the registry up with one load.
+    window: AtomicUsize,
+    window_words: AtomicPtr<AtomicU64>,
     pending: spin::Mutex<Option<S>>,
 }
 
@@ -927,6 +931,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             shared: AtomicPtr::new(null_mut()),
             id: AtomicU64::new(0),
             key: AtomicUsize::new(0),
+            window: AtomicUsize::new(usize::MAX),
+            window_words: AtomicPtr::new(null_mut()),
             pending: spin::Mutex::new(Some(source)),
         }
     }
@@ -976,6 +982,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             });
             self.id.store(id, Relaxed);
             self.key.store(key, Relaxed);
+            let words = registry::window_words(base.as_ptr());
+            if !words.is_null() {
+                // The words before the window (release): a free that sees the window sees
+                // them.
+                self.window_words.store(words as *mut AtomicU64, Relaxed);
+                self.window.store(base.as_ptr() as usize >> 32, Release);
+            }
             self.shared.store(sh, Release);
             sh
         }
@@ -1215,7 +1228,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe {
             let seg = segment_of(p);
             let h = hot(seg);
-            if registry::contains(seg as *const u8) {
+            // Same bits 63..32 as the (canonical) window: canonical, and in that window.
+            let registered = if p as usize >> 32 == self.window.load(Acquire) {
+                registry::contains_in(self.window_words.load(Relaxed), seg as *const u8)
+            } else {
+                registry::contains(seg as *const u8)
+            };
+            if registered {
                 if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                     // Only small segments have an owner, and a local heap's segments are its
                     // heap's: one compare says "ours, small, this thread's".
