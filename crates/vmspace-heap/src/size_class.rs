@@ -1730,7 +1730,7 @@ mod tests {
         .join()
         .unwrap();
         // The owner collects on its next slow path: allocating as much again runs its
-        // segments dry (their blocks wait on remote lists until collected).
+        // segments dry (their blocks wait as remote bits until collected).
         let again: Vec<usize> = (0..20_000)
             .map(|i| h.alloc(l(8 + i % 200, 8)) as usize)
             .collect();
