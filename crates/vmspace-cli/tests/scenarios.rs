@@ -92,7 +92,10 @@ fn demo_facts(v: &Value) {
         assert!(s["committed_pages"].as_u64().unwrap() > 2, "{s}");
         assert_eq!(s["guard_pages"], 2);
     }
-    assert!(v["counters"]["guard_commits"].as_u64().unwrap() > 50);
+    let commits = v["counters"]["guard_commits"].as_u64().unwrap();
+    assert!(commits > 50);
+    // Every commit came from a guard-page exception; the last one was the overflow.
+    assert!(v["counters"]["guard_page_violations"].as_u64().unwrap() > commits);
     // OOM named the leaking process, and only it.
     let oom = v["oom"].as_array().unwrap();
     assert_eq!(oom.len(), 1);

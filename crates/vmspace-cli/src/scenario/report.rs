@@ -395,6 +395,16 @@ fn counter_rows(c: &vmspace_sim::Counters) -> Vec<(&'static str, u64, &'static s
             "threads stopped by a stack overflow",
         ),
         (
+            "guard exceptions",
+            c.guard_page_violations,
+            "guard-page exceptions raised in reservations (each commits a page or overflows)",
+        ),
+        (
+            "access violations",
+            c.access_violations,
+            "touches of reserved, uncommitted memory",
+        ),
+        (
             "segv",
             c.segv_maperr + c.segv_accerr,
             "SIGSEGV raised (no mapping or no permission)",
@@ -505,6 +515,7 @@ pub fn json(run: &Run) -> Value {
             "cow_copies": c.cow_copies, "cow_reuses": c.cow_reuses,
             "guard_commits": c.guard_commits, "stack_growths": c.stack_growths,
             "stack_overflows": c.stack_overflows, "segv": c.segv_maperr + c.segv_accerr,
+            "guard_page_violations": c.guard_page_violations, "access_violations": c.access_violations,
             "out_of_memory": c.out_of_memory, "oom_kills": c.oom_kills, "faults": c.faults(),
             "tlb_hits": c.tlb_hits, "tlb_misses": c.tlb_misses,
             "frames_used": frames.0, "frames": frames.1, "frames_free": frames.2,
