@@ -1,0 +1,187 @@
+//! Shared root entries: one set of tables below a range of root entries, used by many
+//! hierarchies (the kernel half every process's page directory points at).
+//!
+//! The owner populates the range once ([`PageTable::populate_shared`]): a table under every
+//! root entry in it, so no hierarchy ever has to create one there. Every other hierarchy
+//! copies those root entries when it is made ([`PageTable::new_sharing`]), so a page mapped
+//! through any of them is visible through all, with no copying and no later syncing (Linux's
+//! i386 `clone_pgd_range` of the kernel PDEs, with every kernel PDE present from boot so no
+//! `vmalloc_sync` is ever needed).
+//!
+//! Below a shared root entry the walker never frees a table (an empty one stays: others
+//! point at it) and never counts one in [`PageTable::table_pages`]; `destroy` clears the
+//! shared root entries and leaves the tables alone. Only the owner releases them, with
+//! [`PageTable::release_shared`], once no other hierarchy uses them. On i386 the shared
+//! tables are the leaf tables, so nothing is ever created below a shared entry; with deeper
+//! paging, tables created there belong to the shared set as well.
+
+use super::{read_entry, write_entry, MapError, PageTable, UnmapError};
+use crate::addr::{Frame, PhysAddr, VirtAddr};
+use crate::arch::{Arch, Entry};
+use crate::phys::{FrameAllocator, PhysMem};
+
+impl<A: Arch> PageTable<A> {
+    /// The root entries shared with other hierarchies, as an index range (empty if none).
+    pub fn shared_root_entries(&self) -> core::ops::Range<usize> {
+        self.shared.0..self.shared.1
+    }
+
+    /// Whether root entry `idx` is shared (the recursive slot never is).
+    #[inline]
+    pub fn is_shared_root_entry(&self, idx: usize) -> bool {
+        idx >= self.shared.0 && idx < self.shared.1 && Some(idx) != self.arch.recursive_slot()
+    }
+
+    /// Whether linear address `lin` lies below a shared root entry.
+    #[inline]
+    pub(crate) fn shared_at(&self, lin: u64) -> bool {
+        self.shared.1 > 0 && self.is_shared_root_entry(A::index(lin, A::LEVELS))
+    }
+
+    /// Makes root entries `[first, end)` shared: puts a zeroed table under every one that
+    /// is empty (the recursive slot excepted), with U/S set only if `user`, and returns how
+    /// many tables it allocated. They are not counted in [`PageTable::table_pages`]; the
+    /// caller owns them and frees them with [`PageTable::release_shared`].
+    ///
+    /// Fails with `Reserved` if a range is already shared or `[first, end)` is not a range
+    /// of root entries, `AlreadyMapped` if a root entry in it maps a page, `OutOfFrames`
+    /// (the tables allocated so far are freed, nothing changed).
+    pub fn populate_shared<M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        first: usize,
+        end: usize,
+        user: bool,
+    ) -> Result<u64, MapError> {
+        let span = A::level_span(A::LEVELS);
+        if self.shared.1 > 0 || first >= end || end > A::ENTRIES {
+            return Err(MapError::Reserved(A::from_linear(first as u64 * span)));
+        }
+        let slot = self.arch.recursive_slot();
+        for idx in (first..end).filter(|&i| Some(i) != slot) {
+            if let Entry::Page { .. } =
+                A::decode(A::LEVELS, read_entry::<A, M>(mem, self.root, idx)?)
+            {
+                return Err(MapError::AlreadyMapped(A::from_linear(idx as u64 * span)));
+            }
+        }
+        let mut made: u64 = 0;
+        for idx in (first..end).filter(|&i| Some(i) != slot) {
+            let raw = read_entry::<A, M>(mem, self.root, idx)?;
+            if let Entry::Table { .. } = A::decode(A::LEVELS, raw) {
+                continue;
+            }
+            match self.alloc_table(mem, frames) {
+                Ok(t) => {
+                    self.table_pages -= 1;
+                    write_entry::<A, M>(mem, self.root, idx, A::encode_table(t, user))?;
+                    made += 1;
+                }
+                Err(e) => {
+                    // Undo: free what this call put in.
+                    for j in (first..idx).filter(|&i| Some(i) != slot).rev() {
+                        if made == 0 {
+                            break;
+                        }
+                        let raw = read_entry::<A, M>(mem, self.root, j)?;
+                        if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
+                            if super::table_is_empty::<A, M>(mem, addr, 0, 0)? {
+                                write_entry::<A, M>(mem, self.root, j, 0)?;
+                                let _ = frames.deallocate_frame(Frame::containing(addr));
+                                made -= 1;
+                            }
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        self.shared = (first, end);
+        Ok(made)
+    }
+
+    /// A new hierarchy of the same architecture whose shared root entries are copies of
+    /// `owner`'s (pointing at the same tables), with its own root and recursive entry.
+    pub fn new_sharing<M: PhysMem, F: FrameAllocator>(
+        owner: &PageTable<A>,
+        mem: &mut M,
+        frames: &mut F,
+    ) -> Result<Self, MapError> {
+        let mut pt = PageTable::new(owner.arch, mem, frames)?;
+        for idx in owner.shared_root_entries() {
+            if !owner.is_shared_root_entry(idx) {
+                continue;
+            }
+            let raw = read_entry::<A, M>(mem, owner.root, idx)?;
+            write_entry::<A, M>(mem, pt.root, idx, raw)?;
+        }
+        pt.shared = owner.shared;
+        Ok(pt)
+    }
+
+    /// The owner's teardown of the shared tables, once no other hierarchy uses them: unmaps
+    /// every page below them (calling `on_unmap(va, frame, size)`), frees the tables,
+    /// clears the root entries and ends the sharing. Returns the tables freed.
+    pub fn release_shared<M: PhysMem, F: FrameAllocator, C: FnMut(VirtAddr, PhysAddr, u64)>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        mut on_unmap: C,
+    ) -> Result<u64, UnmapError> {
+        let span = A::level_span(A::LEVELS);
+        let mut freed = 0;
+        for idx in self.shared_root_entries() {
+            if !self.is_shared_root_entry(idx) {
+                continue;
+            }
+            let raw = read_entry::<A, M>(mem, self.root, idx)?;
+            if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
+                freed += self.release_below(
+                    mem,
+                    frames,
+                    addr,
+                    A::LEVELS - 1,
+                    idx as u64 * span,
+                    &mut on_unmap,
+                )?;
+                write_entry::<A, M>(mem, self.root, idx, 0)?;
+                frames.deallocate_frame(Frame::containing(addr))?;
+                freed += 1;
+            }
+        }
+        self.shared = (0, 0);
+        Ok(freed)
+    }
+
+    /// Unmaps everything in `table` (at `level`, covering from `base`) and frees the tables
+    /// below it; returns how many tables it freed.
+    fn release_below<M: PhysMem, F: FrameAllocator, C: FnMut(VirtAddr, PhysAddr, u64)>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        table: PhysAddr,
+        level: u8,
+        base: u64,
+        on_unmap: &mut C,
+    ) -> Result<u64, UnmapError> {
+        let span = A::level_span(level);
+        let mut freed = 0;
+        for idx in 0..A::ENTRIES {
+            let raw = read_entry::<A, M>(mem, table, idx)?;
+            let lin = base + idx as u64 * span;
+            match A::decode(level, raw) {
+                Entry::Empty => continue,
+                Entry::NotPresent(_) => {}
+                Entry::Page { addr, size, .. } => on_unmap(A::from_linear(lin), addr, size),
+                Entry::Table { addr, .. } => {
+                    freed += self.release_below(mem, frames, addr, level - 1, lin, on_unmap)?;
+                    frames.deallocate_frame(Frame::containing(addr))?;
+                    freed += 1;
+                }
+            }
+            write_entry::<A, M>(mem, table, idx, 0)?;
+        }
+        Ok(freed)
+    }
+}
