@@ -10,10 +10,13 @@ use crate::with_mm;
 use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
 use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
-use vmspace::fault::{pte, Access, FaultError, Mm, Phys};
+use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, WinException};
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
-use vmspace::space::{Errno, Fault, FileRef, SmapsEntry, SpaceConfig, TaskKind};
+use vmspace::space::{
+    AllocKind, Errno, Fault, FileRef, RegionInfo, SmapsEntry, SpaceConfig, TaskKind, WinError,
+    WinProt,
+};
 
 /// Physical memory of the machine.
 pub type MachinePhys = Phys<EmulatedRam, OwnedBuddyAllocator>;
@@ -46,6 +49,10 @@ pub enum Stop {
     NotRunning,
     /// The page tables or physical memory misbehaved (a bug).
     Internal,
+    /// A Windows exception in a reservation (access violation W13, guard page W15); the
+    /// thread keeps running (a handler could run). Guard pages of the thread's own
+    /// reserve/commit stack never show here: they grow the stack (W16, W18).
+    Exception(WinException),
 }
 
 impl Stop {
@@ -73,6 +80,14 @@ pub enum SimError {
     BadStack,
     /// RAM size not a positive multiple of 4 KiB, or too large for the address width.
     BadRam,
+    /// A Windows memory call failed (VirtualAlloc, VirtualFree, VirtualProtect, …).
+    Win(WinError),
+}
+
+impl From<WinError> for SimError {
+    fn from(e: WinError) -> Self {
+        SimError::Win(e)
+    }
 }
 
 impl From<Errno> for SimError {
@@ -410,18 +425,29 @@ impl Machine {
                 if need > reserve {
                     return Err(SimError::BadStack);
                 }
-                // W20: reserve = PROT_NONE private anonymous, commit = mprotect.
-                let base = self.mmap(
-                    pid,
-                    0,
-                    reserve,
-                    PROT_NONE,
-                    MAP_PRIVATE | MAP_ANONYMOUS,
-                    None,
-                    0,
-                )?;
+                // W17: one reservation, the top committed READWRITE, guard pages below
+                // carrying PAGE_GUARD (W20 maps these onto PROT_NONE and mprotect).
+                let base =
+                    self.virtual_alloc(pid, None, reserve, AllocKind::RESERVE, WinProt::READWRITE)?;
                 let committed = base + reserve - commit;
-                self.mprotect(pid, committed, commit, PROT_READ | PROT_WRITE)?;
+                let guard = guard_pages * PAGE_SIZE;
+                let r = self
+                    .commit(pid, committed, commit, WinProt::READWRITE)
+                    .and_then(|_| {
+                        if guard == 0 {
+                            return Ok(0);
+                        }
+                        self.commit(
+                            pid,
+                            committed - guard,
+                            guard,
+                            WinProt::READWRITE | WinProt::GUARD,
+                        )
+                    });
+                if let Err(e) = r {
+                    let _ = self.release(pid, base);
+                    return Err(e);
+                }
                 Stack::Reserved {
                     base,
                     reserve,
@@ -433,12 +459,15 @@ impl Machine {
         };
         let t = self.add_thread(pid, stack);
         if t.is_err() {
-            let (base, len) = match stack {
-                Stack::Pthread { base, size, .. } => (base, size),
-                Stack::Reserved { base, reserve, .. } => (base, reserve),
-                Stack::Main { .. } => (0, 0),
-            };
-            let _ = self.munmap(pid, base, len);
+            match stack {
+                Stack::Pthread { base, size, .. } => {
+                    let _ = self.munmap(pid, base, size);
+                }
+                Stack::Reserved { base, .. } => {
+                    let _ = self.release(pid, base);
+                }
+                Stack::Main { .. } => {}
+            }
         }
         t
     }
@@ -458,8 +487,8 @@ impl Machine {
             Stack::Pthread { base, size, .. } => {
                 let _ = self.munmap(t.pid, base, size);
             }
-            Stack::Reserved { base, reserve, .. } => {
-                let _ = self.munmap(t.pid, base, reserve);
+            Stack::Reserved { base, .. } => {
+                let _ = self.release(t.pid, base);
             }
             Stack::Main { .. } => {}
         }
@@ -685,17 +714,7 @@ impl Machine {
                         StackVerdict::Retry => continue,
                         StackVerdict::Overflow => {
                             self.counters.stack_overflows += 1;
-                            match self.policy {
-                                OverflowPolicy::StopThread => {
-                                    self.end_thread(tid, ThreadEnd::StackOverflow { addr })
-                                }
-                                OverflowPolicy::KillProcess => {
-                                    if let Some(t) = self.threads.get_mut(&tid) {
-                                        t.ended = Some(ThreadEnd::StackOverflow { addr });
-                                    }
-                                    self.end_process(pid, ProcessEnd::StackOverflow)
-                                }
-                            }
+                            self.overflow(pid, tid, addr);
                             return Err(Stop::StackOverflow { addr });
                         }
                         StackVerdict::NotStack => return Err(Stop::Signal(f)),
@@ -710,6 +729,24 @@ impl Machine {
                     }
                 }
                 Err(FaultError::Internal(_)) => return Err(Stop::Internal),
+                Err(FaultError::Exception(e)) => {
+                    self.counters.exception(e.code);
+                    if e.code != ExceptionCode::GuardPage {
+                        return Err(Stop::Exception(e));
+                    }
+                    let Some(tid) = tid else {
+                        return Err(Stop::Exception(e));
+                    };
+                    match self.stack_guard(tid, addr) {
+                        StackVerdict::Retry => continue,
+                        StackVerdict::Overflow => {
+                            self.counters.stack_overflows += 1;
+                            self.overflow(pid, tid, addr);
+                            return Err(Stop::StackOverflow { addr });
+                        }
+                        StackVerdict::NotStack => return Err(Stop::Exception(e)),
+                    }
+                }
             }
         }
         Err(Stop::Internal)
@@ -786,57 +823,83 @@ impl Machine {
                     StackVerdict::NotStack
                 }
             }
-            Stack::Reserved {
+            // Reserve/commit stacks grow on guard-page exceptions (stack_guard), never on
+            // a signal.
+            Stack::Reserved { .. } => StackVerdict::NotStack,
+        }
+    }
+
+    /// Ends the thread or process whose stack overflowed at `addr`, per [`Self::policy`].
+    fn overflow(&mut self, pid: Pid, tid: Tid, addr: u64) {
+        match self.policy {
+            OverflowPolicy::StopThread => self.end_thread(tid, ThreadEnd::StackOverflow { addr }),
+            OverflowPolicy::KillProcess => {
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.ended = Some(ThreadEnd::StackOverflow { addr });
+                }
+                self.end_process(pid, ProcessEnd::StackOverflow)
+            }
+        }
+    }
+
+    /// A guard-page exception of thread `tid` at `addr` (its guard bit already cleared by
+    /// the fault layer, W15). In the thread's own reserve/commit stack it is consumed
+    /// (W16): the pages from the touched one up become ordinary READWRITE memory and the
+    /// `guard_pages` pages below it are committed as the new guard (W18), unless that guard
+    /// would reach the last page of the reservation (the hard guard) or the commit fails:
+    /// then the remaining guard pages become ordinary memory, no guard is left and the
+    /// stack overflows (W19). Anywhere else the exception is the caller's.
+    fn stack_guard(&mut self, tid: Tid, addr: u64) -> StackVerdict {
+        let Some(t) = self.threads.get(&tid) else {
+            return StackVerdict::NotStack;
+        };
+        let (pid, stack) = (t.pid, t.stack);
+        let Stack::Reserved {
+            base,
+            reserve,
+            committed,
+            guard_pages,
+            overflowed,
+        } = stack
+        else {
+            return StackVerdict::NotStack;
+        };
+        let glow = committed.saturating_sub(guard_pages * PAGE_SIZE).max(base);
+        if overflowed || addr < glow || addr >= committed {
+            return StackVerdict::NotStack;
+        }
+        let page = addr & !(PAGE_SIZE - 1);
+        let hard = base + PAGE_SIZE;
+        let new_guard = page
+            .checked_sub(guard_pages * PAGE_SIZE)
+            .filter(|g| *g >= hard);
+        let grown = new_guard.is_some_and(|g| {
+            guard_pages == 0
+                || self
+                    .commit(pid, g, page - g, WinProt::READWRITE | WinProt::GUARD)
+                    .is_ok()
+        });
+        // The touched page and any guard page above it become ordinary memory; on overflow
+        // every guard page left does (W19: for the handler to use).
+        let plain_from = if grown { page } else { glow.max(hard) };
+        if plain_from < committed {
+            let _ =
+                self.virtual_protect(pid, plain_from, committed - plain_from, WinProt::READWRITE);
+        }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.stack = Stack::Reserved {
                 base,
                 reserve,
-                committed,
+                committed: plain_from,
                 guard_pages,
-                overflowed,
-            } => {
-                let glow = committed.saturating_sub(guard_pages * PAGE_SIZE);
-                if overflowed || addr < glow.max(base) || addr >= committed {
-                    // W18/W19: below the guard (or no guard left) -> access violation.
-                    return StackVerdict::NotStack;
-                }
-                let page = addr & !(PAGE_SIZE - 1);
-                let hard = base + PAGE_SIZE;
-                let fits = page
-                    .checked_sub(guard_pages * PAGE_SIZE)
-                    .is_some_and(|g| g >= hard);
-                // W19: the guard would reach the hard guard -> the guard pages become
-                // ordinary memory and the overflow is raised.
-                let (new_committed, over) = if fits {
-                    (page, false)
-                } else {
-                    (glow.max(hard), true)
-                };
-                if self
-                    .mprotect(
-                        pid,
-                        new_committed,
-                        committed - new_committed,
-                        PROT_READ | PROT_WRITE,
-                    )
-                    .is_err()
-                {
-                    return StackVerdict::Overflow;
-                }
-                if let Some(t) = self.threads.get_mut(&tid) {
-                    t.stack = Stack::Reserved {
-                        base,
-                        reserve,
-                        committed: new_committed,
-                        guard_pages,
-                        overflowed: over,
-                    };
-                }
-                if over {
-                    StackVerdict::Overflow
-                } else {
-                    self.counters.guard_commits += 1;
-                    StackVerdict::Retry
-                }
-            }
+                overflowed: !grown,
+            };
+        }
+        if grown {
+            self.counters.guard_commits += 1;
+            StackVerdict::Retry
+        } else {
+            StackVerdict::Overflow
         }
     }
 
@@ -961,6 +1024,71 @@ impl Machine {
             pid,
             |mm, ph, t| with_mm!(mm, m => m.madvise(ph, t, addr, len, advice)),
         )??)
+    }
+
+    /// VirtualAlloc in `pid` (see `AddressSpace::virtual_alloc`).
+    pub fn virtual_alloc(
+        &mut self,
+        pid: Pid,
+        addr: Option<u64>,
+        size: u64,
+        kind: AllocKind,
+        prot: WinProt,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.virtual_alloc(ph, t, addr, size, kind, prot)),
+        )??)
+    }
+
+    /// MEM_COMMIT inside a reservation of `pid`.
+    pub fn commit(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.commit(ph, t, addr, size, prot)),
+        )??)
+    }
+
+    /// MEM_DECOMMIT in `pid`.
+    pub fn decommit(&mut self, pid: Pid, addr: u64, size: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.decommit(ph, t, addr, size)),
+        )??)
+    }
+
+    /// MEM_RELEASE of the reservation at `base` in `pid`.
+    pub fn release(&mut self, pid: Pid, base: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.release(ph, t, base, 0)),
+        )??)
+    }
+
+    /// VirtualProtect in `pid`; returns the old protection of the first page.
+    pub fn virtual_protect(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<WinProt, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.virtual_protect(ph, t, addr, size, prot)),
+        )??)
+    }
+
+    /// VirtualQuery in `pid`.
+    pub fn virtual_query(&self, pid: Pid, addr: u64) -> Result<RegionInfo, SimError> {
+        let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
+        Ok(p.space().virtual_query(addr)?)
     }
 
     /// smaps of `pid` with `rss_kb`/`anon_kb` from its page table.

@@ -13,11 +13,15 @@ pub enum StackStyle {
     /// Linux pthread style: one private mapping of `size` bytes whose lowest `guard` bytes
     /// are PROT_NONE (glibc's guard); touching the guard is a stack overflow.
     Pthread { size: u64, guard: u64 },
-    /// Windows style: reserve `reserve` bytes (PROT_NONE), commit the top `commit` bytes,
-    /// keep `guard_pages` guard pages below the committed part. Touching a guard page commits
-    /// it and moves the guard down (W18); when the guard would reach the last page of the
-    /// reservation (the hard guard) the stack overflows (W19). Touching reserved memory below
-    /// the guard is an access violation, not growth.
+    /// Windows style, on the space's reserve/commit calls: one reservation of `reserve`
+    /// bytes (rounded to 64 KiB), the top `commit` bytes committed READWRITE, `guard_pages`
+    /// pages below committed READWRITE|GUARD (W17). The owning thread's touch of a guard
+    /// page is consumed silently: the page becomes ordinary memory and the pages below are
+    /// committed as the new guard (W16, W18, counted in `guard_commits`); when the guard
+    /// would reach the last page of the reservation (the hard guard), or the commit fails,
+    /// the stack overflows (W19). Touching reserved memory below the guard is an access
+    /// violation (`Stop::Exception`), not growth; another thread's touch of the guard page
+    /// raises the guard-page exception to it (W15).
     ReserveCommit {
         reserve: u64,
         commit: u64,
