@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod capacity;
 mod gen_trace;
 mod layout;
 mod ptdump;
@@ -47,6 +48,12 @@ enum Command {
     /// --svg i386.svg` (`--arch i386` is a 32-bit task on a 64-bit kernel; add `--native`
     /// for a native i386 kernel's 3G/1G split).
     Layout(layout::LayoutArgs),
+    /// How many threads fit in a 32-bit space next to a heap, per layout, and at what cost.
+    ///
+    /// Legacy and top-down Linux layouts and reserve/commit at 64 KiB granularity: threads
+    /// with `--stack` stacks next to a `--heap` heap, the largest heap, the largest single
+    /// mapping, page-table memory. Example: `vmspace capacity --heap 1G --json`.
+    Capacity(capacity::CapacityArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +67,7 @@ fn main() -> ExitCode {
         },
         Command::GenTrace(args) => gen_trace::run(args),
         Command::Layout(args) => layout::run(args),
+        Command::Capacity(args) => capacity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -419,7 +419,9 @@ fn linux_munmap_or_fixed_mmap_over_a_reservation_ends_it() {
     assert_eq!(q(&s, a).mem_type, MEM_PRIVATE);
     // A Linux mapping right above a committed reservation merges with its VMA; the query
     // of the Linux part still starts at the reservation's end.
-    let c = s.virtual_alloc(Some(0x5000_0000), 0x2000, R | C, RW).unwrap();
+    let c = s
+        .virtual_alloc(Some(0x5000_0000), 0x2000, R | C, RW)
+        .unwrap();
     s.mmap(c + 0x2000, 0x1000, RW_LINUX, PA | MAP_FIXED, None, 0)
         .unwrap();
     assert_eq!(s.find_vma(c).unwrap().end, c + 0x3000);
