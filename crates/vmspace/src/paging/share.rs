@@ -185,3 +185,137 @@ impl<A: Arch> PageTable<A> {
         Ok(freed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate alloc;
+    use super::super::testutil::BitmapFrames;
+    use super::*;
+    use crate::arch::{PageFlags, I386, X86_64};
+    use crate::phys::EmulatedRam;
+
+    const RW: PageFlags = PageFlags::WRITABLE;
+
+    fn setup() -> (EmulatedRam, BitmapFrames) {
+        let ram = EmulatedRam::new(PhysAddr::ZERO, 64 << 20).unwrap();
+        let frames = BitmapFrames::new(PhysAddr::new(56 << 20), 2048);
+        (ram, frames)
+    }
+
+    #[test]
+    fn populate_refusals_change_nothing() {
+        let (mut ram, mut fr) = setup();
+        let mut pt = PageTable::new(I386::new(), &mut ram, &mut fr).unwrap();
+        // A 4 MiB page in the range: refused, nothing allocated.
+        pt.map(
+            &mut ram,
+            &mut fr,
+            VirtAddr::new(0xC040_0000),
+            PhysAddr::new(0x40_0000),
+            4 << 20,
+            RW,
+        )
+        .unwrap();
+        let free = fr.free_frames();
+        assert_eq!(
+            pt.populate_shared(&mut ram, &mut fr, 768, 1024, false),
+            Err(MapError::AlreadyMapped(VirtAddr::new(0xC040_0000)))
+        );
+        assert_eq!(fr.free_frames(), free);
+        assert!(pt.shared_root_entries().is_empty());
+        pt.unmap(&mut ram, &mut fr, VirtAddr::new(0xC040_0000), 4 << 20)
+            .unwrap()
+            .1
+            .ignore();
+        assert!(matches!(
+            pt.populate_shared(&mut ram, &mut fr, 10, 5, false),
+            Err(MapError::Reserved(_))
+        ));
+        // Out of frames half way: every table made is given back.
+        fr.budget = Some(100);
+        assert_eq!(
+            pt.populate_shared(&mut ram, &mut fr, 768, 1024, false),
+            Err(MapError::OutOfFrames)
+        );
+        fr.budget = None;
+        assert_eq!(fr.free_frames(), free);
+        pt.check_invariants(&ram).unwrap();
+        assert_eq!(
+            pt.populate_shared(&mut ram, &mut fr, 768, 1024, false),
+            Ok(255)
+        );
+        assert!(
+            !pt.is_shared_root_entry(1023),
+            "the recursive slot is never shared"
+        );
+        assert!(matches!(
+            pt.populate_shared(&mut ram, &mut fr, 0, 1, false),
+            Err(MapError::Reserved(_))
+        ));
+        assert_eq!(pt.table_pages(), 1);
+        pt.check_invariants(&ram).unwrap();
+    }
+
+    /// Four-level paging: tables created below a shared PML4 entry through one hierarchy
+    /// belong to the shared set — seen by the other, never counted, never freed by either;
+    /// the owner releases them all.
+    #[test]
+    fn x86_64_tables_below_a_shared_entry_belong_to_the_shared_set() {
+        let (mut ram, mut fr) = setup();
+        let free = fr.free_frames();
+        let mut owner = PageTable::new(X86_64, &mut ram, &mut fr).unwrap();
+        assert_eq!(
+            owner.populate_shared(&mut ram, &mut fr, 256, 512, false),
+            Ok(256)
+        );
+        let mut a = PageTable::new_sharing(&owner, &mut ram, &mut fr).unwrap();
+        let b = PageTable::new_sharing(&owner, &mut ram, &mut fr).unwrap();
+        let kva = VirtAddr::new(0xffff_8880_0000_0000);
+        a.map(&mut ram, &mut fr, kva, PhysAddr::new(0x5000), 4096, RW)
+            .unwrap();
+        assert_eq!(
+            a.table_pages(),
+            1,
+            "the PD and PT made below the shared entry are not a's"
+        );
+        assert_eq!(b.translate(&ram, kva).unwrap().frame, PhysAddr::new(0x5000));
+        // A user page in a: private, counted.
+        a.map(
+            &mut ram,
+            &mut fr,
+            VirtAddr::new(0x40_0000),
+            PhysAddr::new(0x6000),
+            4096,
+            RW,
+        )
+        .unwrap();
+        assert_eq!(a.table_pages(), 4);
+        assert!(b.translate(&ram, VirtAddr::new(0x40_0000)).is_err());
+        // Unmapping through b leaves the (now empty) shared tables in place.
+        let used = fr.free_frames();
+        b.translate(&ram, kva).unwrap();
+        let mut b = b;
+        b.unmap(&mut ram, &mut fr, kva, 4096).unwrap().1.ignore();
+        assert_eq!(fr.free_frames(), used);
+        assert!(a.translate(&ram, kva).is_err());
+        for pt in [&owner, &a, &b] {
+            pt.check_invariants(&ram).unwrap();
+        }
+        a.map(&mut ram, &mut fr, kva, PhysAddr::new(0x7000), 4096, RW)
+            .unwrap();
+        let mut seen = alloc::vec::Vec::new();
+        a.destroy(&mut ram, &mut fr, |_, p, _| seen.push(p))
+            .unwrap();
+        assert_eq!(seen, [PhysAddr::new(0x6000)], "only a's own page");
+        b.destroy(&mut ram, &mut fr, |_, _, _| {}).unwrap();
+        let mut kernel = alloc::vec::Vec::new();
+        // 256 PDPTs + the PD and PT below one of them.
+        assert_eq!(
+            owner.release_shared(&mut ram, &mut fr, |v, p, _| kernel.push((v, p))),
+            Ok(258)
+        );
+        assert_eq!(kernel, [(kva, PhysAddr::new(0x7000))]);
+        owner.destroy(&mut ram, &mut fr, |_, _, _| {}).unwrap();
+        assert_eq!(fr.free_frames(), free, "every table came back");
+    }
+}

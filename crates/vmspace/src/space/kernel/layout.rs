@@ -388,6 +388,7 @@ impl fmt::Display for KernelLayout {
 mod tests {
     use super::*;
     use alloc::string::ToString;
+    use proptest::prelude::Strategy as _;
 
     #[test]
     fn default_is_valid_and_tiles_4gib() {
@@ -511,5 +512,63 @@ mod tests {
         assert!(lines[1].starts_with("0xffc00000-0xffffffff     4 MiB  page tables"));
         assert!(lines[9].starts_with("0x00000000-0x003fffff     4 MiB  low (kernel use)"));
         assert!(s.contains("kernel range pool"));
+    }
+
+    /// The brute-force reading of the rules, region by region and pair by pair.
+    fn acceptable(l: &KernelLayout) -> bool {
+        let split_ok = l.split > 0 && l.split < SPACE_END && l.split % PDE_SPAN == 0;
+        let each = Region::ALL.iter().all(|&r| {
+            let s = l.span(r);
+            let align = match r {
+                Region::UserPool => USER_GRANULE,
+                Region::KernelStacks => KSTACK_SLOT,
+                _ => PAGE,
+            };
+            s.start < s.end
+                && s.end <= SPACE_END
+                && s.start % align == 0
+                && s.end % align == 0
+                && if r.is_kernel() {
+                    s.start >= l.split
+                } else {
+                    s.end <= l.split
+                }
+                && (r != Region::PageTables
+                    || (s.start % PDE_SPAN == 0 && s.end - s.start == PDE_SPAN))
+        });
+        let disjoint = Region::ALL.iter().all(|&a| {
+            Region::ALL.iter().all(|&b| {
+                a == b || l.span(a).end <= l.span(b).start || l.span(b).end <= l.span(a).start
+            })
+        });
+        split_ok && each && disjoint
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+        /// Random layouts — each region moved, boundaries on pages, 64 KiB, 4 MiB or
+        /// anywhere, some past 4 GiB or wrapped — are accepted exactly when the rules hold,
+        /// and validation never panics.
+        #[test]
+        fn validate_accepts_exactly_the_valid_layouts(
+            moves in proptest::collection::vec(
+                (0usize..9, 0u64..(1 << 33), 0u64..(1 << 31), 0u32..4),
+                0..4,
+            ),
+            split in proptest::prop_oneof![
+                proptest::strategy::Just(0xC000_0000u64),
+                (1u64..1024).prop_map(|x| x << 22),
+                proptest::prelude::any::<u64>(),
+            ],
+        ) {
+            let mut l = KernelLayout::default().with_split(split);
+            for (r, start, len, grain) in moves {
+                let g = [1u64, PAGE, USER_GRANULE, PDE_SPAN][grain as usize];
+                let start = start / g * g;
+                let end = start.wrapping_add(len / g * g);
+                l = l.with(Region::ALL[r], start, end);
+            }
+            proptest::prop_assert_eq!(l.validate().is_ok(), acceptable(&l), "{:?}", l);
+        }
     }
 }
