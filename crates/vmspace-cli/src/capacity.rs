@@ -95,6 +95,10 @@ pub struct Row {
     pub threads: u64,
     /// Same with MAP_GROWSDOWN stacks, each keeping stack_guard_gap free below it (Linux).
     pub threads_growsdown: Option<u64>,
+    /// What stopped the stacks: `address space`, or `max_map_count` (vm.max_map_count,
+    /// 65530: each glibc stack is two VMAs, its guard page and the rest), or `heap` when
+    /// the heap did not fit.
+    pub threads_limited_by: &'static str,
     /// The largest heap with no thread: brk grown until refused (Linux) or the largest
     /// heap reservation (reserve/commit).
     pub largest_heap: u64,
@@ -195,13 +199,26 @@ pub fn fill_stacks(s: &mut AddressSpace, size: u64, kind: StackKind) -> Vec<u64>
             StackKind::GrowsDown => MAP_GROWSDOWN,
         };
     while let Ok(base) = s.mmap(0, size, PROT_READ | PROT_WRITE, flags, None, 0) {
-        if kind == StackKind::MapStack && size > PAGE {
-            // glibc's guard page at the low end (inside the stack size).
-            let _ = s.mprotect(base, PAGE, PROT_NONE);
+        // glibc's guard page at the low end (inside the stack size); if it cannot be made
+        // (the split needs a map-count slot) pthread_create unmaps the stack and fails.
+        if kind == StackKind::MapStack && size > PAGE && s.mprotect(base, PAGE, PROT_NONE).is_err()
+        {
+            let _ = s.munmap(base, size);
+            break;
         }
         bases.push(base);
     }
     bases
+}
+
+/// Why the last placement was refused: the map count at its limit (M-count: the next mmap
+/// that does not merge, or the guard page's split, is refused) or the address space.
+fn limited_by(s: &AddressSpace) -> &'static str {
+    if s.map_count() + 2 > s.config().max_map_count {
+        "max_map_count"
+    } else {
+        "address space"
+    }
 }
 
 /// Table pages (root included) a page table of `arch` holds once every page in `pages`
@@ -240,7 +257,13 @@ fn config(kind: TaskKind, legacy: bool) -> SpaceConfig {
 
 /// The row for a Linux layout.
 pub fn linux_row(kind: TaskKind, legacy: bool, heap: u64, stack: u64) -> Row {
-    let base = layout::exec_space(config(kind, legacy));
+    linux_row_with(config(kind, legacy), heap, stack)
+}
+
+/// [`linux_row`] for any configuration (limits, sysctls).
+pub fn linux_row_with(cfg: SpaceConfig, heap: u64, stack: u64) -> Row {
+    let (kind, legacy) = (cfg.kind, cfg.legacy_layout);
+    let base = layout::exec_space(cfg);
     let (largest_heap, _) = largest_brk(&base);
     let (largest_mapping, largest_mapping_at) = largest_mmap(&base);
     let start = base.start_brk();
@@ -250,10 +273,12 @@ pub fn linux_row(kind: TaskKind, legacy: bool, heap: u64, stack: u64) -> Row {
         let want = start.checked_add(heap)?;
         (s.brk(want) == want).then_some(s)
     };
+    let mut limit = "heap";
     let (heap_fits, threads, threads_gd, committed, tables, paging) = match with_heap() {
         Some(mut s) => {
             let mut g = s.clone();
             let bases = fill_stacks(&mut s, stack, StackKind::MapStack);
+            limit = limited_by(&s);
             let gd = fill_stacks(&mut g, stack, StackKind::GrowsDown).len() as u64;
             let heap_pages = (start..start + heap).step_by(PAGE as usize);
             let tops = bases.iter().map(|b| b + stack - PAGE);
@@ -284,6 +309,7 @@ pub fn linux_row(kind: TaskKind, legacy: bool, heap: u64, stack: u64) -> Row {
         heap_fits,
         threads,
         threads_growsdown: threads_gd,
+        threads_limited_by: limit,
         largest_heap,
         largest_mapping,
         largest_mapping_at,
@@ -340,9 +366,11 @@ pub fn reserve_row(kind: TaskKind, heap: u64, stack: u64) -> Row {
             .filter(|&h| s.commit(h, heap, WinProt::READWRITE).is_ok())
             .map(Some)
     };
+    let mut limit = "heap";
     let (heap_fits, threads, committed, tables, paging) = match heap_at {
         Some(h) => {
             let bases = fill_reserved_stacks(&mut s, stack);
+            limit = limited_by(&s);
             let heap_pages = h
                 .map(|h| (h..h + heap).step_by(PAGE as usize))
                 .into_iter()
@@ -364,6 +392,7 @@ pub fn reserve_row(kind: TaskKind, heap: u64, stack: u64) -> Row {
         heap_fits,
         threads,
         threads_growsdown: None,
+        threads_limited_by: limit,
         largest_heap,
         largest_mapping,
         largest_mapping_at,
@@ -401,7 +430,7 @@ fn render(rows: &[Row], heap: u64, stack: u64) -> String {
     );
     let _ = writeln!(
         o,
-        "{:<7} {:<15} {:>8} {:>11} {:>13} {:>16} {:>11} {:>9}",
+        "{:<7} {:<15} {:>8} {:>11} {:>13} {:>16} {:>11} {:>9}  threads limited by",
         "kernel",
         "layout",
         "threads",
@@ -423,7 +452,7 @@ fn render(rows: &[Row], heap: u64, stack: u64) -> String {
         };
         let _ = writeln!(
             o,
-            "{:<7} {:<15} {:>8} {:>11} {:>13} {:>16} {:>11} {:>9}",
+            "{:<7} {:<15} {:>8} {:>11} {:>13} {:>16} {:>11} {:>9}  {}",
             r.kernel,
             r.layout.name(),
             threads,
@@ -431,7 +460,8 @@ fn render(rows: &[Row], heap: u64, stack: u64) -> String {
             size(r.largest_heap),
             size(r.largest_mapping),
             size(r.page_table_bytes),
-            r.page_table_pages
+            r.page_table_pages,
+            r.threads_limited_by
         );
     }
     let _ = writeln!(o);
@@ -492,6 +522,20 @@ mod tests {
         assert_eq!(r.page_table_pages, 1 + 129 + 512);
         assert_eq!(r.committed_pages, 512 * 256 + 2046);
         assert_eq!(r.paging, "i386 2-level");
+        assert_eq!(r.threads_limited_by, "address space");
+    }
+
+    /// glibc stacks are two VMAs each (guard page + stack) that merge with nothing, so a
+    /// map-count limit stops them before the address space: with vm.max_map_count 1000 and
+    /// the exec'd space's 6 VMAs (text, data, stack, vvar, vvar_vclock, vdso), stack k+1
+    /// needs 6 + 2k + 1 < 1000 for its guard split (M-count): 497 stacks.
+    #[test]
+    fn small_map_count_limits_the_threads() {
+        let mut cfg = config(TaskKind::I386Native, false);
+        cfg.max_map_count = 1000;
+        let r = linux_row_with(cfg, 0, 68 << 10);
+        assert_eq!(r.threads, 497);
+        assert_eq!(r.threads_limited_by, "max_map_count");
     }
 
     /// Same space, top-down: stacks come down from mmap_base 0xb8000000 (L4) under the
@@ -515,15 +559,24 @@ mod tests {
         let r = reserve_row(TaskKind::I386Native, 512 * MIB, MIB);
         assert_eq!(r.granularity, 64 << 10);
         assert_eq!(r.threads, 128 + 2303 + 126);
-        let small = reserve_row(TaskKind::I386Native, 0, 68 << 10);
+        // 68 KiB stacks below the text, placed bottom-up one by one.
         let mut s = layout::exec_space(config(TaskKind::I386Native, false));
-        let first: Vec<u64> = fill_reserved_stacks(&mut s, 68 << 10)
-            .into_iter()
-            .filter(|&b| b < 0x0804_8000)
-            .collect();
+        let mut first = Vec::new();
+        while let Ok(b) = s.reserve(None, 68 << 10, false) {
+            if b >= 0x0804_8000 {
+                break;
+            }
+            first.push(b);
+        }
         assert_eq!(first.len(), 1026);
+        assert_eq!(first[0], 0x1_0000);
         assert!(first.windows(2).all(|w| w[1] - w[0] == 128 << 10));
-        let linux = linux_row(TaskKind::I386Native, false, 0, 68 << 10);
+        // With a 2.5 GiB heap taking most of the space (fewer stacks to place), 64 KiB
+        // granularity fits fewer 68 KiB stacks than page-granular mmap.
+        let big = 10 << 28;
+        let small = reserve_row(TaskKind::I386Native, big, 68 << 10);
+        let linux = linux_row(TaskKind::I386Native, false, big, 68 << 10);
+        assert!(small.heap_fits && linux.heap_fits);
         assert!(
             small.threads < linux.threads,
             "{} vs {}",
