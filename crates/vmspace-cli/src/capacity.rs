@@ -221,6 +221,26 @@ fn limited_by(s: &AddressSpace) -> &'static str {
     }
 }
 
+/// Grows the break of `base` by `heap` bytes (none if 0) and then places stacks of `stack`
+/// bytes until refused ([`fill_stacks`]): the space after, and the stack bases; `None` if
+/// brk refuses the heap.
+pub fn place(
+    base: &AddressSpace,
+    heap: u64,
+    stack: u64,
+    kind: StackKind,
+) -> Option<(AddressSpace, Vec<u64>)> {
+    let mut s = base.clone();
+    if heap > 0 {
+        let want = s.brk_value().checked_add(heap)?;
+        if s.brk(want) != want {
+            return None;
+        }
+    }
+    let bases = fill_stacks(&mut s, stack, kind);
+    Some((s, bases))
+}
+
 /// Table pages (root included) a page table of `arch` holds once every page in `pages`
 /// is mapped (all onto one frame: only the tables matter).
 pub fn table_pages<A: Arch>(arch: A, pages: impl Iterator<Item = u64>) -> u64 {
@@ -266,35 +286,30 @@ pub fn linux_row_with(cfg: SpaceConfig, heap: u64, stack: u64) -> Row {
     let base = layout::exec_space(cfg);
     let (largest_heap, _) = largest_brk(&base);
     let (largest_mapping, largest_mapping_at) = largest_mmap(&base);
-    let start = base.start_brk();
+    let start = base.brk_value();
     let stack = stack.max(PAGE).next_multiple_of(PAGE);
-    let with_heap = || {
-        let mut s = base.clone();
-        let want = start.checked_add(heap)?;
-        (s.brk(want) == want).then_some(s)
-    };
     let mut limit = "heap";
-    let (heap_fits, threads, threads_gd, committed, tables, paging) = match with_heap() {
-        Some(mut s) => {
-            let mut g = s.clone();
-            let bases = fill_stacks(&mut s, stack, StackKind::MapStack);
-            limit = limited_by(&s);
-            let gd = fill_stacks(&mut g, stack, StackKind::GrowsDown).len() as u64;
-            let heap_pages = (start..start + heap).step_by(PAGE as usize);
-            let tops = bases.iter().map(|b| b + stack - PAGE);
-            let committed = heap.div_ceil(PAGE) + bases.len() as u64;
-            let (t, paging) = count_tables(kind, heap_pages.chain(tops));
-            (true, bases.len() as u64, Some(gd), committed, t, paging)
-        }
-        None => (
-            false,
-            0,
-            Some(0),
-            0,
-            0,
-            count_tables(kind, std::iter::empty()).1,
-        ),
-    };
+    let (heap_fits, threads, threads_gd, committed, tables, paging) =
+        match place(&base, heap, stack, StackKind::MapStack) {
+            Some((s, bases)) => {
+                limit = limited_by(&s);
+                let gd = place(&base, heap, stack, StackKind::GrowsDown)
+                    .map_or(0, |(_, b)| b.len() as u64);
+                let heap_pages = (start..start + heap).step_by(PAGE as usize);
+                let tops = bases.iter().map(|b| b + stack - PAGE);
+                let committed = heap.div_ceil(PAGE) + bases.len() as u64;
+                let (t, paging) = count_tables(kind, heap_pages.chain(tops));
+                (true, bases.len() as u64, Some(gd), committed, t, paging)
+            }
+            None => (
+                false,
+                0,
+                Some(0),
+                0,
+                0,
+                count_tables(kind, std::iter::empty()).1,
+            ),
+        };
     Row {
         kernel: kind_name(kind),
         layout: if legacy {
@@ -493,6 +508,9 @@ pub fn run(args: CapacityArgs) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod linux;
 
 #[cfg(test)]
 mod tests {
