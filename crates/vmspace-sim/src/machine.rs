@@ -85,6 +85,8 @@ pub enum SimError {
     BadRam,
     /// A Windows memory call failed (VirtualAlloc, VirtualFree, VirtualProtect, …).
     Win(WinError),
+    /// The shared kernel half refused (an invalid layout, no kernel-stack slot left).
+    Kernel(KernelError),
 }
 
 impl From<WinError> for SimError {
@@ -172,7 +174,7 @@ impl Machine {
         let k =
             KernelSpace::new(layout, &mut m.phys.mem, &mut m.phys.frames).map_err(|e| match e {
                 KernelError::OutOfFrames => SimError::OutOfMemory,
-                _ => SimError::BadRam,
+                e => SimError::Kernel(e),
             })?;
         m.kernel = Some(k);
         Ok(m)
@@ -393,8 +395,8 @@ impl Machine {
             let st = k
                 .alloc_stack(&mut self.phys.mem, &mut self.phys.frames)
                 .map_err(|e| match e {
-                    KernelError::Range(_) => SimError::TooManyProcesses,
-                    _ => SimError::OutOfMemory,
+                    KernelError::OutOfFrames => SimError::OutOfMemory,
+                    e => SimError::Kernel(e),
                 })?;
             return Ok(self.enter_thread(pid, tid, stack, st.page));
         }

@@ -109,3 +109,29 @@ fn machines_without_a_kernel_half_are_unchanged_and_x86_64_ignores_it() {
     m.check().unwrap();
     assert!(Machine::new(8 << 20).unwrap().kernel_half().is_none());
 }
+
+#[test]
+fn bad_layouts_and_full_stack_regions_are_typed() {
+    use vmspace::range::ArenaError;
+    use vmspace::space::kernel::{KernelError, LayoutError};
+    let bad = KernelLayout::default().with_split(0xC000_1000);
+    assert_eq!(
+        Machine::with_kernel_half(32 << 20, bad).err(),
+        Some(SimError::Kernel(KernelError::Layout(LayoutError::Split(
+            0xC000_1000
+        ))))
+    );
+    // Room for two kernel stacks: the main thread and one more.
+    let tiny = KernelLayout::default().with(Region::KernelStacks, 0xC100_0000, 0xC100_4000);
+    let mut m = Machine::with_kernel_half(32 << 20, tiny).unwrap();
+    let p = m.spawn(ArchKind::I386).unwrap();
+    let t = m.spawn_thread(p, StackStyle::PTHREAD_DEFAULT).unwrap();
+    assert_eq!(
+        m.spawn_thread(p, StackStyle::PTHREAD_DEFAULT),
+        Err(SimError::Kernel(KernelError::Range(ArenaError::NoSpace)))
+    );
+    m.check().unwrap();
+    m.exit_thread(t).unwrap();
+    m.spawn_thread(p, StackStyle::PTHREAD_DEFAULT).unwrap();
+    m.check().unwrap();
+}
