@@ -712,7 +712,7 @@ impl Machine {
             Some(t) if t.ended.is_none() => t.pid,
             _ => return Err(Stop::NotRunning),
         };
-        self.user_access(pid, Some(tid), addr, access, value)
+        self.user_access(pid, Some(tid), addr, access, value, false)
     }
 
     /// Reads a byte as thread `tid`.
@@ -743,7 +743,7 @@ impl Machine {
         value: u8,
     ) -> Result<Option<u8>, Stop> {
         let access = if write { Access::Write } else { Access::Read };
-        self.user_access(pid, None, addr, access, value)
+        self.user_access(pid, None, addr, access, value, false)
     }
 
     /// What a TLB miss does in `pid`: the MMU's walk to the 4 KiB entry of `addr`, as
@@ -764,6 +764,8 @@ impl Machine {
         r
     }
 
+    /// A user-space access (by the kernel for a system call if `kernel`: W15, a guard page
+    /// then fails the call instead of growing a stack).
     fn user_access(
         &mut self,
         pid: Pid,
@@ -771,6 +773,7 @@ impl Machine {
         addr: u64,
         access: Access,
         value: u8,
+        kernel: bool,
     ) -> Result<Option<u8>, Stop> {
         let need = need_of(access);
         for _ in 0..8 {
@@ -831,7 +834,7 @@ impl Machine {
                     if e.code != ExceptionCode::GuardPage {
                         return Err(Stop::Exception(e));
                     }
-                    let Some(tid) = tid else {
+                    let Some(tid) = tid.filter(|_| !kernel) else {
                         return Err(Stop::Exception(e));
                     };
                     match self.stack_guard(tid, addr) {
@@ -851,7 +854,9 @@ impl Machine {
 
     /// A kernel-mode access of thread `tid` (a system call touching its kernel stack, or
     /// user memory as copy_to/from_user does, F2: a failing user fault is returned as the
-    /// signal the caller turns into EFAULT).
+    /// signal the caller turns into EFAULT). A guard page it touches, even in the thread's
+    /// own stack, fails the access with the guard-page exception (its bit is cleared, the
+    /// stack does not grow: W15's "a system service touching a guard page fails").
     pub fn kernel_access(
         &mut self,
         tid: Tid,
@@ -868,7 +873,7 @@ impl Machine {
         let in_kernel =
             with_mm!(&p.mm, m => addr >= m.page_table().arch().kernel_range().start().as_u64());
         if !in_kernel {
-            return self.user_access(pid, Some(tid), addr, access, value);
+            return self.user_access(pid, Some(tid), addr, access, value, true);
         }
         let need = if write { perm::WRITE } else { 0 };
         if let Some(pa) = self.tlb.lookup(p.asid, addr, need) {
@@ -1204,6 +1209,9 @@ impl Machine {
         let mut tables = 0;
         for p in self.procs.values() {
             with_mm!(&p.mm, m => m.check(&self.phys)).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            p.space()
+                .win_check()
+                .map_err(|e| format!("pid {}: {e}", p.pid))?;
             tables += p.table_pages();
             let pages = with_mm!(&p.mm, m => m.user_pages(&self.phys.mem));
             for (_, f, _) in pages {

@@ -38,6 +38,31 @@ impl StackStyle {
         guard_pages: 2,
     };
 
+    /// The stack CreateThread makes (W17) with the linker defaults (SizeOfStackReserve
+    /// 1 MiB, SizeOfStackCommit 4 KiB, two guard pages on 64-bit): `dw_stack_size` is the
+    /// commit size, or with STACK_SIZE_PARAM_IS_A_RESERVATION (`is_reservation`) the reserve;
+    /// 0 means the defaults. A commit at least the default reserve makes the reserve the
+    /// commit rounded up to 1 MiB; a reservation smaller than the commit likewise. A commit
+    /// filling the whole reserve leaves no room for the guard and hard guard pages:
+    /// [`Machine::spawn_thread`](crate::Machine::spawn_thread) refuses it with `BadStack`.
+    pub fn create_thread(dw_stack_size: u64, is_reservation: bool) -> StackStyle {
+        const RESERVE: u64 = 1 << 20;
+        const COMMIT: u64 = 4096;
+        let (mut reserve, commit) = match (dw_stack_size, is_reservation) {
+            (0, _) => (RESERVE, COMMIT),
+            (r, true) => (r, COMMIT),
+            (c, false) => (RESERVE, c),
+        };
+        if commit >= reserve {
+            reserve = commit.saturating_add(RESERVE - 1) & !(RESERVE - 1);
+        }
+        StackStyle::ReserveCommit {
+            reserve,
+            commit,
+            guard_pages: 2,
+        }
+    }
+
     /// glibc's default: 8 MiB with one guard page.
     pub const PTHREAD_DEFAULT: StackStyle = StackStyle::Pthread {
         size: 8 << 20,

@@ -203,7 +203,7 @@ fn w19_commit_failure_is_an_overflow_too() {
     m.with_mm(p, |mm, ph, tlb| {
         with_mm!(mm, x => {
             let c = x.space().commit_charge();
-            x.op(ph, tlb, |s| s.set_commit_limit(Some(c)));
+            x.op(ph, tlb, |s| s.set_commit_limit(c));
         })
     })
     .unwrap();
@@ -212,5 +212,263 @@ fn w19_commit_failure_is_an_overflow_too() {
     let e = m.store(t, b + r - P - 8, 1).unwrap_err();
     assert!(matches!(e, Stop::StackOverflow { .. }), "{e:?}");
     assert_eq!(m.counters().guard_commits, 0);
+    m.check().unwrap();
+}
+
+#[test]
+fn w17_i386_space_fills_with_1_mib_stacks_then_a_typed_error() {
+    let mut m = machine();
+    let p = m.spawn(ArchKind::I386).unwrap();
+    let mut tids = Vec::new();
+    let err = loop {
+        match m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT) {
+            Ok(t) => tids.push(t),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err,
+        SimError::Win(vmspace::space::WinError::NotEnoughMemory)
+    );
+    // 3 GiB of user space, less the first 64 KiB and the main stack with its guard gap.
+    assert!(tids.len() > 3000 && tids.len() < 3072, "{}", tids.len());
+    let s = m.process(p).unwrap().space();
+    assert_eq!(s.commit_charge(), 3 * tids.len() as u64);
+    // Every stack still works.
+    for &t in tids.iter().step_by(500) {
+        let top = m.thread(t).unwrap().stack.top();
+        m.store(t, top - 1, 7).unwrap();
+        m.store(t, top - 4096 - 1, 8).unwrap();
+    }
+    m.check().unwrap();
+    for t in tids {
+        m.exit_thread(t).unwrap();
+    }
+    assert_eq!(m.process(p).unwrap().space().commit_charge(), 0);
+    assert!(m.process(p).unwrap().space().win_table().is_empty());
+    m.check().unwrap();
+}
+
+#[test]
+fn w15_a_system_service_touching_a_guard_page_fails_and_clears_the_bit() {
+    let mut m = machine();
+    let p = m.spawn(ArchKind::X86_64).unwrap();
+    let t = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (_, _, c) = reserved(&m, t);
+    let e = m.kernel_access(t, c - 16, true, 1).unwrap_err();
+    assert!(
+        matches!(e, Stop::Exception(x) if x.code == ExceptionCode::GuardPage),
+        "{e:?}"
+    );
+    assert_eq!(m.counters().guard_commits, 0, "no growth from kernel mode");
+    assert_eq!(
+        m.virtual_query(p, c - P).unwrap().protect,
+        WinProt::READWRITE
+    );
+    // The call can be retried; the thread's own touch of the next guard page grows.
+    m.kernel_access(t, c - 16, true, 1).unwrap();
+    m.store(t, c - P - 16, 2).unwrap();
+    assert_eq!(m.counters().guard_commits, 1);
+    assert_eq!(m.load(t, c - 16), Ok(1));
+    m.check().unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+    use vmspace::space::AllocKind;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Thread,
+        Recurse {
+            t: usize,
+            pages: u64,
+        },
+        Poke {
+            t: usize,
+            s: usize,
+            off: u64,
+            write: bool,
+        },
+        Alloc {
+            size: u64,
+            commit: bool,
+        },
+        Commit {
+            r: usize,
+            off: u64,
+            pages: u64,
+            prot: u32,
+        },
+        Decommit {
+            r: usize,
+            off: u64,
+            pages: u64,
+        },
+        Release {
+            r: usize,
+        },
+        Touch {
+            r: usize,
+            off: u64,
+            write: bool,
+        },
+        Fork,
+        ExitThread {
+            t: usize,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let prot = prop_oneof![Just(0x04u32), Just(0x02), Just(0x104), Just(0x01)];
+        prop_oneof![
+            2 => Just(Op::Thread),
+            3 => (0..8usize, 1..24u64).prop_map(|(t, pages)| Op::Recurse { t, pages }),
+            2 => (0..8usize, 0..8usize, 0..0x20000u64, any::<bool>())
+                .prop_map(|(t, s, off, write)| Op::Poke { t, s, off, write }),
+            2 => ((1..6u64).prop_map(|n| n * 0x8000), any::<bool>())
+                .prop_map(|(size, commit)| Op::Alloc { size, commit }),
+            2 => (0..6usize, 0..16u64, 1..6u64, prot)
+                .prop_map(|(r, off, pages, prot)| Op::Commit { r, off, pages, prot }),
+            1 => (0..6usize, 0..16u64, 1..6u64).prop_map(|(r, off, pages)| Op::Decommit { r, off, pages }),
+            1 => (0..6usize).prop_map(|r| Op::Release { r }),
+            3 => (0..6usize, 0..0x30000u64, any::<bool>()).prop_map(|(r, off, write)| Op::Touch { r, off, write }),
+            1 => Just(Op::Fork),
+            1 => (0..8usize).prop_map(|t| Op::ExitThread { t }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
+
+        /// Threads with reserve/commit stacks, Windows calls, touches, forks and exits in any
+        /// order: every access ends in a value or a typed stop (never `Internal`), and the
+        /// machine's invariants (frames, refcounts, RSS, entries within rights, allocation
+        /// tables) hold after every step.
+        #[test]
+        fn machine_invariants_hold_with_windows_stacks_and_calls(ops in proptest::collection::vec(op(), 1..50)) {
+            let mut m = Machine::new(16 << 20).unwrap();
+            let p = m.spawn(ArchKind::X86_64).unwrap();
+            let mut threads: Vec<Tid> = Vec::new();
+            let mut regions: Vec<u64> = Vec::new();
+            let small = StackStyle::ReserveCommit { reserve: 128 << 10, commit: P, guard_pages: 1 };
+            for o in &ops {
+                match *o {
+                    Op::Thread => {
+                        if let Ok(t) = m.spawn_thread(p, small) {
+                            threads.push(t);
+                        }
+                    }
+                    Op::Recurse { t, pages } if !threads.is_empty() => {
+                        let t = threads[t % threads.len()];
+                        if let Some(th) = m.thread(t).filter(|x| x.ended.is_none()) {
+                            let top = th.stack.top();
+                            for i in 0..pages {
+                                let r = m.store(t, top - 8 - i * P, 1);
+                                prop_assert!(!matches!(r, Err(Stop::Internal)));
+                                if r.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Op::Poke { t, s, off, write } if !threads.is_empty() => {
+                        let t = threads[t % threads.len()];
+                        let owner = threads[s % threads.len()];
+                        if let Some(th) = m.thread(owner) {
+                            let a = th.stack.top() - 1 - off;
+                            let r = m.access(t, a, if write { Access::Write } else { Access::Read }, 3);
+                            prop_assert!(!matches!(r, Err(Stop::Internal)));
+                        }
+                    }
+                    Op::Alloc { size, commit } => {
+                        let k = if commit { AllocKind::RESERVE | AllocKind::COMMIT } else { AllocKind::RESERVE };
+                        if let Ok(b) = m.virtual_alloc(p, None, size, k, WinProt::READWRITE) {
+                            regions.push(b);
+                        }
+                    }
+                    Op::Commit { r, off, pages, prot } if !regions.is_empty() => {
+                        let b = regions[r % regions.len()];
+                        let _ = m.commit(p, b + off * P, pages * P, WinProt(prot));
+                    }
+                    Op::Decommit { r, off, pages } if !regions.is_empty() => {
+                        let b = regions[r % regions.len()];
+                        let _ = m.decommit(p, b + off * P, pages * P);
+                    }
+                    Op::Release { r } if !regions.is_empty() => {
+                        let b = regions.remove(r % regions.len());
+                        let _ = m.release(p, b);
+                    }
+                    Op::Touch { r, off, write } if !regions.is_empty() => {
+                        let b = regions[r % regions.len()];
+                        let res = m.touch(p, b + off, write, 9);
+                        prop_assert!(!matches!(res, Err(Stop::Internal)));
+                    }
+                    Op::Fork => {
+                        if let Ok(c) = m.fork(p) {
+                            // The child touches what the parent's reservations hold, then exits.
+                            for &b in &regions {
+                                let _ = m.touch(c, b, true, 5);
+                            }
+                            m.exit(c);
+                        }
+                    }
+                    Op::ExitThread { t } if !threads.is_empty() => {
+                        let t = threads.remove(t % threads.len());
+                        m.exit_thread(t).unwrap();
+                    }
+                    _ => {}
+                }
+                m.check().map_err(TestCaseError::fail)?;
+            }
+        }
+    }
+}
+
+#[test]
+fn w17_create_thread_stack_sizes() {
+    let rc = |s: StackStyle| match s {
+        StackStyle::ReserveCommit {
+            reserve, commit, ..
+        } => (reserve, commit),
+        _ => panic!(),
+    };
+    assert_eq!(rc(StackStyle::create_thread(0, false)), (1 << 20, 4096));
+    assert_eq!(
+        StackStyle::create_thread(0, false),
+        StackStyle::WINDOWS_DEFAULT
+    );
+    // dwStackSize is the commit size...
+    assert_eq!(
+        rc(StackStyle::create_thread(64 << 10, false)),
+        (1 << 20, 64 << 10)
+    );
+    // ...at least the default reserve: the reserve is the commit rounded up to 1 MiB.
+    assert_eq!(
+        rc(StackStyle::create_thread(1 << 20, false)),
+        (1 << 20, 1 << 20)
+    );
+    assert_eq!(
+        rc(StackStyle::create_thread((3 << 20) + 1, false)),
+        (4 << 20, (3 << 20) + 1)
+    );
+    // STACK_SIZE_PARAM_IS_A_RESERVATION: the reserve.
+    assert_eq!(
+        rc(StackStyle::create_thread(256 << 10, true)),
+        (256 << 10, 4096)
+    );
+    // A whole-commit stack cannot hold a guard and a hard guard: refused, typed.
+    let mut m = machine();
+    let p = m.spawn(ArchKind::X86_64).unwrap();
+    assert_eq!(
+        m.spawn_thread(p, StackStyle::create_thread(1 << 20, false)),
+        Err(SimError::BadStack)
+    );
+    let t = m
+        .spawn_thread(p, StackStyle::create_thread(200 << 10, true))
+        .unwrap();
+    let (_, reserve, _) = reserved(&m, t);
+    assert_eq!(reserve, 256 << 10, "rounded to 64 KiB");
     m.check().unwrap();
 }

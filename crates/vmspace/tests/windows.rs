@@ -408,7 +408,7 @@ proptest! {
     #[test]
     fn reserve_commit_sequences_follow_the_page_model(ops in proptest::collection::vec(op(), 1..60)) {
         let mut s = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
-        s.set_commit_limit(Some(LIMIT));
+        s.set_commit_limit(LIMIT);
         let mut m = Model { top: s.layout().task_size, ..Model::default() };
         for o in &ops {
             let before = snap(&s);
@@ -477,6 +477,17 @@ proptest! {
                 }
                 a += P;
             }
+            // A VirtualQuery walk from 0 tiles the whole user range with regions.
+            let (mut at, mut n) = (0u64, 0);
+            while at < m.top {
+                let q = s.virtual_query(at).unwrap();
+                prop_assert_eq!(q.base_address, at);
+                prop_assert!(q.region_size > 0 && q.region_size % P == 0);
+                at += q.region_size;
+                n += 1;
+                prop_assert!(n < 10_000);
+            }
+            prop_assert_eq!(at, m.top);
             for (b, _) in m.allocs.range(HI..) {
                 prop_assert_eq!(s.virtual_query(*b).unwrap(), m.query(*b));
             }

@@ -10,6 +10,7 @@ mod heap;
 mod paging;
 mod range;
 mod space;
+mod windows;
 
 use serde::Serialize;
 use std::time::Instant;
@@ -46,6 +47,9 @@ enum Group {
     /// Range arenas: alloc+free with 10 to 1,000,000 live segments, vmem policies against
     /// linear-scan crates and a `BTreeMap` best-fit.
     Range,
+    /// Windows reserve/commit: reserve+release and commit+decommit against the syscalls
+    /// that do the same on Linux, and the fault path's segment-map decision.
+    Windows,
 }
 
 /// One measured (group, case, impl) cell.
@@ -113,6 +117,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Heap => heap::run(args.scale)?,
         Group::Fault => fault::run(args.scale)?,
         Group::Range => range::run(args.scale)?,
+        Group::Windows => windows::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

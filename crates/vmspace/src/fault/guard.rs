@@ -10,7 +10,9 @@
 //! - committed with PAGE_GUARD: the access does not happen; the guard bit of that one page
 //!   is cleared (its VMA and entry take the base protection) and
 //!   STATUS_GUARD_PAGE_VIOLATION is raised. A retry behaves per the base protection.
-//! - otherwise the Linux path resolves it (demand-zero, W8); a signal it still raises
+//! - otherwise the Linux path resolves it (demand-zero, W8); instruction fetches always
+//!   consult the table (DEP, W13), as the Linux path maps a page for a first fetch from a
+//!   non-execute VMA and refuses only the retry; a signal it still raises
 //!   (e.g. a Linux mprotect made the VMA stricter) is reported as an access violation.
 //!
 //! Guard pages inside a thread's own stack are consumed by the stack-growth logic of
@@ -61,7 +63,7 @@ impl WinException {
         WinException { code, addr, access }
     }
 
-    /// ExceptionInformation[0] of an access violation: 0 read, 1 write, 8 execute (W13).
+    /// `ExceptionInformation[0]` of an access violation: 0 read, 1 write, 8 execute (W13).
     pub fn info0(&self) -> u64 {
         access_kind(self.access) as u64
     }
@@ -115,7 +117,14 @@ pub fn check<A: Arch, M: PhysMem, F: RefFrames>(
     addr: u64,
     access: Access,
 ) -> Result<bool, FaultError> {
-    match mm.space.win_table().page(addr) {
+    let t = mm.space.win_table();
+    let page = match t.page(addr) {
+        // DEP: the VMA alone would let a first fetch from a non-execute page map it (Linux
+        // refuses only the retry); the table answers at once.
+        WinPage::Plain if access == Access::Fetch => t.page_exact(addr),
+        p => p,
+    };
+    match page {
         WinPage::Outside => Ok(false),
         WinPage::Plain => Ok(true),
         WinPage::Reserved => Err(access_violation(addr, access)),

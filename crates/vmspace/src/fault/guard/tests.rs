@@ -201,3 +201,139 @@ fn protect_of_present_pages_follows_the_table() {
     let _ = PROT_READ;
     m.check(&p).unwrap();
 }
+
+mod props {
+    use super::*;
+    use crate::space::MemState;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    const LO: u64 = 0x10000;
+    const SPAN: u64 = 4 * 0x10000;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Reserve(u64, u64, bool),
+        Commit(u64, u64, u32),
+        Decommit(u64, u64),
+        Release(u64),
+        Protect(u64, u64, u32),
+        Touch(u64, u8, u8),
+    }
+
+    fn prot() -> impl Strategy<Value = u32> {
+        prop_oneof![
+            Just(0x04u32),
+            Just(0x02),
+            Just(0x01),
+            Just(0x20),
+            Just(0x40),
+            Just(0x104),
+            Just(0x102),
+        ]
+    }
+
+    fn addr() -> impl Strategy<Value = u64> {
+        (0..SPAN / 4096, 0..4096u64).prop_map(|(p, o)| LO + p * 4096 + o)
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let pages = (1..8u64).prop_map(|n| n * 4096);
+        prop_oneof![
+            4 => (addr(), (1..4u64).prop_map(|n| n * 0x10000), any::<bool>())
+                .prop_map(|(a, s, c)| Op::Reserve(a, s, c)),
+            4 => (addr(), pages.clone(), prot()).prop_map(|(a, s, p)| Op::Commit(a, s, p)),
+            1 => (addr(), pages.clone()).prop_map(|(a, s)| Op::Decommit(a, s)),
+            1 => addr().prop_map(|a| Op::Release(a & !0xffff)),
+            2 => (addr(), pages, prot()).prop_map(|(a, s, p)| Op::Protect(a, s, p)),
+            8 => (addr(), 0..3u8, any::<u8>()).prop_map(|(a, k, v)| Op::Touch(a, k, v)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Touches follow the table (W8, W13, W15): reserved and refused accesses are access
+        /// violations, a guard page raises once and loses its bit, committed memory keeps what
+        /// was written until decommitted or released and reads zero after; frames, RSS and
+        /// entries stay consistent (`Mm::check`).
+        #[test]
+        fn touches_follow_the_table(ops in proptest::collection::vec(op(), 1..80)) {
+            let (mut p, mut m) = setup();
+            let t = &mut NoTlb;
+            // Written bytes by address.
+            let mut bytes: BTreeMap<u64, u8> = BTreeMap::new();
+            for o in &ops {
+                match *o {
+                    Op::Reserve(a, s, c) => {
+                        let k = if c { R | C } else { R };
+                        let _ = m.virtual_alloc(&mut p, t, Some(a), s, k, RW);
+                    }
+                    Op::Commit(a, s, pr) => {
+                        let _ = m.commit(&mut p, t, a, s, WinProt(pr));
+                    }
+                    Op::Decommit(a, s) => {
+                        if m.decommit(&mut p, t, a, s).is_ok() {
+                            let lo = a & !0xfff;
+                            let hi = (a + s + 0xfff) & !0xfff;
+                            let gone: Vec<u64> = bytes.range(lo..hi).map(|(k, _)| *k).collect();
+                            for k in gone {
+                                bytes.remove(&k);
+                            }
+                        }
+                    }
+                    Op::Release(b) => {
+                        let size = m.space().win_table().get(b).map(|x| x.size);
+                        if m.release(&mut p, t, b, 0).is_ok() {
+                            let gone: Vec<u64> =
+                                bytes.range(b..b + size.unwrap()).map(|(k, _)| *k).collect();
+                            for k in gone {
+                                bytes.remove(&k);
+                            }
+                        }
+                    }
+                    Op::Protect(a, s, pr) => {
+                        let _ = m.virtual_protect(&mut p, t, a, s, WinProt(pr));
+                    }
+                    Op::Touch(a, kind, v) => {
+                        let q = m.space().virtual_query(a).unwrap();
+                        let access = [Access::Read, Access::Write, Access::Fetch][kind as usize];
+                        let k = access_kind(access);
+                        let r = match access {
+                            Access::Fetch => m.fault(&mut p, t, a, access).map(|_| None),
+                            _ => m.touch(&mut p, t, a, kind == 1, v),
+                        };
+                        match q.state {
+                            MemState::Free => prop_assert!(matches!(r, Err(FaultError::Signal(_))), "{:?}", r),
+                            MemState::Reserve => prop_assert!(
+                                matches!(r, Err(FaultError::Exception(e)) if e.code == ExceptionCode::AccessViolation && e.info0() == k as u64),
+                                "{:?}", r
+                            ),
+                            MemState::Commit if q.protect.is_guard() => {
+                                prop_assert!(matches!(r, Err(FaultError::Exception(e)) if e.code == ExceptionCode::GuardPage), "{:?}", r);
+                                let after = m.space().virtual_query(a).unwrap();
+                                prop_assert_eq!(after.protect, q.protect.with_guard(false));
+                            }
+                            MemState::Commit if !q.protect.allows(k) => prop_assert!(
+                                matches!(r, Err(FaultError::Exception(e)) if e.code == ExceptionCode::AccessViolation),
+                                "{:?} {:?}", q.protect, r
+                            ),
+                            MemState::Commit => match access {
+                                Access::Read => prop_assert_eq!(r, Ok(Some(*bytes.get(&a).unwrap_or(&0)))),
+                                Access::Write => {
+                                    prop_assert_eq!(r, Ok(None));
+                                    bytes.insert(a, v);
+                                }
+                                Access::Fetch => prop_assert!(r.is_ok(), "{:?}", r),
+                            },
+                        }
+                    }
+                }
+                m.check(&p).map_err(TestCaseError::fail)?;
+                m.space().check_invariants().map_err(TestCaseError::fail)?;
+                m.space().win_check_prot().map_err(TestCaseError::fail)?;
+            }
+        }
+    }
+}

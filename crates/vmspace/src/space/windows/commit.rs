@@ -36,9 +36,15 @@ impl AddressSpace {
         }
     }
 
-    /// Sets the commit limit in pages (`None`: RAM + swap of the configuration).
-    pub fn set_commit_limit(&mut self, pages: Option<u64>) {
-        self.win.set_limit(pages);
+    /// Sets the commit limit in pages. Lowering it below the current charge fails nothing
+    /// already committed; further commits fail until the charge is below it.
+    pub fn set_commit_limit(&mut self, pages: u64) {
+        self.win.set_limit(Some(pages));
+    }
+
+    /// Goes back to the default commit limit: the configuration's RAM + swap pages.
+    pub fn reset_commit_limit(&mut self) {
+        self.win.set_limit(None);
     }
 
     /// The commit limit in pages.

@@ -444,17 +444,22 @@ impl WinTable {
             SegState::Free => WinPage::Outside,
             SegState::Reserved => WinPage::Reserved,
             SegState::Committed => WinPage::Plain,
-            SegState::Mixed => match self.containing(addr) {
-                None => WinPage::Outside,
-                Some(a) => {
-                    let e = a.entry((addr - a.base) / PAGE);
-                    if e.is_committed() {
-                        WinPage::Committed(e.prot())
-                    } else {
-                        WinPage::Reserved
-                    }
+            SegState::Mixed => self.page_exact(addr),
+        }
+    }
+
+    /// What [`Self::page`] says, from the table alone (never [`WinPage::Plain`]).
+    pub fn page_exact(&self, addr: u64) -> WinPage {
+        match self.containing(addr) {
+            None => WinPage::Outside,
+            Some(a) => {
+                let e = a.entry((addr - a.base) / PAGE);
+                if e.is_committed() {
+                    WinPage::Committed(e.prot())
+                } else {
+                    WinPage::Reserved
                 }
-            },
+            }
         }
     }
 

@@ -169,7 +169,7 @@ fn w06_commit_one_reservation_already_committed_fine_charge_limit() {
         Err(WinError::InvalidAddress)
     );
     // No overcommit: the charge is taken at commit time against the limit.
-    s.set_commit_limit(Some(5));
+    s.set_commit_limit(5);
     assert_eq!(s.commit(b, 0x3000, RW), Err(WinError::CommitmentLimit));
     assert_eq!(s.commit_charge(), 3);
     assert_eq!(s.commit(b, 0x2000, RW), Ok(b));
@@ -180,6 +180,9 @@ fn w06_commit_one_reservation_already_committed_fine_charge_limit() {
     );
     s.decommit(a, 0x1000).unwrap();
     assert_eq!(s.commit_charge(), 4);
+    s.reset_commit_limit();
+    assert_eq!(s.commit_limit(), s.config().total_ram_pages);
+    assert!(s.virtual_alloc(None, 0x10000, R | C, RW).is_ok());
     ok(&s);
 }
 
@@ -453,8 +456,6 @@ fn bad_input_is_typed_and_changes_nothing() {
         )
     };
     let before = snap(&s);
-    let cases: &[(&str, Result<(), WinError>, WinError)] = &[];
-    let _ = cases;
     let mut errs = alloc::vec::Vec::new();
     let mut t = |r: Result<(), WinError>, want: WinError, s: &AddressSpace| {
         assert_eq!(r, Err(want));
