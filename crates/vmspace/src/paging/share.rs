@@ -66,7 +66,10 @@ impl<A: Arch> PageTable<A> {
                 return Err(MapError::AlreadyMapped(A::from_linear(idx as u64 * span)));
             }
         }
-        let mut made: u64 = 0;
+        // Which entries this call filled, to undo exactly those if a frame runs out.
+        const { assert!(A::ENTRIES <= 1024) };
+        let mut made = [0u64; 16];
+        let mut count = 0;
         for idx in (first..end).filter(|&i| Some(i) != slot) {
             let raw = read_entry::<A, M>(mem, self.root, idx)?;
             if let Entry::Table { .. } = A::decode(A::LEVELS, raw) {
@@ -76,21 +79,15 @@ impl<A: Arch> PageTable<A> {
                 Ok(t) => {
                     self.table_pages -= 1;
                     write_entry::<A, M>(mem, self.root, idx, A::encode_table(t, user))?;
-                    made += 1;
+                    made[idx / 64] |= 1 << (idx % 64);
+                    count += 1;
                 }
                 Err(e) => {
-                    // Undo: free what this call put in.
-                    for j in (first..idx).filter(|&i| Some(i) != slot).rev() {
-                        if made == 0 {
-                            break;
-                        }
+                    for j in (first..idx).filter(|&j| made[j / 64] & (1 << (j % 64)) != 0) {
                         let raw = read_entry::<A, M>(mem, self.root, j)?;
+                        write_entry::<A, M>(mem, self.root, j, 0)?;
                         if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
-                            if super::table_is_empty::<A, M>(mem, addr, 0, 0)? {
-                                write_entry::<A, M>(mem, self.root, j, 0)?;
-                                let _ = frames.deallocate_frame(Frame::containing(addr));
-                                made -= 1;
-                            }
+                            let _ = frames.deallocate_frame(Frame::containing(addr));
                         }
                     }
                     return Err(e);
@@ -98,7 +95,7 @@ impl<A: Arch> PageTable<A> {
             }
         }
         self.shared = (first, end);
-        Ok(made)
+        Ok(count)
     }
 
     /// A new hierarchy of the same architecture whose shared root entries are copies of
