@@ -21,6 +21,7 @@ use vmspace::arch::{Arch, PageFlags, I386, X86_64};
 use vmspace::paging::PageTable;
 use vmspace::phys::{EmulatedRam, OwnedBuddyAllocator};
 use vmspace::space::abi::*;
+use vmspace::space::kernel::{KernelLayout, KernelSpace};
 use vmspace::space::windows::{WinProt, GRANULARITY};
 use vmspace::space::{AddressSpace, SpaceConfig, TaskKind};
 
@@ -114,6 +115,10 @@ pub struct Row {
     pub page_table_bytes: u64,
     /// The MMU whose tables were counted.
     pub paging: &'static str,
+    /// Page tables of the kernel half, allocated once and shared by every process (native
+    /// i386 only: `vmspace::space::kernel`'s default 3G/1G layout, the kernel's own
+    /// directory included); a compat task's kernel lives above 4 GiB.
+    pub kernel_half_table_pages: Option<u64>,
 }
 
 /// What each row assumes, printed under the table.
@@ -259,6 +264,20 @@ pub fn table_pages<A: Arch>(arch: A, pages: impl Iterator<Item = u64>) -> u64 {
     pt.table_pages()
 }
 
+/// Table pages the shared kernel half of the default 3G/1G kernel space costs, counted by
+/// building it ([`KernelSpace::new`]): one table per kernel directory entry and the kernel's
+/// own directory.
+pub fn kernel_half_tables() -> u64 {
+    const RAM: u64 = 8 << 20;
+    let mut ram = EmulatedRam::new(PhysAddr::ZERO, RAM).expect("8 MiB of emulated RAM");
+    let all = FrameRange::new(Frame::from_number(0).expect("frame 0"), RAM / PAGE)
+        .expect("a frame range");
+    let mut frames = OwnedBuddyAllocator::new_owned(&[all], &[]).expect("a frame allocator");
+    let k = KernelSpace::new(KernelLayout::default(), &mut ram, &mut frames)
+        .expect("the default kernel space fits in 8 MiB");
+    k.shared_tables() + k.page_table().table_pages()
+}
+
 fn count_tables(kind: TaskKind, pages: impl Iterator<Item = u64>) -> (u64, &'static str) {
     match kind {
         TaskKind::I386Native => (
@@ -332,6 +351,7 @@ pub fn linux_row_with(cfg: SpaceConfig, heap: u64, stack: u64) -> Row {
         page_table_pages: tables,
         page_table_bytes: tables * PAGE,
         paging,
+        kernel_half_table_pages: (kind == TaskKind::I386Native).then(kernel_half_tables),
     }
 }
 
@@ -415,6 +435,7 @@ pub fn reserve_row(kind: TaskKind, heap: u64, stack: u64) -> Row {
         page_table_pages: tables,
         page_table_bytes: tables * PAGE,
         paging,
+        kernel_half_table_pages: (kind == TaskKind::I386Native).then(kernel_half_tables),
     }
 }
 
@@ -486,6 +507,14 @@ fn render(rows: &[Row], heap: u64, stack: u64) -> String {
          (1 MiB stack_guard_gap kept below each); reserve-commit: {} reservations",
         size(stack)
     );
+    if let Some(k) = rows.iter().find_map(|r| r.kernel_half_table_pages) {
+        let _ = writeln!(
+            o,
+            "native kernel half (space::kernel, 3G/1G): {k} page tables = {}, allocated once \
+             and shared by every process (not in the per-process column)",
+            size(k * PAGE)
+        );
+    }
     let _ = writeln!(o, "assumed: {ASSUMPTIONS}");
     o
 }
@@ -541,6 +570,8 @@ mod tests {
         assert_eq!(r.committed_pages, 512 * 256 + 2046);
         assert_eq!(r.paging, "i386 2-level");
         assert_eq!(r.threads_limited_by, "address space");
+        // PDEs 768..=1022 (1023 is the recursive slot) plus the kernel's directory.
+        assert_eq!(r.kernel_half_table_pages, Some(256));
     }
 
     /// glibc stacks are two VMAs each (guard page + stack) that merge with nothing, so a

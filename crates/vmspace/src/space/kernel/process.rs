@@ -32,7 +32,9 @@ pub struct Teardown {
     pub tables: u64,
 }
 
-/// One process's view of the 32-bit space; see the module doc.
+/// One process's view of the 32-bit space; see the module doc. Made by
+/// [`KernelSpace::new_process`]; give it back with [`KernelSpace::destroy_process`]
+/// (dropping it leaks its frames and keeps the kernel half counted as in use).
 #[derive(Debug)]
 pub struct ProcessSpace {
     layout: KernelLayout,
