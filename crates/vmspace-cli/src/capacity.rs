@@ -53,6 +53,10 @@ pub struct CapacityArgs {
     /// Print one JSON object per layout instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also print the native 32-bit kernel's space (`space::kernel`'s default 3G/1G
+    /// layout: per-process and shared regions) above the table.
+    #[arg(long)]
+    kernel_space: bool,
 }
 
 /// How the space is managed.
@@ -533,6 +537,9 @@ pub fn run(args: CapacityArgs) -> Result<(), String> {
             println!("{}", serde_json::to_string(r).map_err(|e| e.to_string())?);
         }
     } else {
+        if args.kernel_space {
+            println!("{}", KernelLayout::default());
+        }
         print!("{}", render(&rows, args.heap, args.stack));
     }
     Ok(())

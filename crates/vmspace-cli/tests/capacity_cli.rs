@@ -146,6 +146,14 @@ fn table_names_every_layout_and_its_assumptions() {
 }
 
 #[test]
+fn kernel_space_flag_prints_the_region_layout() {
+    let t = stdout(&["capacity", "--kernel", "compat", "--kernel-space"]);
+    assert!(t.starts_with("32-bit kernel address space, split at 0xc0000000"));
+    assert!(t.contains("0xffc00000-0xffffffff     4 MiB  page tables (recursive PD)"));
+    assert!(t.contains("kernel range pool           shared by every process"));
+}
+
+#[test]
 fn bad_sizes_are_refused() {
     for args in [
         &["capacity", "--stack", "0"][..],
