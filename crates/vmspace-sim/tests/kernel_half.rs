@@ -135,3 +135,117 @@ fn bad_layouts_and_full_stack_regions_are_typed() {
     m.spawn_thread(p, StackStyle::PTHREAD_DEFAULT).unwrap();
     m.check().unwrap();
 }
+
+#[derive(Clone, Debug)]
+enum Op {
+    Spawn,
+    Thread(usize),
+    ExitThread(usize),
+    Fork(usize),
+    Exit(usize),
+    /// Thread `a` writes `v` on thread `b`'s kernel stack in kernel mode.
+    KWrite(usize, usize, u8),
+    /// Thread `a` touches its user stack.
+    Touch(usize),
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => Just(Op::Spawn),
+        3 => (0usize..16).prop_map(Op::Thread),
+        2 => (0usize..16).prop_map(Op::ExitThread),
+        1 => (0usize..16).prop_map(Op::Fork),
+        1 => (0usize..16).prop_map(Op::Exit),
+        3 => (0usize..16, 0usize..16, any::<u8>()).prop_map(|(a, b, v)| Op::KWrite(a, b, v)),
+        2 => (0usize..16).prop_map(Op::Touch),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Processes, threads and forks in any order over one kernel half: after every step
+    /// the machine's frame accounting holds (shared tables counted once), every running
+    /// thread's kernel stack is the same frame in every process and holds what was last
+    /// written to it from any process; at the end every frame but the kernel half's is
+    /// back and the kernel half still has all its tables.
+    #[test]
+    fn kernel_half_survives_any_order_of_processes_and_threads(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let mut m = Machine::with_kernel_half(32 << 20, KernelLayout::default()).unwrap();
+        let boot_free = m.frames_free();
+        let mut written: std::collections::BTreeMap<u64, u8> = Default::default();
+        let running = |m: &Machine| -> Vec<Tid> {
+            m.processes()
+                .flat_map(|p| p.threads.clone())
+                .filter(|t| m.thread(*t).is_some_and(|t| t.ended.is_none()))
+                .collect()
+        };
+        for o in ops {
+            let pids: Vec<Pid> = m.processes().map(|p| p.pid).collect();
+            let tids = running(&m);
+            match o {
+                Op::Spawn => {
+                    let _ = m.spawn(ArchKind::I386);
+                }
+                Op::Thread(i) if !pids.is_empty() => {
+                    let _ = m.spawn_thread(pids[i % pids.len()], StackStyle::Pthread { size: 64 << 10, guard: 4096 });
+                }
+                Op::ExitThread(i) if !tids.is_empty() => {
+                    let t = tids[i % tids.len()];
+                    written.remove(&m.thread(t).unwrap().kernel_stack);
+                    m.exit_thread(t).unwrap();
+                }
+                Op::Fork(i) if !pids.is_empty() => {
+                    let _ = m.fork(pids[i % pids.len()]);
+                }
+                Op::Exit(i) if !pids.is_empty() => {
+                    let p = pids[i % pids.len()];
+                    // Its running threads' kernel stacks go (an ended thread's slot may
+                    // already belong to a thread of another process).
+                    for t in &m.process(p).unwrap().threads {
+                        let t = m.thread(*t).unwrap();
+                        if t.ended.is_none() {
+                            written.remove(&t.kernel_stack);
+                        }
+                    }
+                    m.exit(p);
+                }
+                Op::KWrite(a, b, v) if !tids.is_empty() => {
+                    let (ta, tb) = (tids[a % tids.len()], tids[b % tids.len()]);
+                    let k = m.thread(tb).unwrap().kernel_stack;
+                    m.kernel_access(ta, k + 8, true, v).unwrap();
+                    written.insert(k, v);
+                }
+                Op::Touch(a) if !tids.is_empty() => {
+                    let t = tids[a % tids.len()];
+                    // (A fork of a process with no running thread has no stack: top 0.)
+                    if let Some(a) = m.thread(t).unwrap().stack.top().checked_sub(16) {
+                        let _ = m.store(t, a, 1);
+                    }
+                }
+                _ => {}
+            }
+            m.check().unwrap();
+            let tids = running(&m);
+            let pids: Vec<Pid> = m.processes().map(|p| p.pid).collect();
+            for &t in &tids {
+                let k = m.thread(t).unwrap().kernel_stack;
+                let frames: Vec<_> = pids.iter().map(|&p| m.walk(p, k).map(|(f, _)| f)).collect();
+                proptest::prop_assert!(frames.iter().all(|f| f.is_some() && *f == frames[0]));
+                let want = written.get(&k).copied().unwrap_or(0);
+                proptest::prop_assert_eq!(m.kernel_access(tids[0], k + 8, false, 0), Ok(Some(want)));
+            }
+        }
+        let pids: Vec<Pid> = m.processes().map(|p| p.pid).collect();
+        for p in pids {
+            m.exit(p);
+        }
+        m.check().unwrap();
+        proptest::prop_assert_eq!(m.frames_free(), boot_free);
+        proptest::prop_assert_eq!(m.kernel_half().unwrap().stacks_in_use(), 0);
+        proptest::prop_assert_eq!(m.kernel_half().unwrap().shared_tables(), 255);
+    }
+}
