@@ -100,9 +100,10 @@ pub struct Row {
     pub threads: u64,
     /// Same with MAP_GROWSDOWN stacks, each keeping stack_guard_gap free below it (Linux).
     pub threads_growsdown: Option<u64>,
-    /// What stopped the stacks: `address space`, or `max_map_count` (vm.max_map_count,
-    /// 65530: each glibc stack is two VMAs, its guard page and the rest), or `heap` when
-    /// the heap did not fit.
+    /// What stopped the stacks: `address space`, `max_map_count` (vm.max_map_count,
+    /// 65530: each glibc stack is two VMAs, its guard page and the rest), `commit limit`
+    /// (reserve/commit: a stack's top page could not be committed), or `heap` when the
+    /// heap did not fit.
     pub threads_limited_by: &'static str,
     /// The largest heap with no thread: brk grown until refused (Linux) or the largest
     /// heap reservation (reserve/commit).
@@ -368,8 +369,9 @@ pub fn largest_reserve(s: &AddressSpace) -> (u64, u64) {
 }
 
 /// Reserves stacks of `size` bytes one after the other until refused and commits the top
-/// page of each (W17); returns their bases.
-pub fn fill_reserved_stacks(s: &mut AddressSpace, size: u64) -> Vec<u64> {
+/// page of each (W17); returns their bases and whether the commit limit (not the address
+/// space) stopped them.
+pub fn fill_reserved_stacks(s: &mut AddressSpace, size: u64) -> (Vec<u64>, bool) {
     let mut bases = Vec::new();
     while let Ok(base) = s.reserve(None, size, false) {
         // The committed top page; a refused commit (commit limit) ends the count too.
@@ -377,11 +379,11 @@ pub fn fill_reserved_stacks(s: &mut AddressSpace, size: u64) -> Vec<u64> {
             .is_err()
         {
             let _ = s.release(base, 0);
-            break;
+            return (bases, true);
         }
         bases.push(base);
     }
-    bases
+    (bases, false)
 }
 
 /// The row for reserve/commit at 64 KiB granularity in the same exec'd space (top-down
@@ -389,12 +391,16 @@ pub fn fill_reserved_stacks(s: &mut AddressSpace, size: u64) -> Vec<u64> {
 /// (HeapCreate with an initial size), the stacks reservations of `stack` bytes with their
 /// top page committed.
 pub fn reserve_row(kind: TaskKind, heap: u64, stack: u64) -> Row {
-    let base = layout::exec_space(config(kind, false));
-    let (largest_heap, _) = largest_reserve(&base);
-    let (largest_mapping, largest_mapping_at) = (largest_heap, {
-        let mut c = base.clone();
-        c.reserve(None, largest_heap.max(PAGE), false).unwrap_or(0)
-    });
+    reserve_row_with(config(kind, false), heap, stack)
+}
+
+/// [`reserve_row`] for any configuration (RAM and swap set the commit limit).
+pub fn reserve_row_with(cfg: SpaceConfig, heap: u64, stack: u64) -> Row {
+    let kind = cfg.kind;
+    let base = layout::exec_space(cfg);
+    // A heap is one reservation: the largest heap is the largest single reservation.
+    let (largest_heap, largest_mapping_at) = largest_reserve(&base);
+    let largest_mapping = largest_heap;
     let stack = stack.max(PAGE).next_multiple_of(PAGE);
     let mut s = base.clone();
     let heap_at = if heap == 0 {
@@ -408,8 +414,12 @@ pub fn reserve_row(kind: TaskKind, heap: u64, stack: u64) -> Row {
     let mut limit = "heap";
     let (heap_fits, threads, committed, tables, paging) = match heap_at {
         Some(h) => {
-            let bases = fill_reserved_stacks(&mut s, stack);
-            limit = limited_by(&s);
+            let (bases, commit_refused) = fill_reserved_stacks(&mut s, stack);
+            limit = if commit_refused {
+                "commit limit"
+            } else {
+                limited_by(&s)
+            };
             let heap_pages = h
                 .map(|h| (h..h + heap).step_by(PAGE as usize))
                 .into_iter()
@@ -639,6 +649,19 @@ mod tests {
             small.threads,
             linux.threads
         );
+    }
+
+    /// No overcommit with reserve/commit (W6): with RAM + swap of 1000 pages, a 2 MiB heap
+    /// committed whole (512 pages) leaves room for 488 stacks' top pages.
+    #[test]
+    fn the_commit_limit_stops_reserve_commit_stacks() {
+        let mut cfg = config(TaskKind::I386Native, false);
+        cfg.total_ram_pages = 1000;
+        cfg.total_swap_pages = 0;
+        let r = reserve_row_with(cfg, 2 * MIB, MIB);
+        assert_eq!(r.threads, 488);
+        assert_eq!(r.threads_limited_by, "commit limit");
+        assert_eq!(r.committed_pages, 1000);
     }
 
     #[test]
