@@ -3,8 +3,9 @@
 //! range pool.
 //!
 //! User pages map zeroed frames the process owns; [`KernelSpace::destroy_process`] gives
-//! them back with the user tables and the directory. Kernel pages may be mapped through a process's directory too
-//! ([`ProcessSpace::map_kernel`]): they land in the shared tables and every process sees them.
+//! them back with the user tables and the directory. Kernel pages may be mapped through a
+//! process's directory too ([`ProcessSpace::map_kernel`]): they land in the shared tables
+//! and every process sees them.
 
 use super::brk::{map_zeroed, unmap_owned, Break};
 use super::half::KernelSpace;
