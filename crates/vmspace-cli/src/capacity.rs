@@ -664,6 +664,30 @@ mod tests {
         assert_eq!(r.committed_pages, 1000);
     }
 
+    /// Each stack is one reservation whose only committed page is the top one (W12: the
+    /// query's maximal runs).
+    #[test]
+    fn reserved_stacks_are_reserved_with_the_top_page_committed() {
+        use vmspace::space::windows::MemState;
+        let mut s = layout::exec_space(config(TaskKind::I386Native, false));
+        s.reserve(None, 10 << 28, false).unwrap();
+        let (bases, commit_refused) = fill_reserved_stacks(&mut s, MIB);
+        assert!(!commit_refused);
+        assert!(bases.len() > 100);
+        for &b in &bases {
+            let q = s.virtual_query(b).unwrap();
+            assert_eq!(
+                (q.allocation_base, q.state, q.region_size),
+                (b, MemState::Reserve, MIB - PAGE)
+            );
+            let t = s.virtual_query(b + MIB - PAGE).unwrap();
+            assert_eq!(
+                (t.allocation_base, t.state, t.region_size),
+                (b, MemState::Commit, PAGE)
+            );
+        }
+    }
+
     #[test]
     fn a_heap_that_does_not_fit_leaves_no_thread() {
         let r = linux_row(TaskKind::I386Native, true, 1 << 30, MIB);
