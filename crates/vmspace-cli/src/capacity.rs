@@ -587,8 +587,8 @@ mod tests {
         assert_eq!(r.committed_pages, 512 * 256 + 2046);
         assert_eq!(r.paging, "i386 2-level");
         assert_eq!(r.threads_limited_by, "address space");
-        // PDEs 768..=1022 (1023 is the recursive slot) plus the kernel's directory.
-        assert_eq!(r.kernel_half_table_pages, Some(256));
+        // PDE 0 (low memory), PDEs 768..=1022 (1023 is the recursive slot), the directory.
+        assert_eq!(r.kernel_half_table_pages, Some(257));
     }
 
     /// glibc stacks are two VMAs each (guard page + stack) that merge with nothing, so a

@@ -142,7 +142,7 @@ fn table_names_every_layout_and_its_assumptions() {
         "{t}"
     );
     assert!(t.contains("assumed:"));
-    assert!(t.contains("native kernel half (space::kernel, 3G/1G): 256 page tables = 1 MiB"));
+    assert!(t.contains("native kernel half (space::kernel, 3G/1G): 257 page tables = 1.00 MiB"));
 }
 
 #[test]

@@ -55,12 +55,14 @@ fn pde(m: &Machine, pt: &PageTable<I386>, idx: u64) -> u32 {
         .unwrap()
 }
 
-/// The kernel-half directory entries (recursive slot excluded) of `pt`.
+/// The shared directory entries of `pt`: low memory's and the kernel half's (recursive slot
+/// excluded).
 fn kernel_pdes(m: &Machine, k: &KernelSpace, pt: &PageTable<I386>) -> Vec<u32> {
     let first = k.layout().split >> 22;
     let slot = k.layout().recursive_slot() as u64;
-    (first..1024)
-        .filter(|&i| i != slot)
+    let low = k.layout().span(Region::Low);
+    (low.start >> 22..low.end >> 22)
+        .chain((first..1024).filter(|&i| i != slot))
         .map(|i| pde(m, pt, i))
         .collect()
 }
@@ -99,14 +101,14 @@ fn kernel_half_shared_across_two_processes() {
     let mut k = kernel(&mut m);
     assert_eq!(
         k.shared_tables(),
-        255,
-        "PDEs 768..=1022, 1023 is the recursive slot"
+        256,
+        "PDE 0 (low memory) and PDEs 768..=1022, 1023 is the recursive slot"
     );
     let mut a = process(&mut k, &mut m);
     let mut b = process(&mut k, &mut m);
     // Every kernel PDE is present from the start, supervisor-only, and the same in all.
     let master = kernel_pdes(&m, &k, k.page_table());
-    assert_eq!(master.len(), 255);
+    assert_eq!(master.len(), 256);
     for raw in &master {
         assert_eq!(raw & 1, 1, "present");
         assert_eq!(
@@ -198,6 +200,27 @@ fn kernel_half_shared_across_two_processes() {
             "only the directory is counted as each one's own"
         );
     }
+    // Low memory is the kernel's too: an identity map of its first pages made through the
+    // kernel is seen, supervisor-only, by every process; no process may map there.
+    k.map(&mut m.ram, &mut m.frames, 0x1000, 0x1000, 2 * PAGE, RW)
+        .unwrap();
+    for p in [&a, &b] {
+        let t = p.translate(&m.ram, 0x2000).unwrap();
+        assert_eq!(t.frame.as_u64(), 0x2000);
+        assert!(!t.flags.contains(PageFlags::USER));
+    }
+    assert_eq!(pde(&m, a.page_table(), 0) & 4, 0);
+    assert_eq!(
+        a.map_user(&mut m.ram, &mut m.frames, 0x3000, PAGE, RW),
+        Err(KernelError::NotMappable {
+            va: 0x3000,
+            len: PAGE
+        })
+    );
+    k.unmap(&mut m.ram, &mut m.frames, 0x1000, 2 * PAGE, |_, _, _| {})
+        .unwrap()
+        .ignore();
+    assert!(b.translate(&m.ram, 0x1000).is_err());
     // Only a third process, created later, is needed to show copies are made at creation
     // and need no syncing: it sees the image mapping too.
     let c = process(&mut k, &mut m);
@@ -560,7 +583,7 @@ fn a_2g_split_with_its_window_at_slot_512_shares_the_same_way() {
         .with(Region::KernelPool, 0xE000_0000, 1 << 32);
     let mut m = machine();
     let mut k = KernelSpace::new(layout, &mut m.ram, &mut m.frames).unwrap();
-    assert_eq!(k.shared_tables(), 511);
+    assert_eq!(k.shared_tables(), 512);
     let a = process(&mut k, &mut m);
     k.map(&mut m.ram, &mut m.frames, 0xFFFF_F000, IMAGE_PA, PAGE, RW)
         .unwrap();

@@ -905,7 +905,7 @@ impl<A: Arch> Mm<A> {
         }
         let space = self.space.dup_for_fork();
         // A shared kernel half stays shared: the child's directory copies those entries.
-        let pt = if self.pt.shared_root_entries().is_empty() {
+        let pt = if !self.pt.has_shared_root_entries() {
             PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
         } else {
             PageTable::new_sharing(&self.pt, &mut phys.mem, &mut phys.frames)

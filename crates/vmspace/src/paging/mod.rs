@@ -48,9 +48,9 @@ pub struct PageTable<A: Arch> {
     arch: A,
     root: PhysAddr,
     table_pages: u64,
-    /// Root entries `[shared.0, shared.1)` point at tables shared with other hierarchies
-    /// (see `share.rs`); `(0, 0)` when nothing is shared.
-    shared: (usize, usize),
+    /// Bit `i` set: root entry `i` points at a table shared with other hierarchies (see
+    /// `share.rs`). Root tables have at most 1024 entries.
+    shared: [u64; 16],
 }
 
 impl<A: Arch> PageTable<A> {
@@ -66,7 +66,7 @@ impl<A: Arch> PageTable<A> {
             arch,
             root: PhysAddr::ZERO,
             table_pages: 0,
-            shared: (0, 0),
+            shared: [0; 16],
         };
         let root = pt.alloc_table(mem, frames)?;
         pt.root = root;
@@ -88,7 +88,7 @@ impl<A: Arch> PageTable<A> {
             arch,
             root: root.start_address(),
             table_pages,
-            shared: (0, 0),
+            shared: [0; 16],
         }
     }
 

@@ -21,31 +21,37 @@ use crate::arch::{Arch, Entry};
 use crate::phys::{FrameAllocator, PhysMem};
 
 impl<A: Arch> PageTable<A> {
-    /// The root entries shared with other hierarchies, as an index range (empty if none).
-    pub fn shared_root_entries(&self) -> core::ops::Range<usize> {
-        self.shared.0..self.shared.1
+    /// The root entries shared with other hierarchies, in index order.
+    pub fn shared_root_entries(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..A::ENTRIES.min(1024)).filter(|&i| self.is_shared_root_entry(i))
+    }
+
+    /// Whether any root entry is shared.
+    pub fn has_shared_root_entries(&self) -> bool {
+        self.shared.iter().any(|&w| w != 0)
     }
 
     /// Whether root entry `idx` is shared (the recursive slot never is).
     #[inline]
     pub fn is_shared_root_entry(&self, idx: usize) -> bool {
-        idx >= self.shared.0 && idx < self.shared.1 && Some(idx) != self.arch.recursive_slot()
+        idx < 1024 && self.shared[idx / 64] & (1 << (idx % 64)) != 0
     }
 
     /// Whether linear address `lin` lies below a shared root entry.
     #[inline]
     pub(crate) fn shared_at(&self, lin: u64) -> bool {
-        self.shared.1 > 0 && self.is_shared_root_entry(A::index(lin, A::LEVELS))
+        self.is_shared_root_entry(A::index(lin, A::LEVELS))
     }
 
     /// Makes root entries `[first, end)` shared: puts a zeroed table under every one that
     /// is empty (the recursive slot excepted), with U/S set only if `user`, and returns how
     /// many tables it allocated. They are not counted in [`PageTable::table_pages`]; the
-    /// caller owns them and frees them with [`PageTable::release_shared`].
+    /// caller owns them and frees them with [`PageTable::release_shared`]. Several
+    /// disjoint ranges may be shared, one call each.
     ///
-    /// Fails with `Reserved` if a range is already shared or `[first, end)` is not a range
-    /// of root entries, `AlreadyMapped` if a root entry in it maps a page, `OutOfFrames`
-    /// (the tables allocated so far are freed, nothing changed).
+    /// Fails with `Reserved` if an entry in it is already shared or `[first, end)` is not a
+    /// range of root entries, `AlreadyMapped` if a root entry in it maps a page,
+    /// `OutOfFrames` (the tables allocated so far are freed, nothing changed).
     pub fn populate_shared<M: PhysMem, F: FrameAllocator>(
         &mut self,
         mem: &mut M,
@@ -55,7 +61,7 @@ impl<A: Arch> PageTable<A> {
         user: bool,
     ) -> Result<u64, MapError> {
         let span = A::level_span(A::LEVELS);
-        if self.shared.1 > 0 || first >= end || end > A::ENTRIES {
+        if first >= end || end > A::ENTRIES || (first..end).any(|i| self.is_shared_root_entry(i)) {
             return Err(MapError::Reserved(A::from_linear(first as u64 * span)));
         }
         let slot = self.arch.recursive_slot();
@@ -94,7 +100,9 @@ impl<A: Arch> PageTable<A> {
                 }
             }
         }
-        self.shared = (first, end);
+        for idx in (first..end).filter(|&i| Some(i) != slot) {
+            self.shared[idx / 64] |= 1 << (idx % 64);
+        }
         Ok(count)
     }
 
@@ -107,9 +115,6 @@ impl<A: Arch> PageTable<A> {
     ) -> Result<Self, MapError> {
         let mut pt = PageTable::new(owner.arch, mem, frames)?;
         for idx in owner.shared_root_entries() {
-            if !owner.is_shared_root_entry(idx) {
-                continue;
-            }
             let raw = read_entry::<A, M>(mem, owner.root, idx)?;
             write_entry::<A, M>(mem, pt.root, idx, raw)?;
         }
@@ -128,10 +133,8 @@ impl<A: Arch> PageTable<A> {
     ) -> Result<u64, UnmapError> {
         let span = A::level_span(A::LEVELS);
         let mut freed = 0;
-        for idx in self.shared_root_entries() {
-            if !self.is_shared_root_entry(idx) {
-                continue;
-            }
+        let shared = self.shared;
+        for idx in (0..A::ENTRIES.min(1024)).filter(|&i| shared[i / 64] & (1 << (i % 64)) != 0) {
             let raw = read_entry::<A, M>(mem, self.root, idx)?;
             if let Entry::Table { addr, .. } = A::decode(A::LEVELS, raw) {
                 freed += self.release_below(
@@ -147,7 +150,7 @@ impl<A: Arch> PageTable<A> {
                 freed += 1;
             }
         }
-        self.shared = (0, 0);
+        self.shared = [0; 16];
         Ok(freed)
     }
 
@@ -219,7 +222,7 @@ mod tests {
             Err(MapError::AlreadyMapped(VirtAddr::new(0xC040_0000)))
         );
         assert_eq!(fr.free_frames(), free);
-        assert!(pt.shared_root_entries().is_empty());
+        assert!(!pt.has_shared_root_entries());
         pt.unmap(&mut ram, &mut fr, VirtAddr::new(0xC040_0000), 4 << 20)
             .unwrap()
             .1
@@ -246,9 +249,12 @@ mod tests {
             "the recursive slot is never shared"
         );
         assert!(matches!(
-            pt.populate_shared(&mut ram, &mut fr, 0, 1, false),
+            pt.populate_shared(&mut ram, &mut fr, 700, 800, false),
             Err(MapError::Reserved(_))
         ));
+        // A second, disjoint range (low memory kept for the kernel).
+        assert_eq!(pt.populate_shared(&mut ram, &mut fr, 0, 1, false), Ok(1));
+        assert_eq!(pt.shared_root_entries().count(), 256);
         assert_eq!(pt.table_pages(), 1);
         pt.check_invariants(&ram).unwrap();
     }

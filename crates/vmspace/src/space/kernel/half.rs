@@ -2,8 +2,9 @@
 //! and kernel range pool, and the processes built on it.
 //!
 //! At creation every page table of the kernel half is allocated (255 tables for the 3G/1G
-//! default: directory entries 768..1022, entry 1023 being the recursive slot) and hung under
-//! the kernel's own page directory with U/S clear. A new process's directory copies those
+//! default: directory entries 768..1022, entry 1023 being the recursive slot), and one per
+//! directory entry of low memory (1 by default), and hung under the kernel's own page
+//! directory with U/S clear. A new process's directory copies those
 //! entries ([`PageTable::new_sharing`]), so all directories point at the same tables: a page
 //! mapped in the kernel half through any of them — the kernel's, or any process's — is
 //! visible in all at once, nothing is copied, and no directory ever needs syncing. Tearing a
@@ -63,9 +64,19 @@ impl KernelSpace {
         let stacks = StackSlots::new(layout.span(Region::KernelStacks))?;
         let mut master = PageTable::new(arch, mem, frames)?;
         let first = (layout.split / PDE_SPAN) as usize;
-        let shared_tables = match master.populate_shared(mem, frames, first, I386::ENTRIES, false) {
+        let low = layout.span(Region::Low);
+        let (low_first, low_end) = (
+            (low.start / PDE_SPAN) as usize,
+            (low.end / PDE_SPAN) as usize,
+        );
+        let shared_tables = match master
+            .populate_shared(mem, frames, first, I386::ENTRIES, false)
+            .and_then(|k| Ok(k + master.populate_shared(mem, frames, low_first, low_end, false)?))
+        {
             Ok(n) => n,
             Err(e) => {
+                // Everything allocated so far hangs under the kernel's directory.
+                let _ = master.release_shared(mem, frames, |_, _, _| {});
                 let _ = master.destroy(mem, frames, |_, _, _| {});
                 return Err(e.into());
             }
@@ -108,8 +119,8 @@ impl KernelSpace {
         self.processes
     }
 
-    /// Checks that a kernel mapping of `[va, va + len)` with `flags` is allowed: inside the
-    /// kernel binary or the kernel range pool, without the user bit.
+    /// Checks that a kernel mapping of `[va, va + len)` with `flags` is allowed: inside low
+    /// memory, the kernel binary or the kernel range pool, without the user bit.
     pub(crate) fn check_mappable(
         &self,
         va: u64,
@@ -120,13 +131,13 @@ impl KernelSpace {
             return Err(KernelError::UserAccessible { va });
         }
         match self.layout.region_holding(va, len) {
-            Some(Region::KernelBinary | Region::KernelPool) => Ok(()),
+            Some(Region::Low | Region::KernelBinary | Region::KernelPool) => Ok(()),
             _ => Err(KernelError::NotMappable { va, len }),
         }
     }
 
     /// Maps `[va, va + len)` onto the caller's frames `[pa, pa + len)` in 4 KiB pages
-    /// (kernel binary or kernel range pool only; `flags` without USER). Visible in every
+    /// (low memory, kernel binary or kernel range pool only; `flags` without USER). Visible in every
     /// process at once; no TLB flush needed. Rolled back whole on failure.
     pub fn map<M: PhysMem, F: FrameAllocator>(
         &mut self,
@@ -150,7 +161,7 @@ impl KernelSpace {
         Ok(())
     }
 
-    /// Unmaps `[va, va + len)` (kernel binary or range pool) in every process, calling
+    /// Unmaps `[va, va + len)` (low memory, kernel binary or range pool) in every process, calling
     /// `on_unmap(va, frame, size)` with each page's frame (the caller's). The token must
     /// be flushed on every CPU: kernel pages may be global.
     pub fn unmap<M: PhysMem, F: FrameAllocator, C: FnMut(VirtAddr, PhysAddr, u64)>(

@@ -24,7 +24,9 @@ const PAGE: u64 = 4096;
 /// A region of the layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Region {
-    /// Low memory kept for the kernel's own use (never mapped for the user; catches NULL).
+    /// Low memory kept for the kernel's own use: never mapped for the user (catches NULL),
+    /// its directory entries shared like the kernel half's, so what the kernel maps there
+    /// (say an identity map of low physical memory) is the same in every process.
     Low,
     /// The user program's image.
     UserBinary,
@@ -269,8 +271,8 @@ impl KernelLayout {
     }
 
     /// Checks the layout: split a multiple of 4 MiB inside the space; every region
-    /// non-empty, page-aligned, below 4 GiB and on its side of the split; the user range pool
-    /// aligned to 64 KiB (W1), the kernel stacks to whole guard+page slots; the page tables
+    /// non-empty, page-aligned, below 4 GiB and on its side of the split; low memory aligned
+    /// to 4 MiB (its directory entries are shared), the user range pool to 64 KiB (W1), the kernel stacks to whole guard+page slots; the page tables
     /// exactly one 4 MiB-aligned directory entry; no two regions overlapping. The first
     /// violation is returned, regions checked in [`Region::ALL`] order.
     pub fn validate(&self) -> Result<(), LayoutError> {
@@ -286,6 +288,7 @@ impl KernelLayout {
                 return Err(LayoutError::BeyondSpace(r));
             }
             let align = match r {
+                Region::Low => PDE_SPAN,
                 Region::UserPool => USER_GRANULE,
                 Region::KernelStacks => KSTACK_SLOT,
                 _ => PAGE,
@@ -365,7 +368,7 @@ impl fmt::Display for KernelLayout {
             let s = self.span(r);
             let who = if r == Region::PageTables {
                 "per process (PDE points at its own PD)"
-            } else if r.is_kernel() {
+            } else if r.is_kernel() || r == Region::Low {
                 "shared by every process"
             } else {
                 "per process"
@@ -511,6 +514,7 @@ mod tests {
         assert_eq!(lines.len(), 10);
         assert!(lines[1].starts_with("0xffc00000-0xffffffff     4 MiB  page tables"));
         assert!(lines[9].starts_with("0x00000000-0x003fffff     4 MiB  low (kernel use)"));
+        assert!(lines[9].ends_with("shared by every process"));
         assert!(s.contains("kernel range pool"));
     }
 
@@ -520,6 +524,7 @@ mod tests {
         let each = Region::ALL.iter().all(|&r| {
             let s = l.span(r);
             let align = match r {
+                Region::Low => PDE_SPAN,
                 Region::UserPool => USER_GRANULE,
                 Region::KernelStacks => KSTACK_SLOT,
                 _ => PAGE,

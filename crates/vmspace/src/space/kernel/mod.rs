@@ -40,8 +40,8 @@ pub enum KernelError {
     /// The layout is not valid.
     Layout(LayoutError),
     /// `[va, va + len)` is empty or not inside one region where this operation may map
-    /// (kernel binary or kernel range pool for kernel mappings; user binary, heap or range
-    /// pool for user mappings).
+    /// (low memory, kernel binary or kernel range pool for kernel mappings; user binary,
+    /// heap or range pool for user mappings).
     NotMappable { va: u64, len: u64 },
     /// A kernel mapping was asked with the U/S (user) bit: the kernel half is never
     /// user-accessible.
