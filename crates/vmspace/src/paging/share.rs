@@ -1,8 +1,9 @@
-//! Shared root entries: one set of tables below a range of root entries, used by many
+//! Shared root entries: one set of tables below some root entries, used by many
 //! hierarchies (the kernel half every process's page directory points at).
 //!
-//! The owner populates the range once ([`PageTable::populate_shared`]): a table under every
-//! root entry in it, so no hierarchy ever has to create one there. Every other hierarchy
+//! The owner populates each shared range once ([`PageTable::populate_shared`]; several
+//! disjoint ranges may be shared): a table under every root entry in it, so no hierarchy
+//! ever has to create one there. Every other hierarchy
 //! copies those root entries when it is made ([`PageTable::new_sharing`]), so a page mapped
 //! through any of them is visible through all, with no copying and no later syncing (Linux's
 //! i386 `clone_pgd_range` of the kernel PDEs, with every kernel PDE present from boot so no
