@@ -7,12 +7,21 @@ mod bench;
 mod capacity;
 mod gen_trace;
 mod layout;
+// The chart and figure halves are drawn by `demo` and `run` (issue 7), merged separately.
+#[allow(dead_code, unused_imports)]
+mod picture;
+mod progress;
 mod ptdump;
 mod replay;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.
 #[derive(Parser)]
 #[command(name = "vmspace", version, about, long_about = None)]
+#[command(after_help = "Examples:
+  vmspace layout --arch i386 --svg i386.svg   the layout of a 32-bit task, drawn to scale
+  vmspace gen-trace --seed 7 > t.jsonl && vmspace replay t.jsonl --diff
+
+Each command explains itself with --help; those that print results take --json.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,7 +65,18 @@ enum Command {
     Capacity(capacity::CapacityArgs),
 }
 
+/// Lets a closed stdout (`vmspace … | head`) end the process quietly, as in C tools, instead
+/// of panicking in `println!`.
+fn default_sigpipe() {
+    // SAFETY: called first thing in main, before any thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE and no Rust code relies on SIGPIPE being ignored.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench(args) => bench::run(args),

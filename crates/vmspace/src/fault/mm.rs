@@ -499,7 +499,11 @@ impl<A: Arch> Mm<A> {
         if let Ok(at) = r {
             let span = match self.space.win_table().containing(at) {
                 Some(a) if addr.is_none() || kind.contains(AllocKind::RESERVE) => (a.base, a.end()),
-                _ => (at, page_end(at, size)),
+                // Commit inside a reservation: the pages touching the caller's range.
+                _ => {
+                    let a = addr.unwrap_or(at);
+                    (a & !(PAGE_SIZE - 1), page_end(a, size))
+                }
             };
             self.reprotect(phys, tlb, span.0, span.1);
         }

@@ -337,3 +337,19 @@ mod props {
         }
     }
 }
+
+#[test]
+fn unaligned_commit_through_virtual_alloc_reprotects_every_page_it_touches() {
+    let (mut p, mut m) = setup();
+    let t = &mut NoTlb;
+    let a = m.virtual_alloc(&mut p, t, None, 0x4000, R | C, RW).unwrap();
+    m.touch(&mut p, t, a + 0x1000, true, 4).unwrap();
+    m.virtual_protect(&mut p, t, a, 0x4000, WinProt::READONLY)
+        .unwrap();
+    // MEM_COMMIT over committed pages with a new protection: both touched pages change.
+    m.virtual_alloc(&mut p, t, Some(a + 0x800), 0x1000, C, RW)
+        .unwrap();
+    m.touch(&mut p, t, a + 0x1000, true, 5).unwrap();
+    assert_eq!(m.touch(&mut p, t, a + 0x1000, false, 0), Ok(Some(5)));
+    m.check(&p).unwrap();
+}
