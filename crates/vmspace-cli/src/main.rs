@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod capacity;
 mod gen_trace;
 mod layout;
 // The single-panel renderers (render_space, render_chart) are API for later commands.
@@ -77,6 +78,12 @@ enum Command {
     /// Exits 1 naming each expectation that failed, 2 on a bad file (with its line and
     /// column). Example: `vmspace run examples/leak-oom.toml --svg leak.svg`.
     Run(scenario::RunArgs),
+    /// How many threads fit in a 32-bit space next to a heap, per layout, and at what cost.
+    ///
+    /// Legacy and top-down Linux layouts and reserve/commit at 64 KiB granularity: threads
+    /// with `--stack` stacks next to a `--heap` heap, the largest heap, the largest single
+    /// mapping, page-table memory. Example: `vmspace capacity --heap 1G --json`.
+    Capacity(capacity::CapacityArgs),
 }
 
 /// Lets a closed stdout (`vmspace … | head`) end the process quietly, as in C tools, instead
@@ -109,6 +116,7 @@ fn main() -> ExitCode {
             Ok(code) => return code,
             Err(e) => Err(e),
         },
+        Command::Capacity(args) => capacity::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

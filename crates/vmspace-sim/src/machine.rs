@@ -11,8 +11,11 @@ use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
 use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
 use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, WinException};
+use vmspace::paging::PageTable;
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
+use vmspace::space::kernel::{KernelError, KernelLayout, KernelSpace, KernelStack};
+use vmspace::space::AddressSpace;
 use vmspace::space::{
     AllocKind, Errno, Fault, FileRef, RegionInfo, SmapsEntry, SpaceConfig, TaskKind, WinError,
     WinProt,
@@ -82,6 +85,8 @@ pub enum SimError {
     BadRam,
     /// A Windows memory call failed (VirtualAlloc, VirtualFree, VirtualProtect, …).
     Win(WinError),
+    /// The shared kernel half refused (an invalid layout, no kernel-stack slot left).
+    Kernel(KernelError),
 }
 
 impl From<WinError> for SimError {
@@ -124,6 +129,9 @@ pub struct Machine {
     next_tid: Tid,
     free_asids: Vec<u16>,
     next_asid: u16,
+    /// The kernel half shared by every i386 process, if the machine has one
+    /// ([`Machine::with_kernel_half`]).
+    kernel: Option<KernelSpace>,
 }
 
 impl Machine {
@@ -152,7 +160,45 @@ impl Machine {
             next_tid: 1,
             free_asids: Vec::new(),
             next_asid: 1,
+            kernel: None,
         })
+    }
+
+    /// A machine whose i386 processes share one kernel half laid out as `layout` (the
+    /// 32-bit kernel's space, `vmspace::space::kernel`): every kernel page table is
+    /// allocated now, every i386 process's directory points at them, and kernel stacks are
+    /// one page each in the layout's kernel-stack region with an unmapped guard page
+    /// below, visible in every process.
+    pub fn with_kernel_half(ram: u64, layout: KernelLayout) -> Result<Self, SimError> {
+        let mut m = Machine::new(ram)?;
+        let k =
+            KernelSpace::new(layout, &mut m.phys.mem, &mut m.phys.frames).map_err(|e| match e {
+                KernelError::OutOfFrames => SimError::OutOfMemory,
+                e => SimError::Kernel(e),
+            })?;
+        m.kernel = Some(k);
+        Ok(m)
+    }
+
+    /// The shared kernel half, if the machine has one.
+    pub fn kernel_half(&self) -> Option<&KernelSpace> {
+        self.kernel.as_ref()
+    }
+
+    /// The address space of a new i386 process: over the shared kernel half if there is
+    /// one.
+    fn i386_mm(&mut self, space: AddressSpace) -> Result<Mm<I386>, vmspace::paging::MapError> {
+        match &self.kernel {
+            Some(k) => {
+                let pt = PageTable::new_sharing(
+                    k.page_table(),
+                    &mut self.phys.mem,
+                    &mut self.phys.frames,
+                )?;
+                Ok(Mm::with_page_table(space, pt))
+            }
+            None => Mm::with_space(I386::new(), space, &mut self.phys),
+        }
     }
 
     /// Physical memory (bytes, frames, zero page, page cache).
@@ -243,7 +289,7 @@ impl Machine {
         let asid = self.alloc_asid()?;
         let mm = match arch {
             ArchKind::X86_64 => Mm::new(X86_64, cfg, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => Mm::new(I386::new(), cfg, &mut self.phys).map(AnyMm::I386),
+            ArchKind::I386 => self.i386_mm(AddressSpace::new(cfg)).map(AnyMm::I386),
         };
         let mut mm = match mm {
             Ok(m) => m,
@@ -297,7 +343,7 @@ impl Machine {
             .unwrap_or(space.layout().stack_top);
         let mm = match arch {
             ArchKind::X86_64 => Mm::with_space(X86_64, space, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => Mm::with_space(I386::new(), space, &mut self.phys).map(AnyMm::I386),
+            ArchKind::I386 => self.i386_mm(space).map(AnyMm::I386),
         };
         let mm = match mm {
             Ok(m) => m,
@@ -344,6 +390,16 @@ impl Machine {
             .procs
             .get_mut(&pid)
             .ok_or(SimError::NoSuchProcess(pid))?;
+        if let (ArchKind::I386, Some(k)) = (p.arch, self.kernel.as_mut()) {
+            // The shared kernel half hands out the stack (mapped for every process).
+            let st = k
+                .alloc_stack(&mut self.phys.mem, &mut self.phys.frames)
+                .map_err(|e| match e {
+                    KernelError::OutOfFrames => SimError::OutOfMemory,
+                    e => SimError::Kernel(e),
+                })?;
+            return Ok(self.enter_thread(pid, tid, stack, st.page));
+        }
         let kva = match p.arch {
             ArchKind::X86_64 => KSTACK_BASE_64 + tid as u64 * 2 * PAGE_SIZE + PAGE_SIZE,
             ArchKind::I386 if tid < MAX_TID_32 => {
@@ -369,8 +425,15 @@ impl Machine {
             let _ = self.phys.frames.deallocate_frame(frame);
             return Err(SimError::OutOfMemory);
         }
+        Ok(self.enter_thread(pid, tid, stack, kva))
+    }
+
+    /// Records thread `tid` of `pid` with its user stack and the kernel stack page `kva`.
+    fn enter_thread(&mut self, pid: Pid, tid: Tid, stack: Stack, kva: u64) -> Tid {
         self.next_tid += 1;
-        p.threads.push(tid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.threads.push(tid);
+        }
         self.threads.insert(
             tid,
             Thread {
@@ -381,7 +444,30 @@ impl Machine {
                 ended: None,
             },
         );
-        Ok(tid)
+        tid
+    }
+
+    /// Frees the kernel stack at `kva` in the shared kernel half and drops it from every
+    /// address space's TLB entries (it was visible in all of them). `false` if the machine
+    /// has no kernel half or the stack is not the process's arch's.
+    fn free_shared_kernel_stack(&mut self, arch: ArchKind, kva: u64) -> bool {
+        let Some(k) = self.kernel.as_mut().filter(|_| arch == ArchKind::I386) else {
+            return false;
+        };
+        if let Ok(t) = k.translate(&self.phys.mem, kva) {
+            let st = KernelStack {
+                guard: kva - PAGE_SIZE,
+                page: kva,
+                frame: t.frame.as_u64(),
+            };
+            if let Ok(flush) = k.free_stack(&mut self.phys.mem, &mut self.phys.frames, st) {
+                flush.ignore();
+                for p in self.procs.values() {
+                    self.tlb.invalidate(p.asid, kva);
+                }
+            }
+        }
+        true
     }
 
     /// Starts a thread in `pid` with a new stack of `style`.
@@ -505,6 +591,10 @@ impl Machine {
         }
         t.ended = Some(why);
         let (pid, kva) = (t.pid, t.kernel_stack);
+        let arch = self.procs.get(&pid).map(|p| p.arch);
+        if arch.is_some_and(|a| self.free_shared_kernel_stack(a, kva)) {
+            return;
+        }
         if let Some(p) = self.procs.get_mut(&pid) {
             let phys = &mut self.phys;
             let r = with_mm!(&mut p.mm, m => m.page_table_mut().unmap(
@@ -532,14 +622,20 @@ impl Machine {
         let Some(p) = self.procs.remove(&pid) else {
             return;
         };
+        let mut kstacks = Vec::new();
         for tid in &p.threads {
             if let Some(t) = self.threads.get_mut(tid) {
                 if t.ended.is_none() {
                     t.ended = Some(ThreadEnd::ProcessEnded(why));
+                    kstacks.push(t.kernel_stack);
                 }
             }
         }
-        // Kernel stacks of running threads are still mapped: exit drops them with the rest.
+        // In a shared kernel half the running threads' kernel stacks are the kernel's to
+        // free; otherwise they are still mapped in this table and exit drops them.
+        for kva in kstacks {
+            self.free_shared_kernel_stack(p.arch, kva);
+        }
         with_mm!(p.mm, m => m.exit(&mut self.phys));
         self.tlb.invalidate_asid(p.asid);
         self.free_asids.push(p.asid);
@@ -578,7 +674,8 @@ impl Machine {
             }
         };
         // The child's page table was copied with the parent's kernel stacks absent (they
-        // are outside every VMA), so only its own kernel stack is mapped below.
+        // are outside every VMA), so only its own kernel stack is mapped below — unless
+        // the kernel half is shared, where every kernel stack is visible to all.
         let cpid = self.next_pid;
         self.next_pid += 1;
         self.procs.insert(
@@ -1152,6 +1249,10 @@ impl Machine {
             if c != *n {
                 return Err(format!("frame {f:?}: refcount {c}, mappings {n}"));
             }
+        }
+        if let Some(k) = &self.kernel {
+            // The shared kernel tables and the kernel's own directory.
+            tables += k.shared_tables() + k.page_table().table_pages();
         }
         let st = self.phys.frames.stats();
         let expect = 1 + tables + refs.len() as u64;

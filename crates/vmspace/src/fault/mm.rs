@@ -105,20 +105,27 @@ impl<A: Arch> Mm<A> {
     /// Adopts `space` (e.g. built from a snapshot) with no page mapped yet.
     pub fn with_space<M: PhysMem, F: RefFrames>(
         arch: A,
-        mut space: AddressSpace,
+        space: AddressSpace,
         phys: &mut Phys<M, F>,
     ) -> Result<Self, MapError> {
         let pt = PageTable::new(arch, &mut phys.mem, &mut phys.frames)?;
+        Ok(Self::with_page_table(space, pt))
+    }
+
+    /// Adopts `space` and a page table with no user page mapped yet — e.g. one made by
+    /// `PageTable::new_sharing` whose kernel half is shared with every process; forks then
+    /// share it too.
+    pub fn with_page_table(mut space: AddressSpace, pt: PageTable<A>) -> Self {
         space.set_mmu_log(true);
         let _ = space.take_mmu_events();
-        Ok(Mm {
+        Mm {
             space,
             pt,
             rss: Rss::default(),
             shm: BTreeMap::new(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
-        })
+        }
     }
 
     /// The VMAs.
@@ -901,8 +908,13 @@ impl<A: Arch> Mm<A> {
             }
         }
         let space = self.space.dup_for_fork();
-        let pt = PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
-            .map_err(|e| super::map_err_at(e, 0))?;
+        // A shared kernel half stays shared: the child's directory copies those entries.
+        let pt = if !self.pt.has_shared_root_entries() {
+            PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
+        } else {
+            PageTable::new_sharing(&self.pt, &mut phys.mem, &mut phys.frames)
+        }
+        .map_err(|e| super::map_err_at(e, 0))?;
         let mut child = Mm {
             space,
             pt,
@@ -950,8 +962,9 @@ impl<A: Arch> Mm<A> {
         Ok(child)
     }
 
-    /// Process exit: unmaps everything (kernel mappings in this table included), drops every
-    /// frame reference and frees every table.
+    /// Process exit: unmaps everything (kernel mappings in this table included, but not a
+    /// shared kernel half, which outlives the process), drops every frame reference and
+    /// frees every table it owns.
     pub fn exit<M: PhysMem, F: RefFrames>(self, phys: &mut Phys<M, F>) {
         let mut frames: Vec<PhysAddr> = Vec::new();
         let _ = self

@@ -21,6 +21,7 @@ pub mod accounting;
 pub mod brk;
 pub mod config;
 pub mod errno;
+pub mod kernel;
 pub mod layout;
 pub mod madvise;
 pub mod maps;
