@@ -26,7 +26,7 @@
 
 use super::qcache::QCache;
 use super::store::Store;
-use super::tags::{Kind, Tag, NIL};
+use super::tags::{Kind, Tag, MAX_TAGS, NIL};
 
 /// Why an arena operation failed; the arena is unchanged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +168,7 @@ pub struct Arena<T: Store<Tag>, H: Store<u32>, P: Source = NoParent> {
     nbuckets: usize,
     nalloc: usize,
     rotor: u32,
+    imported: usize,
     span_bytes: u128,
     alloc_bytes: u128,
     qc: QCache,
@@ -234,6 +235,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             nbuckets,
             nalloc: 0,
             rotor: NIL,
+            imported: 0,
             span_bytes: 0,
             alloc_bytes: 0,
             qc: QCache::new(),
@@ -295,6 +297,12 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         self.nalloc
     }
 
+    /// Whether `x` is not a multiple of the quantum.
+    #[inline]
+    fn unaligned(&self, x: u64) -> bool {
+        x & (self.quantum - 1) != 0
+    }
+
     fn t(&self, i: u32) -> &Tag {
         &self.tags.slots()[i as usize]
     }
@@ -311,7 +319,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             return Ok(());
         }
         let need = self.tags.slots().len() + (k - avail);
-        if need >= NIL as usize || !self.tags.grow(need, Tag::EMPTY) {
+        if need > MAX_TAGS || !self.tags.grow(need, Tag::EMPTY) {
             return Err(ArenaError::NoTags);
         }
         Ok(())
@@ -337,10 +345,9 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             self.rotor = heir;
         }
         let pool = self.pool;
-        *self.tm(i) = Tag {
-            link_next: pool,
-            ..Tag::EMPTY
-        };
+        let mut t = Tag::EMPTY;
+        t.link_next = pool;
+        *self.tm(i) = t;
         self.pool = i;
         self.pool_count += 1;
     }
@@ -351,14 +358,14 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let next = if at == NIL {
             self.seg_head
         } else {
-            self.t(at).next
+            self.t(at).next()
         };
         self.tm(i).prev = at;
-        self.tm(i).next = next;
+        self.tm(i).set_next(next);
         if at == NIL {
             self.seg_head = i;
         } else {
-            self.tm(at).next = i;
+            self.tm(at).set_next(i);
         }
         if next == NIL {
             self.seg_tail = i;
@@ -368,11 +375,11 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     }
 
     fn seg_unlink(&mut self, i: u32) {
-        let Tag { prev, next, .. } = *self.t(i);
+        let (prev, next) = (self.t(i).prev, self.t(i).next());
         if prev == NIL {
             self.seg_head = next;
         } else {
-            self.tm(prev).next = next;
+            self.tm(prev).set_next(next);
         }
         if next == NIL {
             self.seg_tail = prev;
@@ -431,7 +438,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         self.tm(i).link_next = head;
         self.buckets.slots_mut()[b] = i;
         self.nalloc += 1;
-        if self.nalloc > 2 * self.nbuckets {
+        if self.nalloc > self.nbuckets {
             self.hash_grow();
         }
     }
@@ -493,7 +500,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         if size == 0 {
             return Err(ArenaError::ZeroSize);
         }
-        if base % self.quantum != 0 || size % self.quantum != 0 {
+        if self.unaligned(base | size) {
             return Err(ArenaError::Misaligned);
         }
         if base.checked_add(size - 1).is_none() {
@@ -528,12 +535,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     }
 
     fn push_span(&mut self, base: u64, size: u64, kind: Kind) -> u32 {
-        let span = self.new_tag(Tag {
-            start: base,
-            size,
-            kind,
-            ..Tag::EMPTY
-        });
+        let span = self.new_tag(Tag::new(base, size, kind));
         let tail = self.seg_tail;
         self.seg_insert_after(tail, span);
         let head = self.span_head;
@@ -543,12 +545,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             self.tm(head).link_prev = span;
         }
         self.span_head = span;
-        let seg = self.new_tag(Tag {
-            start: base,
-            size,
-            kind: Kind::Free,
-            ..Tag::EMPTY
-        });
+        self.imported += (kind == Kind::Imported) as usize;
+        let seg = self.new_tag(Tag::new(base, size, Kind::Free));
         self.seg_insert_after(span, seg);
         self.free_insert(seg);
         self.span_bytes += size as u128;
@@ -564,6 +562,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             link_next,
             ..
         } = *self.t(span);
+        let kind = self.t(span).kind();
+        self.imported -= (kind == Kind::Imported) as usize;
         self.seg_unlink(seg);
         self.seg_unlink(span);
         if link_prev == NIL {
@@ -591,7 +591,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     /// segment fits. Errors: `ZeroSize`, `Misaligned`, `BadConstraint`, `NoSpace`, `NoTags`.
     pub fn xalloc(&mut self, size: u64, c: Constraints, policy: Policy) -> Result<u64, ArenaError> {
         let c = self.normalize(size, c)?;
-        if self.qc.serves(size, self.quantum) && c.is_plain(self.quantum) {
+        if self.qc.serves(size, self.qshift) && c.is_plain(self.quantum) {
             return self.qc_alloc(size);
         }
         self.xalloc_raw(size, &c, policy)
@@ -605,7 +605,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         if c.align == 0 {
             c.align = q;
         }
-        if size % q != 0 || !c.align.is_power_of_two() || c.align % q != 0 || c.phase % q != 0 {
+        if !c.align.is_power_of_two() || self.unaligned(size | c.align | c.phase) {
             return Err(ArenaError::Misaligned);
         }
         if c.phase >= c.align
@@ -642,7 +642,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             .and_then(|n| n.checked_next_multiple_of(self.import_quantum))
             .ok_or(ArenaError::NoSpace)?;
         let base = self.parent.import(need, 0)?;
-        if base % self.quantum != 0
+        if self.unaligned(base)
             || base.checked_add(need - 1).is_none()
             || self.overlaps_span(base, need)
         {
@@ -742,12 +742,16 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let mut i = first;
         loop {
             let t = self.t(i);
-            if t.kind == Kind::Free && t.size >= size {
+            if t.kind() == Kind::Free && t.size >= size {
                 if let Some(start) = self.fit(t.start, t.end(), size, c) {
                     return Some((i, start));
                 }
             }
-            i = if t.next == NIL { self.seg_head } else { t.next };
+            i = if t.next() == NIL {
+                self.seg_head
+            } else {
+                t.next()
+            };
             if i == first {
                 return None;
             }
@@ -779,15 +783,10 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             let at = self.tm(a);
             at.start = start;
             at.size = size;
-            at.kind = Kind::Alloc;
+            at.set_kind(Kind::Alloc);
         }
         if right > 0 {
-            let r = self.new_tag(Tag {
-                start: start + size,
-                size: right,
-                kind: Kind::Free,
-                ..Tag::EMPTY
-            });
+            let r = self.new_tag(Tag::new(start + size, right, Kind::Free));
             self.seg_insert_after(a, r);
             self.free_insert(r);
         }
@@ -811,8 +810,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         if allocated != size {
             return Err(ArenaError::WrongSize { allocated });
         }
-        if self.qc.serves(size, self.quantum) {
-            let class = self.qc.class(size, self.quantum);
+        if self.qc.serves(size, self.qshift) {
+            let class = self.qc.class(size, self.qshift);
             if self.qc.contains(class, base) {
                 return Err(ArenaError::DoubleFree);
             }
@@ -829,10 +828,10 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let mut i = self.seg_head;
         while i != NIL {
             let t = self.t(i);
-            if t.kind == Kind::Free && t.start <= base && end <= t.end() {
+            if t.kind() == Kind::Free && t.start <= base && end <= t.end() {
                 return ArenaError::DoubleFree;
             }
-            i = t.next;
+            i = t.next();
         }
         ArenaError::NotAllocated
     }
@@ -840,12 +839,12 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     fn free_raw(&mut self, mut i: u32) {
         self.hash_remove(i);
         self.alloc_bytes -= self.t(i).size as u128;
-        self.tm(i).kind = Kind::Free;
+        self.tm(i).set_kind(Kind::Free);
         // Whether `i` is on a free list: a free neighbour absorbing it keeps its place when
         // its list does not change, sparing the cache misses of unlinking and relinking.
         let mut listed = false;
         let prev = self.t(i).prev;
-        if prev != NIL && self.t(prev).kind == Kind::Free {
+        if prev != NIL && self.t(prev).kind() == Kind::Free {
             let sz = self.t(i).size;
             self.seg_unlink(i);
             self.drop_tag(i, prev);
@@ -853,8 +852,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             i = prev;
             listed = true;
         }
-        let next = self.t(i).next;
-        if next != NIL && self.t(next).kind == Kind::Free {
+        let next = self.t(i).next();
+        if next != NIL && self.t(next).kind() == Kind::Free {
             self.free_remove(next);
             let sz = self.t(next).size;
             self.seg_unlink(next);
@@ -863,9 +862,13 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             listed = true;
         }
         let span = self.t(i).prev;
-        let st = *self.t(span);
         let t = *self.t(i);
-        if st.kind == Kind::Imported && st.start == t.start && st.size == t.size {
+        if self.imported > 0
+            && self.t(span).kind() == Kind::Imported
+            && self.t(span).start == t.start
+            && self.t(span).size == t.size
+        {
+            let st = *self.t(span);
             if listed {
                 self.free_remove(i);
             }
@@ -893,7 +896,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     // ---- quantum caches ----
 
     fn qc_alloc(&mut self, size: u64) -> Result<u64, ArenaError> {
-        let class = self.qc.class(size, self.quantum);
+        let class = self.qc.class(size, self.qshift);
         if let Some(a) = self.qc.pop(class) {
             return Ok(a);
         }
@@ -938,11 +941,11 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
                 return None;
             }
             let t = self.t(i);
-            i = t.next;
+            i = t.next();
             Some(Segment {
                 start: t.start,
                 size: t.size,
-                kind: t.kind,
+                kind: t.kind(),
             })
         })
     }
