@@ -192,6 +192,14 @@ impl<P: Source> Arena<alloc::vec::Vec<Tag>, alloc::vec::Vec<u32>, P> {
     }
 }
 
+/// A hash chain position: bucket, predecessor on the chain ([`NIL`] at the head), tag.
+#[derive(Clone, Copy)]
+struct HashPos {
+    b: usize,
+    p: u32,
+    i: u32,
+}
+
 fn mix(x: u64) -> u64 {
     let m = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     m ^ (m >> 29) ^ (m >> 43)
@@ -469,27 +477,29 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         }
     }
 
-    fn hash_find(&self, start: u64) -> u32 {
-        let mut i = self.buckets.slots()[self.bucket(start)];
-        while i != NIL && self.t(i).start != start {
-            i = self.t(i).link_next;
+    /// Where the allocated segment starting at `start` is: its bucket, its predecessor on
+    /// the chain and itself ([`NIL`] if none), so that removing it walks the chain once.
+    fn hash_find(&self, start: u64) -> HashPos {
+        let b = self.bucket(start);
+        let mut p = NIL;
+        let mut i = self.buckets.slots()[b];
+        while i != NIL {
+            let t = self.t(i);
+            if t.start == start {
+                break;
+            }
+            p = i;
+            i = t.link_next;
         }
-        i
+        HashPos { b, p, i }
     }
 
-    fn hash_remove(&mut self, i: u32) {
-        let b = self.bucket(self.t(i).start);
-        let mut p = NIL;
-        let mut c = self.buckets.slots()[b];
-        while c != i {
-            p = c;
-            c = self.t(c).link_next;
-        }
-        let next = self.t(i).link_next;
-        if p == NIL {
-            self.buckets.slots_mut()[b] = next;
+    fn hash_remove(&mut self, h: HashPos) {
+        let next = self.t(h.i).link_next;
+        if h.p == NIL {
+            self.buckets.slots_mut()[h.b] = next;
         } else {
-            self.tm(p).link_next = next;
+            self.tm(h.p).link_next = next;
         }
         self.nalloc -= 1;
     }
@@ -584,6 +594,26 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
 
     /// Allocates `size` bytes with the arena's policy and no constraints.
     pub fn alloc(&mut self, size: u64) -> Result<u64, ArenaError> {
+        // Instant fit without constraints: one bit scan, and the head segment starts where the
+        // allocation does, so only a right remainder can need a tag.
+        if self.policy == Policy::InstantFit
+            && size != 0
+            && !self.unaligned(size)
+            && !self.qc.serves(size, self.qshift)
+        {
+            let ceil = Self::list_of(size) + !size.is_power_of_two() as usize;
+            let m = if ceil < 64 {
+                self.free_map & (!0u64 << ceil)
+            } else {
+                0
+            };
+            if m != 0 {
+                let t = self.free_heads[m.trailing_zeros() as usize];
+                let seg = *self.t(t);
+                self.ensure_tags((seg.size > size) as usize)?;
+                return Ok(self.carve(t, seg.start, size));
+            }
+        }
         self.xalloc(size, Constraints::default(), self.policy)
     }
 
@@ -742,7 +772,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let mut i = first;
         loop {
             let t = self.t(i);
-            if t.kind() == Kind::Free && t.size >= size {
+            if t.is(Kind::Free) && t.size >= size {
                 if let Some(start) = self.fit(t.start, t.end(), size, c) {
                     return Some((i, start));
                 }
@@ -763,14 +793,29 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let seg = *self.t(t);
         let left = start - seg.start;
         let right = (seg.end() - (start as u128 + size as u128)) as u64;
-        // A left remainder still in the same list keeps its place (no neighbour to touch).
-        let keep = left > 0 && Self::list_of(left) == Self::list_of(seg.size);
-        if !keep {
+        let list = Self::list_of(seg.size);
+        // A remainder still in the list of the whole segment keeps its tag and its place on
+        // that list, so neither the list nor its neighbours are touched: the left one when
+        // there is one, else the right one (instant fit always allocates at the start).
+        let keep_left = left > 0 && Self::list_of(left) == list;
+        let keep_right = left == 0 && right > 0 && Self::list_of(right) == list;
+        if keep_right {
+            let a = self.new_tag(Tag::new(start, size, Kind::Alloc));
+            self.seg_insert_after(seg.prev, a);
+            let tt = self.tm(t);
+            tt.start = start + size;
+            tt.size = right;
+            self.hash_insert(a);
+            self.rotor = a;
+            self.alloc_bytes += size as u128;
+            return start;
+        }
+        if !keep_left {
             self.free_remove(t);
         }
         let a = if left > 0 {
             self.tm(t).size = left;
-            if !keep {
+            if !keep_left {
                 self.free_insert(t);
             }
             let a = self.new_tag(Tag::EMPTY);
@@ -802,7 +847,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     /// `ZeroSize`, `Misaligned`, `Overflow`, `NotAllocated`, `DoubleFree`, `WrongSize`.
     pub fn free(&mut self, base: u64, size: u64) -> Result<(), ArenaError> {
         self.check_range(base, size)?;
-        let i = self.hash_find(base);
+        let h = self.hash_find(base);
+        let i = h.i;
         if i == NIL {
             return Err(self.classify_bad_free(base, size));
         }
@@ -819,7 +865,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
                 return Ok(());
             }
         }
-        self.free_raw(i);
+        self.free_raw(h);
         Ok(())
     }
 
@@ -828,7 +874,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let mut i = self.seg_head;
         while i != NIL {
             let t = self.t(i);
-            if t.kind() == Kind::Free && t.start <= base && end <= t.end() {
+            if t.is(Kind::Free) && t.start <= base && end <= t.end() {
                 return ArenaError::DoubleFree;
             }
             i = t.next();
@@ -836,46 +882,43 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         ArenaError::NotAllocated
     }
 
-    fn free_raw(&mut self, mut i: u32) {
-        self.hash_remove(i);
-        self.alloc_bytes -= self.t(i).size as u128;
+    fn free_raw(&mut self, h: HashPos) {
+        let i = h.i;
+        self.hash_remove(h);
+        let (prev, next, size) = (self.t(i).prev, self.t(i).next(), self.t(i).size);
+        self.alloc_bytes -= size as u128;
         self.tm(i).set_kind(Kind::Free);
-        // Whether `i` is on a free list: a free neighbour absorbing it keeps its place when
-        // its list does not change, sparing the cache misses of unlinking and relinking.
-        let mut listed = false;
-        let prev = self.t(i).prev;
-        if prev != NIL && self.t(prev).kind() == Kind::Free {
-            let sz = self.t(i).size;
+        // Both neighbours are read at once (independent cache misses); the merged segment
+        // keeps the tag of a free left neighbour, which stays on its free list when the list
+        // does not change: one list move at most, sparing the misses of unlinking and
+        // relinking its list neighbours.
+        let prev_free = prev != NIL && self.t(prev).is(Kind::Free);
+        let next_free = next != NIL && self.t(next).is(Kind::Free);
+        let keep = if prev_free { prev } else { i };
+        let mut by = 0;
+        if next_free {
+            by += self.t(next).size;
+            self.free_remove(next);
+            self.seg_unlink(next);
+            self.drop_tag(next, keep);
+        }
+        if prev_free {
+            by += size;
             self.seg_unlink(i);
             self.drop_tag(i, prev);
-            self.grow_free(prev, sz, true);
-            i = prev;
-            listed = true;
         }
-        let next = self.t(i).next();
-        if next != NIL && self.t(next).kind() == Kind::Free {
-            self.free_remove(next);
-            let sz = self.t(next).size;
-            self.seg_unlink(next);
-            self.drop_tag(next, i);
-            self.grow_free(i, sz, listed);
-            listed = true;
-        }
-        let span = self.t(i).prev;
-        let t = *self.t(i);
+        self.grow_free(keep, by, prev_free);
+        let span = self.t(keep).prev;
+        let t = *self.t(keep);
         if self.imported > 0
-            && self.t(span).kind() == Kind::Imported
+            && self.t(span).is(Kind::Imported)
             && self.t(span).start == t.start
             && self.t(span).size == t.size
         {
             let st = *self.t(span);
-            if listed {
-                self.free_remove(i);
-            }
-            self.pop_span(span, i);
+            self.free_remove(keep);
+            self.pop_span(span, keep);
             self.parent.release(st.start, st.size);
-        } else if !listed {
-            self.free_insert(i);
         }
     }
 
@@ -921,10 +964,10 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     pub fn purge_qcaches(&mut self) {
         for class in 0..super::qcache::QC_CLASSES {
             while let Some(a) = self.qc.pop(class) {
-                let i = self.hash_find(a);
-                debug_assert!(i != NIL);
-                if i != NIL {
-                    self.free_raw(i);
+                let h = self.hash_find(a);
+                debug_assert!(h.i != NIL);
+                if h.i != NIL {
+                    self.free_raw(h);
                 }
             }
         }

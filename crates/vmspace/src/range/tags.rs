@@ -33,16 +33,6 @@ pub enum Kind {
     Alloc,
 }
 
-impl Kind {
-    const ALL: [Kind; 5] = [
-        Kind::Unused,
-        Kind::Span,
-        Kind::Imported,
-        Kind::Free,
-        Kind::Alloc,
-    ];
-}
-
 /// A boundary tag.
 #[derive(Clone, Copy, Debug)]
 #[repr(C, align(32))]
@@ -96,7 +86,19 @@ impl Tag {
     /// What the tag describes.
     #[inline]
     pub fn kind(&self) -> Kind {
-        Kind::ALL[(self.next_kind >> KIND_SHIFT) as usize]
+        match self.next_kind >> KIND_SHIFT {
+            0 => Kind::Unused,
+            1 => Kind::Span,
+            2 => Kind::Imported,
+            3 => Kind::Free,
+            _ => Kind::Alloc,
+        }
+    }
+
+    /// Whether the tag is of `kind` (one compare).
+    #[inline]
+    pub fn is(&self, kind: Kind) -> bool {
+        self.next_kind >> KIND_SHIFT == kind as u32
     }
 
     /// Sets the next tag (an index below [`MAX_TAGS`], or [`NIL`]).
@@ -117,6 +119,14 @@ impl Tag {
 mod tests {
     use super::*;
 
+    const ALL: [Kind; 5] = [
+        Kind::Unused,
+        Kind::Span,
+        Kind::Imported,
+        Kind::Free,
+        Kind::Alloc,
+    ];
+
     #[test]
     fn a_tag_is_half_a_cache_line() {
         assert_eq!(core::mem::size_of::<Tag>(), 32);
@@ -125,15 +135,16 @@ mod tests {
 
     #[test]
     fn next_and_kind_are_independent() {
-        for kind in Kind::ALL {
+        for kind in ALL {
             let mut t = Tag::new(7, 9, kind);
             assert_eq!((t.next(), t.kind()), (NIL, kind));
             for next in [0, 1, 12345, (MAX_TAGS - 1) as u32, NIL] {
                 t.set_next(next);
                 assert_eq!((t.next(), t.kind()), (next, kind));
-                for k2 in Kind::ALL {
+                for k2 in ALL {
                     t.set_kind(k2);
                     assert_eq!((t.next(), t.kind()), (next, k2));
+                    assert!(t.is(k2) && ALL.iter().all(|&k| t.is(k) == (k == k2)));
                 }
                 t.set_kind(kind);
             }
