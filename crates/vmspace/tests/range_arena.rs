@@ -587,8 +587,8 @@ fn thousands_of_segments_on_a_fixed_bucket_store() {
 
 #[test]
 fn instant_fit_keeps_carving_the_same_remainder() {
-    // The remainder of the head segment stays on its list in place: consecutive requests come
-    // out in address order from the low end of the span.
+    // The remainder of the head segment goes back to the head of its list: consecutive
+    // requests come out in address order from the low end of the span.
     let mut a = HeapArena::on_heap(Q, Policy::InstantFit, NoParent).unwrap();
     a.add_span(0x4000_0000, 0x4000_0000).unwrap();
     let mut next = 0x4000_0000;

@@ -793,23 +793,11 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         let seg = *self.t(t);
         let left = start - seg.start;
         let right = (seg.end() - (start as u128 + size as u128)) as u64;
-        let list = Self::list_of(seg.size);
-        // A remainder still in the list of the whole segment keeps its tag and its place on
-        // that list, so neither the list nor its neighbours are touched: the left one when
-        // there is one, else the right one (instant fit always allocates at the start).
-        let keep_left = left > 0 && Self::list_of(left) == list;
-        let keep_right = left == 0 && right > 0 && Self::list_of(right) == list;
-        if keep_right {
-            let a = self.new_tag(Tag::new(start, size, Kind::Alloc));
-            self.seg_insert_after(seg.prev, a);
-            let tt = self.tm(t);
-            tt.start = start + size;
-            tt.size = right;
-            self.hash_insert(a);
-            self.rotor = a;
-            self.alloc_bytes += size as u128;
-            return start;
-        }
+        // A left remainder still in the same list keeps its place (no neighbour to touch).
+        // (Keeping a right remainder in place the same way, with a new tag for the allocated
+        // part, measured more cache misses per op at 1,000,000 segments: it touches the left
+        // neighbour instead, and splits the allocated tag from its neighbours' tags.)
+        let keep_left = left > 0 && Self::list_of(left) == Self::list_of(seg.size);
         if !keep_left {
             self.free_remove(t);
         }
