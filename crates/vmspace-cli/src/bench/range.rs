@@ -9,14 +9,16 @@
 //! instant-fit and next-fit. Every allocation of the setup comes from the one free range at
 //! the top, so it is O(1) for the linear-scan crates too; each hole they free costs a scan of
 //! the holes below it (their free lists are sorted vectors, and `free-list` also checks every
-//! entry for overlap), so their setup is Θ(holes²) — about a minute at 1,000,000 live segments
-//! (`setup_s`). No order avoids that: an insert into a sorted vector either scans or shifts
+//! entry for overlap), so their setup is Θ(holes²) — tens of seconds of CPU each at 1,000,000
+//! live segments (`setup_s` wall clock, `setup_cpu_s` thread CPU). No order avoids that: an insert into a sorted vector either scans or shifts
 //! every entry on one side of it.
 //!
 //! One op frees a uniformly random live segment and allocates a new one of a random size (the
 //! same seeded sequence for every impl). Ops that take long are measured fewer times
 //! (`reduced_ops`, with the count in `ops`). Each peer's record carries `ratio_to_instant_fit`
-//! (its ns/op over instant-fit's in the same case), also printed on stderr.
+//! (its ns/op over instant-fit's in the same case) and `cpu_ratio_to_instant_fit` (the same
+//! with thread CPU time, which preemption on a loaded machine does not inflate), also printed
+//! on stderr.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::collections::{BTreeMap, BTreeSet};
@@ -270,7 +272,9 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         for name in IMPLS {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
             let mut a = make(name);
+            let c0 = thread_cpu_ns();
             let (mut live, setup_s) = setup(a.as_mut(), n, &mut rng);
+            let setup_cpu_s = (thread_cpu_ns() - c0) as f64 / 1e9;
             // Calibrate on doubling batches until one takes 30 ms; keep rounds near 0.3 s.
             let mut batch = 8u64;
             let probe = loop {
@@ -290,23 +294,26 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             let mut r = Record::new("range", &n.to_string(), name, ns, ops)
                 .with("holes", holes(n))
                 .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0)
-                .with("setup_s", (setup_s * 1000.0).round() / 1000.0);
+                .with("setup_s", (setup_s * 1000.0).round() / 1000.0)
+                .with("setup_cpu_s", (setup_cpu_s * 1000.0).round() / 1000.0);
             if ops < full_ops {
                 r = r.with("reduced_ops", true);
             }
             let ratio = match instant_ns {
                 None => {
-                    instant_ns = Some(ns);
+                    instant_ns = Some((ns, cpu_ns));
                     String::new()
                 }
-                Some(base) => {
-                    let x = ns / base;
-                    r = r.with("ratio_to_instant_fit", (x * 100.0).round() / 100.0);
-                    format!(", {x:.1}x instant-fit")
+                Some((base, cpu_base)) => {
+                    let (x, xc) = (ns / base, cpu_ns / cpu_base);
+                    r = r
+                        .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
+                        .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
+                    format!(", {x:.1}x instant-fit (cpu {xc:.1}x)")
                 }
             };
             eprintln!(
-                "range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s)"
+                "range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s, cpu {setup_cpu_s:.2} s)"
             );
             out.push(r);
         }
