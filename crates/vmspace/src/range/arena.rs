@@ -4,13 +4,14 @@
 //! from spans it is given ([`Arena::add_span`]) or imports from a parent [`Source`] (returned
 //! to the parent as soon as wholly free). What a caller must know:
 //!
-//! - **Policies** ([`Policy`]): instant-fit takes the head of the first non-empty power-of-two
-//!   free list at or above the next power of two ≥ size — found with one bit scan of a bitmap,
-//!   constant time, and the segment always fits; best-fit returns the smallest fitting free
-//!   segment; next-fit walks the segment list from a rotor (the last allocation) in address
-//!   order, which suits IDs. Constrained requests ([`Constraints`]: alignment, phase, no-cross
-//!   boundary, min/max address) scan the free lists from the floor list up, first fit (best
-//!   fit for [`Policy::BestFit`]).
+//! - **Policies** ([`Policy`]): free segments are on 512 lists, eight size classes per power
+//!   of two. Instant-fit takes the head of the lowest non-empty list of the first power of two
+//!   at or above the next power of two ≥ size — two bit scans, constant time, and the segment
+//!   always fits; best-fit returns the smallest fitting free segment, scanning only the first
+//!   list with a fit; next-fit walks the segment list from a rotor (the last allocation) in
+//!   address order, which suits IDs. Constrained requests ([`Constraints`]: alignment, phase,
+//!   no-cross boundary, min/max address) scan the free lists from the request's list up, first
+//!   fit (best fit for [`Policy::BestFit`]).
 //! - **Boundary tags live outside the managed range**, in a tag [`Store`]; allocated segments
 //!   are found in O(1) on free through an open (chained) hash, resized by doubling in place.
 //!   Tags and buckets come from the stores given at construction: fixed slices are the
@@ -160,7 +161,8 @@ pub struct Arena<T: Store<Tag>, H: Store<u32>, P: Source = NoParent> {
     seg_head: u32,
     seg_tail: u32,
     span_head: u32,
-    free_heads: [u32; 64],
+    free_heads: [u32; LISTS],
+    sub_map: [u8; 64],
     free_map: u64,
     pool: u32,
     pool_count: usize,
@@ -200,6 +202,12 @@ struct HashPos {
     i: u32,
 }
 
+/// Free lists per power of two: a second level of size classes (as in TLSF) so that best fit
+/// scans only segments within an eighth of a power of two of each other.
+const SUB: usize = 8;
+/// Free lists in all.
+const LISTS: usize = 64 * SUB;
+
 fn mix(x: u64) -> u64 {
     let m = x.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     m ^ (m >> 29) ^ (m >> 43)
@@ -235,7 +243,8 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             seg_head: NIL,
             seg_tail: NIL,
             span_head: NIL,
-            free_heads: [NIL; 64],
+            free_heads: [NIL; LISTS],
+            sub_map: [0; 64],
             free_map: 0,
             pool: NIL,
             pool_count: 0,
@@ -398,33 +407,89 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
 
     // ---- free lists ----
 
+    /// The free list of `size`: `SUB * l + s` for a size of [2^l, 2^(l+1)) whose three bits
+    /// below the top one are `s`.
+    #[inline]
     fn list_of(size: u64) -> usize {
-        63 - size.leading_zeros() as usize
+        let l = 63 - size.leading_zeros() as usize;
+        let s = ((size as u128) << 3 >> l) as usize & (SUB - 1);
+        l * SUB + s
+    }
+
+    /// The smallest size list `k` can hold.
+    fn list_min(k: usize) -> u64 {
+        let (l, s) = (k / SUB, (k % SUB) as u64);
+        if l >= 3 {
+            (8 + s) << (l - 3)
+        } else {
+            (8 + s + (1 << (3 - l)) - 1) >> (3 - l)
+        }
+    }
+
+    /// The first non-empty free list at or above list `k`: two bit scans.
+    fn next_list(&self, k: usize) -> Option<usize> {
+        let l = k / SUB;
+        if l >= 64 {
+            return None;
+        }
+        let m = self.sub_map[l] as u32 & (!0u32 << (k % SUB));
+        if m != 0 {
+            return Some(l * SUB + m.trailing_zeros() as usize);
+        }
+        self.first_list_from_level(l + 1)
+    }
+
+    /// The first non-empty free list of a power of two ≥ 2^`l`.
+    fn first_list_from_level(&self, l: usize) -> Option<usize> {
+        let m = if l < 64 {
+            self.free_map & (!0u64 << l)
+        } else {
+            0
+        };
+        if m == 0 {
+            return None;
+        }
+        let l = m.trailing_zeros() as usize;
+        Some(l * SUB + self.sub_map[l].trailing_zeros() as usize)
     }
 
     fn free_insert(&mut self, i: u32) {
-        let l = Self::list_of(self.t(i).size);
-        let head = self.free_heads[l];
+        self.free_insert_at(i, Self::list_of(self.t(i).size));
+    }
+
+    /// Puts free segment `i` at the head of list `k` (its list).
+    #[inline]
+    fn free_insert_at(&mut self, i: u32, k: usize) {
+        let head = self.free_heads[k];
         self.tm(i).link_prev = NIL;
         self.tm(i).link_next = head;
         if head != NIL {
             self.tm(head).link_prev = i;
         }
-        self.free_heads[l] = i;
-        self.free_map |= 1 << l;
+        self.free_heads[k] = i;
+        self.sub_map[k / SUB] |= 1 << (k % SUB);
+        self.free_map |= 1 << (k / SUB);
     }
 
     fn free_remove(&mut self, i: u32) {
-        let l = Self::list_of(self.t(i).size);
+        self.free_remove_from(i, Self::list_of(self.t(i).size));
+    }
+
+    /// Takes free segment `i` off list `k` (its list).
+    #[inline]
+    fn free_remove_from(&mut self, i: u32, k: usize) {
         let Tag {
             link_prev,
             link_next,
             ..
         } = *self.t(i);
         if link_prev == NIL {
-            self.free_heads[l] = link_next;
+            self.free_heads[k] = link_next;
             if link_next == NIL {
-                self.free_map &= !(1 << l);
+                self.sub_map[k / SUB] &= !(1 << (k % SUB));
+                if self.sub_map[k / SUB] == 0 {
+                    self.free_map &= !(1 << (k / SUB));
+                }
             }
         } else {
             self.tm(link_prev).link_next = link_next;
@@ -601,14 +666,9 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             && !self.unaligned(size)
             && !self.qc.serves(size, self.qshift)
         {
-            let ceil = Self::list_of(size) + !size.is_power_of_two() as usize;
-            let m = if ceil < 64 {
-                self.free_map & (!0u64 << ceil)
-            } else {
-                0
-            };
-            if m != 0 {
-                let t = self.free_heads[m.trailing_zeros() as usize];
+            let ceil = 63 - size.leading_zeros() as usize + !size.is_power_of_two() as usize;
+            if let Some(k) = self.first_list_from_level(ceil) {
+                let t = self.free_heads[k];
                 let seg = *self.t(t);
                 self.ensure_tags((seg.size > size) as usize)?;
                 return Ok(self.carve(t, seg.start, size));
@@ -718,33 +778,25 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         if policy == Policy::NextFit {
             return self.find_next(size, c);
         }
-        let floor = Self::list_of(size);
         if policy == Policy::InstantFit && plain {
-            let ceil = if size.is_power_of_two() {
-                floor
-            } else {
-                floor + 1
-            };
-            if ceil < 64 {
-                let m = self.free_map & (!0u64 << ceil);
-                if m != 0 {
-                    let i = self.free_heads[m.trailing_zeros() as usize];
-                    return Some((i, self.t(i).start));
-                }
+            let ceil = 63 - size.leading_zeros() as usize + !size.is_power_of_two() as usize;
+            if let Some(k) = self.first_list_from_level(ceil) {
+                let i = self.free_heads[k];
+                return Some((i, self.t(i).start));
             }
         }
-        // Scan from the floor list up; lists above the first with a fit hold only larger
-        // segments, so the smallest fit in that list is the global best fit.
-        let mut m = self.free_map & (!0u64 << floor);
-        while m != 0 {
-            let l = m.trailing_zeros() as usize;
-            m &= m - 1;
+        // Scan from the list of `size` up; lists above the first with a fit hold only larger
+        // segments, so the smallest fit in that list is the global best fit (and a fit of the
+        // list's smallest size, or of `size` itself, ends the scan).
+        let mut next = self.next_list(Self::list_of(size));
+        while let Some(k) = next {
+            let least = Self::list_min(k).max(size);
             let mut best: Option<(u32, u64, u64)> = None;
-            let mut i = self.free_heads[l];
+            let mut i = self.free_heads[k];
             while i != NIL {
                 let t = self.t(i);
                 if let Some(start) = self.fit(t.start, t.end(), size, c) {
-                    if policy != Policy::BestFit || t.size == size {
+                    if policy != Policy::BestFit || t.size == least {
                         return Some((i, start));
                     }
                     if best.is_none_or(|(_, _, sz)| t.size < sz) {
@@ -756,6 +808,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             if let Some((i, start, _)) = best {
                 return Some((i, start));
             }
+            next = self.next_list(k + 1);
         }
         None
     }
@@ -797,14 +850,16 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         // (Keeping a right remainder in place the same way, with a new tag for the allocated
         // part, measured more cache misses per op at 1,000,000 segments: it touches the left
         // neighbour instead, and splits the allocated tag from its neighbours' tags.)
-        let keep_left = left > 0 && Self::list_of(left) == Self::list_of(seg.size);
+        let k = Self::list_of(seg.size);
+        let kl = if left > 0 { Self::list_of(left) } else { LISTS };
+        let keep_left = kl == k;
         if !keep_left {
-            self.free_remove(t);
+            self.free_remove_from(t, k);
         }
         let a = if left > 0 {
             self.tm(t).size = left;
             if !keep_left {
-                self.free_insert(t);
+                self.free_insert_at(t, kl);
             }
             let a = self.new_tag(Tag::EMPTY);
             self.seg_insert_after(t, a);
@@ -914,13 +969,14 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     /// whether it is on one now).
     fn grow_free(&mut self, i: u32, by: u64, listed: bool) {
         let old = self.t(i).size;
-        let moves = Self::list_of(old) != Self::list_of(old + by);
+        let (k, kn) = (Self::list_of(old), Self::list_of(old + by));
+        let moves = k != kn;
         if listed && moves {
-            self.free_remove(i);
+            self.free_remove_from(i, k);
         }
         self.tm(i).size = old + by;
         if !listed || moves {
-            self.free_insert(i);
+            self.free_insert_at(i, kn);
         }
     }
 
@@ -996,5 +1052,63 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Source for Arena<T, H, P> {
     }
     fn release(&mut self, base: u64, size: u64) {
         let _ = self.free(base, size);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type A = HeapArena;
+
+    #[test]
+    fn size_classes_partition_the_sizes_in_order() {
+        let mut sizes: alloc::vec::Vec<u64> = (1..=4096).collect();
+        for l in 12..64 {
+            for d in [0u64, 1, 2, 3] {
+                sizes.push((1u64 << l) - d);
+                sizes.push((1u64 << l) + d);
+                sizes.push(((1u64 << l) | (1u64 << (l - 1))) + d);
+            }
+        }
+        sizes.push(u64::MAX);
+        sizes.sort_unstable();
+        sizes.dedup();
+        let mut prev = 0;
+        for &x in &sizes {
+            let k = A::list_of(x);
+            assert!(k >= prev && k < LISTS, "{x}: list {k} after {prev}");
+            prev = k;
+            assert!(A::list_min(k) <= x, "{x} below its list's least size");
+            if k + 1 < LISTS {
+                assert!(A::list_min(k + 1) > x, "{x} belongs in a later list");
+            }
+            // A list holds sizes of one power of two, within an eighth of it.
+            assert_eq!(k / SUB, 63 - x.leading_zeros() as usize);
+        }
+        // Every list's least size is in it (below 8 bytes some lists hold no size at all).
+        for k in 3 * SUB..LISTS {
+            let m = A::list_min(k);
+            assert_eq!(A::list_of(m), k, "list {k}: least size {m}");
+        }
+    }
+
+    #[test]
+    fn next_list_skips_empty_lists_and_levels() {
+        let mut a = A::on_heap(1, Policy::BestFit, NoParent).unwrap();
+        assert_eq!(a.next_list(0), None);
+        // Free segments of 9 and 1,000 bytes, each in its span.
+        a.add_span(0, 9).unwrap();
+        a.add_span(1 << 20, 1000).unwrap();
+        let (k9, k1000) = (A::list_of(9), A::list_of(1000));
+        assert_eq!(a.next_list(0), Some(k9));
+        assert_eq!(a.next_list(k9), Some(k9));
+        assert_eq!(a.next_list(k9 + 1), Some(k1000));
+        assert_eq!(a.next_list(k1000 + 1), None);
+        assert_eq!(a.first_list_from_level(4), Some(k1000));
+        assert_eq!(a.first_list_from_level(64), None);
+        // Best fit of 8 bytes takes the 9-byte segment, then the 1,000 one.
+        assert_eq!(a.alloc(8), Ok(0));
+        assert_eq!(a.alloc(2), Ok(1 << 20));
     }
 }
