@@ -331,11 +331,14 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     // ---- tag pool ----
 
     fn ensure_tags(&mut self, k: usize) -> Result<(), ArenaError> {
-        let avail = self.pool_count + (self.tags.slots().len() - self.hw);
+        // Slots past MAX_TAGS (a store may grow beyond it) are never used: their index would
+        // not fit the tag links.
+        let len = self.tags.slots().len().min(MAX_TAGS);
+        let avail = self.pool_count + (len - self.hw);
         if avail >= k {
             return Ok(());
         }
-        let need = self.tags.slots().len() + (k - avail);
+        let need = len + (k - avail);
         if need > MAX_TAGS || !self.tags.grow(need, Tag::EMPTY) {
             return Err(ArenaError::NoTags);
         }
