@@ -5,9 +5,9 @@
 //! to the parent as soon as wholly free). What a caller must know:
 //!
 //! - **Policies** ([`Policy`]): free segments are on 512 lists, eight size classes per power
-//!   of two. Instant-fit takes the head of the lowest non-empty list of the first power of two
-//!   at or above the next power of two ≥ size — two bit scans, constant time, and the segment
-//!   always fits; best-fit returns the smallest fitting free segment, scanning only the first
+//!   of two. Instant-fit takes a segment of the first power of two at or above the next power of
+//!   two ≥ size that has one (the most recently freed list of it first) — two bit scans,
+//!   constant time, and the segment always fits; best-fit returns the smallest fitting free segment, scanning only the first
 //!   list with a fit; next-fit walks the segment list from a rotor (the last allocation) in
 //!   address order, which suits IDs. Constrained requests ([`Constraints`]: alignment, phase,
 //!   no-cross boundary, min/max address) scan the free lists from the request's list up, first
@@ -163,6 +163,7 @@ pub struct Arena<T: Store<Tag>, H: Store<u32>, P: Source = NoParent> {
     span_head: u32,
     free_heads: [u32; LISTS],
     sub_map: [u8; 64],
+    recent: [u8; 64],
     free_map: u64,
     pool: u32,
     pool_count: usize,
@@ -245,6 +246,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             span_head: NIL,
             free_heads: [NIL; LISTS],
             sub_map: [0; 64],
+            recent: [0; 64],
             free_map: 0,
             pool: NIL,
             pool_count: 0,
@@ -442,6 +444,27 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         self.first_list_from_level(l + 1)
     }
 
+    /// Instant fit's list: of the first power of two ≥ 2^`l` with a free segment, the list
+    /// that had the latest insertion if it still has a segment (its head is then the most
+    /// recently freed segment of that power of two, likely still in cache, as with a single
+    /// LIFO list per power of two), else its lowest non-empty list.
+    fn instant_list(&self, l: usize) -> Option<usize> {
+        let m = if l < 64 {
+            self.free_map & (!0u64 << l)
+        } else {
+            0
+        };
+        if m == 0 {
+            return None;
+        }
+        let l = m.trailing_zeros() as usize;
+        let r = self.recent[l] as usize;
+        if self.sub_map[l] & (1 << r) != 0 {
+            return Some(l * SUB + r);
+        }
+        Some(l * SUB + self.sub_map[l].trailing_zeros() as usize)
+    }
+
     /// The first non-empty free list of a power of two ≥ 2^`l`.
     fn first_list_from_level(&self, l: usize) -> Option<usize> {
         let m = if l < 64 {
@@ -470,6 +493,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             self.tm(head).link_prev = i;
         }
         self.free_heads[k] = i;
+        self.recent[k / SUB] = (k % SUB) as u8;
         self.sub_map[k / SUB] |= 1 << (k % SUB);
         self.free_map |= 1 << (k / SUB);
     }
@@ -670,7 +694,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
             && !self.qc.serves(size, self.qshift)
         {
             let ceil = 63 - size.leading_zeros() as usize + !size.is_power_of_two() as usize;
-            if let Some(k) = self.first_list_from_level(ceil) {
+            if let Some(k) = self.instant_list(ceil) {
                 let t = self.free_heads[k];
                 let seg = *self.t(t);
                 self.ensure_tags((seg.size > size) as usize)?;
@@ -783,7 +807,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
         }
         if policy == Policy::InstantFit && plain {
             let ceil = 63 - size.leading_zeros() as usize + !size.is_power_of_two() as usize;
-            if let Some(k) = self.first_list_from_level(ceil) {
+            if let Some(k) = self.instant_list(ceil) {
                 let i = self.free_heads[k];
                 return Some((i, self.t(i).start));
             }
@@ -1094,6 +1118,20 @@ mod tests {
             let m = A::list_min(k);
             assert_eq!(A::list_of(m), k, "list {k}: least size {m}");
         }
+    }
+
+    #[test]
+    fn instant_fit_prefers_the_latest_freed_list_of_its_power_of_two() {
+        let mut a = A::on_heap(1, Policy::InstantFit, NoParent).unwrap();
+        // Free 9 and 15 bytes: both of [8, 16), different lists; 15 came last.
+        a.add_span(0, 9).unwrap();
+        a.add_span(100, 15).unwrap();
+        assert_eq!(a.alloc(5), Ok(100));
+        // The 10 left at 105 went in last.
+        assert_eq!(a.alloc(5), Ok(105));
+        // Its list is empty now (5 left, in [4, 8)): the lowest list of [8, 16) serves.
+        assert_eq!(a.alloc(5), Ok(0));
+        assert_eq!(a.alloc(5), Ok(110));
     }
 
     #[test]
