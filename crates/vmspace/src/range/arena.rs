@@ -1082,15 +1082,16 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Source for Arena<T, H, P> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "alloc"))]
 mod tests {
     use super::*;
+    use std::vec::Vec;
 
     type A = HeapArena;
 
     #[test]
     fn size_classes_partition_the_sizes_in_order() {
-        let mut sizes: alloc::vec::Vec<u64> = (1..=4096).collect();
+        let mut sizes: Vec<u64> = (1..=4096).collect();
         for l in 12..64 {
             for d in [0u64, 1, 2, 3] {
                 sizes.push((1u64 << l) - d);
