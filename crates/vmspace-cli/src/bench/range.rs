@@ -5,13 +5,13 @@
 //! State: N + N/4 segments of 1–16 pages allocated from one span in address order, then every
 //! fifth one freed (ascending), leaving N live segments and N/4 holes (`holes` in the record).
 //! One hole per four live segments lies between the steady states that the churn below
-//! reaches from any start: 0.06 holes per live segment for best-fit, 0.44–0.50 for
+//! reaches from any start: 0.06 holes per live segment for best-fit, 0.39–0.50 for
 //! instant-fit and next-fit. Every allocation of the setup comes from the one free range at
 //! the top, so it is O(1) for the linear-scan crates too; each hole they free costs a scan of
 //! the holes below it (their free lists are sorted vectors, and `free-list` also checks every
-//! entry for overlap), so their setup is Θ(holes²) — tens of seconds of CPU each at 1,000,000
-//! live segments (`setup_s` wall clock, `setup_cpu_s` thread CPU). No order avoids that: an insert into a sorted vector either scans or shifts
-//! every entry on one side of it.
+//! entry for overlap), so their setup is Θ(holes²) — 20–30 s of CPU each at 1,000,000 live
+//! segments (`setup_s` wall clock, `setup_cpu_s` thread CPU). No order avoids that: an insert
+//! into a sorted vector either scans or shifts every entry on one side of it.
 //!
 //! One op frees a uniformly random live segment and allocates a new one of a random size (the
 //! same seeded sequence for every impl). Ops that take long are measured fewer times
