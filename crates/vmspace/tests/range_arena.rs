@@ -517,3 +517,89 @@ fn instant_fit_takes_the_next_power_of_two_list() {
     assert_eq!(a.alloc(3 * Q).unwrap(), 0);
     assert_eq!(a.alloc(Q), Err(ArenaError::NoSpace));
 }
+
+/// xorshift: a fixed pseudo-random sequence for the larger deterministic tests.
+fn xorshift(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Thousands of segments through several doublings of the allocated-segment hash (and, with
+/// a fixed bucket store, long chains instead): every segment is found again on free, wrong
+/// sizes and second frees are refused, and everything coalesces back into one free segment.
+fn churn_many(a: &mut Arena<impl vmspace::range::Store<Tag>, impl vmspace::range::Store<u32>>) {
+    let mut x = 0x2545_F491_4F6C_DD1D;
+    let mut live: Vec<(u64, u64)> = Vec::new();
+    for round in 0..6000 {
+        let size = (xorshift(&mut x) % 16 + 1) * Q;
+        let start = a.alloc(size).unwrap();
+        for &(s, l) in live.iter().rev().take(4) {
+            assert!(start + size <= s || s + l <= start, "overlap");
+        }
+        live.push((start, size));
+        if round % 3 == 2 {
+            let (s, l) = live.swap_remove((xorshift(&mut x) % live.len() as u64) as usize);
+            assert_eq!(
+                a.free(s, l + Q),
+                Err(ArenaError::WrongSize { allocated: l })
+            );
+            a.free(s, l).unwrap();
+            assert_eq!(a.free(s, l), Err(ArenaError::DoubleFree));
+        }
+    }
+    assert_eq!(a.allocated_segments(), live.len());
+    check_structure(a, &live);
+    while !live.is_empty() {
+        let (s, l) = live.swap_remove((xorshift(&mut x) % live.len() as u64) as usize);
+        a.free(s, l).unwrap();
+    }
+    let segs: Vec<_> = a.segments().collect();
+    assert_eq!(segs.len(), 2, "coalesced back: {segs:?}");
+    assert_eq!(a.allocated_bytes(), 0);
+}
+
+#[test]
+fn thousands_of_segments_through_hash_doublings() {
+    for p in [Policy::InstantFit, Policy::BestFit, Policy::NextFit] {
+        let mut a = HeapArena::on_heap(Q, p, NoParent).unwrap();
+        a.add_span(0x10_0000_0000, 0x10_0000_0000).unwrap();
+        churn_many(&mut a);
+    }
+}
+
+#[test]
+fn thousands_of_segments_on_a_fixed_bucket_store() {
+    let mut tags = vec![Tag::EMPTY; 8192];
+    let mut buckets = [0u32; 16];
+    let mut a = Arena::new(
+        &mut tags[..],
+        &mut buckets[..],
+        Q,
+        Policy::InstantFit,
+        NoParent,
+    )
+    .unwrap();
+    a.add_span(0x10_0000_0000, 0x10_0000_0000).unwrap();
+    churn_many(&mut a);
+}
+
+#[test]
+fn instant_fit_keeps_carving_the_same_remainder() {
+    // The remainder of the head segment goes back to the head of its list: consecutive
+    // requests come out in address order from the low end of the span.
+    let mut a = HeapArena::on_heap(Q, Policy::InstantFit, NoParent).unwrap();
+    a.add_span(0x4000_0000, 0x4000_0000).unwrap();
+    let mut next = 0x4000_0000;
+    for k in 1..=64u64 {
+        let size = (k % 7 + 1) * Q;
+        assert_eq!(a.alloc(size).unwrap(), next);
+        next += size;
+    }
+    let segs: Vec<_> = a.segments().collect();
+    assert_eq!(segs.len(), 66, "span, 64 segments, the remainder");
+    let last = segs[65];
+    assert_eq!((last.start, last.kind), (next, Kind::Free));
+    assert_eq!(last.start + last.size, 0x8000_0000);
+}

@@ -1,13 +1,24 @@
 //! `vmspace bench range`: alloc+free of address ranges with N live segments — the vmem arena's
 //! three policies against the linear-scan `free-list` and `range-alloc` crates and a
-//! `BTreeMap` best-fit.
+//! `BTreeMap` best-fit, all at every size, 1,000,000 included.
 //!
-//! Setup: 2N segments of 1–16 pages allocated from one span, then every odd one freed
-//! (ascending), leaving N live segments between N holes. One op frees a random live segment
-//! and allocates a new one of a random size (same seeded sequence for every impl). The
-//! linear-scan crates' setup is quadratic (each free scans their free list): they are measured
-//! up to 100,000 live segments (an extra case) and skipped at 1,000,000; ops that take long
-//! are measured fewer times (`reduced_ops`; `setup_s` gives the setup time).
+//! State: N + N/4 segments of 1–16 pages allocated from one span in address order, then every
+//! fifth one freed (ascending), leaving N live segments and N/4 holes (`holes` in the record).
+//! One hole per four live segments lies between the steady states that the churn below
+//! reaches from any start: 0.06 holes per live segment for best-fit, 0.39–0.50 for
+//! instant-fit and next-fit. Every allocation of the setup comes from the one free range at
+//! the top, so it is O(1) for the linear-scan crates too; each hole they free costs a scan of
+//! the holes below it (their free lists are sorted vectors, and `free-list` also checks every
+//! entry for overlap), so their setup is Θ(holes²) — 20–30 s of CPU each at 1,000,000 live
+//! segments (`setup_s` wall clock, `setup_cpu_s` thread CPU). No order avoids that: an insert
+//! into a sorted vector either scans or shifts every entry on one side of it.
+//!
+//! One op frees a uniformly random live segment and allocates a new one of a random size (the
+//! same seeded sequence for every impl). Ops that take long are measured fewer times
+//! (`reduced_ops`, with the count in `ops`). Each peer's record carries `ratio_to_instant_fit`
+//! (its ns/op over instant-fit's in the same case) and `cpu_ratio_to_instant_fit` (the same
+//! with thread CPU time, which preemption on a loaded machine does not inflate), also printed
+//! on stderr.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::collections::{BTreeMap, BTreeSet};
@@ -139,10 +150,17 @@ impl Rng {
     }
 }
 
-/// Builds the N-live state; returns the live segments and the setup time in seconds.
+/// Holes left between `n` live segments.
+fn holes(n: usize) -> usize {
+    n / 4
+}
+
+/// Builds the state of `n` live segments and `holes(n)` holes; returns the live segments and
+/// the setup time in seconds.
 fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f64) {
     let t = Instant::now();
-    let all: Vec<(u64, u64)> = (0..2 * n)
+    let h = holes(n);
+    let all: Vec<(u64, u64)> = (0..n + h)
         .map(|_| {
             let s = rng.size();
             (a.alloc(s), s)
@@ -150,12 +168,13 @@ fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f
         .collect();
     let mut live = Vec::with_capacity(n);
     for (i, &(s, l)) in all.iter().enumerate() {
-        if i % 2 == 1 {
+        if i % 5 == 4 && i / 5 < h {
             a.free(s, l);
         } else {
             live.push((s, l));
         }
     }
+    debug_assert_eq!(live.len(), n);
     (live, t.elapsed().as_secs_f64())
 }
 
@@ -249,17 +268,13 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         })
         .collect();
     for &n in &sizes {
+        let mut instant_ns = None;
         for name in IMPLS {
-            // The linear-scan crates' setup is quadratic: every free scans their whole free
-            // list (100,000 live segments take 4–13 s to set up, 1,000,000 would take 7–21
-            // minutes), so they stop at 100,000.
-            if n > 100_000 && (name == "free-list" || name == "range-alloc") {
-                eprintln!("range {n} {name}: skipped (quadratic setup, see case 100000)");
-                continue;
-            }
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
             let mut a = make(name);
+            let c0 = thread_cpu_ns();
             let (mut live, setup_s) = setup(a.as_mut(), n, &mut rng);
+            let setup_cpu_s = (thread_cpu_ns() - c0) as f64 / 1e9;
             // Calibrate on doubling batches until one takes 30 ms; keep rounds near 0.3 s.
             let mut batch = 8u64;
             let probe = loop {
@@ -277,12 +292,29 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             cpu.sort_by(|x, y| x.total_cmp(y));
             let cpu_ns = cpu[cpu.len() / 2];
             let mut r = Record::new("range", &n.to_string(), name, ns, ops)
+                .with("holes", holes(n))
                 .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0)
-                .with("setup_s", (setup_s * 1000.0).round() / 1000.0);
+                .with("setup_s", (setup_s * 1000.0).round() / 1000.0)
+                .with("setup_cpu_s", (setup_cpu_s * 1000.0).round() / 1000.0);
             if ops < full_ops {
                 r = r.with("reduced_ops", true);
             }
-            eprintln!("range {n} {name}: {ns:.1} ns/op, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s)");
+            let ratio = match instant_ns {
+                None => {
+                    instant_ns = Some((ns, cpu_ns));
+                    String::new()
+                }
+                Some((base, cpu_base)) => {
+                    let (x, xc) = (ns / base, cpu_ns / cpu_base);
+                    r = r
+                        .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
+                        .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
+                    format!(", {x:.1}x instant-fit (cpu {xc:.1}x)")
+                }
+            };
+            eprintln!(
+                "range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s, cpu {setup_cpu_s:.2} s)"
+            );
             out.push(r);
         }
     }

@@ -27,14 +27,15 @@ impl QCache {
         }
     }
 
-    /// Whether `size` (a nonzero multiple of `quantum`) goes through a cache.
-    pub fn serves(&self, size: u64, quantum: u64) -> bool {
-        size / quantum <= self.classes as u64
+    /// Whether `size` (a nonzero multiple of the quantum, 2^`qshift`) goes through a cache.
+    #[inline]
+    pub fn serves(&self, size: u64, qshift: u32) -> bool {
+        self.classes != 0 && size >> qshift <= self.classes as u64
     }
 
     /// The class of a served size.
-    pub fn class(&self, size: u64, quantum: u64) -> usize {
-        (size / quantum) as usize - 1
+    pub fn class(&self, size: u64, qshift: u32) -> usize {
+        (size >> qshift) as usize - 1
     }
 
     /// Takes a cached segment.
