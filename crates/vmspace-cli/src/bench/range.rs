@@ -19,6 +19,14 @@
 //! (its ns/op over instant-fit's in the same case) and `cpu_ratio_to_instant_fit` (the same
 //! with thread CPU time, which preemption on a loaded machine does not inflate), also printed
 //! on stderr.
+//!
+//! That pattern's records have case `N/random-free` (`pattern: "random-free"`). The records
+//! with case `N` (`pattern: "alloc-free-pair"`) measure alloc+free itself on the same state:
+//! allocate a segment of a random size and free it at once, as Bonwick & Adams measured
+//! vmem. They show the algorithm's own cost with N live segments, without the cache misses
+//! of reaching a random old segment's metadata (at 1,000,000 segments those dominate the
+//! random-free pattern: about four dependent reads of 150–300 ns each on this machine, see
+//! docs/range.md).
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::collections::{BTreeMap, BTreeSet};
@@ -218,6 +226,21 @@ fn churn(a: &mut dyn RangeAlloc, live: &mut [(u64, u64)], ops: u64, rng: &mut Rn
     })
 }
 
+/// One op per iteration: allocate a segment of a random size and free it at once. Returns
+/// wall-clock ns; adds the thread's CPU ns to `cpu`.
+fn pairs_cpu(a: &mut dyn RangeAlloc, ops: u64, rng: &mut Rng, cpu: &mut Vec<f64>) -> u128 {
+    let c0 = thread_cpu_ns();
+    let wall = time_ns(|| {
+        for _ in 0..ops {
+            let size = rng.size();
+            let s = a.alloc(size);
+            a.free(s, size);
+        }
+    });
+    cpu.push((thread_cpu_ns() - c0) as f64 / ops.max(1) as f64);
+    wall
+}
+
 fn make(name: &str) -> Box<dyn RangeAlloc> {
     let arena = |p| {
         let mut a = HeapArena::on_heap(PAGE, p, NoParent).expect("page quantum");
@@ -269,6 +292,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         .collect();
     for &n in &sizes {
         let mut instant_ns = None;
+        let mut pair_ns = None;
         for name in IMPLS {
             let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
             let mut a = make(name);
@@ -291,7 +315,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             });
             cpu.sort_by(|x, y| x.total_cmp(y));
             let cpu_ns = cpu[cpu.len() / 2];
-            let mut r = Record::new("range", &n.to_string(), name, ns, ops)
+            let mut r = Record::new("range", &format!("{n}/random-free"), name, ns, ops)
                 .with("holes", holes(n))
                 .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0)
                 .with("setup_s", (setup_s * 1000.0).round() / 1000.0)
@@ -313,8 +337,38 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
                 }
             };
             eprintln!(
-                "range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s, cpu {setup_cpu_s:.2} s)"
+                "range {n}/random-free {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s, cpu {setup_cpu_s:.2} s)"
             );
+            out.push(r.with("pattern", "random-free"));
+
+            // The same state, alloc+free pairs (see the module comment).
+            let mut cpu = Vec::new();
+            let mut probe_cpu = Vec::new();
+            let probe = pairs_cpu(a.as_mut(), 64, &mut rng, &mut probe_cpu) as f64 / 64.0;
+            let pair_ops = full_ops.min(((3e8 / probe.max(1.0)) as u64).max(8));
+            let ns = median_ns_per_op(ROUNDS, pair_ops, || {
+                pairs_cpu(a.as_mut(), pair_ops, &mut rng, &mut cpu)
+            });
+            cpu.sort_by(|x, y| x.total_cmp(y));
+            let cpu_ns = cpu[cpu.len() / 2];
+            let mut r = Record::new("range", &n.to_string(), name, ns, pair_ops)
+                .with("pattern", "alloc-free-pair")
+                .with("holes", holes(n))
+                .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0);
+            let ratio = match pair_ns {
+                None => {
+                    pair_ns = Some((ns, cpu_ns));
+                    String::new()
+                }
+                Some((base, cpu_base)) => {
+                    let (x, xc) = (ns / base, cpu_ns / cpu_base);
+                    r = r
+                        .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
+                        .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
+                    format!(", {x:.1}x instant-fit (cpu {xc:.1}x)")
+                }
+            };
+            eprintln!("range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({pair_ops} ops)");
             out.push(r);
         }
     }
