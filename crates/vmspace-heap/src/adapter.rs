@@ -51,7 +51,7 @@ unsafe impl<B: BrkSource + Send> Allocator for &LockedChunkHeap<B> {
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
             // SAFETY: `ptr` was allocated by this heap (Allocator contract).
-            unsafe { self.lock().free(ptr.as_ptr()) }
+            unsafe { self.lock().free_sized(ptr.as_ptr(), layout.size()) }
         }
     }
 }
