@@ -194,6 +194,11 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.trim_threshold = bytes.max(TOP_KEEP);
     }
 
+    /// The heap's region `[start, end)` (`end` is the break), once it has grown.
+    pub fn region(&self) -> Option<(usize, usize)> {
+        (self.base != 0).then(|| (self.base, self.top + self.top_size))
+    }
+
     /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
     /// break), no segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
