@@ -5,10 +5,12 @@
 //! A chunk at address `c` (16-aligned) has a header of two words: `prev_foot` (the size of the
 //! chunk before, valid only while that one is free) and `head` (its own size with two flags:
 //! [`PINUSE`] — the chunk before is in use, [`CINUSE`] — this one is). The payload starts at
-//! `c + 16`. A freed chunk merges at once with free neighbours, so no two free chunks touch.
-//! Free chunks below 8 KiB sit in exact bins (one size each, LIFO: O(1)); larger ones in
-//! logarithmic bins (four per doubling) kept sorted by address. A bitmap of non-empty bins
-//! finds the next bin that can serve a request in a few word scans. The top chunk — the
+//! `c + 16` and runs on into the next chunk's `prev_foot` (unused while `c` is in use), so a
+//! chunk costs one word beyond its payload. A freed chunk merges at once with free
+//! neighbours, so no two free chunks touch. Free chunks below 8 KiB sit in exact bins (one
+//! size each, LIFO: O(1)); larger ones in logarithmic bins (four per doubling) kept sorted by
+//! address. A bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
+//! the next bin that can serve a request in two word scans. The top chunk — the
 //! free end of the region — is not binned: it serves what no bin can and grows the break
 //! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
 //! If the heap has to grow again soon after a trim, the threshold doubles past what was
@@ -28,6 +30,10 @@ pub const CINUSE: usize = 2;
 const FLAGS: usize = PINUSE | CINUSE;
 /// Header bytes before each payload.
 const HDR: usize = 16;
+/// Bytes a chunk needs beyond its payload: the payload of an in-use chunk runs on into the
+/// next chunk's `prev_foot`, which is only used while this chunk is free (dlmalloc's
+/// overhead of one word).
+const OVERHEAD: usize = 8;
 /// Smallest chunk (header plus two free-list links).
 const MIN_CHUNK: usize = 32;
 /// Chunks below this size have exact bins.
@@ -36,6 +42,7 @@ const SMALL_SHIFT: usize = 13;
 const NSMALL: usize = SMALL_LIMIT / 16;
 const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - SMALL_SHIFT);
 const BITMAP_WORDS: usize = NBINS.div_ceil(64);
+const _: () = assert!(BITMAP_WORDS <= 64, "the summary word covers the bitmap");
 /// Smallest growth of the break.
 const GROW_MIN: usize = 64 * 1024;
 /// Free bytes kept at the top when trimming.
@@ -91,6 +98,10 @@ pub struct ChunkHeap<B: BrkSource> {
     top_size: usize,
     bins: [usize; NBINS],
     bitmap: [u64; BITMAP_WORDS],
+    /// Bit `w`: `bitmap[w]` is not zero.
+    summary: u64,
+    /// Target of link stores that have no chunk to go to.
+    sink: usize,
     rover: usize,
     live: usize,
     trim_threshold: usize,
@@ -157,7 +168,7 @@ fn bin_of(size: usize) -> usize {
 /// Chunk size for a request of `n` payload bytes; `None` when it overflows.
 #[inline(always)]
 fn chunk_size(n: usize) -> Option<usize> {
-    let s = align_up(n.checked_add(HDR)?, 16)?;
+    let s = align_up(n.checked_add(OVERHEAD)?, 16)?;
     if s > isize::MAX as usize {
         return None;
     }
@@ -175,6 +186,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             top_size: 0,
             bins: [0; NBINS],
             bitmap: [0; BITMAP_WORDS],
+            summary: 0,
+            sink: 0,
             rover: 0,
             live: 0,
             trim_threshold: 256 * 1024,
@@ -212,38 +225,53 @@ impl<B: BrkSource> ChunkHeap<B> {
 
     #[inline(always)]
     fn mark(&mut self, i: usize) {
-        self.bitmap[i / 64] |= 1 << (i % 64);
+        // SAFETY: bin indices are below NBINS, so words below BITMAP_WORDS.
+        unsafe { *self.bitmap.get_unchecked_mut(i / 64) |= 1 << (i % 64) };
+        self.summary |= 1 << (i / 64);
     }
 
+    /// Clears bin `i`'s bit when `empty` (without a branch: whether a list ran empty is
+    /// hard to predict).
     #[inline(always)]
-    fn unmark(&mut self, i: usize) {
-        self.bitmap[i / 64] &= !(1 << (i % 64));
+    fn unmark_if(&mut self, i: usize, empty: bool) {
+        // SAFETY: as in `mark`.
+        let w = unsafe { self.bitmap.get_unchecked_mut(i / 64) };
+        *w &= !((empty as u64) << (i % 64));
+        self.summary &= !(((*w == 0) as u64) << (i / 64));
     }
 
-    /// The first non-empty bin at index `i` or above.
+    /// Where a link store goes when there is no chunk to store it in (instead of a branch).
+    #[inline(always)]
+    fn sink(&mut self) -> usize {
+        core::ptr::addr_of_mut!(self.sink) as usize
+    }
+
+    /// The first non-empty bin at index `i` or above: its bitmap word, then the summary of
+    /// non-empty words.
+    #[inline]
     fn next_bin(&self, i: usize) -> Option<usize> {
-        let mut w = i / 64;
+        let w = i / 64;
         if w >= BITMAP_WORDS {
             return None;
         }
-        let mut bits = self.bitmap[w] & (!0u64 << (i % 64));
-        loop {
-            if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-            w += 1;
-            if w == BITMAP_WORDS {
-                return None;
-            }
-            bits = self.bitmap[w];
+        let bits = self.bitmap[w] & (!0u64 << (i % 64));
+        if bits != 0 {
+            return Some(w * 64 + bits.trailing_zeros() as usize);
         }
+        let above = self.summary & (!0u64 << w << 1);
+        if above == 0 {
+            return None;
+        }
+        let w = above.trailing_zeros() as usize;
+        Some(w * 64 + self.bitmap[w].trailing_zeros() as usize)
     }
 
     fn last_bin(&self) -> Option<usize> {
-        (0..BITMAP_WORDS)
-            .rev()
-            .find(|&w| self.bitmap[w] != 0)
-            .map(|w| w * 64 + 63 - self.bitmap[w].leading_zeros() as usize)
+        if self.summary == 0 {
+            return None;
+        }
+        let w = 63 - self.summary.leading_zeros() as usize;
+        Some(w * 64 + 63 - self.bitmap[w].leading_zeros() as usize)
     }
 
     /// Puts free chunk `c` of `size` bytes on its bin: at the head of an exact bin, in
@@ -260,9 +288,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             let h = *self.bins.get_unchecked(i);
             wr(c + 16, h);
             wr(c + 24, 0);
-            if h != 0 {
-                wr(h + 24, c);
-            }
+            let back = if h != 0 { h + 24 } else { self.sink() };
+            wr(back, c);
             *self.bins.get_unchecked_mut(i) = c;
         }
         self.mark(i);
@@ -305,17 +332,11 @@ impl<B: BrkSource> ChunkHeap<B> {
         // SAFETY: `c` is on bin `i`.
         unsafe {
             let (f, b) = (fd(c), bk(c));
-            if b == 0 {
-                self.bins[i] = f;
-            } else {
-                wr(b + 16, f);
-            }
-            if f != 0 {
-                wr(f + 24, b);
-            }
-        }
-        if self.bins[i] == 0 {
-            self.unmark(i);
+            let bin = self.bins.as_mut_ptr().add(i) as usize;
+            wr(if b == 0 { bin } else { b + 16 }, f);
+            let back = if f != 0 { f + 24 } else { self.sink() };
+            wr(back, b);
+            self.unmark_if(i, rd(bin) == 0);
         }
     }
 
@@ -473,7 +494,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         // no search. (A size up to this bound cannot overflow the rounding.)
         let size = layout.size();
         if layout.align() <= 16 && size <= SMALL_LIMIT - 2 * HDR {
-            let n = ((size + HDR + 15) & !15).max(MIN_CHUNK);
+            let n = ((size + OVERHEAD + 15) & !15).max(MIN_CHUNK);
             let i = n >> 4;
             // SAFETY: `i < NSMALL`; a bin's chunks are free chunks of exactly `n` bytes.
             unsafe {
@@ -481,11 +502,9 @@ impl<B: BrkSource> ChunkHeap<B> {
                 if c != 0 {
                     let f = fd(c);
                     *self.bins.get_unchecked_mut(i) = f;
-                    if f != 0 {
-                        wr(f + 24, 0);
-                    } else {
-                        self.unmark(i);
-                    }
+                    let back = if f != 0 { f + 24 } else { self.sink() };
+                    wr(back, 0);
+                    self.unmark_if(i, f == 0);
                     // a free chunk's predecessor is always in use (coalescing)
                     set_head(c, n | CINUSE | PINUSE);
                     let nx = c + n;
@@ -606,13 +625,15 @@ impl<B: BrkSource> ChunkHeap<B> {
     fn check_sized(&self, p: *mut u8, size: usize) -> Result<(usize, usize, usize), HeapError> {
         let p = p as usize;
         let err = |k| Err(HeapError::new(k, p));
-        if self.base == 0 || p < self.base + HDR || p >= self.top || p % 16 != 0 {
+        let c = p.wrapping_sub(HDR);
+        // base + HDR <= p < top in one compare (an empty heap has base == top == 0)
+        let limit = (self.top - self.base).saturating_sub(HDR);
+        if c.wrapping_sub(self.base) >= limit || p % 16 != 0 {
             return err(HeapErrorKind::ForeignPointer);
         }
-        let c = p - HDR;
         let room = self.top - c;
         // wrapping: a huge (wrong) size gives a small guess, which is only a worse guess
-        let guess = (size.wrapping_add(HDR + 15) & !15).max(MIN_CHUNK);
+        let guess = (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK);
         let guess = if guess <= room { guess } else { 0 };
         // SAFETY: `c` lies inside the region below the top chunk, so its header is readable;
         // `c + guess <= top` is a header or payload word inside the region.
@@ -769,7 +790,7 @@ impl<B: BrkSource> ChunkHeap<B> {
     pub unsafe fn usable_size(&self, p: *mut u8) -> Result<usize, HeapError> {
         let c = self.check(p)?;
         // SAFETY: `c` is an in-use chunk.
-        Ok((unsafe { head(c) } & !FLAGS) - HDR)
+        Ok((unsafe { head(c) } & !FLAGS) - OVERHEAD)
     }
 
     /// Resizes the block at `p` to `new_size`: in place when it shrinks, or when the next
@@ -824,7 +845,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             };
             let q = self.alloc(nl);
             if !q.is_null() {
-                ptr::copy_nonoverlapping(p, q, (size - HDR).min(new_size));
+                ptr::copy_nonoverlapping(p, q, (size - OVERHEAD).min(new_size));
                 self.free(p);
             }
             q
@@ -874,6 +895,11 @@ impl<B: BrkSource> ChunkHeap<B> {
                 return Err("top PINUSE wrong");
             }
             let mut binned = 0;
+            for (w, &bits) in self.bitmap.iter().enumerate() {
+                if (bits != 0) != (self.summary & (1 << w) != 0) {
+                    return Err("summary disagrees with the bitmap");
+                }
+            }
             for i in 0..NBINS {
                 let mut x = self.bins[i];
                 let mut last = 0;
