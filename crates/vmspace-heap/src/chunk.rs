@@ -105,13 +105,15 @@ pub struct ChunkHeap<B: BrkSource> {
     rover: usize,
     live: usize,
     trim_threshold: usize,
-    /// Allocations and frees so far; when the last trim happened and how much it gave back.
+    /// Allocations that took the slow path (a split, a search, the top) so far — the
+    /// clock of the trim hysteresis, kept off the fast paths; when the last trim happened
+    /// and how much it gave back.
     ops: u64,
     trimmed_at: u64,
     trimmed: usize,
 }
 
-/// Operations after a trim within which growing again raises the trim threshold.
+/// Slow-path allocations after a trim within which growing again raises the trim threshold.
 const TRIM_REGRET_OPS: u64 = 1 << 16;
 
 // SAFETY: the raw addresses are only followed through `&mut self`; the source moves along.
@@ -237,7 +239,10 @@ impl<B: BrkSource> ChunkHeap<B> {
         // SAFETY: as in `mark`.
         let w = unsafe { self.bitmap.get_unchecked_mut(i / 64) };
         *w &= !((empty as u64) << (i % 64));
-        self.summary &= !(((*w == 0) as u64) << (i / 64));
+        if *w == 0 {
+            // rare (a whole word of bins empty): predictable
+            self.summary &= !(1 << (i / 64));
+        }
     }
 
     /// Where a link store goes when there is no chunk to store it in (instead of a branch).
@@ -509,7 +514,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                     set_head(c, n | CINUSE | PINUSE);
                     let nx = c + n;
                     set_head(nx, head(nx) | PINUSE);
-                    self.ops += 1;
                     self.live += n;
                     self.rover = nx;
                     return (c + HDR) as *mut u8;
@@ -679,7 +683,6 @@ impl<B: BrkSource> ChunkHeap<B> {
             return Ok(());
         }
         let (c, h, nh) = self.check_sized(p, size)?;
-        self.ops += 1;
         self.live -= h & !FLAGS;
         // SAFETY: `c` is an in-use chunk with head `h`, followed by a chunk with head `nh`.
         unsafe { self.release(c, h, nh) };
@@ -726,11 +729,12 @@ impl<B: BrkSource> ChunkHeap<B> {
         // SAFETY: boundary tags of neighbours inside the region.
         unsafe {
             let mut size = h & !FLAGS;
-            // clear even when merged away: a second free of `c` then reads as one
-            set_head(c, h & !CINUSE);
             let mut start = c;
             let next = c + size;
             if h & PINUSE == 0 {
+                // `c`'s header is left inside the merged chunk: clear it, so a second free
+                // of `c` reads as one (otherwise the new head written below clears it)
+                set_head(c, h & !CINUSE);
                 let ps = rd(c);
                 let prev = c - ps;
                 self.unlink(prev, ps);
