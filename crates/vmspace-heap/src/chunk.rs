@@ -338,10 +338,38 @@ impl<B: BrkSource> ChunkHeap<B> {
         unsafe {
             let (f, b) = (fd(c), bk(c));
             let bin = self.bins.as_mut_ptr().add(i) as usize;
+            if cfg!(feature = "secure") {
+                self.check_links(c, f, if b == 0 { bin } else { b + 16 });
+            }
             wr(if b == 0 { bin } else { b + 16 }, f);
             let back = if f != 0 { f + 24 } else { self.sink() };
             wr(back, b);
             self.unmark_if(i, rd(bin) == 0);
+        }
+    }
+
+    /// `secure`: before free chunk `c` leaves its list, checks that the list agrees with it
+    /// (the word at `to_c` — its predecessor's forward link, or the bin — points at `c`, its
+    /// successor `f` points back at `c`, its head says free) and that its footer matches;
+    /// reports [`HeapErrorKind::Corrupted`] otherwise, before anything is written through
+    /// the links (glibc's safe unlinking).
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_links(&self, c: usize, f: usize, to_c: usize) {
+        // SAFETY: `c` is claimed to be a free chunk in the region, `to_c` a link word of
+        // ours; `f` is followed only when it lies in the region.
+        unsafe {
+            let size = head(c) & !FLAGS;
+            let inside = |a: usize| a >= self.base && a < self.top && a % 16 == 0;
+            let ok = rd(to_c) == c
+                && head(c) & CINUSE == 0
+                && size >= MIN_CHUNK
+                && size <= self.top - c
+                && rd(c + size) == size
+                && (f == 0 || (inside(f) && bk(f) == c));
+            if !ok {
+                report(HeapError::new(HeapErrorKind::Corrupted, c));
+            }
         }
     }
 
@@ -506,6 +534,9 @@ impl<B: BrkSource> ChunkHeap<B> {
                 let c = *self.bins.get_unchecked(i);
                 if c != 0 {
                     let f = fd(c);
+                    if cfg!(feature = "secure") {
+                        self.check_links(c, f, self.bins.as_ptr().add(i) as usize);
+                    }
                     *self.bins.get_unchecked_mut(i) = f;
                     let back = if f != 0 { f + 24 } else { self.sink() };
                     wr(back, 0);
@@ -736,7 +767,12 @@ impl<B: BrkSource> ChunkHeap<B> {
                 // of `c` reads as one (otherwise the new head written below clears it)
                 set_head(c, h & !CINUSE);
                 let ps = rd(c);
-                let prev = c - ps;
+                let prev = c.wrapping_sub(ps);
+                if cfg!(feature = "secure")
+                    && (ps < MIN_CHUNK || prev < self.base || head(prev) & !FLAGS != ps)
+                {
+                    report(HeapError::new(HeapErrorKind::Corrupted, c));
+                }
                 self.unlink(prev, ps);
                 start = prev;
                 size += ps;
