@@ -714,10 +714,30 @@ impl<B: BrkSource> ChunkHeap<B> {
             return Ok(());
         }
         let (c, h, nh) = self.check_sized(p, size)?;
-        self.live -= h & !FLAGS;
+        let size = h & !FLAGS;
+        self.live -= size;
         // SAFETY: `c` is an in-use chunk with head `h`, followed by a chunk with head `nh`.
-        unsafe { self.release(c, h, nh) };
+        unsafe {
+            // The common case inline: both neighbours in use (the top's head never says
+            // in use), an exact bin. The rest out of line, so this path keeps few registers.
+            if h & PINUSE != 0 && nh & CINUSE != 0 && size < SMALL_LIMIT {
+                set_head(c, size | PINUSE);
+                let next = c + size;
+                wr(next, size);
+                set_head(next, nh & !PINUSE);
+                self.insert(c, size);
+            } else {
+                self.release_slow(c, h, nh);
+            }
+        }
         Ok(())
+    }
+
+    /// [`release`](Self::release) out of line, for frees that merge or go to a large bin.
+    #[inline(never)]
+    unsafe fn release_slow(&mut self, c: usize, h: usize, nh: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.release(c, h, nh) }
     }
 
     /// Frees `p`; a bad pointer is reported (see [`crate::report`]).
