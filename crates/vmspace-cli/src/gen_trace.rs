@@ -2,6 +2,12 @@
 
 /// Arguments of `vmspace gen-trace`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace gen-trace --seed 7 --ops 150 > t.jsonl   a trace to replay (vmspace replay t.jsonl --diff)
+  vmspace gen-trace --arch i386 --seed 3            values within 32 bits for an i386 task
+
+The output is a trace in JSON Lines (docs/trace-format.md): one op per line after a `#` comment
+naming the seed; --json leaves the comment out.")]
 pub struct GenTraceArgs {
     /// Random seed; the same seed gives the same trace.
     #[arg(long, default_value_t = 0)]
@@ -12,6 +18,9 @@ pub struct GenTraceArgs {
     /// Target architecture (i386 keeps every value within 32 bits).
     #[arg(long, default_value = "x86_64")]
     arch: String,
+    /// Only the JSON lines: leave out the `#` comment lines (the header naming the seed).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs `vmspace gen-trace`.
@@ -21,9 +30,13 @@ pub fn run(args: GenTraceArgs) -> Result<(), String> {
         "i386" => true,
         other => return Err(format!("unknown arch {other:?} (x86_64 or i386)")),
     };
-    print!(
-        "{}",
-        vmspace_trace::gen::generate(args.seed, args.ops, i386)
-    );
+    let trace = vmspace_trace::gen::generate(args.seed, args.ops, i386);
+    if args.json {
+        for l in trace.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            println!("{l}");
+        }
+    } else {
+        print!("{trace}");
+    }
     Ok(())
 }

@@ -15,7 +15,7 @@ use vmspace::space::abi::{MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_NONE, 
 use vmspace::space::vma::flags::VM_GROWSDOWN;
 use vmspace::space::{AddressSpace, ProcStat, SnapshotVma, SpaceConfig, TaskKind};
 
-mod svg;
+use crate::picture::{self, BandKind, Marker, SpaceExtras, SpacePicture};
 
 const PAGE: u64 = 4096;
 
@@ -38,6 +38,11 @@ pub enum LayoutArg {
 
 /// Arguments of `vmspace layout`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace layout                                    x86-64, top-down: the table and the limits
+  vmspace layout --arch i386 --layout legacy --svg i386-legacy.svg
+  vmspace layout --arch i386 --native --svg native.png  a PNG: the name decides the format
+  vmspace layout --stack-limit 1G --json            one JSON object: bands and limits")]
 pub struct LayoutArgs {
     /// Task architecture: `i386` is a 32-bit task on this 64-bit kernel (TASK_SIZE
     /// 0xffffe000) unless `--native` asks for a native i386 kernel's 3G/1G split.
@@ -55,8 +60,8 @@ pub struct LayoutArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
-    /// Also write an SVG picture of the layout to this path.
-    #[arg(long)]
+    /// Also draw the layout to this path: an SVG, or a PNG if the name ends in `.png`.
+    #[arg(long, value_name = "PATH")]
     svg: Option<PathBuf>,
 }
 
@@ -556,22 +561,83 @@ pub fn size(n: u64) -> String {
     size128(n as u128)
 }
 
-fn size128(n: u128) -> String {
-    if n == u64::MAX as u128 {
-        return "unlimited".into();
+use picture::size128;
+
+impl Kind {
+    /// The picture's band kind for this layout kind.
+    fn band_kind(self) -> BandKind {
+        match self {
+            Kind::NullGuard => BandKind::NullGuard,
+            Kind::Text => BandKind::Text,
+            Kind::Data => BandKind::Data,
+            Kind::Heap => BandKind::Heap,
+            Kind::HeapRoom => BandKind::HeapRoom,
+            Kind::MmapRoom => BandKind::MmapRoom,
+            Kind::Free => BandKind::Free,
+            Kind::Mapping => BandKind::Mmap,
+            Kind::StackGap => BandKind::Reserved,
+            Kind::StackRoom => BandKind::StackReserved,
+            Kind::StackGuard => BandKind::StackGuard,
+            Kind::Stack => BandKind::Stack,
+            Kind::Kernel => BandKind::Kernel,
+            Kind::NonCanonical => BandKind::NonCanonical,
+        }
     }
-    const U: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut i = 0;
-    let mut v = n as f64;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
+}
+
+/// The report as a space picture: its bands, a subtitle with the layout's parameters, and
+/// markers where the mmap area starts and where the heap must stop (B5).
+pub fn picture(r: &Report) -> (SpacePicture, SpaceExtras) {
+    let bands = r
+        .bands
+        .iter()
+        .map(|b| picture::Band {
+            start: b.start as u64,
+            // 2^64 does not fit: u64::MAX stands for it.
+            end: u64::try_from(b.end).unwrap_or(u64::MAX),
+            kind: b.kind.band_kind(),
+            label: b.label.clone(),
+        })
+        .collect();
+    let bits = if r.space_end > 1 << 32 { 64 } else { 32 };
+    let mut markers = Vec::new();
+    if let Some(l) = r.limits.iter().find(|l| l.layout == r.layout) {
+        let base = if r.layout == "topdown" {
+            "mmap_base"
+        } else {
+            "mmap_legacy_base"
+        };
+        // The base's words above its line, the break's below, so close markers stay legible.
+        markers.push(Marker {
+            at: l.mmap_base,
+            text: format!("{base} {:#x}", l.mmap_base),
+            color: "#1f4e9a",
+            below: false,
+        });
+        markers.push(Marker {
+            at: l.max_brk,
+            text: format!("largest break {:#x} (B5)", l.max_brk),
+            color: "#c0392b",
+            below: true,
+        });
     }
-    if v.fract() == 0.0 {
-        format!("{v:.0} {}", U[i])
-    } else {
-        format!("{v:.2} {}", U[i])
-    }
+    let extras = SpaceExtras {
+        subtitle: Some(format!(
+            "TASK_SIZE {:#x}, RLIMIT_STACK {}, stack_guard_gap {}",
+            r.task_size,
+            size128(r.stack_limit as u128),
+            size128(r.stack_guard_gap as u128)
+        )),
+        markers,
+    };
+    (
+        SpacePicture {
+            title: format!("{}: {} layout", r.title, r.layout),
+            bits,
+            bands,
+        },
+        extras,
+    )
 }
 
 fn render_text(r: &Report) -> String {
@@ -670,7 +736,8 @@ pub fn run(args: LayoutArgs) -> Result<(), String> {
     cfg.legacy_layout = args.layout == LayoutArg::Legacy;
     let r = report(&cfg);
     if let Some(p) = &args.svg {
-        std::fs::write(p, svg::render(&r)).map_err(|e| format!("{}: {e}", p.display()))?;
+        let (pic, extras) = picture(&r);
+        picture::write_picture(p, &picture::render_space_with(&pic, &extras))?;
     }
     if args.json {
         println!("{}", serde_json::to_string(&r).map_err(|e| e.to_string())?);

@@ -9,6 +9,7 @@
 //! line: `start-end   size  flags  level`, with markers for the address-space areas and
 //! holes shown as flagless lines, as Linux prints them.
 
+use crate::picture::{self, BandKind, Panel, SpacePicture};
 use serde_json::{json, Value};
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr};
 use vmspace::arch::{i386, x86_64, Arch, Entry, PageFlags, I386, X86_64};
@@ -26,6 +27,11 @@ pub enum ArchChoice {
 
 /// Arguments of `vmspace ptdump`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace ptdump                      both spaces, Linux-style text
+  vmspace ptdump --arch i386          the i386 space only (2-level tables, 4 MiB pages)
+  vmspace ptdump --json              one JSON object per space, one per line
+  vmspace ptdump --svg tables.svg     also draw what each space's tables map, to scale")]
 pub struct PtdumpArgs {
     /// Which architecture's example space to dump.
     #[arg(long, value_enum, default_value = "both")]
@@ -33,13 +39,18 @@ pub struct PtdumpArgs {
     /// Print one JSON object per space instead of the Linux-style text.
     #[arg(long)]
     json: bool,
+    /// Also draw what the tables map, as bands to scale, to this path (`.svg` or `.png`).
+    #[arg(long, value_name = "PATH")]
+    svg: Option<std::path::PathBuf>,
 }
 
 /// Runs `vmspace ptdump`.
 pub fn run(args: PtdumpArgs) -> Result<(), String> {
+    let mut panels = Vec::new();
     if matches!(args.arch, ArchChoice::I386 | ArchChoice::Both) {
         let ex = build_i386()?;
         print_dump(&ex, args.json)?;
+        panels.push(space_picture(&ex)?);
     }
     if matches!(args.arch, ArchChoice::X86_64 | ArchChoice::Both) {
         if args.arch == ArchChoice::Both && !args.json {
@@ -47,8 +58,93 @@ pub fn run(args: PtdumpArgs) -> Result<(), String> {
         }
         let ex = build_x86_64()?;
         print_dump(&ex, args.json)?;
+        panels.push(space_picture(&ex)?);
+    }
+    if let Some(path) = &args.svg {
+        let svg = match panels.as_slice() {
+            [one] => picture::render_space(one),
+            _ => picture::render_figure(
+                "vmspace ptdump: what the example page tables map",
+                &panels.into_iter().map(Panel::Space).collect::<Vec<_>>(),
+            ),
+        };
+        picture::write_picture(path, &svg)?;
     }
     Ok(())
+}
+
+/// The band kind of an example region, by its name.
+fn region_kind(what: &str) -> BandKind {
+    match what {
+        w if w.starts_with("kernel text") => BandKind::KernelText,
+        w if w.starts_with("kernel stack") => BandKind::KernelStack,
+        w if w.starts_with("kernel") || w == "direct map" => BandKind::Kernel,
+        "program text" => BandKind::Text,
+        "program data" => BandKind::Data,
+        "heap (brk)" => BandKind::Heap,
+        w if w.ends_with("stack") => BandKind::Stack,
+        _ => BandKind::Committed,
+    }
+}
+
+/// What the example's tables map, as a space picture: one band per present run of the walk
+/// (so large pages and 4 KiB pages of one region show as separate bands), named by the
+/// region it lies in, with its level and flags; the recursive slot's window and x86-64's
+/// non-canonical hole added. Unmapped space is drawn as free.
+pub fn space_picture<A: Arch>(ex: &Example<A>) -> Result<SpacePicture, String> {
+    let mut bands = Vec::new();
+    for r in runs(ex)?.iter().filter(|r| r.prot & 1 != 0) {
+        let start = A::from_linear(r.start).as_u64();
+        let end = u64::try_from(virt_end::<A>(r.end)).unwrap_or(u64::MAX);
+        let what = ex
+            .regions
+            .iter()
+            .find(|&&(_, va, len, _)| va <= start && start - va < len)
+            .map_or("mapped", |r| r.0);
+        bands.push(picture::Band {
+            start,
+            end,
+            kind: region_kind(what),
+            label: format!(
+                "{what}: {} {}",
+                A::level_name(r.level),
+                flag_list(r.level, r.prot).join(" ")
+            ),
+        });
+    }
+    if let Some(slot) = ex.pt.arch().recursive_slot() {
+        let span = A::level_span(A::LEVELS);
+        let start = A::from_linear(slot as u64 * span).as_u64();
+        bands.push(picture::Band {
+            start,
+            end: start.wrapping_add(span),
+            kind: BandKind::RecursivePd,
+            label: format!("slot {slot}: the page tables themselves, seen as pages"),
+        });
+    }
+    let bits = if A::VA_BITS > 32 {
+        let half = 1u64 << (A::VA_BITS - 1);
+        bands.push(picture::Band {
+            start: half,
+            end: half.wrapping_neg(),
+            kind: BandKind::NonCanonical,
+            label: "non-canonical hole".into(),
+        });
+        64
+    } else {
+        32
+    };
+    Ok(SpacePicture {
+        title: format!(
+            "{}: {} levels of {} entries, root at {:#x}",
+            A::NAME,
+            A::LEVELS,
+            A::ENTRIES,
+            ex.pt.root().start_address().as_u64()
+        ),
+        bits,
+        bands,
+    })
 }
 
 /// An example space: its tables, memory, allocator, what was mapped, and the dump markers.

@@ -11,6 +11,16 @@ use vmspace_trace::{model, trace};
 
 /// Arguments of `vmspace replay`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace gen-trace --seed 7 > t.jsonl
+  vmspace replay t.jsonl                          run on Linux, print a summary
+  vmspace replay t.jsonl --json > linux.json      the result document (one JSON line)
+  vmspace replay t.jsonl --start-from linux.json  run in the model from Linux's before state
+  vmspace replay t.jsonl --diff                   both; exit 1 and name the line if they differ
+
+Exit codes: 0 ok (or agree), 1 documents differ, 2 bad input (a trace error prints
+{\"fatal\": …, \"line\": N} and, without --json, FILE:LINE: message on stderr), 3 a backend
+recorded a fatal error. The trace format is docs/trace-format.md.")]
 pub struct ReplayArgs {
     /// The trace (JSON Lines, see docs/trace-format.md).
     trace: PathBuf,
@@ -165,8 +175,32 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
                 "{}",
                 serde_json::json!({"fatal": e.message, "line": e.line})
             );
+            if !args.json {
+                eprintln!(
+                    "vmspace: {}:{}: {} (see docs/trace-format.md)",
+                    args.trace.display(),
+                    e.line,
+                    e.message
+                );
+            }
             return Ok(ExitCode::from(2));
         }
+    };
+    let ops = trace.ops.len();
+    // Spinners on a terminal's stderr while a backend runs the trace.
+    let on_linux = |trace: &trace::Trace, opts| {
+        let pb = crate::progress::spinner("replay");
+        pb.set_message(format!("{ops} ops on Linux (a traced child process)"));
+        let r = linux::run(trace, opts);
+        pb.finish_and_clear();
+        r
+    };
+    let on_model = |trace: &trace::Trace, start: &ResultDoc, smaps| {
+        let pb = crate::progress::spinner("replay");
+        pb.set_message(format!("{ops} ops in the vmspace model"));
+        let r = model::run(trace, start, smaps);
+        pb.finish_and_clear();
+        r
     };
     let arch = Arch::from_name(&args.arch)
         .ok_or_else(|| format!("unknown arch {:?} (x86_64 or i386)", args.arch))?;
@@ -188,10 +222,10 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
             Some(path) => {
                 let t = std::fs::read_to_string(path)
                     .map_err(|e| format!("reading {}: {e}", path.display()))?;
-                ResultDoc::from_text(&t)?
+                ResultDoc::from_text(&t).map_err(|e| format!("{}: {e}", path.display()))?
             }
             None => {
-                let (ldoc, lout) = linux::run(&trace, opts)?;
+                let (ldoc, lout) = on_linux(&trace, opts)?;
                 report_expects(&lout.expect_failures);
                 ldoc
             }
@@ -200,26 +234,39 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
             emit(&ldoc, args.json);
             return Err(format!("the Linux run failed: {f}"));
         }
-        let (mdoc, _) = model::run(&trace, &ldoc, args.smaps)?;
+        let (mdoc, _) = on_model(&trace, &ldoc, args.smaps)?;
+        let diff = first_difference(&ldoc, &mdoc);
+        let diff_line = ldoc
+            .results
+            .iter()
+            .zip(&mdoc.results)
+            .find(|(a, b)| first_difference_of(a, b))
+            .map(|(a, _)| a.line);
         if args.json {
             out(&ldoc.to_text(false));
             out(&mdoc.to_text(false));
+            // A third line with the verdict.
+            out(&format!(
+                "{}\n",
+                serde_json::json!({
+                    "agree": diff.is_none(),
+                    "first_difference": diff,
+                    "line": diff_line,
+                    "ops": ldoc.results.len(),
+                })
+            ));
         }
-        return Ok(match first_difference(&ldoc, &mdoc) {
+        return Ok(match diff {
             None => {
                 eprintln!("linux and model agree ({} ops)", ldoc.results.len());
                 ExitCode::SUCCESS
             }
             Some(d) => {
                 eprintln!("first difference (linux vs model): {d}");
-                let line = ldoc
-                    .results
-                    .iter()
-                    .zip(&mdoc.results)
-                    .find(|(a, b)| first_difference_of(a, b))
-                    .map(|(a, _)| a.line);
-                if let Some(text) = line.and_then(|l| text.lines().nth(l - 1)) {
-                    eprintln!("  at: {text}");
+                if let Some((l, text)) =
+                    diff_line.and_then(|l| Some((l, text.lines().nth(l.checked_sub(1)?)?)))
+                {
+                    eprintln!("  at {}:{l}: {text}", args.trace.display());
                 }
                 ExitCode::from(1)
             }
@@ -231,7 +278,7 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
         Backend::Linux
     });
     let (doc, out) = match backend {
-        Backend::Linux => linux::run(&trace, opts)?,
+        Backend::Linux => on_linux(&trace, opts)?,
         Backend::Model => {
             let path = args
                 .start_from
@@ -239,8 +286,9 @@ pub fn run(args: ReplayArgs) -> Result<ExitCode, String> {
                 .ok_or("--backend model needs --start-from RESULT.json")?;
             let start_text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?;
-            let start = ResultDoc::from_text(&start_text)?;
-            model::run(&trace, &start, args.smaps)?
+            let start = ResultDoc::from_text(&start_text)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            on_model(&trace, &start, args.smaps)?
         }
     };
     report_expects(&out.expect_failures);

@@ -185,13 +185,15 @@ fn check_svg(text: &str, want: &[&str], broken: bool) {
 
 #[test]
 fn svg_is_xml_with_the_regions() {
+    // The picture's kinds (picture::BandKind): a layout "mapping" is drawn as "mmap", the
+    // room a stack may grow into as "stack_reserved".
     let want32 = [
         "text",
         "data",
         "heap_room",
-        "mapping",
+        "mmap",
         "stack",
-        "stack_room",
+        "stack_reserved",
         "stack_guard",
         "kernel",
     ];
@@ -214,7 +216,7 @@ fn svg_is_xml_with_the_regions() {
         &[
             "text",
             "heap_room",
-            "mapping",
+            "mmap",
             "stack",
             "non_canonical",
             "kernel",

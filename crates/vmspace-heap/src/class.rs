@@ -49,7 +49,9 @@ const fn div_constants() -> [u64; CLASSES] {
 }
 
 const LOOKUP_LEN: usize = SMALL_MAX / 8 + 1;
-static LOOKUP: [u8; LOOKUP_LEN] = lookup_table();
+// A `const`, not a `static`: each crate that inlines the hot path gets its own copy,
+// addressed directly instead of through the GOT.
+const LOOKUP: [u8; LOOKUP_LEN] = lookup_table();
 
 const fn lookup_table() -> [u8; LOOKUP_LEN] {
     let mut t = [0u8; LOOKUP_LEN];

@@ -67,6 +67,37 @@ pub(crate) fn contains(p: *const u8) -> bool {
     unsafe { (*leaf).0.get_unchecked(w).load(Relaxed) & bit != 0 }
 }
 
+/// The bit words of the window of `p` (4 GiB), null when none is installed: a heap caches
+/// the window most of its segments lie in and tests those with [`contains_in`], one load
+/// instead of three.
+pub(crate) fn window_words(p: *const u8) -> *const AtomicU64 {
+    match split(p as usize) {
+        // SAFETY: `top < TOP_ENTRIES`; installed leaves are never freed.
+        Some((top, _, _)) => {
+            let leaf = TOP[top].load(Acquire);
+            if leaf.is_null() {
+                core::ptr::null()
+            } else {
+                // SAFETY: a live leaf.
+                unsafe { (*leaf).0.as_ptr() }
+            }
+        }
+        None => core::ptr::null(),
+    }
+}
+
+/// Whether a heap header is registered at the segment containing `p`, given the bit words
+/// of its window ([`window_words`] of an address with the same bits 63..32).
+///
+/// # Safety
+/// `words` must come from [`window_words`] for `p`'s window.
+#[inline(always)]
+pub(crate) unsafe fn contains_in(words: *const AtomicU64, p: *const u8) -> bool {
+    let s = (p as usize >> crate::source::SEGMENT_SHIFT) & ((1 << (WINDOW_SHIFT - 16)) - 1);
+    // SAFETY: `s >> 6 < LEAF_WORDS` by the mask; leaves are never freed.
+    unsafe { (*words.add(s >> 6)).load(Relaxed) & 1u64 << (s & 63) != 0 }
+}
+
 /// Records that a heap header lives at segment `seg` (64 KiB-aligned); `false` when no leaf
 /// can be had for its window (the caller treats the segment as unavailable).
 pub(crate) fn register(seg: *const u8) -> bool {

@@ -2,19 +2,28 @@
 //!
 //! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
 //! header says which heap owns the segment (a cookie mixing the segment's address with the
-//! heap's key), which class it serves, and keeps one allocated bit per block (set while the
-//! block is out of the segment's free list: live, or on its owner's lookaside or remote
-//! list). The hot paths do not touch it: a free block's first word is an encoded link,
-//! which a live block's first word does not look like ([`looks_linked`]), and only a free
-//! whose block looks linked takes the exact check on the bit and lists. A pointer into the
-//! middle of a block is caught by the block-start test.
-//! A small segment's blocks start right after the header, rounded up to the largest power of
-//! two (at most a page) dividing the block size ([`data_offset`]), so block sizes that are
-//! multiples of an alignment up to the page size give aligned blocks, and classes that need
-//! no page alignment do not lose the rest of the header page.
+//! heap's key), which class it serves, and keeps two bits per block: *live* (handed out and
+//! not yet freed by its owner; written by the owner only) and *remote* (freed by another
+//! thread, waiting for the owner to collect it; set with one atomic `fetch_or` by the freeing
+//! thread). A free checks them before anything else — live set, remote clear — so a double
+//! free is caught whatever the program wrote into the freed block since; the block index
+//! comes from one multiplication ([`Segment::block_index`], which also rejects interior
+//! pointers), and the bitmap word sits in the header, which the free reads anyway.
+//!
+//! Blocks are carved lazily, a page at a time ([`Segment::activate`]): a segment's free list
+//! holds only blocks whose pages are *active*, so a class with few blocks touches (commits)
+//! only the pages it uses.
+//!
+//! A small segment's blocks start right after the header, rounded up to the largest power
+//! of two (at most a page) dividing the block size ([`data_offset`]), so block sizes that are
+//! multiples of an alignment up to the page size give aligned blocks.
 
 use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Pages of a segment.
+pub(crate) const SEGMENT_PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
+const _: () = assert!(SEGMENT_PAGES <= 16, "page masks are u16");
 
 /// Room reserved for the header: the largest offset of a small segment's first block, and
 /// the start of a meta segment's payload.
@@ -33,8 +42,13 @@ pub(crate) const fn data_offset(block_size: usize) -> usize {
     }
     (HEADER_END + a - 1) & !(a - 1)
 }
-/// Number of 64-bit words of one block bitmap (enough for 8-byte blocks).
-const BITMAP_WORDS: usize = SEGMENT_SIZE / 8 / 64;
+/// Number of 64-bit words of one block bitmap: at most 4096 blocks per segment (the
+/// 8-byte class uses the first 32 KiB of its segments; pages past its last block are never
+/// touched, so this costs address space, not memory).
+pub(crate) const BITMAP_WORDS: usize = 64;
+
+/// Most blocks in a segment.
+pub(crate) const MAX_BLOCKS: usize = BITMAP_WORDS * 64;
 
 /// A free block: the first word links to the next free block (encoded with `secure`).
 #[repr(C)]
@@ -61,28 +75,32 @@ pub(crate) enum Kind {
 /// segment's address ("colouring"), found by [`hot`] with a shift, a mask and an add.
 #[repr(C, align(64))]
 pub(crate) struct Hot {
-    /// Local free list (encoded). Owner only.
+    /// Free list of active blocks (links encoded with `secure`). Owner only.
     pub free: usize,
-    /// Blocks allocated (including those freed remotely but not yet collected, and those on
-    /// the owner's lookaside list). Owner only.
-    pub used: usize,
-    /// A free that leaves `used <= slow_at` takes the slow path: 0 normally (the segment
-    /// became empty), a threshold while the segment is on the full list.
-    pub slow_at: usize,
-    pub block_size: usize,
     /// The local heap that owns the segment (type-erased), null for large segments.
     pub owner: *mut (),
     /// `address ^ heap key`: identifies the owning heap.
     pub cookie: usize,
     /// `ceil(2^64 / block_size)`: `off` is a multiple of the block size iff
-    /// `off * div_c mod 2^64 < div_c` (Lemire, Kaser and Kurz 2019) — no division.
+    /// `off * div_c mod 2^64 < div_c`, and the block index is the high half of the product
+    /// (Lemire, Kaser and Kurz 2019) — no division.
     pub div_c: u64,
+    /// Key of the free-list links (`secure`: per segment).
+    pub key: usize,
+    /// Blocks live (including those freed remotely and not yet collected). Written by the
+    /// owner only; atomic so that `stats` may read it (relaxed: plain moves).
+    pub used: AtomicU32,
+    /// A free that leaves `used <= slow_at` takes the slow path: 0 normally (the segment
+    /// became empty), a threshold while the segment is on the full list.
+    pub slow_at: u32,
     /// Bytes of blocks from the data start (`capacity * block_size`).
     pub limit: u32,
-    pub kind: Kind,
-    pub class: u8,
+    /// Block size (atomic for `stats`, like `used`).
+    pub block_size: AtomicU32,
     /// Offset of the first block ([`data_offset`] of the block size).
     pub data: u16,
+    pub kind: Kind,
+    pub class: u8,
 }
 
 /// Offset of the first of the 16 possible hot lines.
@@ -97,45 +115,68 @@ pub(crate) fn hot(seg: *mut Segment) -> *mut Hot {
 /// The segment header: cold fields at the base; the [`Hot`] line and the bitmaps follow.
 #[repr(C)]
 pub(crate) struct Segment {
-    /// Per-segment key for encoding free-list links.
+    /// Per-segment key for encoding free-list links (the heap key without `secure`).
     pub key: usize,
     pub capacity: usize,
     /// In the owner's full list (no free block when last looked).
     pub full: bool,
+    /// Pages whose blocks may be on the free list (bit 0: the header page).
+    pub active: u16,
+    /// Pages written since the segment came from the source: what it counts as committed.
+    pub touched: u16,
     /// Links in the owner's per-class list, the empty cache, or the heap's large list.
     pub next: *mut Segment,
     pub prev: *mut Segment,
-    /// Blocks freed by other threads, waiting for the owner to collect them.
-    pub remote_free: AtomicPtr<Block>,
-    /// The segment is (or is about to be) in the owner's remote queue.
-    pub remote_queued: AtomicBool,
-    /// Link in the owner's remote queue.
-    pub next_remote: AtomicPtr<Segment>,
+    /// Links in the owner's list of all its small segments (changed under the heap lock, so
+    /// `stats` and `Drop` may walk it).
+    pub all_next: *mut Segment,
+    pub all_prev: *mut Segment,
     /// Segments spanned (large) or 1.
     pub count: usize,
     /// Requested size of a large block; for a cached empty segment, when it became empty.
     pub large_size: usize,
     /// Room for the 16 possible hot lines.
     _hot_lines: [Hot; 16],
-    /// One allocated bit per block: set while the block is out of the segment's free list
-    /// (live, on the owner's lookaside list, or on the remote list until the owner collects
-    /// it). Written by the owner only (relaxed loads and stores: plain moves).
+    /// The block bits, word pairs interleaved so one cache line holds both words a free
+    /// checks: a *live* word (one bit per block, set while the block is handed out and not
+    /// freed by its owner; written by the owner only, relaxed loads and stores: plain
+    /// moves), then a *remote* word (one bit per block freed by another thread and not yet
+    /// collected; set with `fetch_or`, cleared by the owner's `swap`).
     pub bits: Bits,
+    /// The remote queue link and flag, on a line of their own.
+    pub remote: Remote,
 }
 
 const _: () = assert!(core::mem::size_of::<Hot>() == 64);
 
-/// The block bitmaps, cache-line aligned.
+/// The live and remote bitmaps, interleaved, cache-line aligned.
 #[repr(C, align(64))]
-pub(crate) struct Bits(pub [AtomicU64; BITMAP_WORDS]);
+pub(crate) struct Bits(pub [AtomicU64; 2 * BITMAP_WORDS]);
+
+/// The part of the header other threads write.
+#[repr(C, align(64))]
+pub(crate) struct Remote {
+    /// The segment is (or is about to be) in the owner's remote queue.
+    pub queued: AtomicBool,
+    /// Link in the owner's remote queue.
+    pub next: AtomicPtr<Segment>,
+}
 
 impl Segment {
-    /// The allocated-bits word `w`.
+    /// The live-bits word `w`.
     #[inline(always)]
-    pub fn abits(&self, w: usize) -> &AtomicU64 {
-        // SAFETY: callers pass w < BITMAP_WORDS (a block index of a pointer inside the
-        // segment, shifted by 6).
-        unsafe { self.bits.0.get_unchecked(w) }
+    pub fn live_word(&self, w: usize) -> &AtomicU64 {
+        debug_assert!(w < BITMAP_WORDS);
+        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6).
+        unsafe { self.bits.0.get_unchecked(2 * w) }
+    }
+
+    /// The remote-bits word `w`.
+    #[inline(always)]
+    pub fn remote_word(&self, w: usize) -> &AtomicU64 {
+        debug_assert!(w < BITMAP_WORDS);
+        // SAFETY: as live_word.
+        unsafe { self.bits.0.get_unchecked(2 * w + 1) }
     }
 }
 
@@ -147,32 +188,15 @@ pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
     (p as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
 }
 
-/// Bitmap word index and bit of the block at `p`: its block index is the high half of
-/// `offset * div_c` (exact for offsets below 2^32), so no division.
-///
-/// # Safety
-/// `seg` must be a formatted small segment and `p` a block start inside it.
-#[inline(always)]
-pub(crate) unsafe fn granule(seg: *mut Segment, p: *const u8) -> (usize, u64) {
-    // SAFETY: reading the hot line of a valid segment (caller).
-    let (data, c) = unsafe { ((*hot(seg)).data as usize, (*hot(seg)).div_c) };
-    let off = (p as usize).wrapping_sub(seg as usize + data) as u64;
-    let idx = ((off as u128 * c as u128) >> 64) as usize;
-    (idx >> 6, 1u64 << (idx & 63))
-}
-
-/// Encodes a free-list link: xor with the key (rotated too with the `secure` feature).
-///
-/// Keys are never canonical addresses ([`make_key`]), so an encoded link decodes to an
-/// aligned canonical address (or 0) while what programs store in the first word of their
-/// blocks — zero, small numbers, pointers, text — does not: [`looks_linked`] tells free
-/// blocks from live ones without any per-block state.
+/// Encodes a free-list link: with the `secure` feature xor with the key and rotate; plain
+/// otherwise (double frees are caught by the live bits, not by the links).
 #[inline(always)]
 pub(crate) fn encode(p: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         (p ^ key).rotate_left(17)
     } else {
-        p ^ key
+        let _ = key;
+        p
     }
 }
 
@@ -182,28 +206,19 @@ pub(crate) fn decode(v: usize, key: usize) -> usize {
     if cfg!(feature = "secure") {
         v.rotate_right(17) ^ key
     } else {
-        v ^ key
+        let _ = key;
+        v
     }
 }
 
-/// Whether the word `w` at a block start decodes under `key` to something a free-list link
-/// holds: 0 or an 8-byte aligned canonical address (bits 63..47 all equal). A live block's
-/// first word passes only if it happens to hold such a value xor the (random) key.
-#[inline(always)]
-pub(crate) fn looks_linked(w: usize, key: usize) -> bool {
-    let d = decode(w, key) as u64;
-    d & 7 == 0 && (((d as i64) >> 47).wrapping_add(1) as u64) <= 1
-}
-
-/// A key from random bits: odd and never a canonical address (bit 63 set, bit 62 clear),
-/// so a cleared first word (0) never [`looks_linked`].
+/// A key from random bits: odd, with bit 63 set and 62 clear (never a canonical address).
 pub(crate) fn make_key(bits: usize) -> usize {
     let k = (bits as u64 | 1 | 1 << 63) & !(1 << 62);
     k as usize
 }
 
-/// The key a segment's free and remote lists are encoded with: the heap key, mixed with the
-/// segment address under the `secure` feature.
+/// The key a segment's free list is encoded with: the heap key, mixed with the segment
+/// address under the `secure` feature.
 pub(crate) fn segment_key(heap_key: usize, seg: usize) -> usize {
     if cfg!(feature = "secure") {
         make_key(mix(heap_key ^ seg))
@@ -221,8 +236,15 @@ pub(crate) fn mix(x: usize) -> usize {
     (z ^ (z >> 31)) as usize
 }
 
+/// Mask of the pages `[first, last]`.
+#[inline]
+fn page_span(first: usize, last: usize) -> u16 {
+    let n = last - first + 1;
+    ((((1u32 << n) - 1) << first) & 0xffff) as u16
+}
+
 impl Segment {
-    /// Writes a fresh header at `base` (all bitmaps clear).
+    /// Writes a fresh header at `base` (all bitmaps clear, only the header page touched).
     ///
     /// # Safety
     /// `base` must be a writable, SEGMENT_SIZE-aligned segment nothing else uses.
@@ -241,114 +263,165 @@ impl Segment {
             (*hot(seg)).cookie = base as usize ^ heap_key;
             (*hot(seg)).kind = kind;
             (*seg).key = segment_key(heap_key, base as usize);
+            (*hot(seg)).key = (*seg).key;
             (*hot(seg)).owner = owner;
             (*seg).count = count;
+            (*seg).touched = 1;
         }
         seg
     }
 
-    /// Makes an (empty) small segment serve class `class` with blocks of `block_size`: builds
-    /// its free list in address order.
+    /// Makes an (empty) small segment serve class `class` with blocks of `block_size`: no
+    /// page but the header's is active; the blocks that fit beside the header are free.
     ///
     /// # Safety
-    /// `seg` must be a small segment of the caller with no allocated block.
+    /// `seg` must be a small segment of the caller with no live block and no remote free
+    /// pending.
     pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
         // SAFETY: the caller owns the segment; blocks lie inside it.
         unsafe {
             let data = data_offset(block_size);
-            let cap = (SEGMENT_SIZE - data) / block_size;
-            (*hot(seg)).data = data as u16;
-            (*hot(seg)).class = class as u8;
-            (*hot(seg)).block_size = block_size;
+            let cap = ((SEGMENT_SIZE - data) / block_size).min(MAX_BLOCKS);
+            let h = hot(seg);
+            (*h).data = data as u16;
+            (*h).class = class as u8;
+            (*h).block_size.store(block_size as u32, Relaxed);
             (*seg).capacity = cap;
-            (*hot(seg)).limit = (cap * block_size) as u32;
-            (*hot(seg)).div_c = crate::class::DIV_C[class];
-            (*hot(seg)).used = 0;
+            (*h).limit = (cap * block_size) as u32;
+            (*h).div_c = crate::class::DIV_C[class];
+            (*h).used.store(0, Relaxed);
+            (*h).free = 0;
             (*seg).full = false;
-            (*hot(seg)).slow_at = 0;
-            let key = (*seg).key;
-            let first = seg as usize + data;
-            let mut next = 0usize;
-            let mut i = cap;
-            while i > 0 {
-                i -= 1;
-                let b = first + i * block_size;
-                (*(b as *mut Block)).next = encode(next, key);
-                next = b;
+            (*h).slow_at = 0;
+            for w in 0..cap.div_ceil(64) {
+                (*seg).live_word(w).store(0, Relaxed);
+                (*seg).remote_word(w).store(0, Relaxed);
             }
-            (*hot(seg)).free = next;
+            (*seg).active = 0;
+            Segment::activate(seg, 0);
         }
     }
 
-    /// Whether `p` is the start of a block of this (small) segment (live or free).
+    /// Pages that hold blocks (the rest of the segment past the last block is never used).
     ///
     /// # Safety
-    /// `seg` must be a valid small segment header and `p` inside the segment.
-    #[inline(always)]
-    pub unsafe fn is_block(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: reading the first header line.
-        unsafe {
-            let off = (p as usize).wrapping_sub(seg as usize + (*hot(seg)).data as usize);
-            off < (*hot(seg)).limit as usize
-                && (off as u64).wrapping_mul((*hot(seg)).div_c) < (*hot(seg)).div_c
-        }
+    /// `seg` must be a formatted small segment.
+    pub unsafe fn block_pages(seg: *mut Segment) -> u16 {
+        // SAFETY: reading the hot line.
+        let end = unsafe { (*hot(seg)).data as usize + (*hot(seg)).limit as usize };
+        page_span(0, (end - 1) / PAGE_SIZE)
     }
 
-    /// Whether the block at `p` is out of its segment's free list: allocated, on the owner's
-    /// lookaside list or on the remote list (callers tell those apart by [`looks_linked`]).
+    /// The pages block `i` spans.
     ///
     /// # Safety
-    /// `p` must be a block start of the valid small segment `seg`.
-    #[inline(always)]
-    pub unsafe fn is_live(seg: *mut Segment, p: *const u8) -> bool {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: p is a block of seg.
-        unsafe { (*seg).abits(w).load(Relaxed) & bit != 0 }
-    }
-
-    /// Clears the allocated bit of the block at `p`, which goes back on its segment's free
-    /// list (from the owner's lookaside list).
-    ///
-    /// # Safety
-    /// `p` must be a block start of the valid small segment `seg`; only its owner may call it.
-    #[inline(always)]
-    pub unsafe fn mark_returned(seg: *mut Segment, p: *const u8) {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: the allocated bits are written by the owner only.
-        unsafe {
-            let a = (*seg).abits(w);
-            a.store(a.load(Relaxed) & !bit, Relaxed);
-        }
-    }
-
-    /// Marks the free block at `p` allocated (by its owner).
-    ///
-    /// # Safety
-    /// As [`mark_returned`](Self::mark_returned).
-    #[inline(always)]
-    pub unsafe fn mark_live(seg: *mut Segment, p: *const u8) {
-        // SAFETY: p is a block of seg (caller).
-        let (w, bit) = unsafe { granule(seg, p) };
-        // SAFETY: as mark_returned.
-        unsafe {
-            let a = (*seg).abits(w);
-            a.store(a.load(Relaxed) | bit, Relaxed);
-        }
-    }
-
-    /// Clears the state of the remotely freed blocks `mask` of bitmap word `w`, which their
-    /// owner collects.
-    ///
-    /// # Safety
-    /// Only the segment's owner may call it, for blocks it took off the remote list.
+    /// `seg` must be a formatted small segment and `i` below its capacity.
     #[inline]
-    pub unsafe fn collected_bits(seg: *mut Segment, w: usize, mask: u64) {
-        // SAFETY: as mark_returned; w is a word of this segment's bitmap.
+    unsafe fn pages_of(seg: *mut Segment, i: usize) -> u16 {
+        // SAFETY: reading the hot line.
+        let (data, bs) = unsafe {
+            (
+                (*hot(seg)).data as usize,
+                (*hot(seg)).block_size.load(Relaxed) as usize,
+            )
+        };
+        let start = data + i * bs;
+        page_span(start / PAGE_SIZE, (start + bs - 1) / PAGE_SIZE)
+    }
+
+    /// Indices of the blocks overlapping page `page` (empty when none).
+    ///
+    /// # Safety
+    /// `seg` must be a formatted small segment.
+    unsafe fn blocks_on(seg: *mut Segment, page: usize) -> core::ops::Range<usize> {
+        // SAFETY: reading the hot line.
+        let (data, limit, bs) = unsafe {
+            let h = hot(seg);
+            (
+                (*h).data as usize,
+                (*h).limit as usize,
+                (*h).block_size.load(Relaxed) as usize,
+            )
+        };
+        let lo = (page * PAGE_SIZE).max(data);
+        let hi = ((page + 1) * PAGE_SIZE).min(data + limit);
+        if lo >= hi {
+            return 0..0;
+        }
+        (lo - data) / bs..(hi - 1 - data) / bs + 1
+    }
+
+    /// Whether block `i` is live (or freed remotely and not collected).
+    ///
+    /// # Safety
+    /// `i` must be below the capacity of the formatted small segment `seg`.
+    #[inline]
+    pub unsafe fn live_at(seg: *mut Segment, i: usize) -> bool {
+        // SAFETY: i < capacity <= BITMAP_WORDS * 64.
+        unsafe { (*seg).live_word(i >> 6).load(Relaxed) & 1 << (i & 63) != 0 }
+    }
+
+    /// Activates page `page`: the free blocks whose pages are now all active go on the free
+    /// list (in address order, before the blocks already there).
+    ///
+    /// # Safety
+    /// Owner only; the page must be committed (touched or committed again).
+    pub unsafe fn activate(seg: *mut Segment, page: usize) {
+        // SAFETY: owner-only; the blocks lie in the segment.
         unsafe {
-            let a = (*seg).abits(w);
-            a.store(a.load(Relaxed) & !mask, Relaxed);
+            (*seg).active |= 1 << page;
+            let active = (*seg).active;
+            let h = hot(seg);
+            let (first, bs, key) = (
+                seg as usize + (*h).data as usize,
+                (*h).block_size.load(Relaxed) as usize,
+                (*h).key,
+            );
+            let mut free = (*h).free;
+            for i in Segment::blocks_on(seg, page).rev() {
+                if Segment::pages_of(seg, i) & !active == 0 && !Segment::live_at(seg, i) {
+                    let b = first + i * bs;
+                    (*(b as *mut Block)).next = encode(free, key);
+                    free = b;
+                }
+            }
+            (*h).free = free;
+        }
+    }
+
+    /// The index of the block starting at `p`, or `None` if `p` is not a block start of this
+    /// (small) segment.
+    ///
+    /// # Safety
+    /// `seg` must be a valid small segment header (`p` may be anywhere).
+    #[inline(always)]
+    pub unsafe fn block_index(seg: *mut Segment, p: *const u8) -> Option<usize> {
+        // SAFETY: reading the hot line.
+        unsafe {
+            let h = hot(seg);
+            let off = (p as usize).wrapping_sub(seg as usize + (*h).data as usize);
+            if off >= (*h).limit as usize {
+                return None;
+            }
+            let m = off as u128 * (*h).div_c as u128;
+            if (m as u64) >= (*h).div_c {
+                return None;
+            }
+            Some((m >> 64) as usize)
+        }
+    }
+
+    /// Whether block `i` is live and not freed remotely: what a free must find.
+    ///
+    /// # Safety
+    /// `i` must be a block index of the valid small segment `seg`.
+    #[inline(always)]
+    pub unsafe fn is_allocated(seg: *mut Segment, i: usize) -> bool {
+        let (w, bit) = (i >> 6, 1u64 << (i & 63));
+        // SAFETY: i is a block index of seg.
+        unsafe {
+            (*seg).live_word(w).load(Relaxed) & bit != 0
+                && (*seg).remote_word(w).load(Relaxed) & bit == 0
         }
     }
 }
@@ -367,5 +440,13 @@ mod tests {
         }
         assert_eq!(data_offset(4096), PAGE_SIZE);
         assert!(data_offset(48) < PAGE_SIZE);
+    }
+
+    #[test]
+    fn page_spans() {
+        assert_eq!(page_span(0, 0), 1);
+        assert_eq!(page_span(1, 2), 0b110);
+        assert_eq!(page_span(0, 15), 0xffff);
+        assert_eq!(page_span(15, 15), 0x8000);
     }
 }

@@ -358,13 +358,16 @@ mod host {
     ///
     /// Single segments are carved from 64 MiB read-write reservations (`MAP_NORESERVE`:
     /// pages are committed by the kernel on first touch; 2 MiB-aligned with
-    /// `MADV_HUGEPAGE`, so touching them costs one fault per huge page); a freed one is given back lazily
+    /// `MADV_HUGEPAGE` unless made with [`small_pages`](Self::small_pages), so touching them
+    /// costs one fault per huge page); a freed one is given back lazily
     /// with `madvise(MADV_FREE)` and kept in a pool for reuse, so a heap that frees and
     /// reallocates does not pay for `mmap`, `munmap` and page faults each time. Runs of
     /// several segments (large blocks) are mappings of their own, unmapped on free.
     /// Dropping the source unmaps everything.
     #[derive(Debug)]
     pub struct HostSource {
+        /// Regions ask for transparent huge pages.
+        huge: bool,
         pool: usize,
         pooled: usize,
         next: usize,
@@ -383,9 +386,21 @@ mod host {
     }
 
     impl HostSource {
-        /// A host source with nothing reserved yet.
+        /// A host source with nothing reserved yet; its regions ask for transparent huge
+        /// pages (fewer faults and TLB misses; the kernel then commits 2 MiB at a time).
         pub const fn new() -> Self {
+            Self::with_huge_pages(true)
+        }
+
+        /// A host source whose regions use 4 KiB pages: exactly the pages a heap touches are
+        /// committed (what its `committed_bytes` counts).
+        pub const fn small_pages() -> Self {
+            Self::with_huge_pages(false)
+        }
+
+        const fn with_huge_pages(huge: bool) -> Self {
             HostSource {
+                huge,
                 pool: 0,
                 pooled: 0,
                 next: 0,
@@ -398,6 +413,20 @@ mod host {
         /// Freed segments kept for reuse.
         pub fn pooled(&self) -> usize {
             self.pooled
+        }
+
+        /// Bytes of the single-segment regions resident in memory (`mincore`), pooled
+        /// segments included: what the kernel has really committed for them.
+        pub fn resident(&self) -> usize {
+            let mut total = 0;
+            let mut v = [0u8; REGION / PAGE_SIZE];
+            for &r in &self.regions[..self.nregions] {
+                // SAFETY: `r` is a region of ours, `v` has one byte per page of it.
+                if unsafe { libc::mincore(r as *mut libc::c_void, REGION, v.as_mut_ptr()) } == 0 {
+                    total += v.iter().filter(|b| **b & 1 != 0).count() * PAGE_SIZE;
+                }
+            }
+            total
         }
 
         fn in_region(&self, a: usize) -> bool {
@@ -476,8 +505,12 @@ mod host {
                     // 2 MiB-aligned and marked for transparent huge pages: a heap touching
                     // its segments takes one fault per 2 MiB instead of one per page.
                     let r = Self::map_aligned_to(REGION, HUGE_PAGE)?;
-                    // SAFETY: advice on our own fresh mapping.
-                    unsafe { libc::madvise(r as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE) };
+                    if self.huge {
+                        // SAFETY: advice on our own fresh mapping.
+                        unsafe {
+                            libc::madvise(r as *mut libc::c_void, REGION, libc::MADV_HUGEPAGE)
+                        };
+                    }
                     self.regions[self.nregions] = r;
                     self.nregions += 1;
                     self.next = r;

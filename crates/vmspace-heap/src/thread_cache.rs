@@ -39,8 +39,12 @@ struct Entry {
     local: *mut (),
 }
 
+/// The heap id of an unused entry: no heap has it (ids count up from 1), nor does a heap
+/// handle not yet set up (id 0), so a look-up never finds an unused entry.
+const NO_HEAP: u64 = u64::MAX;
+
 const EMPTY_ENTRY: Entry = Entry {
-    heap: 0,
+    heap: NO_HEAP,
     slot: 0,
     local: core::ptr::null_mut(),
 };
@@ -55,7 +59,7 @@ fn abandon_all(cache: &ThreadCache) {
         let _g = SLOT_LOCK.lock();
         for c in &cache.e {
             let e = c.get();
-            if e.heap != 0 && SLOTS[e.slot].heap.load(Acquire) == e.heap {
+            if e.heap != NO_HEAP && SLOTS[e.slot].heap.load(Acquire) == e.heap {
                 let f = SLOTS[e.slot].abandon.load(Relaxed);
                 // SAFETY: `f` was stored from an `unsafe fn(*mut ())` in `register`, and the
                 // slot still belongs to the live heap that created `e.local` (its destruction
@@ -89,7 +93,8 @@ std::thread_local! {
     static GUARD: Guard = const { Guard };
 }
 
-/// This thread's local heap for heap `heap`, if it has one and thread-locals still work.
+/// This thread's local heap for heap `heap`, if it has one and thread-locals still work
+/// (never for id 0, a heap not set up yet).
 #[inline(always)]
 pub(crate) fn lookup(heap: u64) -> Option<*mut ()> {
     CACHE.with(|c| {
@@ -139,7 +144,7 @@ pub(crate) fn register(
             let _g = SLOT_LOCK.lock();
             let idx = (0..ENTRIES).find(|&i| {
                 let e = c.e[i].get();
-                e.heap == 0 || SLOTS[e.slot].heap.load(Acquire) != e.heap
+                e.heap == NO_HEAP || SLOTS[e.slot].heap.load(Acquire) != e.heap
             })?;
             let slot = (0..MAX_SLOTS).find(|&s| SLOTS[s].heap.load(Acquire) == 0)?;
             let local = create()?;

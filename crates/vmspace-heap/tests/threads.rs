@@ -126,15 +126,21 @@ fn the_example_programs_run_on_each_heap() {
 }
 
 /// A double free through the global allocator stops the program with a clear message
-/// (checked in a child process: this test binary re-runs itself for this one test).
+/// (checked in a child process: this test binary re-runs itself for this one test), also
+/// when a use-after-free write between the two frees overwrote the freed block's free-list
+/// link with the address of a live block: the block's state is in its segment's bitmap.
 #[test]
 fn a_double_free_through_the_global_allocator_aborts_with_a_message() {
     const CHILD: &str = "VMSPACE_HEAP_DOUBLE_FREE_CHILD";
     if std::env::var_os(CHILD).is_some() {
         let l = Layout::from_size_align(48, 8).unwrap();
         unsafe {
+            let live = std::alloc::alloc(l);
             let p = std::alloc::alloc(l);
             std::alloc::dealloc(p, l);
+            // the use-after-free write: a plausible link, then junk
+            p.write_bytes(0x41, 48);
+            (p as *mut usize).write(live as usize);
             std::alloc::dealloc(p, l);
         }
         return; // not reached: the second free aborts

@@ -38,6 +38,11 @@ pub struct Counters {
     pub stack_overflows: u64,
     /// Reserve/commit stack pages committed on a guard-page touch (W18).
     pub guard_commits: u64,
+    /// STATUS_GUARD_PAGE_VIOLATION raised by the fault layer (W15), consumed by stack
+    /// growth or not.
+    pub guard_page_violations: u64,
+    /// STATUS_ACCESS_VIOLATION in reservations (W13).
+    pub access_violations: u64,
     pub tlb_hits: u64,
     pub tlb_misses: u64,
 }
@@ -54,6 +59,14 @@ impl Counters {
             Resolved::PageCache => self.page_cache += 1,
             Resolved::FileCopy => self.file_copies += 1,
             Resolved::Spurious | Resolved::Upgrade => self.spurious += 1,
+        }
+    }
+
+    /// Counts a Windows exception.
+    pub(crate) fn exception(&mut self, c: vmspace::fault::ExceptionCode) {
+        match c {
+            vmspace::fault::ExceptionCode::GuardPage => self.guard_page_violations += 1,
+            _ => self.access_violations += 1,
         }
     }
 
@@ -80,5 +93,7 @@ impl Counters {
             + self.segv_accerr
             + self.sigbus
             + self.out_of_memory
+            + self.guard_page_violations
+            + self.access_violations
     }
 }

@@ -9,6 +9,8 @@
 //! ([`Counters`]); [`Machine::check`] verifies the frame and RSS invariants.
 
 pub mod counters;
+#[cfg(feature = "heap")]
+pub mod heap_source;
 pub mod machine;
 pub mod oom;
 pub mod process;

@@ -10,10 +10,16 @@ use crate::with_mm;
 use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
 use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
-use vmspace::fault::{pte, Access, FaultError, Mm, Phys};
+use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, WinException};
+use vmspace::paging::PageTable;
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
-use vmspace::space::{Errno, Fault, FileRef, SmapsEntry, SpaceConfig, TaskKind};
+use vmspace::space::kernel::{KernelError, KernelLayout, KernelSpace, KernelStack};
+use vmspace::space::AddressSpace;
+use vmspace::space::{
+    AllocKind, Errno, Fault, FileRef, RegionInfo, SmapsEntry, SpaceConfig, TaskKind, WinError,
+    WinProt,
+};
 
 /// Physical memory of the machine.
 pub type MachinePhys = Phys<EmulatedRam, OwnedBuddyAllocator>;
@@ -46,6 +52,10 @@ pub enum Stop {
     NotRunning,
     /// The page tables or physical memory misbehaved (a bug).
     Internal,
+    /// A Windows exception in a reservation (access violation W13, guard page W15); the
+    /// thread keeps running (a handler could run). Guard pages of the thread's own
+    /// reserve/commit stack never show here: they grow the stack (W16, W18).
+    Exception(WinException),
 }
 
 impl Stop {
@@ -73,6 +83,16 @@ pub enum SimError {
     BadStack,
     /// RAM size not a positive multiple of 4 KiB, or too large for the address width.
     BadRam,
+    /// A Windows memory call failed (VirtualAlloc, VirtualFree, VirtualProtect, …).
+    Win(WinError),
+    /// The shared kernel half refused (an invalid layout, no kernel-stack slot left).
+    Kernel(KernelError),
+}
+
+impl From<WinError> for SimError {
+    fn from(e: WinError) -> Self {
+        SimError::Win(e)
+    }
 }
 
 impl From<Errno> for SimError {
@@ -109,6 +129,9 @@ pub struct Machine {
     next_tid: Tid,
     free_asids: Vec<u16>,
     next_asid: u16,
+    /// The kernel half shared by every i386 process, if the machine has one
+    /// ([`Machine::with_kernel_half`]).
+    kernel: Option<KernelSpace>,
 }
 
 impl Machine {
@@ -137,7 +160,45 @@ impl Machine {
             next_tid: 1,
             free_asids: Vec::new(),
             next_asid: 1,
+            kernel: None,
         })
+    }
+
+    /// A machine whose i386 processes share one kernel half laid out as `layout` (the
+    /// 32-bit kernel's space, `vmspace::space::kernel`): every kernel page table is
+    /// allocated now, every i386 process's directory points at them, and kernel stacks are
+    /// one page each in the layout's kernel-stack region with an unmapped guard page
+    /// below, visible in every process.
+    pub fn with_kernel_half(ram: u64, layout: KernelLayout) -> Result<Self, SimError> {
+        let mut m = Machine::new(ram)?;
+        let k =
+            KernelSpace::new(layout, &mut m.phys.mem, &mut m.phys.frames).map_err(|e| match e {
+                KernelError::OutOfFrames => SimError::OutOfMemory,
+                e => SimError::Kernel(e),
+            })?;
+        m.kernel = Some(k);
+        Ok(m)
+    }
+
+    /// The shared kernel half, if the machine has one.
+    pub fn kernel_half(&self) -> Option<&KernelSpace> {
+        self.kernel.as_ref()
+    }
+
+    /// The address space of a new i386 process: over the shared kernel half if there is
+    /// one.
+    fn i386_mm(&mut self, space: AddressSpace) -> Result<Mm<I386>, vmspace::paging::MapError> {
+        match &self.kernel {
+            Some(k) => {
+                let pt = PageTable::new_sharing(
+                    k.page_table(),
+                    &mut self.phys.mem,
+                    &mut self.phys.frames,
+                )?;
+                Ok(Mm::with_page_table(space, pt))
+            }
+            None => Mm::with_space(I386::new(), space, &mut self.phys),
+        }
     }
 
     /// Physical memory (bytes, frames, zero page, page cache).
@@ -228,7 +289,7 @@ impl Machine {
         let asid = self.alloc_asid()?;
         let mm = match arch {
             ArchKind::X86_64 => Mm::new(X86_64, cfg, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => Mm::new(I386::new(), cfg, &mut self.phys).map(AnyMm::I386),
+            ArchKind::I386 => self.i386_mm(AddressSpace::new(cfg)).map(AnyMm::I386),
         };
         let mut mm = match mm {
             Ok(m) => m,
@@ -282,7 +343,7 @@ impl Machine {
             .unwrap_or(space.layout().stack_top);
         let mm = match arch {
             ArchKind::X86_64 => Mm::with_space(X86_64, space, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => Mm::with_space(I386::new(), space, &mut self.phys).map(AnyMm::I386),
+            ArchKind::I386 => self.i386_mm(space).map(AnyMm::I386),
         };
         let mm = match mm {
             Ok(m) => m,
@@ -329,6 +390,16 @@ impl Machine {
             .procs
             .get_mut(&pid)
             .ok_or(SimError::NoSuchProcess(pid))?;
+        if let (ArchKind::I386, Some(k)) = (p.arch, self.kernel.as_mut()) {
+            // The shared kernel half hands out the stack (mapped for every process).
+            let st = k
+                .alloc_stack(&mut self.phys.mem, &mut self.phys.frames)
+                .map_err(|e| match e {
+                    KernelError::OutOfFrames => SimError::OutOfMemory,
+                    e => SimError::Kernel(e),
+                })?;
+            return Ok(self.enter_thread(pid, tid, stack, st.page));
+        }
         let kva = match p.arch {
             ArchKind::X86_64 => KSTACK_BASE_64 + tid as u64 * 2 * PAGE_SIZE + PAGE_SIZE,
             ArchKind::I386 if tid < MAX_TID_32 => {
@@ -354,8 +425,15 @@ impl Machine {
             let _ = self.phys.frames.deallocate_frame(frame);
             return Err(SimError::OutOfMemory);
         }
+        Ok(self.enter_thread(pid, tid, stack, kva))
+    }
+
+    /// Records thread `tid` of `pid` with its user stack and the kernel stack page `kva`.
+    fn enter_thread(&mut self, pid: Pid, tid: Tid, stack: Stack, kva: u64) -> Tid {
         self.next_tid += 1;
-        p.threads.push(tid);
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.threads.push(tid);
+        }
         self.threads.insert(
             tid,
             Thread {
@@ -366,7 +444,30 @@ impl Machine {
                 ended: None,
             },
         );
-        Ok(tid)
+        tid
+    }
+
+    /// Frees the kernel stack at `kva` in the shared kernel half and drops it from every
+    /// address space's TLB entries (it was visible in all of them). `false` if the machine
+    /// has no kernel half or the stack is not the process's arch's.
+    fn free_shared_kernel_stack(&mut self, arch: ArchKind, kva: u64) -> bool {
+        let Some(k) = self.kernel.as_mut().filter(|_| arch == ArchKind::I386) else {
+            return false;
+        };
+        if let Ok(t) = k.translate(&self.phys.mem, kva) {
+            let st = KernelStack {
+                guard: kva - PAGE_SIZE,
+                page: kva,
+                frame: t.frame.as_u64(),
+            };
+            if let Ok(flush) = k.free_stack(&mut self.phys.mem, &mut self.phys.frames, st) {
+                flush.ignore();
+                for p in self.procs.values() {
+                    self.tlb.invalidate(p.asid, kva);
+                }
+            }
+        }
+        true
     }
 
     /// Starts a thread in `pid` with a new stack of `style`.
@@ -410,18 +511,29 @@ impl Machine {
                 if need > reserve {
                     return Err(SimError::BadStack);
                 }
-                // W20: reserve = PROT_NONE private anonymous, commit = mprotect.
-                let base = self.mmap(
-                    pid,
-                    0,
-                    reserve,
-                    PROT_NONE,
-                    MAP_PRIVATE | MAP_ANONYMOUS,
-                    None,
-                    0,
-                )?;
+                // W17: one reservation, the top committed READWRITE, guard pages below
+                // carrying PAGE_GUARD (W20 maps these onto PROT_NONE and mprotect).
+                let base =
+                    self.virtual_alloc(pid, None, reserve, AllocKind::RESERVE, WinProt::READWRITE)?;
                 let committed = base + reserve - commit;
-                self.mprotect(pid, committed, commit, PROT_READ | PROT_WRITE)?;
+                let guard = guard_pages * PAGE_SIZE;
+                let r = self
+                    .commit(pid, committed, commit, WinProt::READWRITE)
+                    .and_then(|_| {
+                        if guard == 0 {
+                            return Ok(0);
+                        }
+                        self.commit(
+                            pid,
+                            committed - guard,
+                            guard,
+                            WinProt::READWRITE | WinProt::GUARD,
+                        )
+                    });
+                if let Err(e) = r {
+                    let _ = self.release(pid, base);
+                    return Err(e);
+                }
                 Stack::Reserved {
                     base,
                     reserve,
@@ -433,12 +545,15 @@ impl Machine {
         };
         let t = self.add_thread(pid, stack);
         if t.is_err() {
-            let (base, len) = match stack {
-                Stack::Pthread { base, size, .. } => (base, size),
-                Stack::Reserved { base, reserve, .. } => (base, reserve),
-                Stack::Main { .. } => (0, 0),
-            };
-            let _ = self.munmap(pid, base, len);
+            match stack {
+                Stack::Pthread { base, size, .. } => {
+                    let _ = self.munmap(pid, base, size);
+                }
+                Stack::Reserved { base, .. } => {
+                    let _ = self.release(pid, base);
+                }
+                Stack::Main { .. } => {}
+            }
         }
         t
     }
@@ -458,8 +573,8 @@ impl Machine {
             Stack::Pthread { base, size, .. } => {
                 let _ = self.munmap(t.pid, base, size);
             }
-            Stack::Reserved { base, reserve, .. } => {
-                let _ = self.munmap(t.pid, base, reserve);
+            Stack::Reserved { base, .. } => {
+                let _ = self.release(t.pid, base);
             }
             Stack::Main { .. } => {}
         }
@@ -476,6 +591,10 @@ impl Machine {
         }
         t.ended = Some(why);
         let (pid, kva) = (t.pid, t.kernel_stack);
+        let arch = self.procs.get(&pid).map(|p| p.arch);
+        if arch.is_some_and(|a| self.free_shared_kernel_stack(a, kva)) {
+            return;
+        }
         if let Some(p) = self.procs.get_mut(&pid) {
             let phys = &mut self.phys;
             let r = with_mm!(&mut p.mm, m => m.page_table_mut().unmap(
@@ -503,14 +622,20 @@ impl Machine {
         let Some(p) = self.procs.remove(&pid) else {
             return;
         };
+        let mut kstacks = Vec::new();
         for tid in &p.threads {
             if let Some(t) = self.threads.get_mut(tid) {
                 if t.ended.is_none() {
                     t.ended = Some(ThreadEnd::ProcessEnded(why));
+                    kstacks.push(t.kernel_stack);
                 }
             }
         }
-        // Kernel stacks of running threads are still mapped: exit drops them with the rest.
+        // In a shared kernel half the running threads' kernel stacks are the kernel's to
+        // free; otherwise they are still mapped in this table and exit drops them.
+        for kva in kstacks {
+            self.free_shared_kernel_stack(p.arch, kva);
+        }
         with_mm!(p.mm, m => m.exit(&mut self.phys));
         self.tlb.invalidate_asid(p.asid);
         self.free_asids.push(p.asid);
@@ -549,7 +674,8 @@ impl Machine {
             }
         };
         // The child's page table was copied with the parent's kernel stacks absent (they
-        // are outside every VMA), so only its own kernel stack is mapped below.
+        // are outside every VMA), so only its own kernel stack is mapped below — unless
+        // the kernel half is shared, where every kernel stack is visible to all.
         let cpid = self.next_pid;
         self.next_pid += 1;
         self.procs.insert(
@@ -586,7 +712,7 @@ impl Machine {
             Some(t) if t.ended.is_none() => t.pid,
             _ => return Err(Stop::NotRunning),
         };
-        self.user_access(pid, Some(tid), addr, access, value)
+        self.user_access(pid, Some(tid), addr, access, value, false)
     }
 
     /// Reads a byte as thread `tid`.
@@ -617,7 +743,7 @@ impl Machine {
         value: u8,
     ) -> Result<Option<u8>, Stop> {
         let access = if write { Access::Write } else { Access::Read };
-        self.user_access(pid, None, addr, access, value)
+        self.user_access(pid, None, addr, access, value, false)
     }
 
     /// What a TLB miss does in `pid`: the MMU's walk to the 4 KiB entry of `addr`, as
@@ -638,6 +764,8 @@ impl Machine {
         r
     }
 
+    /// A user-space access (by the kernel for a system call if `kernel`: W15, a guard page
+    /// then fails the call instead of growing a stack).
     fn user_access(
         &mut self,
         pid: Pid,
@@ -645,6 +773,7 @@ impl Machine {
         addr: u64,
         access: Access,
         value: u8,
+        kernel: bool,
     ) -> Result<Option<u8>, Stop> {
         let need = need_of(access);
         for _ in 0..8 {
@@ -685,17 +814,7 @@ impl Machine {
                         StackVerdict::Retry => continue,
                         StackVerdict::Overflow => {
                             self.counters.stack_overflows += 1;
-                            match self.policy {
-                                OverflowPolicy::StopThread => {
-                                    self.end_thread(tid, ThreadEnd::StackOverflow { addr })
-                                }
-                                OverflowPolicy::KillProcess => {
-                                    if let Some(t) = self.threads.get_mut(&tid) {
-                                        t.ended = Some(ThreadEnd::StackOverflow { addr });
-                                    }
-                                    self.end_process(pid, ProcessEnd::StackOverflow)
-                                }
-                            }
+                            self.overflow(pid, tid, addr);
                             return Err(Stop::StackOverflow { addr });
                         }
                         StackVerdict::NotStack => return Err(Stop::Signal(f)),
@@ -710,6 +829,24 @@ impl Machine {
                     }
                 }
                 Err(FaultError::Internal(_)) => return Err(Stop::Internal),
+                Err(FaultError::Exception(e)) => {
+                    self.counters.exception(e.code);
+                    if e.code != ExceptionCode::GuardPage {
+                        return Err(Stop::Exception(e));
+                    }
+                    let Some(tid) = tid.filter(|_| !kernel) else {
+                        return Err(Stop::Exception(e));
+                    };
+                    match self.stack_guard(tid, addr) {
+                        StackVerdict::Retry => continue,
+                        StackVerdict::Overflow => {
+                            self.counters.stack_overflows += 1;
+                            self.overflow(pid, tid, addr);
+                            return Err(Stop::StackOverflow { addr });
+                        }
+                        StackVerdict::NotStack => return Err(Stop::Exception(e)),
+                    }
+                }
             }
         }
         Err(Stop::Internal)
@@ -717,7 +854,9 @@ impl Machine {
 
     /// A kernel-mode access of thread `tid` (a system call touching its kernel stack, or
     /// user memory as copy_to/from_user does, F2: a failing user fault is returned as the
-    /// signal the caller turns into EFAULT).
+    /// signal the caller turns into EFAULT). A guard page it touches, even in the thread's
+    /// own stack, fails the access with the guard-page exception (its bit is cleared, the
+    /// stack does not grow: W15's "a system service touching a guard page fails").
     pub fn kernel_access(
         &mut self,
         tid: Tid,
@@ -734,7 +873,7 @@ impl Machine {
         let in_kernel =
             with_mm!(&p.mm, m => addr >= m.page_table().arch().kernel_range().start().as_u64());
         if !in_kernel {
-            return self.user_access(pid, Some(tid), addr, access, value);
+            return self.user_access(pid, Some(tid), addr, access, value, true);
         }
         let need = if write { perm::WRITE } else { 0 };
         if let Some(pa) = self.tlb.lookup(p.asid, addr, need) {
@@ -786,57 +925,83 @@ impl Machine {
                     StackVerdict::NotStack
                 }
             }
-            Stack::Reserved {
+            // Reserve/commit stacks grow on guard-page exceptions (stack_guard), never on
+            // a signal.
+            Stack::Reserved { .. } => StackVerdict::NotStack,
+        }
+    }
+
+    /// Ends the thread or process whose stack overflowed at `addr`, per [`Self::policy`].
+    fn overflow(&mut self, pid: Pid, tid: Tid, addr: u64) {
+        match self.policy {
+            OverflowPolicy::StopThread => self.end_thread(tid, ThreadEnd::StackOverflow { addr }),
+            OverflowPolicy::KillProcess => {
+                if let Some(t) = self.threads.get_mut(&tid) {
+                    t.ended = Some(ThreadEnd::StackOverflow { addr });
+                }
+                self.end_process(pid, ProcessEnd::StackOverflow)
+            }
+        }
+    }
+
+    /// A guard-page exception of thread `tid` at `addr` (its guard bit already cleared by
+    /// the fault layer, W15). In the thread's own reserve/commit stack it is consumed
+    /// (W16): the pages from the touched one up become ordinary READWRITE memory and the
+    /// `guard_pages` pages below it are committed as the new guard (W18), unless that guard
+    /// would reach the last page of the reservation (the hard guard) or the commit fails:
+    /// then the remaining guard pages become ordinary memory, no guard is left and the
+    /// stack overflows (W19). Anywhere else the exception is the caller's.
+    fn stack_guard(&mut self, tid: Tid, addr: u64) -> StackVerdict {
+        let Some(t) = self.threads.get(&tid) else {
+            return StackVerdict::NotStack;
+        };
+        let (pid, stack) = (t.pid, t.stack);
+        let Stack::Reserved {
+            base,
+            reserve,
+            committed,
+            guard_pages,
+            overflowed,
+        } = stack
+        else {
+            return StackVerdict::NotStack;
+        };
+        let glow = committed.saturating_sub(guard_pages * PAGE_SIZE).max(base);
+        if overflowed || addr < glow || addr >= committed {
+            return StackVerdict::NotStack;
+        }
+        let page = addr & !(PAGE_SIZE - 1);
+        let hard = base + PAGE_SIZE;
+        let new_guard = page
+            .checked_sub(guard_pages * PAGE_SIZE)
+            .filter(|g| *g >= hard);
+        let grown = new_guard.is_some_and(|g| {
+            guard_pages == 0
+                || self
+                    .commit(pid, g, page - g, WinProt::READWRITE | WinProt::GUARD)
+                    .is_ok()
+        });
+        // The touched page and any guard page above it become ordinary memory; on overflow
+        // every guard page left does (W19: for the handler to use).
+        let plain_from = if grown { page } else { glow.max(hard) };
+        if plain_from < committed {
+            let _ =
+                self.virtual_protect(pid, plain_from, committed - plain_from, WinProt::READWRITE);
+        }
+        if let Some(t) = self.threads.get_mut(&tid) {
+            t.stack = Stack::Reserved {
                 base,
                 reserve,
-                committed,
+                committed: plain_from,
                 guard_pages,
-                overflowed,
-            } => {
-                let glow = committed.saturating_sub(guard_pages * PAGE_SIZE);
-                if overflowed || addr < glow.max(base) || addr >= committed {
-                    // W18/W19: below the guard (or no guard left) -> access violation.
-                    return StackVerdict::NotStack;
-                }
-                let page = addr & !(PAGE_SIZE - 1);
-                let hard = base + PAGE_SIZE;
-                let fits = page
-                    .checked_sub(guard_pages * PAGE_SIZE)
-                    .is_some_and(|g| g >= hard);
-                // W19: the guard would reach the hard guard -> the guard pages become
-                // ordinary memory and the overflow is raised.
-                let (new_committed, over) = if fits {
-                    (page, false)
-                } else {
-                    (glow.max(hard), true)
-                };
-                if self
-                    .mprotect(
-                        pid,
-                        new_committed,
-                        committed - new_committed,
-                        PROT_READ | PROT_WRITE,
-                    )
-                    .is_err()
-                {
-                    return StackVerdict::Overflow;
-                }
-                if let Some(t) = self.threads.get_mut(&tid) {
-                    t.stack = Stack::Reserved {
-                        base,
-                        reserve,
-                        committed: new_committed,
-                        guard_pages,
-                        overflowed: over,
-                    };
-                }
-                if over {
-                    StackVerdict::Overflow
-                } else {
-                    self.counters.guard_commits += 1;
-                    StackVerdict::Retry
-                }
-            }
+                overflowed: !grown,
+            };
+        }
+        if grown {
+            self.counters.guard_commits += 1;
+            StackVerdict::Retry
+        } else {
+            StackVerdict::Overflow
         }
     }
 
@@ -963,6 +1128,71 @@ impl Machine {
         )??)
     }
 
+    /// VirtualAlloc in `pid` (see `AddressSpace::virtual_alloc`).
+    pub fn virtual_alloc(
+        &mut self,
+        pid: Pid,
+        addr: Option<u64>,
+        size: u64,
+        kind: AllocKind,
+        prot: WinProt,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.virtual_alloc(ph, t, addr, size, kind, prot)),
+        )??)
+    }
+
+    /// MEM_COMMIT inside a reservation of `pid`.
+    pub fn commit(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<u64, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.commit(ph, t, addr, size, prot)),
+        )??)
+    }
+
+    /// MEM_DECOMMIT in `pid`.
+    pub fn decommit(&mut self, pid: Pid, addr: u64, size: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.decommit(ph, t, addr, size)),
+        )??)
+    }
+
+    /// MEM_RELEASE of the reservation at `base` in `pid`.
+    pub fn release(&mut self, pid: Pid, base: u64) -> Result<(), SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.release(ph, t, base, 0)),
+        )??)
+    }
+
+    /// VirtualProtect in `pid`; returns the old protection of the first page.
+    pub fn virtual_protect(
+        &mut self,
+        pid: Pid,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<WinProt, SimError> {
+        Ok(self.with_mm(
+            pid,
+            |mm, ph, t| with_mm!(mm, m => m.virtual_protect(ph, t, addr, size, prot)),
+        )??)
+    }
+
+    /// VirtualQuery in `pid`.
+    pub fn virtual_query(&self, pid: Pid, addr: u64) -> Result<RegionInfo, SimError> {
+        let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
+        Ok(p.space().virtual_query(addr)?)
+    }
+
     /// smaps of `pid` with `rss_kb`/`anon_kb` from its page table.
     pub fn smaps(&self, pid: Pid) -> Result<Vec<SmapsEntry>, SimError> {
         let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
@@ -979,6 +1209,9 @@ impl Machine {
         let mut tables = 0;
         for p in self.procs.values() {
             with_mm!(&p.mm, m => m.check(&self.phys)).map_err(|e| format!("pid {}: {e}", p.pid))?;
+            p.space()
+                .win_check()
+                .map_err(|e| format!("pid {}: {e}", p.pid))?;
             tables += p.table_pages();
             let pages = with_mm!(&p.mm, m => m.user_pages(&self.phys.mem));
             for (_, f, _) in pages {
@@ -1016,6 +1249,10 @@ impl Machine {
             if c != *n {
                 return Err(format!("frame {f:?}: refcount {c}, mappings {n}"));
             }
+        }
+        if let Some(k) = &self.kernel {
+            // The shared kernel tables and the kernel's own directory.
+            tables += k.shared_tables() + k.page_table().table_pages();
         }
         let st = self.phys.frames.stats();
         let expect = 1 + tables + refs.len() as u64;

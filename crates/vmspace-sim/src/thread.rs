@@ -13,11 +13,15 @@ pub enum StackStyle {
     /// Linux pthread style: one private mapping of `size` bytes whose lowest `guard` bytes
     /// are PROT_NONE (glibc's guard); touching the guard is a stack overflow.
     Pthread { size: u64, guard: u64 },
-    /// Windows style: reserve `reserve` bytes (PROT_NONE), commit the top `commit` bytes,
-    /// keep `guard_pages` guard pages below the committed part. Touching a guard page commits
-    /// it and moves the guard down (W18); when the guard would reach the last page of the
-    /// reservation (the hard guard) the stack overflows (W19). Touching reserved memory below
-    /// the guard is an access violation, not growth.
+    /// Windows style, on the space's reserve/commit calls: one reservation of `reserve`
+    /// bytes (rounded to 64 KiB), the top `commit` bytes committed READWRITE, `guard_pages`
+    /// pages below committed READWRITE|GUARD (W17). The owning thread's touch of a guard
+    /// page is consumed silently: the page becomes ordinary memory and the pages below are
+    /// committed as the new guard (W16, W18, counted in `guard_commits`); when the guard
+    /// would reach the last page of the reservation (the hard guard), or the commit fails,
+    /// the stack overflows (W19). Touching reserved memory below the guard is an access
+    /// violation (`Stop::Exception`), not growth; another thread's touch of the guard page
+    /// raises the guard-page exception to it (W15).
     ReserveCommit {
         reserve: u64,
         commit: u64,
@@ -33,6 +37,31 @@ impl StackStyle {
         commit: 4096,
         guard_pages: 2,
     };
+
+    /// The stack CreateThread makes (W17) with the linker defaults (SizeOfStackReserve
+    /// 1 MiB, SizeOfStackCommit 4 KiB, two guard pages on 64-bit): `dw_stack_size` is the
+    /// commit size, or with STACK_SIZE_PARAM_IS_A_RESERVATION (`is_reservation`) the reserve;
+    /// 0 means the defaults. A commit at least the default reserve makes the reserve the
+    /// commit rounded up to 1 MiB; a reservation smaller than the commit likewise. A commit
+    /// filling the whole reserve leaves no room for the guard and hard guard pages:
+    /// [`Machine::spawn_thread`](crate::Machine::spawn_thread) refuses it with `BadStack`.
+    pub fn create_thread(dw_stack_size: u64, is_reservation: bool) -> StackStyle {
+        const RESERVE: u64 = 1 << 20;
+        const COMMIT: u64 = 4096;
+        let (mut reserve, commit) = match (dw_stack_size, is_reservation) {
+            (0, _) => (RESERVE, COMMIT),
+            (r, true) => (r, COMMIT),
+            (c, false) => (RESERVE, c),
+        };
+        if commit >= reserve {
+            reserve = commit.saturating_add(RESERVE - 1) & !(RESERVE - 1);
+        }
+        StackStyle::ReserveCommit {
+            reserve,
+            commit,
+            guard_pages: 2,
+        }
+    }
 
     /// glibc's default: 8 MiB with one guard page.
     pub const PTHREAD_DEFAULT: StackStyle = StackStyle::Pthread {

@@ -1,5 +1,6 @@
 //! The simulated machine: COW suite, isolation, stacks, OOM, i386.
 
+use vmspace::fault::ExceptionCode;
 use vmspace::space::abi::*;
 use vmspace::space::FaultCode;
 use vmspace_sim::*;
@@ -282,9 +283,12 @@ fn reserve_commit_stack_grows_through_guard_then_overflows() {
     assert_eq!(reserve, 1 << 20);
     assert_eq!(committed, base + reserve - 4096);
     // Only the committed page is accessible; skipping past the guard is an access
-    // violation, not growth (W18).
+    // violation, not growth (W18): a Windows exception (write, info 1), not a SIGSEGV.
     let far = committed - 16 * 4096;
-    assert!(matches!(m.store(t, far, 1), Err(Stop::Signal(f)) if f.code == FaultCode::SegvAccerr));
+    assert!(matches!(
+        m.store(t, far, 1),
+        Err(Stop::Exception(e)) if e.code == ExceptionCode::AccessViolation && e.info0() == 1
+    ));
     assert!(m.thread(t).unwrap().ended.is_none());
     // Touch page by page downward.
     let mut sp = base + reserve - 8;

@@ -169,7 +169,11 @@ pub fn parse_prot(v: &Value) -> Result<u64, String> {
                     'w' => PROT_WRITE,
                     'x' => PROT_EXEC,
                     '-' => 0,
-                    _ => return Err(format!("bad prot {s:?}")),
+                    _ => {
+                        return Err(format!(
+                            "bad prot {s:?}: {c:?} is none of r, w, x, - (or use \"none\")"
+                        ))
+                    }
                 };
             }
             Ok(p)
@@ -191,7 +195,10 @@ pub fn parse_flags(v: &Value, names: &[(&str, u64)], what: &str) -> Result<u64, 
                         } else if let Ok(n) = parse_int_str(s) {
                             f |= n;
                         } else {
-                            return Err(format!("unknown {what} flag {s:?}"));
+                            return Err(format!(
+                                "unknown {what} flag {s:?} (known: {})",
+                                names.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                            ));
                         }
                     }
                     other => f |= parse_int(other)?,

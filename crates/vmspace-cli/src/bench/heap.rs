@@ -24,7 +24,8 @@
 //! `mi_process_info` commit (both in a child process), and for the arena-based peers the
 //! resident pages of their arena (`mincore`). The arena peers' regions ask for transparent
 //! huge pages when timed (as the vmspace host sources do for theirs), and not in the memory
-//! pass, where their resident 4 KiB pages are exactly what they touched.
+//! pass, where their resident 4 KiB pages are exactly what they touched; likewise the
+//! size-class heap's host source, whose counter then matches its resident pages.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::alloc::{GlobalAlloc, Layout};
@@ -374,7 +375,11 @@ const NAMES: [&str; 10] = [
 /// A fresh `name`; `huge`: its arena (if it takes one) asks for transparent huge pages.
 fn make(name: &str, huge: bool) -> Impl {
     match name {
-        "vmspace-size-class" => Impl::SizeClass(Box::new(SizeClassHeap::new(HostSource::new()))),
+        "vmspace-size-class" => Impl::SizeClass(Box::new(SizeClassHeap::new(if huge {
+            HostSource::new()
+        } else {
+            HostSource::small_pages()
+        }))),
         "system" => Impl::System,
         "mimalloc" => Impl::Mimalloc,
         "linked_list_allocator" => {

@@ -10,12 +10,21 @@ mod heap;
 mod paging;
 mod range;
 mod space;
+mod windows;
 
 use serde::Serialize;
 use std::time::Instant;
 
 /// Arguments of `vmspace bench`.
 #[derive(clap::Args)]
+#[command(after_help = "Examples:
+  vmspace bench frames                   a table: ns/op per case and impl, ratio to the first impl
+  vmspace bench heap --json > heap.jsonl one JSON object per (case, impl) line
+  vmspace bench range --scale 0.1        a quick run with a tenth of the operations
+
+Peers are measured in the same run, so ratios hold even on a loaded machine; build with
+--release (cargo run --release -p vmspace-cli -- bench GROUP) for meaningful numbers. A spinner
+shows progress on a terminal's stderr.")]
 pub struct BenchArgs {
     /// Which group to run.
     #[arg(value_enum)]
@@ -46,6 +55,18 @@ enum Group {
     /// Range arenas: alloc+free with 10 to 1,000,000 live segments, vmem policies against
     /// linear-scan crates and a `BTreeMap` best-fit.
     Range,
+    /// Windows reserve/commit: reserve+release and commit+decommit against the syscalls
+    /// that do the same on Linux, and the fault path's segment-map decision.
+    Windows,
+}
+
+impl Group {
+    /// The group's name on the command line.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .map(|v| v.get_name().to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// One measured (group, case, impl) cell.
@@ -65,6 +86,7 @@ pub struct Record {
 impl Record {
     /// A record without extra fields.
     pub fn new(group: &str, case: &str, impl_name: &str, ns_per_op: f64, ops: u64) -> Self {
+        crate::progress::bench_step(&format!("{case} / {impl_name}"));
         Record {
             group: group.into(),
             case: case.into(),
@@ -85,6 +107,7 @@ impl Record {
 /// Runs `round` `rounds` times; each call performs `ops` operations and returns the elapsed
 /// nanoseconds of its timed part. Returns the median ns per op.
 pub fn median_ns_per_op(rounds: usize, ops: u64, mut round: impl FnMut() -> u128) -> f64 {
+    crate::progress::bench_tick();
     let mut v: Vec<f64> = (0..rounds.max(1))
         .map(|_| round() as f64 / ops.max(1) as f64)
         .collect();
@@ -106,6 +129,8 @@ pub fn scaled(n: u64, scale: f64) -> u64 {
 
 /// Runs a group and prints its records.
 pub fn run(args: BenchArgs) -> Result<(), String> {
+    // A spinner on a terminal's stderr while the group runs; cleared when this returns.
+    let _progress = crate::progress::BenchProgress::start(args.group.name());
     let records = match args.group {
         Group::Frames => frames::run(args.scale)?,
         Group::Paging => paging::run(args.scale)?,
@@ -113,6 +138,7 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
         Group::Heap => heap::run(args.scale)?,
         Group::Fault => fault::run(args.scale)?,
         Group::Range => range::run(args.scale)?,
+        Group::Windows => windows::run(args.scale)?,
     };
     print_records(&records, args.json);
     Ok(())

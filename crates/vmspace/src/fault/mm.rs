@@ -21,7 +21,9 @@ use crate::phys::PhysMem;
 use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
-use crate::space::{AddressSpace, Errno, Signal, SmapsEntry, SpaceConfig};
+use crate::space::{
+    AddressSpace, AllocKind, Errno, Signal, SmapsEntry, SpaceConfig, WinError, WinProt,
+};
 use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::vec::Vec;
 
@@ -103,20 +105,27 @@ impl<A: Arch> Mm<A> {
     /// Adopts `space` (e.g. built from a snapshot) with no page mapped yet.
     pub fn with_space<M: PhysMem, F: RefFrames>(
         arch: A,
-        mut space: AddressSpace,
+        space: AddressSpace,
         phys: &mut Phys<M, F>,
     ) -> Result<Self, MapError> {
         let pt = PageTable::new(arch, &mut phys.mem, &mut phys.frames)?;
+        Ok(Self::with_page_table(space, pt))
+    }
+
+    /// Adopts `space` and a page table with no user page mapped yet — e.g. one made by
+    /// `PageTable::new_sharing` whose kernel half is shared with every process; forks then
+    /// share it too.
+    pub fn with_page_table(mut space: AddressSpace, pt: PageTable<A>) -> Self {
         space.set_mmu_log(true);
         let _ = space.take_mmu_events();
-        Ok(Mm {
+        Mm {
             space,
             pt,
             rss: Rss::default(),
             shm: BTreeMap::new(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
-        })
+        }
     }
 
     /// The VMAs.
@@ -197,6 +206,30 @@ impl<A: Arch> Mm<A> {
             }
         }
         let present = t.is_some_and(|t| t.flags.contains(PageFlags::USER));
+        if !self.space.win_table().is_empty() && super::guard::check(self, phys, tlb, addr, access)?
+        {
+            // In a reservation the Linux path resolves it; what it refuses is an access
+            // violation (W13).
+            return self
+                .fault_linux(phys, tlb, addr, access, leaf, t, present)
+                .map_err(|e| super::guard::in_reservation(e, addr, access));
+        }
+        self.fault_linux(phys, tlb, addr, access, leaf, t, present)
+    }
+
+    /// The Linux fault path once the walk is done (`leaf`, `t`, `present`).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn fault_linux<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        access: Access,
+        leaf: pte::Leaf,
+        t: Option<Translation>,
+        present: bool,
+    ) -> Result<Resolved, FaultError> {
         let block = addr & !(THP_SIZE - 1);
         if access == Access::Write && self.huge_zero.remove(&block) {
             let v = classify::classify(&mut self.space, addr, access, present)?;
@@ -451,6 +484,99 @@ impl<A: Arch> Mm<A> {
         self.op(phys, tlb, |s| s.mlock(addr, len, flags))
     }
 
+    /// VirtualAlloc (see [`AddressSpace::virtual_alloc`]); entries of pages whose
+    /// protection changed are re-derived.
+    pub fn virtual_alloc<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: Option<u64>,
+        size: u64,
+        kind: AllocKind,
+        prot: WinProt,
+    ) -> Result<u64, WinError> {
+        let r = self.op(phys, tlb, |s| s.virtual_alloc(addr, size, kind, prot));
+        if let Ok(at) = r {
+            let span = match self.space.win_table().containing(at) {
+                Some(a) if addr.is_none() || kind.contains(AllocKind::RESERVE) => (a.base, a.end()),
+                // Commit inside a reservation: the pages touching the caller's range.
+                _ => {
+                    let a = addr.unwrap_or(at);
+                    (a & !(PAGE_SIZE - 1), page_end(a, size))
+                }
+            };
+            self.reprotect(phys, tlb, span.0, span.1);
+        }
+        r
+    }
+
+    /// Commit inside a reservation ([`AddressSpace::commit`]).
+    pub fn commit<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<u64, WinError> {
+        let r = self.op(phys, tlb, |s| s.commit(addr, size, prot));
+        if r.is_ok() {
+            self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, size));
+        }
+        r
+    }
+
+    /// MEM_DECOMMIT ([`AddressSpace::decommit`]): the pages' frames are freed.
+    pub fn decommit<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        size: u64,
+    ) -> Result<(), WinError> {
+        self.op(phys, tlb, |s| s.decommit(addr, size))
+    }
+
+    /// MEM_RELEASE ([`AddressSpace::release`]): the reservation's frames and tables go.
+    pub fn release<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        base: u64,
+        size: u64,
+    ) -> Result<(), WinError> {
+        self.op(phys, tlb, |s| s.release(base, size))
+    }
+
+    /// VirtualFree ([`AddressSpace::virtual_free`]).
+    pub fn virtual_free<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        size: u64,
+        free_type: u32,
+    ) -> Result<(), WinError> {
+        self.op(phys, tlb, |s| s.virtual_free(addr, size, free_type))
+    }
+
+    /// VirtualProtect ([`AddressSpace::virtual_protect`]); present entries take the new
+    /// rights (a guard page's entry becomes inaccessible, contents kept).
+    pub fn virtual_protect<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        size: u64,
+        prot: WinProt,
+    ) -> Result<WinProt, WinError> {
+        let r = self.op(phys, tlb, |s| s.virtual_protect(addr, size, prot));
+        if r.is_ok() {
+            self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, size));
+        }
+        r
+    }
+
     /// __mm_populate: faults every page of `[start, end)` in, as a write in writable private
     /// VMAs and a read elsewhere; VM_IO/VM_PFNMAP/VM_LOCKONFAULT and inaccessible VMAs are
     /// skipped; faults that fail (a page beyond EOF, a guard) stop that VMA.
@@ -685,7 +811,7 @@ impl<A: Arch> Mm<A> {
 
     /// Gives every entry in `[start, end)` the rights its VMA implies now; entries without a
     /// VMA go. A private frame becomes writable only if no one else maps it.
-    fn reprotect<M: PhysMem, F: RefFrames>(
+    pub(crate) fn reprotect<M: PhysMem, F: RefFrames>(
         &mut self,
         phys: &mut Phys<M, F>,
         tlb: &mut dyn Tlb,
@@ -782,8 +908,13 @@ impl<A: Arch> Mm<A> {
             }
         }
         let space = self.space.dup_for_fork();
-        let pt = PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
-            .map_err(|e| super::map_err_at(e, 0))?;
+        // A shared kernel half stays shared: the child's directory copies those entries.
+        let pt = if !self.pt.has_shared_root_entries() {
+            PageTable::new(*self.pt.arch(), &mut phys.mem, &mut phys.frames)
+        } else {
+            PageTable::new_sharing(&self.pt, &mut phys.mem, &mut phys.frames)
+        }
+        .map_err(|e| super::map_err_at(e, 0))?;
         let mut child = Mm {
             space,
             pt,
@@ -831,8 +962,9 @@ impl<A: Arch> Mm<A> {
         Ok(child)
     }
 
-    /// Process exit: unmaps everything (kernel mappings in this table included), drops every
-    /// frame reference and frees every table.
+    /// Process exit: unmaps everything (kernel mappings in this table included, but not a
+    /// shared kernel half, which outlives the process), drops every frame reference and
+    /// frees every table it owns.
     pub fn exit<M: PhysMem, F: RefFrames>(self, phys: &mut Phys<M, F>) {
         let mut frames: Vec<PhysAddr> = Vec::new();
         let _ = self

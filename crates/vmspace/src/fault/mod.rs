@@ -11,7 +11,8 @@
 //! - stack growth (S1–S4) in [`stack`],
 //! - first touch of private anonymous memory (A2, A3) in [`demand_zero`],
 //! - write to a present read-only page (A4) in [`cow`],
-//! - pages of files and shared memory in [`shared`].
+//! - pages of files and shared memory in [`shared`],
+//! - Windows reservations: access violations and one-shot guard pages in [`guard`].
 //!
 //! Every path either completes or leaves frames and tables as they were: a frame allocated
 //! for a fault that then fails is returned before the error is. Nothing panics.
@@ -24,12 +25,14 @@
 pub mod classify;
 pub mod cow;
 pub mod demand_zero;
+pub mod guard;
 pub mod mm;
 pub mod pte;
 pub mod shared;
 pub mod stack;
 
 pub use classify::Access;
+pub use guard::{ExceptionCode, WinException};
 pub use mm::{Mm, Rss, VmaRss};
 
 use crate::addr::Frame;
@@ -105,6 +108,9 @@ pub enum FaultError {
     OutOfMemory { addr: u64 },
     /// Physical memory or the page table misbehaved (a bug or corrupted tables).
     Internal(InternalError),
+    /// A Windows exception in a reservation: access violation (W13) or a one-shot guard
+    /// page (W15); see [`guard`].
+    Exception(WinException),
 }
 
 /// A failure below the fault handler that no valid state produces.
@@ -122,6 +128,7 @@ impl fmt::Display for FaultError {
             }
             FaultError::OutOfMemory { addr } => write!(f, "out of memory at {addr:#x}"),
             FaultError::Internal(e) => write!(f, "internal error: {e:?}"),
+            FaultError::Exception(e) => write!(f, "{e}"),
         }
     }
 }

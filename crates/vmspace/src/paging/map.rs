@@ -46,10 +46,10 @@ impl<A: Arch> PageTable<A> {
                 Entry::Table { addr, .. } => table = addr,
                 Entry::Page { .. } => return Err(MapError::AlreadyMapped(va)),
                 Entry::Empty | Entry::NotPresent(_) => {
-                    let child = match self.alloc_table(mem, frames) {
+                    let child = match self.alloc_table_at(mem, frames, lin) {
                         Ok(c) => c,
                         Err(e) => {
-                            self.undo_created(mem, frames, &created[..n]);
+                            self.undo_created(mem, frames, lin, &created[..n]);
                             return Err(e);
                         }
                     };
@@ -207,7 +207,7 @@ impl<A: Arch> PageTable<A> {
                     return Err(MapError::AlreadyMapped(A::from_linear(lin)));
                 }
                 Entry::Empty | Entry::NotPresent(_) => {
-                    let child = match self.alloc_table(mem, frames) {
+                    let child = match self.alloc_table_at(mem, frames, lin) {
                         Ok(c) => c,
                         Err(e) => {
                             ctx.progress = lin;
@@ -223,7 +223,7 @@ impl<A: Arch> PageTable<A> {
                 // did receive pages is freed by the caller's rollback.
                 if created && table_is_empty::<A, M>(mem, child, 0, 0)? {
                     write_entry::<A, M>(mem, table, idx, 0)?;
-                    self.free_table(frames, child)?;
+                    self.free_table_at(frames, child, lin)?;
                 }
                 return Err(e);
             }
@@ -237,11 +237,12 @@ impl<A: Arch> PageTable<A> {
         &mut self,
         mem: &mut M,
         frames: &mut F,
+        lin: u64,
         created: &[(PhysAddr, usize, PhysAddr)],
     ) {
         for &(parent, idx, child) in created.iter().rev() {
             let _ = write_entry::<A, M>(mem, parent, idx, 0);
-            let _ = self.free_table(frames, child);
+            let _ = self.free_table_at(frames, child, lin);
         }
     }
 }

@@ -19,6 +19,7 @@ mod error;
 mod flush;
 mod map;
 mod protect;
+mod share;
 mod translate;
 mod unmap;
 mod walk;
@@ -47,6 +48,9 @@ pub struct PageTable<A: Arch> {
     arch: A,
     root: PhysAddr,
     table_pages: u64,
+    /// Bit `i` set: root entry `i` points at a table shared with other hierarchies (see
+    /// `share.rs`). Root tables have at most 1024 entries.
+    shared: [u64; 16],
 }
 
 impl<A: Arch> PageTable<A> {
@@ -62,6 +66,7 @@ impl<A: Arch> PageTable<A> {
             arch,
             root: PhysAddr::ZERO,
             table_pages: 0,
+            shared: [0; 16],
         };
         let root = pt.alloc_table(mem, frames)?;
         pt.root = root;
@@ -83,6 +88,7 @@ impl<A: Arch> PageTable<A> {
             arch,
             root: root.start_address(),
             table_pages,
+            shared: [0; 16],
         }
     }
 
@@ -101,8 +107,9 @@ impl<A: Arch> PageTable<A> {
         self.table_pages
     }
 
-    /// Unmaps everything outside the recursive window (calling `on_unmap(va, frame, size)`
-    /// for each page) and frees every table, the root last.
+    /// Unmaps everything outside the recursive window and the shared root entries (calling
+    /// `on_unmap(va, frame, size)` for each page) and frees every table it owns, the root
+    /// last. Shared root entries are cleared without touching what is below them.
     pub fn destroy<M: PhysMem, F: FrameAllocator, C: FnMut(VirtAddr, PhysAddr, u64)>(
         mut self,
         mem: &mut M,
@@ -112,7 +119,7 @@ impl<A: Arch> PageTable<A> {
         let top = A::LEVELS;
         let span = A::level_span(top);
         for idx in 0..A::ENTRIES {
-            if Some(idx) == self.arch.recursive_slot() {
+            if Some(idx) == self.arch.recursive_slot() || self.is_shared_root_entry(idx) {
                 write_entry::<A, M>(mem, self.root, idx, 0)?;
                 continue;
             }
@@ -241,6 +248,36 @@ impl<A: Arch> PageTable<A> {
         }
         self.table_pages += 1;
         Ok(addr)
+    }
+
+    /// [`PageTable::alloc_table`] for a table below the root entry covering `lin`: a table
+    /// below a shared root entry belongs to the shared tables and is not counted here.
+    pub(crate) fn alloc_table_at<M: PhysMem, F: FrameAllocator>(
+        &mut self,
+        mem: &mut M,
+        frames: &mut F,
+        lin: u64,
+    ) -> Result<PhysAddr, MapError> {
+        let t = self.alloc_table(mem, frames)?;
+        if self.shared_at(lin) {
+            self.table_pages -= 1;
+        }
+        Ok(t)
+    }
+
+    /// [`PageTable::free_table`] of a table below the root entry covering `lin` (uncounted
+    /// if that entry is shared).
+    pub(crate) fn free_table_at<F: FrameAllocator>(
+        &mut self,
+        frames: &mut F,
+        table: PhysAddr,
+        lin: u64,
+    ) -> Result<(), PhysError> {
+        if self.shared_at(lin) {
+            frames.deallocate_frame(Frame::containing(table))
+        } else {
+            self.free_table(frames, table)
+        }
     }
 
     /// Returns a table page to the allocator and uncounts it.

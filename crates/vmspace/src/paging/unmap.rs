@@ -1,4 +1,5 @@
-//! Unmapping: one page, or every page in a range; tables that become empty are freed.
+//! Unmapping: one page, or every page in a range; tables that become empty are freed
+//! (except the tables below shared root entries).
 
 use super::{read_entry, table_is_empty, write_entry, Flush, PageTable, Slot, UnmapError};
 use crate::addr::{Frame, Page, PageSize, PhysAddr, VirtAddr, PAGE_SIZE};
@@ -38,7 +39,9 @@ impl<A: Arch> PageTable<A> {
         };
         let (table, idx) = path[want as usize];
         write_entry::<A, M>(mem, table, idx, 0)?;
-        for l in want + 1..=A::LEVELS {
+        // Tables below a shared root entry stay, empty or not: other hierarchies use them.
+        let keep = self.shared_at(lin);
+        for l in (want + 1..=A::LEVELS).filter(|_| !keep) {
             let (child, child_idx) = path[l as usize - 1];
             if !table_is_empty::<A, M>(mem, child, child_idx, child_idx)? {
                 break;
@@ -166,7 +169,9 @@ impl<A: Arch> PageTable<A> {
                 Entry::Table { addr: child, .. } => {
                     self.unmap_in(mem, frames, child, level - 1, lin, next, on_unmap)?;
                     let whole = slot.whole();
-                    if whole
+                    if self.shared_at(lin) {
+                        // Shared tables outlive their pages (see `share.rs`).
+                    } else if whole
                         || table_is_empty::<A, M>(
                             mem,
                             child,

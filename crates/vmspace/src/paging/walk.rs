@@ -83,13 +83,13 @@ impl<A: Arch> PageTable<A> {
     }
 
     /// Counts the tables reachable from the root, the root included, without following the
-    /// recursive entry (a check of [`PageTable::table_pages`]).
+    /// recursive entry or shared root entries (a check of [`PageTable::table_pages`]).
     pub fn count_tables<M: PhysMem>(&self, mem: &M) -> Result<u64, PhysError> {
         let root = self.root().start_address();
         let span = A::level_span(A::LEVELS);
         let mut n = 1;
         for idx in 0..A::ENTRIES {
-            if Some(idx) == self.arch().recursive_slot() {
+            if Some(idx) == self.arch().recursive_slot() || self.is_shared_root_entry(idx) {
                 continue;
             }
             let raw = read_entry::<A, M>(mem, root, idx)?;
@@ -130,7 +130,8 @@ impl From<PhysError> for InvariantError {
 }
 
 impl<A: Arch> PageTable<A> {
-    /// Checks the hierarchy: table count, no empty table but the root, no reserved or
+    /// Checks the hierarchy: table count, no empty table but the root (and the shared
+    /// tables), no reserved or
     /// foreign bits (re-encoding every decoded entry gives it back bit for bit), and the
     /// recursive entry. Reads every table once.
     pub fn check_invariants<M: PhysMem>(&self, mem: &M) -> Result<(), InvariantError> {
@@ -141,7 +142,7 @@ impl<A: Arch> PageTable<A> {
                 return Err(InvariantError::RecursiveSlot { raw });
             }
         }
-        let counted = self.check_table(mem, root, A::LEVELS, 0)?;
+        let counted = self.check_table(mem, root, A::LEVELS, 0, false)?;
         if counted != self.table_pages() {
             return Err(InvariantError::TableCount {
                 counted,
@@ -152,12 +153,14 @@ impl<A: Arch> PageTable<A> {
     }
 
     /// Checks `table` at `level` and below; returns the tables counted (itself included).
+    /// `shared`: the table lies below a shared root entry (may be empty, is not counted).
     fn check_table<M: PhysMem>(
         &self,
         mem: &M,
         table: PhysAddr,
         level: u8,
         base: u64,
+        shared: bool,
     ) -> Result<u64, InvariantError> {
         let span = A::level_span(level);
         let mut tables = 1;
@@ -183,7 +186,12 @@ impl<A: Arch> PageTable<A> {
                     if !ok {
                         return Err(bad);
                     }
-                    tables += self.check_table(mem, addr, level - 1, lin)?;
+                    let below_shared =
+                        shared || level == A::LEVELS && self.is_shared_root_entry(idx);
+                    let n = self.check_table(mem, addr, level - 1, lin, below_shared)?;
+                    if !below_shared {
+                        tables += n;
+                    }
                 }
                 Entry::Page { addr, flags, .. } => {
                     if A::encode_page(level, addr, flags) != raw {
@@ -193,7 +201,7 @@ impl<A: Arch> PageTable<A> {
                 Entry::Empty | Entry::NotPresent(_) => return Err(bad),
             }
         }
-        if live == 0 && level != A::LEVELS {
+        if live == 0 && level != A::LEVELS && !shared {
             return Err(InvariantError::EmptyTable { table, level });
         }
         Ok(tables)

@@ -228,6 +228,7 @@ pub const SPARSE_MAX_BITS: u32 = 48;
 
 /// A two-level segment map of a 64-bit space: a top array of 4 GiB leaves made on first write.
 #[cfg(feature = "alloc")]
+#[derive(Clone)]
 pub struct SparseSegmentMap {
     bits: u32,
     top: alloc::vec::Vec<Option<alloc::boxed::Box<Map32>>>,

@@ -21,6 +21,7 @@ pub mod accounting;
 pub mod brk;
 pub mod config;
 pub mod errno;
+pub mod kernel;
 pub mod layout;
 pub mod madvise;
 pub mod maps;
@@ -39,6 +40,7 @@ mod testutil;
 pub mod touch;
 pub mod tree;
 pub mod vma;
+pub mod windows;
 
 pub use config::{SpaceConfig, TaskKind};
 pub use errno::Errno;
@@ -47,6 +49,7 @@ pub use maps::{MapsLine, SmapsEntry};
 pub use snapshot::{ProcStat, SnapshotVma};
 pub use touch::{Fault, FaultCode, Signal};
 pub use vma::{Backing, SpecialKind, Vma};
+pub use windows::{AllocKind, MemState, RegionInfo, WinError, WinProt};
 
 use accounting::Accounting;
 use alloc::collections::BTreeMap;
@@ -99,6 +102,8 @@ pub struct AddressSpace {
     pub(crate) end_data: u64,
     pub(crate) start_code: u64,
     pub(crate) end_code: u64,
+    /// The Windows allocation table (reserve/commit, `windows/`).
+    pub(crate) win: windows::WinTable,
 }
 
 impl AddressSpace {
@@ -124,6 +129,7 @@ impl AddressSpace {
             end_data: 0,
             start_code: 0,
             end_code: 0,
+            win: windows::WinTable::default(),
         }
     }
 
@@ -257,6 +263,10 @@ impl AddressSpace {
         let (mut lo, mut hi) = (u64::MAX, 0);
         for &s in starts {
             if let Some(v) = self.tree.remove(s) {
+                if !self.win.is_empty() {
+                    // A Linux unmap or replacement ends the reservations it meets.
+                    self.win_forget(v.start, v.end);
+                }
                 self.acct_unmap(&v);
                 self.mem.drop_private(v.start, v.end);
                 lo = lo.min(v.start);
@@ -299,7 +309,8 @@ impl AddressSpace {
                 locked
             ));
         }
-        self.mem.check(&self.tree)
+        self.mem.check(&self.tree)?;
+        self.win_check()
     }
 
     /// Checks that no two adjacent VMAs are ones Linux would have merged (G1–G7). Linux itself
