@@ -51,8 +51,68 @@ unsafe impl<B: BrkSource + Send> Allocator for &LockedChunkHeap<B> {
     unsafe fn deallocate(&self, ptr: NonNull<u8>, layout: Layout) {
         if layout.size() != 0 {
             // SAFETY: `ptr` was allocated by this heap (Allocator contract).
-            unsafe { self.lock().free(ptr.as_ptr()) }
+            unsafe { self.lock().free_sized(ptr.as_ptr(), layout.size()) }
         }
+    }
+
+    /// In place when the next chunk (free, or the top) has room; else a move.
+    unsafe fn grow(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract (`new.size() >= old.size()`).
+        unsafe { self.resize(ptr, old, new) }
+    }
+
+    /// In place: the tail goes back to the heap when it can stand as a chunk.
+    unsafe fn shrink(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // SAFETY: forwarded contract (`new.size() <= old.size()`).
+        unsafe { self.resize(ptr, old, new) }
+    }
+}
+
+trait Resize {
+    /// Moves or resizes block `ptr` of layout `old` to layout `new`.
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError>;
+}
+
+impl<B: BrkSource + Send> Resize for &LockedChunkHeap<B> {
+    unsafe fn resize(
+        &self,
+        ptr: NonNull<u8>,
+        old: Layout,
+        new: Layout,
+    ) -> Result<NonNull<[u8]>, AllocError> {
+        // The heap's realloc keeps the block's alignment: usable when the new layout asks
+        // for no more, and neither side is a zero-sized (dangling) block.
+        if old.size() == 0 || new.size() == 0 || new.align() > old.align() {
+            let q = self.allocate(new)?;
+            // SAFETY: both blocks are live and distinct; the smaller size is copied.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    ptr.as_ptr(),
+                    q.as_ptr() as *mut u8,
+                    old.size().min(new.size()),
+                );
+                self.deallocate(ptr, old);
+            }
+            return Ok(q);
+        }
+        // SAFETY: `ptr` is a live block of this heap with layout `old` (Allocator contract).
+        let p = unsafe { self.lock().realloc(ptr.as_ptr(), old, new.size()) };
+        slice(p, new.size())
     }
 }
 
@@ -99,5 +159,29 @@ mod tests {
         );
         exercise(&ch);
         assert_eq!(ch.lock().stats().live_bytes, 0);
+        // the chunk heap grows and shrinks in place where it can
+        let l = Layout::from_size_align(64, 8).unwrap();
+        let big = Layout::from_size_align(50_000, 8).unwrap();
+        let a = (&ch).allocate(l).unwrap().cast::<u8>();
+        unsafe {
+            a.as_ptr().write_bytes(3, 64);
+            let g = (&ch).grow(a, l, big).unwrap();
+            assert_eq!(
+                g.cast::<u8>(),
+                a,
+                "the next chunk is the top: grown in place"
+            );
+            assert_eq!(*a.as_ptr().add(63), 3);
+            let s = (&ch).shrink(a, big, l).unwrap();
+            assert_eq!(s.cast::<u8>(), a);
+            // a stricter alignment moves the block
+            let al = Layout::from_size_align(64, 4096).unwrap();
+            let m = (&ch).grow(a, l, al).unwrap().cast::<u8>();
+            assert_eq!(m.as_ptr() as usize % 4096, 0);
+            assert_eq!(*m.as_ptr().add(63), 3);
+            (&ch).deallocate(m, al);
+        }
+        assert_eq!(ch.lock().stats().live_bytes, 0);
+        ch.lock().check_invariants().unwrap();
     }
 }

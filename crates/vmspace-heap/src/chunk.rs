@@ -5,10 +5,12 @@
 //! A chunk at address `c` (16-aligned) has a header of two words: `prev_foot` (the size of the
 //! chunk before, valid only while that one is free) and `head` (its own size with two flags:
 //! [`PINUSE`] — the chunk before is in use, [`CINUSE`] — this one is). The payload starts at
-//! `c + 16`. A freed chunk merges at once with free neighbours, so no two free chunks touch.
-//! Free chunks below 8 KiB sit in exact bins (one size each, LIFO: O(1)); larger ones in
-//! logarithmic bins (four per doubling) kept sorted by address. A bitmap of non-empty bins
-//! finds the next bin that can serve a request in a few word scans. The top chunk — the
+//! `c + 16` and runs on into the next chunk's `prev_foot` (unused while `c` is in use), so a
+//! chunk costs one word beyond its payload. A freed chunk merges at once with free
+//! neighbours, so no two free chunks touch. Free chunks below 8 KiB sit in exact bins (one
+//! size each, LIFO: O(1)); larger ones in logarithmic bins (four per doubling) kept sorted by
+//! address. A bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
+//! the next bin that can serve a request in two word scans. The top chunk — the
 //! free end of the region — is not binned: it serves what no bin can and grows the break
 //! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
 //! If the heap has to grow again soon after a trim, the threshold doubles past what was
@@ -28,6 +30,10 @@ pub const CINUSE: usize = 2;
 const FLAGS: usize = PINUSE | CINUSE;
 /// Header bytes before each payload.
 const HDR: usize = 16;
+/// Bytes a chunk needs beyond its payload: the payload of an in-use chunk runs on into the
+/// next chunk's `prev_foot`, which is only used while this chunk is free (dlmalloc's
+/// overhead of one word).
+const OVERHEAD: usize = 8;
 /// Smallest chunk (header plus two free-list links).
 const MIN_CHUNK: usize = 32;
 /// Chunks below this size have exact bins.
@@ -36,6 +42,7 @@ const SMALL_SHIFT: usize = 13;
 const NSMALL: usize = SMALL_LIMIT / 16;
 const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - SMALL_SHIFT);
 const BITMAP_WORDS: usize = NBINS.div_ceil(64);
+const _: () = assert!(BITMAP_WORDS <= 64, "the summary word covers the bitmap");
 /// Smallest growth of the break.
 const GROW_MIN: usize = 64 * 1024;
 /// Free bytes kept at the top when trimming.
@@ -91,16 +98,22 @@ pub struct ChunkHeap<B: BrkSource> {
     top_size: usize,
     bins: [usize; NBINS],
     bitmap: [u64; BITMAP_WORDS],
+    /// Bit `w`: `bitmap[w]` is not zero.
+    summary: u64,
+    /// Target of link stores that have no chunk to go to.
+    sink: usize,
     rover: usize,
     live: usize,
     trim_threshold: usize,
-    /// Allocations and frees so far; when the last trim happened and how much it gave back.
+    /// Allocations that took the slow path (a split, a search, the top) so far — the
+    /// clock of the trim hysteresis, kept off the fast paths; when the last trim happened
+    /// and how much it gave back.
     ops: u64,
     trimmed_at: u64,
     trimmed: usize,
 }
 
-/// Operations after a trim within which growing again raises the trim threshold.
+/// Slow-path allocations after a trim within which growing again raises the trim threshold.
 const TRIM_REGRET_OPS: u64 = 1 << 16;
 
 // SAFETY: the raw addresses are only followed through `&mut self`; the source moves along.
@@ -157,7 +170,7 @@ fn bin_of(size: usize) -> usize {
 /// Chunk size for a request of `n` payload bytes; `None` when it overflows.
 #[inline(always)]
 fn chunk_size(n: usize) -> Option<usize> {
-    let s = align_up(n.checked_add(HDR)?, 16)?;
+    let s = align_up(n.checked_add(OVERHEAD)?, 16)?;
     if s > isize::MAX as usize {
         return None;
     }
@@ -175,6 +188,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             top_size: 0,
             bins: [0; NBINS],
             bitmap: [0; BITMAP_WORDS],
+            summary: 0,
+            sink: 0,
             rover: 0,
             live: 0,
             trim_threshold: 256 * 1024,
@@ -194,6 +209,11 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.trim_threshold = bytes.max(TOP_KEEP);
     }
 
+    /// The heap's region `[start, end)` (`end` is the break), once it has grown.
+    pub fn region(&self) -> Option<(usize, usize)> {
+        (self.base != 0).then(|| (self.base, self.top + self.top_size))
+    }
+
     /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
     /// break), no segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
@@ -205,46 +225,88 @@ impl<B: BrkSource> ChunkHeap<B> {
         HeapStats::new(self.live, committed, 0)
     }
 
+    #[inline(always)]
     fn mark(&mut self, i: usize) {
-        self.bitmap[i / 64] |= 1 << (i % 64);
+        // SAFETY: bin indices are below NBINS, so words below BITMAP_WORDS.
+        unsafe { *self.bitmap.get_unchecked_mut(i / 64) |= 1 << (i % 64) };
+        self.summary |= 1 << (i / 64);
     }
 
-    fn unmark(&mut self, i: usize) {
-        self.bitmap[i / 64] &= !(1 << (i % 64));
+    /// Clears bin `i`'s bit when `empty` (without a branch: whether a list ran empty is
+    /// hard to predict).
+    #[inline(always)]
+    fn unmark_if(&mut self, i: usize, empty: bool) {
+        // SAFETY: as in `mark`.
+        let w = unsafe { self.bitmap.get_unchecked_mut(i / 64) };
+        *w &= !((empty as u64) << (i % 64));
+        if *w == 0 {
+            // rare (a whole word of bins empty): predictable
+            self.summary &= !(1 << (i / 64));
+        }
     }
 
-    /// The first non-empty bin at index `i` or above.
+    /// Where a link store goes when there is no chunk to store it in (instead of a branch).
+    #[inline(always)]
+    fn sink(&mut self) -> usize {
+        core::ptr::addr_of_mut!(self.sink) as usize
+    }
+
+    /// The first non-empty bin at index `i` or above: its bitmap word, then the summary of
+    /// non-empty words.
+    #[inline]
     fn next_bin(&self, i: usize) -> Option<usize> {
-        let mut w = i / 64;
+        let w = i / 64;
         if w >= BITMAP_WORDS {
             return None;
         }
-        let mut bits = self.bitmap[w] & (!0u64 << (i % 64));
-        loop {
-            if bits != 0 {
-                return Some(w * 64 + bits.trailing_zeros() as usize);
-            }
-            w += 1;
-            if w == BITMAP_WORDS {
-                return None;
-            }
-            bits = self.bitmap[w];
+        let bits = self.bitmap[w] & (!0u64 << (i % 64));
+        if bits != 0 {
+            return Some(w * 64 + bits.trailing_zeros() as usize);
         }
+        let above = self.summary & (!0u64 << w << 1);
+        if above == 0 {
+            return None;
+        }
+        let w = above.trailing_zeros() as usize;
+        Some(w * 64 + self.bitmap[w].trailing_zeros() as usize)
     }
 
     fn last_bin(&self) -> Option<usize> {
-        (0..BITMAP_WORDS)
-            .rev()
-            .find(|&w| self.bitmap[w] != 0)
-            .map(|w| w * 64 + 63 - self.bitmap[w].leading_zeros() as usize)
+        if self.summary == 0 {
+            return None;
+        }
+        let w = 63 - self.summary.leading_zeros() as usize;
+        Some(w * 64 + 63 - self.bitmap[w].leading_zeros() as usize)
     }
 
+    /// Puts free chunk `c` of `size` bytes on its bin: at the head of an exact bin, in
+    /// address order in a large one.
+    #[inline(always)]
     unsafe fn insert(&mut self, c: usize, size: usize) {
+        if size >= SMALL_LIMIT {
+            // SAFETY: forwarded.
+            return unsafe { self.insert_large(c, size) };
+        }
+        let i = size >> 4;
+        // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
+        unsafe {
+            let h = *self.bins.get_unchecked(i);
+            wr(c + 16, h);
+            wr(c + 24, 0);
+            let back = if h != 0 { h + 24 } else { self.sink() };
+            wr(back, c);
+            *self.bins.get_unchecked_mut(i) = c;
+        }
+        self.mark(i);
+    }
+
+    #[inline(never)]
+    unsafe fn insert_large(&mut self, c: usize, size: usize) {
         let i = bin_of(size);
         // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
         unsafe {
             let h = self.bins[i];
-            if i < NSMALL || h == 0 || h > c {
+            if h == 0 || h > c {
                 wr(c + 16, h);
                 wr(c + 24, 0);
                 if h != 0 {
@@ -269,22 +331,45 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.mark(i);
     }
 
+    #[inline(always)]
     unsafe fn unlink(&mut self, c: usize, size: usize) {
         let i = bin_of(size);
         // SAFETY: `c` is on bin `i`.
         unsafe {
             let (f, b) = (fd(c), bk(c));
-            if b == 0 {
-                self.bins[i] = f;
-            } else {
-                wr(b + 16, f);
+            let bin = self.bins.as_mut_ptr().add(i) as usize;
+            if cfg!(feature = "secure") {
+                self.check_links(c, f, if b == 0 { bin } else { b + 16 });
             }
-            if f != 0 {
-                wr(f + 24, b);
-            }
+            wr(if b == 0 { bin } else { b + 16 }, f);
+            let back = if f != 0 { f + 24 } else { self.sink() };
+            wr(back, b);
+            self.unmark_if(i, rd(bin) == 0);
         }
-        if self.bins[i] == 0 {
-            self.unmark(i);
+    }
+
+    /// `secure`: before free chunk `c` leaves its list, checks that the list agrees with it
+    /// (the word at `to_c` — its predecessor's forward link, or the bin — points at `c`, its
+    /// successor `f` points back at `c`, its head says free) and that its footer matches;
+    /// reports [`HeapErrorKind::Corrupted`] otherwise, before anything is written through
+    /// the links (glibc's safe unlinking).
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_links(&self, c: usize, f: usize, to_c: usize) {
+        // SAFETY: `c` is claimed to be a free chunk in the region, `to_c` a link word of
+        // ours; `f` is followed only when it lies in the region.
+        unsafe {
+            let size = head(c) & !FLAGS;
+            let inside = |a: usize| a >= self.base && a < self.top && a % 16 == 0;
+            let ok = rd(to_c) == c
+                && head(c) & CINUSE == 0
+                && size >= MIN_CHUNK
+                && size <= self.top - c
+                && rd(c + size) == size
+                && (f == 0 || (inside(f) && bk(f) == c));
+            if !ok {
+                report(HeapError::new(HeapErrorKind::Corrupted, c));
+            }
         }
     }
 
@@ -436,7 +521,43 @@ impl<B: BrkSource> ChunkHeap<B> {
 
     /// Allocates `layout.size()` bytes at `layout.align()`; null when out of memory or the
     /// size overflows.
+    #[inline(always)]
     pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
+        // The common case first, small and call-free: the head of the exact bin, no split,
+        // no search. (A size up to this bound cannot overflow the rounding.)
+        let size = layout.size();
+        if layout.align() <= 16 && size <= SMALL_LIMIT - 2 * HDR {
+            let n = ((size + OVERHEAD + 15) & !15).max(MIN_CHUNK);
+            let i = n >> 4;
+            // SAFETY: `i < NSMALL`; a bin's chunks are free chunks of exactly `n` bytes.
+            unsafe {
+                let c = *self.bins.get_unchecked(i);
+                if c != 0 {
+                    let f = fd(c);
+                    if cfg!(feature = "secure") {
+                        self.check_links(c, f, self.bins.as_ptr().add(i) as usize);
+                    }
+                    *self.bins.get_unchecked_mut(i) = f;
+                    let back = if f != 0 { f + 24 } else { self.sink() };
+                    wr(back, 0);
+                    self.unmark_if(i, f == 0);
+                    // a free chunk's predecessor is always in use (coalescing)
+                    set_head(c, n | CINUSE | PINUSE);
+                    let nx = c + n;
+                    set_head(nx, head(nx) | PINUSE);
+                    self.live += n;
+                    self.rover = nx;
+                    return (c + HDR) as *mut u8;
+                }
+            }
+        }
+        self.alloc_slow(layout)
+    }
+
+    /// Everything [`alloc`](Self::alloc) does not do inline: aligned requests, a split of
+    /// a larger free chunk chosen by the policy, the top chunk.
+    #[inline(never)]
+    fn alloc_slow(&mut self, layout: Layout) -> *mut u8 {
         self.ops += 1;
         if layout.align() > 16 {
             return self.alloc_aligned(layout);
@@ -446,26 +567,6 @@ impl<B: BrkSource> ChunkHeap<B> {
         };
         // SAFETY: every chunk handled lies inside the region.
         unsafe {
-            // The common case first: the head of the exact bin, no split, no search.
-            if n < SMALL_LIMIT {
-                let i = n >> 4;
-                let c = *self.bins.get_unchecked(i);
-                if c != 0 {
-                    let f = fd(c);
-                    *self.bins.get_unchecked_mut(i) = f;
-                    if f != 0 {
-                        wr(f + 24, 0);
-                    } else {
-                        self.unmark(i);
-                    }
-                    set_head(c, head(c) | CINUSE);
-                    let nx = c + n;
-                    set_head(nx, head(nx) | PINUSE);
-                    self.live += n;
-                    self.rover = nx;
-                    return (c + HDR) as *mut u8;
-                }
-            }
             if let Some(c) = self.find(n) {
                 let size = head(c) & !FLAGS;
                 self.use_chunk(c, size, n);
@@ -543,26 +644,52 @@ impl<B: BrkSource> ChunkHeap<B> {
 
     /// Checks that `p` is the payload of an in-use chunk of this heap; returns the chunk.
     fn check(&self, p: *mut u8) -> Result<usize, HeapError> {
+        self.check_sized(p, 0).map(|(c, _, _)| c)
+    }
+
+    /// As [`check`](Self::check), with the size the block was requested with (0: unknown);
+    /// returns the chunk, its head and the next chunk's head.
+    ///
+    /// The requested size predicts the chunk's size (a chunk is never smaller than
+    /// [`chunk_size`] of its request, and usually exactly that), hence where the next
+    /// chunk's header is: both headers are loaded at once instead of one after the other,
+    /// which on a block not in cache halves the latency of a free. A wrong prediction (a
+    /// chunk left whole when its remainder was too small to split, an aligned block, a
+    /// wrong layout) only costs the second load.
+    #[inline(always)]
+    fn check_sized(&self, p: *mut u8, size: usize) -> Result<(usize, usize, usize), HeapError> {
         let p = p as usize;
         let err = |k| Err(HeapError::new(k, p));
-        if self.base == 0 || p < self.base + HDR || p >= self.top || p % 16 != 0 {
+        let c = p.wrapping_sub(HDR);
+        // base + HDR <= p < top in one compare (an empty heap has base == top == 0)
+        let limit = (self.top - self.base).saturating_sub(HDR);
+        if c.wrapping_sub(self.base) >= limit || p % 16 != 0 {
             return err(HeapErrorKind::ForeignPointer);
         }
-        let c = p - HDR;
-        // SAFETY: `c` lies inside the region below the top chunk, so its header is readable.
-        let h = unsafe { head(c) };
+        let room = self.top - c;
+        // wrapping: a huge (wrong) size gives a small guess, which is only a worse guess
+        let guess = (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK);
+        let guess = if guess <= room { guess } else { 0 };
+        // SAFETY: `c` lies inside the region below the top chunk, so its header is readable;
+        // `c + guess <= top` is a header or payload word inside the region.
+        let (h, predicted) = unsafe { (head(c), head(c + guess)) };
         let size = h & !FLAGS;
-        if size < MIN_CHUNK || size % 16 != 0 || size > self.top - c {
+        if size < MIN_CHUNK || size % 16 != 0 || size > room {
             return err(HeapErrorKind::NotABlock);
         }
         if h & CINUSE == 0 {
             return err(HeapErrorKind::DoubleFree);
         }
-        // SAFETY: `c + size <= top`, a chunk header inside the region.
-        if unsafe { head(c + size) } & PINUSE == 0 {
+        let nh = if size == guess {
+            predicted
+        } else {
+            // SAFETY: `c + size <= top`, a chunk header inside the region.
+            unsafe { head(c + size) }
+        };
+        if nh & PINUSE == 0 {
             return err(HeapErrorKind::NotABlock);
         }
-        Ok(c)
+        Ok((c, h, nh))
     }
 
     /// Frees `p`, or says why it cannot be freed. Null is accepted and ignored.
@@ -571,17 +698,46 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// `p` must be null or a pointer obtained from this heap (a stale or interior pointer is
     /// detected only when its would-be header is inconsistent).
     pub unsafe fn try_free(&mut self, p: *mut u8) -> Result<(), HeapError> {
+        // SAFETY: forwarded contract.
+        unsafe { self.try_free_sized(p, 0) }
+    }
+
+    /// As [`try_free`](Self::try_free), told the size `p` was requested with (as
+    /// `GlobalAlloc::dealloc` is): faster on blocks not in cache (see
+    /// [`check_sized`](Self::check_sized)); 0 when unknown. A wrong size is harmless.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    #[inline]
+    pub unsafe fn try_free_sized(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
         if p.is_null() {
             return Ok(());
         }
-        let c = self.check(p)?;
-        self.ops += 1;
-        // SAFETY: `c` is an in-use chunk.
+        let (c, h, nh) = self.check_sized(p, size)?;
+        let size = h & !FLAGS;
+        self.live -= size;
+        // SAFETY: `c` is an in-use chunk with head `h`, followed by a chunk with head `nh`.
         unsafe {
-            self.live -= head(c) & !FLAGS;
-            self.free_chunk(c);
+            // The common case inline: both neighbours in use (the top's head never says
+            // in use), an exact bin. The rest out of line, so this path keeps few registers.
+            if h & PINUSE != 0 && nh & CINUSE != 0 && size < SMALL_LIMIT {
+                set_head(c, size | PINUSE);
+                let next = c + size;
+                wr(next, size);
+                set_head(next, nh & !PINUSE);
+                self.insert(c, size);
+            } else {
+                self.release_slow(c, h, nh);
+            }
         }
         Ok(())
+    }
+
+    /// [`release`](Self::release) out of line, for frees that merge or go to a large bin.
+    #[inline(never)]
+    unsafe fn release_slow(&mut self, c: usize, h: usize, nh: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.release(c, h, nh) }
     }
 
     /// Frees `p`; a bad pointer is reported (see [`crate::report`]).
@@ -595,23 +751,52 @@ impl<B: BrkSource> ChunkHeap<B> {
         }
     }
 
+    /// Frees `p`, requested with `size` bytes (0: unknown); a bad pointer is reported.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free).
+    #[inline]
+    pub unsafe fn free_sized(&mut self, p: *mut u8, size: usize) {
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.try_free_sized(p, size) } {
+            report(e)
+        }
+    }
+
     /// Frees in-use chunk `c` (live bytes already accounted), coalescing with its free
     /// neighbours or the top chunk.
     unsafe fn free_chunk(&mut self, c: usize) {
-        // SAFETY: boundary tags of neighbours inside the region.
+        // SAFETY: `c` is an in-use chunk; its successor's header is inside the region.
         unsafe {
             let h = head(c);
+            self.release(c, h, head(c + (h & !FLAGS)));
+        }
+    }
+
+    /// [`free_chunk`](Self::free_chunk) with the chunk's head `h` and the next chunk's head
+    /// `nh` already loaded.
+    #[inline(always)]
+    unsafe fn release(&mut self, c: usize, h: usize, nh: usize) {
+        // SAFETY: boundary tags of neighbours inside the region.
+        unsafe {
             let mut size = h & !FLAGS;
-            set_head(c, h & !CINUSE);
             let mut start = c;
+            let next = c + size;
             if h & PINUSE == 0 {
+                // `c`'s header is left inside the merged chunk: clear it, so a second free
+                // of `c` reads as one (otherwise the new head written below clears it)
+                set_head(c, h & !CINUSE);
                 let ps = rd(c);
-                let prev = c - ps;
+                let prev = c.wrapping_sub(ps);
+                if cfg!(feature = "secure")
+                    && (ps < MIN_CHUNK || prev < self.base || head(prev) & !FLAGS != ps)
+                {
+                    report(HeapError::new(HeapErrorKind::Corrupted, c));
+                }
                 self.unlink(prev, ps);
                 start = prev;
                 size += ps;
             }
-            let next = c + (h & !FLAGS);
             if next == self.top {
                 self.top = start;
                 self.top_size += size;
@@ -621,7 +806,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                 }
                 return;
             }
-            let nh = head(next);
             if nh & CINUSE == 0 {
                 let ns = nh & !FLAGS;
                 self.unlink(next, ns);
@@ -630,12 +814,18 @@ impl<B: BrkSource> ChunkHeap<B> {
             set_head(start, size | PINUSE);
             let after = start + size;
             wr(after, size);
-            set_head(after, head(after) & !PINUSE);
+            if after == next {
+                set_head(after, nh & !PINUSE);
+            } else {
+                set_head(after, head(after) & !PINUSE);
+            }
             self.insert(start, size);
         }
     }
 
     /// Gives back the free top beyond [`TOP_KEEP`] to the source.
+    #[cold]
+    #[inline(never)]
     fn trim(&mut self) {
         let end = self.top + self.top_size;
         let keep_end = align_up(self.top + TOP_KEEP, PAGE_SIZE).unwrap_or(end);
@@ -660,7 +850,7 @@ impl<B: BrkSource> ChunkHeap<B> {
     pub unsafe fn usable_size(&self, p: *mut u8) -> Result<usize, HeapError> {
         let c = self.check(p)?;
         // SAFETY: `c` is an in-use chunk.
-        Ok((unsafe { head(c) } & !FLAGS) - HDR)
+        Ok((unsafe { head(c) } & !FLAGS) - OVERHEAD)
     }
 
     /// Resizes the block at `p` to `new_size`: in place when it shrinks, or when the next
@@ -715,7 +905,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             };
             let q = self.alloc(nl);
             if !q.is_null() {
-                ptr::copy_nonoverlapping(p, q, (size - HDR).min(new_size));
+                ptr::copy_nonoverlapping(p, q, (size - OVERHEAD).min(new_size));
                 self.free(p);
             }
             q
@@ -765,6 +955,11 @@ impl<B: BrkSource> ChunkHeap<B> {
                 return Err("top PINUSE wrong");
             }
             let mut binned = 0;
+            for (w, &bits) in self.bitmap.iter().enumerate() {
+                if (bits != 0) != (self.summary & (1 << w) != 0) {
+                    return Err("summary disagrees with the bitmap");
+                }
+            }
             for i in 0..NBINS {
                 let mut x = self.bins[i];
                 let mut last = 0;
@@ -824,9 +1019,9 @@ unsafe impl<B: BrkSource + Send> core::alloc::GlobalAlloc for LockedChunkHeap<B>
         self.0.lock().alloc(layout)
     }
 
-    unsafe fn dealloc(&self, p: *mut u8, _layout: Layout) {
-        // SAFETY: `p` came from this heap (GlobalAlloc contract).
-        unsafe { self.0.lock().free(p) }
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: `p` came from this heap with `layout` (GlobalAlloc contract).
+        unsafe { self.0.lock().free_sized(p, layout.size()) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -982,6 +1177,32 @@ mod tests {
             h.try_free(b).unwrap();
         }
         h.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn sized_frees_take_any_size_hint_and_still_catch_double_frees() {
+        let mut h = heap(FitPolicy::Best, 1 << 20);
+        // hints: exact, too small, too large, past the region, overflowing, unknown
+        let hints = [100usize, 1, 5000, 1 << 40, usize::MAX, 0];
+        let blocks: Vec<_> = (0..hints.len() * 2).map(|_| h.alloc(l(100))).collect();
+        unsafe {
+            for (i, &hint) in hints.iter().enumerate() {
+                h.try_free_sized(blocks[2 * i], hint).unwrap();
+                h.check_invariants().unwrap();
+                assert_eq!(
+                    h.try_free_sized(blocks[2 * i], hint).unwrap_err().kind,
+                    HeapErrorKind::DoubleFree
+                );
+            }
+            // freed next to a free neighbour (merged away), then freed again
+            h.try_free_sized(blocks[1], 100).unwrap();
+            assert!(h.try_free_sized(blocks[1], 100).is_err());
+            for i in (3..blocks.len()).step_by(2) {
+                h.try_free_sized(blocks[i], 100).unwrap();
+            }
+        }
+        h.check_invariants().unwrap();
+        assert_eq!(h.stats().live_bytes, 0);
     }
 
     #[test]

@@ -19,9 +19,19 @@
 //! and [`SpaceBrk`] (a [`BrkSource`]) borrow the `SimSpace`, so any number of heaps share
 //! one space. The model side is only the [`SpaceModel`] trait: a simulated CPU that routes
 //! page touches through its fault handler plugs in there.
+//!
+//! [`SimGlobal`] makes such a heap the `#[global_allocator]` of a real program: every `Vec`,
+//! `String` and `Box` then lives in mappings of the simulated space. The model allocates
+//! too (its VMA tree), from inside the heap's calls to its source; see [`SimGlobal`] for
+//! how that reentrancy is resolved.
 
 use crate::source::{align_up, BrkSource, SegmentSource, PAGE_SIZE, SEGMENT_SIZE};
+use core::alloc::{GlobalAlloc, Layout};
+use core::cell::Cell;
+use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
+use std::alloc::System;
+use std::boxed::Box;
 use vmspace::space::abi::{MADV_DONTNEED, MAP_ANONYMOUS, MAP_PRIVATE, PROT_READ, PROT_WRITE};
 use vmspace::space::{AddressSpace, Errno};
 
@@ -86,6 +96,43 @@ impl SpaceModel for AddressSpace {
     }
 }
 
+std::thread_local! {
+    /// Set while this thread is inside a call of a [`SimSpace`]'s model (or building one
+    /// for a [`SimGlobal`]): allocations made there must not re-enter the heap.
+    static IN_MODEL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the current thread is inside a call of a [`SimSpace`]'s model: what the model
+/// allocates now must come from elsewhere than a heap running in that space.
+pub fn in_model() -> bool {
+    IN_MODEL.with(Cell::get)
+}
+
+/// The model, locked, with [`in_model`] set for the current thread until dropped.
+struct ModelGuard<'a, M> {
+    guard: spin::MutexGuard<'a, M>,
+    outer: bool,
+}
+
+impl<M> Deref for ModelGuard<'_, M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.guard
+    }
+}
+
+impl<M> DerefMut for ModelGuard<'_, M> {
+    fn deref_mut(&mut self) -> &mut M {
+        &mut self.guard
+    }
+}
+
+impl<M> Drop for ModelGuard<'_, M> {
+    fn drop(&mut self) {
+        IN_MODEL.with(|f| f.set(self.outer));
+    }
+}
+
 /// Largest simulated user range a [`SimSpace`] mirrors on the host: a 32-bit space.
 pub const MAX_MIRROR: u64 = 1 << 32;
 
@@ -141,9 +188,24 @@ impl<M: SpaceModel> SimSpace<M> {
         })
     }
 
-    /// Runs `f` on the model (to read its maps, or to make calls of its own).
+    /// Runs `f` on the model (to read its maps, or to make calls of its own). Inside `f`
+    /// the thread counts as [`in_model`].
     pub fn with<R>(&self, f: impl FnOnce(&mut M) -> R) -> R {
-        f(&mut self.model.lock())
+        f(&mut self.lock())
+    }
+
+    /// Locks the model and marks the thread [`in_model`] while the guard lives.
+    fn lock(&self) -> ModelGuard<'_, M> {
+        let outer = IN_MODEL.with(|f| f.replace(true));
+        ModelGuard {
+            guard: self.model.lock(),
+            outer,
+        }
+    }
+
+    /// Whether `p` lies in the host mirror of this space.
+    pub fn contains(&self, p: *const u8) -> bool {
+        self.sim(p).is_some()
     }
 
     /// The host address of simulated address `sim` (inside the user range).
@@ -166,7 +228,7 @@ impl<M: SpaceModel> SimSpace<M> {
     /// A break source growing this space's program break; `None` when the break is not
     /// 16-byte aligned (set it with the model's own calls first).
     pub fn brk_source(&self) -> Option<SpaceBrk<'_, M>> {
-        let start = self.model.lock().brk_value();
+        let start = self.lock().brk_value();
         (start % 16 == 0 && start != 0).then_some(SpaceBrk { space: self, start })
     }
 
@@ -212,7 +274,7 @@ pub struct SpaceSource<'a, M: SpaceModel> {
 unsafe impl<M: SpaceModel> SegmentSource for SpaceSource<'_, M> {
     fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
         let len = count.checked_mul(SEGMENT_SIZE)? as u64;
-        let mut m = self.space.model.lock();
+        let mut m = self.space.lock();
         let sim = m.map_anon(len, SEGMENT_SIZE as u64).ok()?;
         if sim.checked_add(len)? > self.space.size as u64 || !self.space.host_commit(sim, len) {
             let _ = m.unmap(sim, len);
@@ -226,13 +288,13 @@ unsafe impl<M: SpaceModel> SegmentSource for SpaceSource<'_, M> {
             return;
         };
         let len = (count * SEGMENT_SIZE) as u64;
-        let _ = self.space.model.lock().unmap(sim, len);
+        let _ = self.space.lock().unmap(sim, len);
         self.space.host_release(sim, len);
     }
 
     unsafe fn decommit(&mut self, ptr: NonNull<u8>, len: usize) {
         if let Some(sim) = self.space.sim(ptr.as_ptr()) {
-            let _ = self.space.model.lock().discard(sim, len as u64);
+            let _ = self.space.lock().discard(sim, len as u64);
             // SAFETY: inside a live mapping of ours (caller contract).
             unsafe { libc::madvise(ptr.as_ptr().cast(), len, libc::MADV_DONTNEED) };
         }
@@ -248,7 +310,7 @@ pub struct SpaceBrk<'a, M: SpaceModel> {
 impl<M: SpaceModel> SpaceBrk<'_, M> {
     /// Bytes between the break this source started at and the current break.
     pub fn used(&self) -> u64 {
-        self.space.model.lock().brk_value() - self.start
+        self.space.lock().brk_value() - self.start
     }
 }
 
@@ -256,7 +318,7 @@ impl<M: SpaceModel> SpaceBrk<'_, M> {
 // pages up to the new break are made read-write on the host before the old end is returned.
 unsafe impl<M: SpaceModel> BrkSource for SpaceBrk<'_, M> {
     fn grow(&mut self, bytes: usize) -> Option<NonNull<u8>> {
-        let mut m = self.space.model.lock();
+        let mut m = self.space.lock();
         let old = m.brk_value();
         let new = old.checked_add(bytes as u64)?;
         if new > self.space.size as u64 || m.set_break(new) != new {
@@ -272,7 +334,7 @@ unsafe impl<M: SpaceModel> BrkSource for SpaceBrk<'_, M> {
     }
 
     unsafe fn shrink(&mut self, bytes: usize) {
-        let mut m = self.space.model.lock();
+        let mut m = self.space.lock();
         let old = m.brk_value();
         let new = old.saturating_sub(bytes as u64).max(self.start);
         if m.set_break(new) != new {
@@ -284,5 +346,168 @@ unsafe impl<M: SpaceModel> BrkSource for SpaceBrk<'_, M> {
         if hi > lo {
             self.space.host_release(lo, hi - lo);
         }
+    }
+}
+
+/// A global allocator running heap `H` inside a simulated address space, both built on
+/// first use: `#[global_allocator] static A: SimGlobal<AddressSpace, LockedChunkHeap<..>>`
+/// puts every allocation of the program into mappings of the simulated space.
+///
+/// Reentrancy: the model allocates (its VMA tree) while the heap calls its source, with the
+/// heap's lock held, and building the space allocates too. Every model call runs with the
+/// thread marked [`in_model`] (set by the space's lock, and around the construction);
+/// an allocation on a marked thread goes to the system allocator instead of the heap. A
+/// free is routed by address, not by the mark: a pointer in the space's host mirror
+/// belongs to the heap (the only thing that maps there), anything else to the system
+/// allocator, so a block the model allocated inside a source call may be freed anywhere
+/// (and a block of the heap freed from inside the model goes back to the heap). `realloc`
+/// moves a block between the two when the thread's mark says the other one should hold it.
+/// Other threads are not affected by a mark: they wait on the heap's or the model's lock.
+/// One rule follows for a caller of [`SimSpace::with`]: inside it, do not free or shrink a
+/// block of the heap (the heap may give memory back to the model, whose lock the thread
+/// already holds); what the model itself allocates and frees is never the heap's.
+/// If the space cannot be built (no 4 GiB of host address space), everything goes to the
+/// system allocator.
+pub struct SimGlobal<M: SpaceModel + 'static, H: 'static> {
+    model: fn() -> M,
+    heap: fn(&'static SimSpace<M>) -> H,
+    state: spin::Once<Option<(&'static SimSpace<M>, H)>>,
+}
+
+impl<M: SpaceModel + 'static, H: 'static> SimGlobal<M, H> {
+    /// A global allocator that, on first use, builds the model with `model`, mirrors it in a
+    /// [`SimSpace`] (leaked: it lives as long as the program) and the heap in it with `heap`.
+    pub const fn new(model: fn() -> M, heap: fn(&'static SimSpace<M>) -> H) -> Self {
+        SimGlobal {
+            model,
+            heap,
+            state: spin::Once::new(),
+        }
+    }
+
+    /// The space and the heap; builds them on first use; `None` when the space could not be
+    /// built.
+    pub fn get(&self) -> Option<(&'static SimSpace<M>, &H)> {
+        let state = self.state.call_once(|| {
+            let outer = IN_MODEL.with(|f| f.replace(true));
+            let space = SimSpace::new((self.model)()).map(|s| &*Box::leak(Box::new(s)));
+            let built = space.map(|s| (s, (self.heap)(s)));
+            IN_MODEL.with(|f| f.set(outer));
+            built
+        });
+        state.as_ref().map(|(s, h)| (*s, h))
+    }
+
+    /// The heap, if it owns `p` (`p` lies in the space's mirror).
+    fn owner(&self, p: *mut u8) -> Option<&H> {
+        match self.state.get() {
+            Some(Some((s, h))) if s.contains(p) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+// SAFETY: every block comes from `H` or from the system allocator with the requested
+// layout; frees and reallocs go to the one whose block it is (by address, see above).
+unsafe impl<M, H> GlobalAlloc for SimGlobal<M, H>
+where
+    M: SpaceModel + Send + 'static,
+    H: GlobalAlloc + Sync + 'static,
+{
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if !in_model() {
+            if let Some((_, h)) = self.get() {
+                // SAFETY: forwarded contract.
+                return unsafe { h.alloc(layout) };
+            }
+        }
+        // SAFETY: forwarded contract.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        // SAFETY: `p` is the owner's block with `layout` (GlobalAlloc contract, routing).
+        unsafe {
+            match self.owner(p) {
+                Some(h) => h.dealloc(p, layout),
+                None => System.dealloc(p, layout),
+            }
+        }
+    }
+
+    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let owner = self.owner(p);
+        let to_heap = !in_model() && self.get().is_some();
+        // SAFETY: `p` is the owner's block with `layout` (GlobalAlloc contract, routing); a
+        // move copies the smaller size into a fresh block and frees the old one.
+        unsafe {
+            match (owner, to_heap) {
+                (Some(h), true) => h.realloc(p, layout, new_size),
+                (None, false) => System.realloc(p, layout, new_size),
+                _ => {
+                    let Ok(nl) = Layout::from_size_align(new_size, layout.align()) else {
+                        return core::ptr::null_mut();
+                    };
+                    let q = self.alloc(nl);
+                    if !q.is_null() {
+                        core::ptr::copy_nonoverlapping(p, q, layout.size().min(new_size));
+                        self.dealloc(p, layout);
+                    }
+                    q
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{FitPolicy, LockedChunkHeap};
+    use vmspace::space::{SpaceConfig, TaskKind};
+
+    type Heap = LockedChunkHeap<SpaceBrk<'static, AddressSpace>>;
+
+    fn model() -> AddressSpace {
+        let mut m = AddressSpace::new(SpaceConfig::linux_default(TaskKind::Compat32));
+        m.set_brk(0x0806_0000, 0x0806_0000);
+        m
+    }
+
+    fn heap(s: &'static SimSpace<AddressSpace>) -> Heap {
+        LockedChunkHeap::new(s.brk_source().unwrap(), FitPolicy::First)
+    }
+
+    #[test]
+    fn sim_global_routes_by_the_model_mark_and_frees_by_address() {
+        static G: SimGlobal<AddressSpace, Heap> = SimGlobal::new(model, heap);
+        let l = Layout::from_size_align(100, 8).unwrap();
+        assert!(!in_model());
+        let (space, h) = G.get().unwrap();
+        unsafe {
+            let a = G.alloc(l);
+            assert!(space.contains(a), "outside the model: the heap");
+            // inside the model (the mark is restored after): the system allocator
+            let b = space.with(|_| {
+                assert!(in_model());
+                G.alloc(l)
+            });
+            assert!(!in_model());
+            assert!(!b.is_null() && !space.contains(b));
+            b.write_bytes(5, 100);
+            // realloc outside the model moves the system block into the heap
+            let c = G.realloc(b, l, 200);
+            assert!(space.contains(c));
+            assert!(std::slice::from_raw_parts(c, 100).iter().all(|&x| x == 5));
+            // a system block grown inside the model stays a system block
+            let d = space.with(|_| G.realloc(G.alloc(l), l, 5000));
+            assert!(!space.contains(d));
+            // frees go by address: the system block from outside the model too
+            G.dealloc(d, Layout::from_size_align(5000, 8).unwrap());
+            G.dealloc(a, l);
+            G.dealloc(c, Layout::from_size_align(200, 8).unwrap());
+        }
+        assert_eq!(h.lock().stats().live_bytes, 0);
+        h.lock().check_invariants().unwrap();
     }
 }

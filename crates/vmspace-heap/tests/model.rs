@@ -64,8 +64,8 @@ impl<B: vmspace_heap::BrkSource> Heap for ChunkHeap<B> {
     fn alloc(&mut self, l: Layout) -> *mut u8 {
         ChunkHeap::alloc(self, l)
     }
-    unsafe fn free(&mut self, p: *mut u8, _l: Layout) {
-        unsafe { self.try_free(p) }.expect("a live block frees");
+    unsafe fn free(&mut self, p: *mut u8, l: Layout) {
+        unsafe { self.try_free_sized(p, l.size()) }.expect("a live block frees");
     }
     unsafe fn realloc(&mut self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
         unsafe { ChunkHeap::realloc(self, p, l, new) }

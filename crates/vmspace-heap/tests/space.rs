@@ -149,3 +149,48 @@ fn decommitted_pages_read_back_zero_and_the_space_rejects_64_bit_models() {
     let big = AddressSpace::new(SpaceConfig::linux_default(TaskKind::X86_64));
     assert!(SimSpace::new(big).is_none());
 }
+
+#[test]
+fn many_chunk_heaps_share_a_space_through_segment_runs_and_give_them_all_back() {
+    use vmspace_heap::SegmentBrk;
+    let sp = space();
+    // Five chunk heaps, each on its own run of segments of the space (the break is one
+    // per space), under every fit policy.
+    let mut heaps: Vec<_> = (0..5)
+        .map(|i| {
+            let brk = SegmentBrk::new(sp.source(), 4 << 20).expect("a run of segments");
+            Some(ChunkHeap::new(brk, FitPolicy::ALL[i % 4]))
+        })
+        .collect();
+    let mut blocks = Vec::new();
+    for (i, h) in heaps.iter_mut().enumerate() {
+        let h = h.as_mut().unwrap();
+        for k in 0..300 {
+            let n = 16 + (k * 53 + i * 977) % 9000;
+            let p = h.alloc(Layout::from_size_align(n, 16).unwrap());
+            assert!(!p.is_null());
+            unsafe { p.write_bytes(i as u8, n) };
+            blocks.push((i, p, n));
+        }
+        h.check_invariants().unwrap();
+    }
+    let lines = maps(&sp);
+    for &(i, p, n) in &blocks {
+        let a = sp.sim(p).unwrap();
+        assert!(mapped(&lines, a, n as u64));
+        assert!(unsafe { std::slice::from_raw_parts(p, n) }
+            .iter()
+            .all(|&x| x == i as u8));
+    }
+    // Free every other block, check, then destroy the heaps out of order.
+    for &(i, p, _) in blocks.iter().step_by(2) {
+        unsafe { heaps[i].as_mut().unwrap().try_free(p).unwrap() };
+    }
+    for h in heaps.iter().flatten() {
+        h.check_invariants().unwrap();
+    }
+    for i in [2, 4, 0, 3, 1] {
+        heaps[i] = None;
+    }
+    assert_eq!(sp.with(|m| m.render_maps()), "");
+}
