@@ -52,7 +52,9 @@ fn bench_range_prints_both_patterns_for_every_impl() {
     for case in ["500", "500/random-free"] {
         for name in IMPLS {
             assert!(
-                records.iter().any(|r| r["case"] == case && r["impl"] == name),
+                records
+                    .iter()
+                    .any(|r| r["case"] == case && r["impl"] == name),
                 "{case} {name}"
             );
         }
