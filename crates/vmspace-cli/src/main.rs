@@ -6,8 +6,6 @@ use std::process::ExitCode;
 mod bench;
 mod gen_trace;
 mod layout;
-// The single-panel renderers (render_space, render_chart) are API for later commands.
-#[allow(dead_code, unused_imports)]
 mod picture;
 mod progress;
 mod ptdump;
