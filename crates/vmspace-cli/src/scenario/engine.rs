@@ -117,9 +117,14 @@ pub struct HeapSt {
 }
 
 impl HeapSt {
-    /// Live blocks.
+    /// Live blocks; once the heap is gone with its process, those it held then (as its
+    /// kept statistics are).
     pub fn live_blocks(&self) -> usize {
-        self.blocks.len()
+        if self.alive() {
+            self.blocks.len()
+        } else {
+            (self.allocs - self.frees) as usize
+        }
     }
 
     /// Whether the heap still exists (its process runs).

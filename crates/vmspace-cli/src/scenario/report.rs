@@ -292,7 +292,7 @@ pub fn text(run: &Run) -> String {
                 if h.alive() {
                     ""
                 } else {
-                    "  (gone with its process)"
+                    "  (gone with its process: live, committed and blocks as it ended)"
                 }
             );
         }
