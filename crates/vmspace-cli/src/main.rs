@@ -7,8 +7,6 @@ mod bench;
 mod capacity;
 mod gen_trace;
 mod layout;
-// The single-panel renderers (render_space, render_chart) are API for later commands.
-#[allow(dead_code, unused_imports)]
 mod picture;
 mod progress;
 mod ptdump;

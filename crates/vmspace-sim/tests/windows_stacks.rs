@@ -11,6 +11,14 @@ fn machine() -> Machine {
     Machine::new(32 << 20).unwrap()
 }
 
+/// A machine with one process of `arch` running `N` threads on default Windows stacks.
+fn threads<const N: usize>(arch: ArchKind) -> (Machine, Pid, [Tid; N]) {
+    let mut m = machine();
+    let p = m.spawn(arch).unwrap();
+    let t = std::array::from_fn(|_| m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap());
+    (m, p, t)
+}
+
 fn reserved(m: &Machine, t: Tid) -> (u64, u64, u64) {
     match m.thread(t).unwrap().stack {
         Stack::Reserved {
@@ -70,10 +78,7 @@ fn w17_stack_is_one_reservation_top_committed_guard_below() {
 
 #[test]
 fn w16_w18_guard_growth_is_silent_while_another_thread_runs() {
-    let mut m = machine();
-    let p = m.spawn(ArchKind::X86_64).unwrap();
-    let t1 = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
-    let t2 = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (mut m, p, [t1, t2]) = threads(ArchKind::X86_64);
     let (b1, r1, _) = reserved(&m, t1);
     let (b2, r2, _) = reserved(&m, t2);
     let top2 = b2 + r2 - 1;
@@ -111,10 +116,7 @@ fn w16_w18_guard_growth_is_silent_while_another_thread_runs() {
 
 #[test]
 fn w15_another_threads_touch_of_a_guard_page_is_raised_and_one_shot() {
-    let mut m = machine();
-    let p = m.spawn(ArchKind::X86_64).unwrap();
-    let t1 = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
-    let t2 = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (mut m, _, [t1, t2]) = threads(ArchKind::X86_64);
     let (_, _, c1) = reserved(&m, t1);
     let e = m.load(t2, c1 - 1).unwrap_err();
     assert!(
@@ -196,9 +198,7 @@ fn w19_overflow_while_another_thread_runs_then_hard_guard_is_an_access_violation
 
 #[test]
 fn w19_commit_failure_is_an_overflow_too() {
-    let mut m = machine();
-    let p = m.spawn(ArchKind::X86_64).unwrap();
-    let t = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (mut m, p, [t]) = threads(ArchKind::X86_64);
     // Commit limit: exactly what the stack holds now (1 page + 2 guard pages).
     m.with_mm(p, |mm, ph, tlb| {
         with_mm!(mm, x => {
@@ -251,9 +251,7 @@ fn w17_i386_space_fills_with_1_mib_stacks_then_a_typed_error() {
 
 #[test]
 fn w15_a_system_service_touching_a_guard_page_fails_and_clears_the_bit() {
-    let mut m = machine();
-    let p = m.spawn(ArchKind::X86_64).unwrap();
-    let t = m.spawn_thread(p, StackStyle::WINDOWS_DEFAULT).unwrap();
+    let (mut m, p, [t]) = threads(ArchKind::X86_64);
     let (_, _, c) = reserved(&m, t);
     let e = m.kernel_access(t, c - 16, true, 1).unwrap_err();
     assert!(

@@ -104,6 +104,14 @@ impl Model {
         }
     }
 
+    /// The pages touching `[addr, addr + size)`; overflowing or above the top: 87.
+    fn span_below_top(&self, addr: u64, size: u64) -> Result<(u64, u64), u32> {
+        match span(addr, size) {
+            Some((lo, hi)) if hi <= self.top => Ok((lo, hi)),
+            _ => Err(87),
+        }
+    }
+
     fn set(&mut self, lo: u64, hi: u64, base: u64, commit: Option<u32>) {
         let mut p = lo;
         while p < hi {
@@ -116,10 +124,7 @@ impl Model {
         if size == 0 || !valid(prot) {
             return Err(87);
         }
-        let (lo, hi) = span(addr, size).ok_or(87u32)?;
-        if hi > self.top {
-            return Err(87);
-        }
+        let (lo, hi) = self.span_below_top(addr, size)?;
         let b = self.one(lo, hi)?;
         let newly = (lo..hi)
             .step_by(P as usize)
@@ -179,11 +184,7 @@ impl Model {
                 None => return Err(487),
             }
         } else {
-            let (lo, hi) = span(addr, size).ok_or(87u32)?;
-            if hi > self.top {
-                return Err(87);
-            }
-            (lo, hi)
+            self.span_below_top(addr, size)?
         };
         let b = self.one(lo, hi)?;
         self.set(lo, hi, b, None);
@@ -207,10 +208,7 @@ impl Model {
         if size == 0 || !valid(prot) {
             return Err(87);
         }
-        let (lo, hi) = span(addr, size).ok_or(87u32)?;
-        if hi > self.top {
-            return Err(87);
-        }
+        let (lo, hi) = self.span_below_top(addr, size)?;
         let b = self.one(lo, hi)?;
         if (lo..hi)
             .step_by(P as usize)

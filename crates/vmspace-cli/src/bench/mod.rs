@@ -7,6 +7,7 @@
 mod fault;
 mod frames;
 mod heap;
+mod os;
 mod paging;
 mod range;
 mod space;
@@ -120,6 +121,19 @@ pub fn time_ns(f: impl FnOnce()) -> u128 {
     let t = Instant::now();
     f();
     t.elapsed().as_nanos()
+}
+
+/// `count` pseudo-random words (xorshift64 from a fixed seed): the same every run.
+pub fn randoms(count: usize) -> Vec<u64> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..count)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+        .collect()
 }
 
 /// Scales an operation count, keeping at least 1.

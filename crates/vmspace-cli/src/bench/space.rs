@@ -17,7 +17,8 @@
 //! it is a 3–5 ns hit of the last-VMA cache, at 65,000 a 4-level walk of 30–180 ns (random
 //! probes miss the cache and, under load, the CPU caches), still 20–40x faster than `mincore`.
 
-use super::{median_ns_per_op, scaled, time_ns, Record};
+use super::os;
+use super::{median_ns_per_op, randoms, scaled, time_ns, Record};
 use vmspace::space::abi::*;
 use vmspace::space::{AddressSpace, SpaceConfig, TaskKind};
 
@@ -63,44 +64,18 @@ impl Space for Model {
 /// The real kernel, in this process.
 struct Linux;
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
 impl Space for Linux {
     #[inline]
     fn mmap(&mut self, len: u64, prot: u64) -> Result<u64, String> {
-        // SAFETY: a fresh anonymous mapping with no hint never replaces existing memory.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                prot as i32,
-                (PA | MAP_NORESERVE) as i32,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(os_err("mmap"));
-        }
-        Ok(p as u64)
+        os::mmap(len, prot, PA | MAP_NORESERVE)
     }
     #[inline]
     fn munmap(&mut self, addr: u64, len: u64) -> Result<(), String> {
-        // SAFETY: only ranges this benchmark mapped itself are unmapped.
-        if unsafe { libc::munmap(addr as *mut libc::c_void, len as usize) } != 0 {
-            return Err(os_err("munmap"));
-        }
-        Ok(())
+        os::munmap(addr, len)
     }
     #[inline]
     fn mprotect(&mut self, addr: u64, len: u64, prot: u64) -> Result<(), String> {
-        // SAFETY: only ranges this benchmark mapped itself are reprotected; nothing accesses them.
-        if unsafe { libc::mprotect(addr as *mut libc::c_void, len as usize, prot as i32) } != 0 {
-            return Err(os_err("mprotect"));
-        }
-        Ok(())
+        os::mprotect(addr, len, prot)
     }
     #[inline]
     fn lookup(&mut self, addr: u64) -> bool {
@@ -120,14 +95,9 @@ fn populate<S: Space>(s: &mut S, n: u64) -> Result<u64, String> {
 }
 
 fn addrs(base: u64, n: u64, count: usize) -> Vec<u64> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..count)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            base + (x % n) * 4096
-        })
+    randoms(count)
+        .into_iter()
+        .map(|x| base + (x % n) * 4096)
         .collect()
 }
 

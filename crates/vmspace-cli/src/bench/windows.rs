@@ -14,7 +14,8 @@
 //! Times are this thread's CPU time (`CLOCK_THREAD_CPUTIME_ID`, kernel time of the syscalls
 //! included): the shared machine's load makes wall clock swing several-fold.
 
-use super::{median_ns_per_op, scaled, Record};
+use super::os::{self, cpu_time_ns as time_ns};
+use super::{median_ns_per_op, randoms, scaled, Record};
 use vmspace::space::abi::*;
 use vmspace::space::windows::table::WinPage;
 use vmspace::space::{AddressSpace, SpaceConfig, TaskKind, WinProt};
@@ -26,25 +27,6 @@ const MODEL: &str = "vmspace-win";
 const LINUX: &str = "linux";
 const MIB: u64 = 1 << 20;
 const P: u64 = 4096;
-
-/// Nanoseconds of CPU time this thread has used.
-fn thread_cpu_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported
-    // on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
-}
-
-/// The CPU time `f` takes on this thread, in nanoseconds.
-fn time_ns(f: impl FnOnce()) -> u128 {
-    let t = thread_cpu_ns();
-    f();
-    thread_cpu_ns() - t
-}
 
 /// The operations both implementations provide.
 trait Win {
@@ -81,69 +63,25 @@ impl Win for Model {
 /// The real kernel, in this process.
 struct Linux;
 
-fn os_err(what: &str) -> String {
-    format!("{what}: {}", std::io::Error::last_os_error())
-}
-
-fn check(r: i32, what: &str) -> Result<(), String> {
-    if r != 0 {
-        return Err(os_err(what));
-    }
-    Ok(())
-}
-
 impl Win for Linux {
     #[inline]
     fn reserve(&mut self, len: u64) -> Result<u64, String> {
-        // SAFETY: a fresh PROT_NONE anonymous mapping with no hint replaces nothing.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                PROT_NONE as i32,
-                (MAP_PRIVATE | MAP_ANONYMOUS) as i32,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(os_err("mmap"));
-        }
-        Ok(p as u64)
+        os::mmap(len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS)
     }
     #[inline]
     fn release(&mut self, base: u64, len: u64) -> Result<(), String> {
-        // SAFETY: only ranges this benchmark mapped itself are unmapped.
-        check(
-            unsafe { libc::munmap(base as *mut libc::c_void, len as usize) },
-            "munmap",
-        )
+        os::munmap(base, len)
     }
     #[inline]
     fn commit(&mut self, addr: u64, len: u64) -> Result<(), String> {
-        // SAFETY: a range of a reservation this benchmark made; nothing accesses it.
-        check(
-            unsafe { libc::mprotect(addr as *mut libc::c_void, len as usize, RW) },
-            "mprotect",
-        )
+        os::mprotect(addr, len, PROT_READ | PROT_WRITE)
     }
     #[inline]
     fn decommit(&mut self, addr: u64, len: u64) -> Result<(), String> {
-        let a = addr as *mut libc::c_void;
-        // SAFETY: as for commit; DONTNEED only drops this benchmark's own pages.
-        check(
-            unsafe { libc::madvise(a, len as usize, libc::MADV_DONTNEED) },
-            "madvise",
-        )?;
-        // SAFETY: as above.
-        check(
-            unsafe { libc::mprotect(a, len as usize, PROT_NONE as i32) },
-            "mprotect",
-        )
+        os::madvise(addr, len, libc::MADV_DONTNEED)?;
+        os::mprotect(addr, len, PROT_NONE)
     }
 }
-
-const RW: i32 = (PROT_READ | PROT_WRITE) as i32;
 
 /// N reservations of 1 MiB with the top page committed. Returns their bases.
 fn populate<W: Win>(w: &mut W, n: u64) -> Result<Vec<u64>, String> {
@@ -154,18 +92,6 @@ fn populate<W: Win>(w: &mut W, n: u64) -> Result<Vec<u64>, String> {
         bases.push(b);
     }
     Ok(bases)
-}
-
-fn randoms(count: usize) -> Vec<u64> {
-    let mut x = 0x2545_f491_4f6c_dd1du64;
-    (0..count)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        })
-        .collect()
 }
 
 fn measure<W: Win>(

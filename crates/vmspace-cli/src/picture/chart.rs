@@ -1,7 +1,7 @@
 //! A line chart: x and y axes with round-numbered ticks, labels, one polyline per series
 //! (dots on each point when there are few) and a legend naming the series.
 
-use super::{clip, document, legend, line, px, text, Chart, Drawn, Swatch};
+use super::{clip, legend, line, px, text, Chart, Drawn, Swatch};
 use svg::node::element::{Circle, Group, Polyline, Rectangle, Title};
 
 const WIDTH: f64 = 940.0;
@@ -18,9 +18,11 @@ const PALETTE: [&str; 10] = [
     "#9c755f", "#bab0ac",
 ];
 
-/// Renders a chart as a complete SVG document.
+/// Renders a chart as a complete SVG document (the commands draw charts as panels of a
+/// figure; the tests look at one chart on its own).
+#[cfg(test)]
 pub fn render_chart(c: &Chart) -> String {
-    document(draw(c))
+    super::document(draw(c))
 }
 
 /// A round tick step (1, 2 or 5 times a power of ten) giving about `n` ticks over `range`.

@@ -11,9 +11,10 @@ mod figure;
 mod png;
 mod space;
 
+#[cfg(test)]
 pub use chart::render_chart;
 pub use figure::render_figure;
-pub use png::{svg_to_png, write_picture};
+pub use png::write_picture;
 pub use space::{render_space, render_space_with, Marker, SpaceExtras};
 
 use svg::node::element::{Group, Line, Rectangle, Text};

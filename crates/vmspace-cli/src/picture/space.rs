@@ -342,9 +342,11 @@ pub(crate) fn draw(p: &SpacePicture, extras: &SpaceExtras) -> Drawn {
         g = g.add(text(LABEL_X, ly + 4.0, &clip(&words, 104)).set("class", "label"));
     }
     if last_tick - TOP >= 12.0 {
+        // The top of the axis is labelled with the space's last byte (0xffffffff in a 32-bit
+        // space), an address the space has, as the ticks below label bands' first bytes.
         g = g.add(line(BAR_X - 10.0, TOP, BAR_X, TOP, "black"));
         g = g.add(
-            text(BAR_X - 12.0, TOP + 4.0, &format!("{space_end:#x}"))
+            text(BAR_X - 12.0, TOP + 4.0, &format!("{:#x}", space_end - 1))
                 .set("class", "tick")
                 .set("text-anchor", "end"),
         );
@@ -575,7 +577,11 @@ mod tests {
         assert_eq!(class(&doc, "legend").len(), 7);
         assert!(texts(&doc, "legend").iter().any(|t| t == "stack committed"));
         assert_eq!(class(&doc, "axis-label").len(), 2);
-        assert!(texts(&doc, "tick").len() >= 4);
+        let ticks = texts(&doc, "tick");
+        assert!(ticks.len() >= 4);
+        // The axis ends at the last byte of the 32-bit space, not at 2^32.
+        assert!(ticks.iter().any(|t| t == "0xffffffff"), "{ticks:?}");
+        assert!(!ticks.iter().any(|t| t == "0x100000000"), "{ticks:?}");
         assert!(class(&doc, "axis-break").is_empty());
         // Labels with markup characters survive as text.
         assert!(texts(&doc, "label")

@@ -117,9 +117,14 @@ pub struct HeapSt {
 }
 
 impl HeapSt {
-    /// Live blocks.
+    /// Live blocks; once the heap is gone with its process, those it held then (as its
+    /// kept statistics are).
     pub fn live_blocks(&self) -> usize {
-        self.blocks.len()
+        if self.alive() {
+            self.blocks.len()
+        } else {
+            (self.allocs - self.frees) as usize
+        }
     }
 
     /// Whether the heap still exists (its process runs).
@@ -162,11 +167,15 @@ pub struct Run {
     oom_seen: usize,
 }
 
-/// Outcome of one allocation.
-enum Got {
-    Block,
-    Refused,
-    Stopped(Stop),
+/// The index of `name` among `names`, or why there is none ("no `what` named ...").
+fn named<'a>(
+    mut names: impl Iterator<Item = &'a String>,
+    name: &str,
+    what: &str,
+) -> Result<usize, String> {
+    names
+        .position(|n| n == name)
+        .ok_or(format!("no {what} named {name:?}"))
 }
 
 /// A small deterministic generator (splitmix64) for size draws and choices.
@@ -503,24 +512,15 @@ impl Run {
     }
 
     fn proc_idx(&self, name: &str) -> Result<usize, String> {
-        self.procs
-            .iter()
-            .position(|p| p.name == name)
-            .ok_or(format!("no process named {name:?}"))
+        named(self.procs.iter().map(|p| &p.name), name, "process")
     }
 
     fn thread_idx(&self, name: &str) -> Result<usize, String> {
-        self.threads
-            .iter()
-            .position(|t| t.name == name)
-            .ok_or(format!("no thread named {name:?}"))
+        named(self.threads.iter().map(|t| &t.name), name, "thread")
     }
 
     fn heap_idx(&self, name: &str) -> Result<usize, String> {
-        self.heaps
-            .iter()
-            .position(|h| h.name == name)
-            .ok_or(format!("no heap named {name:?}"))
+        named(self.heaps.iter().map(|h| &h.name), name, "heap")
     }
 
     /// The thread a heap step runs on: `name`, or the heap's process's main thread.
@@ -585,18 +585,26 @@ impl Run {
         }
     }
 
-    /// Allocates one block of `size` from heap `h` and touches it as thread `ti`.
-    fn alloc_one(&mut self, h: usize, ti: usize, size: u64, touch: TouchMode) -> Got {
+    /// Allocates one block of `size` from heap `h` and touches it as thread `ti`; the error
+    /// says in words why allocating stops (the heap was refused memory, or the thread
+    /// stopped).
+    fn alloc_one(
+        &mut self,
+        h: usize,
+        ti: usize,
+        size: u64,
+        touch: TouchMode,
+    ) -> Result<(), String> {
         let Some(imp) = self.heaps[h].imp.as_mut() else {
-            return Got::Stopped(Stop::NotRunning);
+            return Err(self.stop_text(ti, Stop::NotRunning));
         };
         let Ok(l) = Layout::from_size_align(size as usize, 16) else {
-            return Got::Refused;
+            return Err(self.refusal(h, size));
         };
         let p = imp.alloc(l);
         self.clock += 1;
         if p.is_null() {
-            return Got::Refused;
+            return Err(self.refusal(h, size));
         }
         let heap = &mut self.heaps[h];
         heap.blocks.push((p, size as usize));
@@ -608,8 +616,8 @@ impl Run {
         };
         let space = self.procs[heap.proc].space.clone();
         match space.touch(self.threads[ti].tid, p, len) {
-            Ok(_) => Got::Block,
-            Err(s) => Got::Stopped(s),
+            Ok(_) => Ok(()),
+            Err(s) => Err(self.stop_text(ti, s)),
         }
     }
 
@@ -650,20 +658,12 @@ impl Run {
         let mut stop = None;
         for _ in 0..a.count {
             let n = rng.range(a.size.lo, a.size.hi);
-            match self.alloc_one(h, ti, n, a.touch) {
-                Got::Block => {
-                    done += 1;
-                    bytes_sum += n;
-                }
-                Got::Refused => {
-                    stop = Some(self.refusal(h, n));
-                    break;
-                }
-                Got::Stopped(s) => {
-                    stop = Some(self.stop_text(ti, s));
-                    break;
-                }
+            if let Err(why) = self.alloc_one(h, ti, n, a.touch) {
+                stop = Some(why);
+                break;
             }
+            done += 1;
+            bytes_sum += n;
             if done % 8 == 0 {
                 self.record_heap(h);
             }
@@ -844,30 +844,24 @@ impl Run {
         let mut total = 0;
         let mut end = None;
         let max = l.max_blocks.unwrap_or(MAX_LEAK);
-        let mut rss_at_end = 0;
+        // Resident pages at the peak: sampled after every block, and if the OOM killer ended
+        // the process, what it had when it was killed.
+        let rss = |run: &Self| {
+            let m = run.machine.borrow();
+            m.process(pid).map(|p| p.rss().total()).unwrap_or(0)
+        };
+        let reports0 = self.machine.borrow().oom_reports().len();
+        let mut peak = rss(self);
         while n < max {
             let size = rng.range(l.size.lo, l.size.hi);
-            let rss = self
-                .machine
-                .borrow()
-                .process(pid)
-                .map(|p| p.rss().total())
-                .unwrap_or(0);
-            rss_at_end = rss_at_end.max(rss);
-            match self.alloc_one(h, ti, size, l.touch) {
-                Got::Block => {
-                    n += 1;
-                    total += size;
-                }
-                Got::Refused => {
-                    end = Some(self.refusal(h, size));
-                    break;
-                }
-                Got::Stopped(s) => {
-                    end = Some(self.stop_text(ti, s));
-                    break;
-                }
+            let got = self.alloc_one(h, ti, size, l.touch);
+            peak = peak.max(rss(self));
+            if let Err(why) = got {
+                end = Some(why);
+                break;
             }
+            n += 1;
+            total += size;
             // Another process may have been the OOM killer's choice.
             if self.machine.borrow().oom_reports().len() > self.oom_seen {
                 self.reap(out);
@@ -877,6 +871,12 @@ impl Run {
                 self.record_heap(h);
             }
         }
+        let killed = self.machine.borrow().oom_reports()[reports0..]
+            .iter()
+            .filter(|r| r.victim == pid)
+            .map(|r| r.victim_rss.total())
+            .max();
+        peak = peak.max(killed.unwrap_or(0));
         self.heap_stats(h);
         self.record_heap(h);
         out.push(format!(
@@ -890,7 +890,7 @@ impl Run {
             },
             l.heap,
             bytes(total),
-            bytes(rss_at_end * PAGE)
+            bytes(peak * PAGE)
         ));
         match end {
             Some(e) => out.push(e),

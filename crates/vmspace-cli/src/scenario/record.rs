@@ -75,55 +75,35 @@ fn paint(bands: &mut Vec<Band>, start: u64, end: u64, kind: BandKind, label: &st
         return;
     }
     let mut out = Vec::with_capacity(bands.len() + 2);
-    let mut placed = false;
+    // What of each band lies below `start` or above `end` stays, in order.
     for b in bands.drain(..) {
-        if b.end <= start || b.start >= end {
-            if b.start >= end && !placed {
-                out.push(Band {
-                    start,
-                    end,
-                    kind,
-                    label: label.into(),
-                });
-                placed = true;
-            }
-            out.push(b);
-            continue;
-        }
         if b.start < start {
             out.push(Band {
                 start: b.start,
-                end: start,
+                end: b.end.min(start),
                 kind: b.kind,
                 label: b.label.clone(),
             });
         }
-        if !placed {
-            out.push(Band {
-                start,
-                end,
-                kind,
-                label: label.into(),
-            });
-            placed = true;
-        }
         if b.end > end {
             out.push(Band {
-                start: end,
+                start: b.start.max(end),
                 end: b.end,
                 kind: b.kind,
                 label: b.label,
             });
         }
     }
-    if !placed {
-        out.push(Band {
+    let at = out.partition_point(|b| b.start < start);
+    out.insert(
+        at,
+        Band {
             start,
             end,
             kind,
             label: label.into(),
-        });
-    }
+        },
+    );
     *bands = out;
 }
 
@@ -440,6 +420,30 @@ fn merge(bands: Vec<Band>) -> Vec<Band> {
     folded
 }
 
+/// A chart over operations of the recorded series that have points (`None` when none has),
+/// each named by `name` and thinned to what a picture shows.
+fn time_chart(
+    recorded: &BTreeMap<String, Vec<(f64, f64)>>,
+    name: impl Fn(&str) -> String,
+    title: &str,
+    y_label: &str,
+) -> Option<Chart> {
+    let series: Vec<Series> = recorded
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| Series {
+            name: name(n),
+            points: thin(v),
+        })
+        .collect();
+    (!series.is_empty()).then(|| Chart {
+        title: title.into(),
+        x_label: "operations".into(),
+        y_label: y_label.into(),
+        series,
+    })
+}
+
 /// The figure of a run: the spaces of its running processes, heap fragmentation over time,
 /// stack depth over time.
 pub fn figure(run: &Run) -> (String, Vec<Panel>) {
@@ -455,42 +459,19 @@ pub fn figure(run: &Run) -> (String, Vec<Panel>) {
             panels.push(Panel::Space(sp));
         }
     }
-    let heaps: Vec<Series> = run
-        .rec
-        .heaps
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| Series {
-            name: format!("heap {n}"),
-            points: thin(v),
-        })
-        .collect();
-    if !heaps.is_empty() {
-        panels.push(Panel::Chart(Chart {
-            title: "Heap fragmentation over time (1 - live / committed)".into(),
-            x_label: "operations".into(),
-            y_label: "fragmentation (%)".into(),
-            series: heaps,
-        }));
-    }
-    let stacks: Vec<Series> = run
-        .rec
-        .stacks
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(n, v)| Series {
-            name: n.clone(),
-            points: thin(v),
-        })
-        .collect();
-    if !stacks.is_empty() {
-        panels.push(Panel::Chart(Chart {
-            title: "Stack depth over time".into(),
-            x_label: "operations".into(),
-            y_label: "depth below the stack top (KiB)".into(),
-            series: stacks,
-        }));
-    }
+    let heaps = time_chart(
+        &run.rec.heaps,
+        |n| format!("heap {n}"),
+        "Heap fragmentation over time (1 - live / committed)",
+        "fragmentation (%)",
+    );
+    let stacks = time_chart(
+        &run.rec.stacks,
+        |n| n.to_string(),
+        "Stack depth over time",
+        "depth below the stack top (KiB)",
+    );
+    panels.extend(heaps.into_iter().chain(stacks).map(Panel::Chart));
     let bits = if run.arch == super::format::Arch::I386 {
         32
     } else {

@@ -231,7 +231,12 @@ pub fn text(run: &Run) -> String {
             r.thread,
             r.process,
             r.style,
-            bytes(r.reserved),
+            // A main stack whose process is gone has no limit left to show.
+            if r.reserved == 0 {
+                "-".to_string()
+            } else {
+                bytes(r.reserved)
+            },
             format!("{} pg", r.committed_pages),
             format!("{} pg", r.resident_pages),
             format!("{} pg", r.guard_pages),
@@ -274,7 +279,12 @@ pub fn text(run: &Run) -> String {
                 bytes(h.stats.live_bytes as u64),
                 bytes(h.stats.committed_bytes as u64),
                 bytes(heap_resident(run, h) * PAGE),
-                h.stats.segments,
+                // A chunk heap grows the break and has no segments.
+                if h.kind == HeapKind::Chunk {
+                    "-".to_string()
+                } else {
+                    h.stats.segments.to_string()
+                },
                 h.live_blocks(),
                 h.allocs,
                 h.frees,
@@ -282,7 +292,7 @@ pub fn text(run: &Run) -> String {
                 if h.alive() {
                     ""
                 } else {
-                    "  (gone with its process)"
+                    "  (gone with its process: live, committed and blocks as it ended)"
                 }
             );
         }

@@ -519,11 +519,7 @@ impl<A: Arch> Mm<A> {
         size: u64,
         prot: WinProt,
     ) -> Result<u64, WinError> {
-        let r = self.op(phys, tlb, |s| s.commit(addr, size, prot));
-        if r.is_ok() {
-            self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, size));
-        }
-        r
+        self.op_reprotect(phys, tlb, addr, size, |s| s.commit(addr, size, prot))
     }
 
     /// MEM_DECOMMIT ([`AddressSpace::decommit`]): the pages' frames are freed.
@@ -570,7 +566,22 @@ impl<A: Arch> Mm<A> {
         size: u64,
         prot: WinProt,
     ) -> Result<WinProt, WinError> {
-        let r = self.op(phys, tlb, |s| s.virtual_protect(addr, size, prot));
+        self.op_reprotect(phys, tlb, addr, size, |s| {
+            s.virtual_protect(addr, size, prot)
+        })
+    }
+
+    /// Runs a Windows operation on `[addr, addr + size)` like [`Mm::op`]; when it succeeds
+    /// the entries of the pages the range touches are re-derived.
+    fn op_reprotect<M: PhysMem, F: RefFrames, R>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        size: u64,
+        f: impl FnOnce(&mut AddressSpace) -> Result<R, WinError>,
+    ) -> Result<R, WinError> {
+        let r = self.op(phys, tlb, f);
         if r.is_ok() {
             self.reprotect(phys, tlb, addr & !(PAGE_SIZE - 1), page_end(addr, size));
         }

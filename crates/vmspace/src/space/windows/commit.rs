@@ -17,21 +17,28 @@ impl AddressSpace {
             return Err(WinError::InvalidParameter);
         }
         prot.validate()?;
-        let (lo, hi) = super::page_span(addr, size).ok_or(WinError::InvalidParameter)?;
-        if hi > self.win_top() {
-            return Err(WinError::InvalidParameter);
-        }
-        let a = self.win_one_reservation(lo, hi)?;
-        let base = a.base;
-        self.win_commit_pages(base, (lo - base) / PAGE, (hi - base) / PAGE, prot)?;
+        let (lo, hi) = self.win_span(addr, size)?;
+        let (a, plo, phi) = self.win_pages(lo, hi)?;
+        self.win_commit_pages(a.base, plo, phi, prot)?;
         Ok(lo)
     }
 
-    /// The reservation holding all of `[lo, hi)` (page aligned, non-empty), or
-    /// ERROR_INVALID_ADDRESS.
-    pub(crate) fn win_one_reservation(&self, lo: u64, hi: u64) -> Result<&Allocation, WinError> {
+    /// The pages `[lo, hi)` (as addresses) touching `[addr, addr + size)`; a range that
+    /// overflows or ends above the top of the space is ERROR_INVALID_PARAMETER.
+    pub(crate) fn win_span(&self, addr: u64, size: u64) -> Result<(u64, u64), WinError> {
+        match super::page_span(addr, size) {
+            Some((lo, hi)) if hi <= self.win_top() => Ok((lo, hi)),
+            _ => Err(WinError::InvalidParameter),
+        }
+    }
+
+    /// The reservation holding all of `[lo, hi)` (page aligned, non-empty) and the range's
+    /// first and end page indexes in it, or ERROR_INVALID_ADDRESS.
+    pub(crate) fn win_pages(&self, lo: u64, hi: u64) -> Result<(&Allocation, u64, u64), WinError> {
         match self.win.containing(lo) {
-            Some(a) if hi <= a.end() && lo < hi => Ok(a),
+            Some(a) if hi <= a.end() && lo < hi => {
+                Ok((a, (lo - a.base) / PAGE, (hi - a.base) / PAGE))
+            }
             _ => Err(WinError::InvalidAddress),
         }
     }

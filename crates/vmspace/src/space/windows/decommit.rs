@@ -20,15 +20,10 @@ impl AddressSpace {
                 None => return Err(WinError::InvalidAddress),
             }
         } else {
-            let (lo, hi) = super::page_span(addr, size).ok_or(WinError::InvalidParameter)?;
-            if hi > self.win_top() {
-                return Err(WinError::InvalidParameter);
-            }
-            (lo, hi)
+            self.win_span(addr, size)?
         };
-        let a = self.win_one_reservation(lo, hi)?;
+        let (a, plo, phi) = self.win_pages(lo, hi)?;
         let base = a.base;
-        let (plo, phi) = ((lo - base) / PAGE, (hi - base) / PAGE);
         let freed = a.committed_in(plo, phi);
         let zap: alloc::vec::Vec<(u64, u64)> = a
             .runs_in(plo, phi)

@@ -19,13 +19,9 @@ impl AddressSpace {
             return Err(WinError::InvalidParameter);
         }
         prot.validate()?;
-        let (lo, hi) = super::page_span(addr, size).ok_or(WinError::InvalidParameter)?;
-        if hi > self.win_top() {
-            return Err(WinError::InvalidParameter);
-        }
-        let a = self.win_one_reservation(lo, hi)?;
+        let (lo, hi) = self.win_span(addr, size)?;
+        let (a, plo, phi) = self.win_pages(lo, hi)?;
         let base = a.base;
-        let (plo, phi) = ((lo - base) / PAGE, (hi - base) / PAGE);
         if a.committed_in(plo, phi) != phi - plo {
             return Err(WinError::InvalidAddress);
         }
