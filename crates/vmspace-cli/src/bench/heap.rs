@@ -198,18 +198,7 @@ fn timed(f: impl FnOnce()) -> u128 {
     if std::env::var_os("VMSPACE_BENCH_HEAP_CPU_TIME").is_none() {
         return time_ns(f);
     }
-    let now = || {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: writes the calling thread's CPU time into `t`.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
-    };
-    let t0 = now();
-    f();
-    now() - t0
+    super::os::cpu_time_ns(f)
 }
 
 const BATCH: usize = 256;

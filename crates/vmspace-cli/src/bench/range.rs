@@ -28,6 +28,7 @@
 //! random-free pattern: about four dependent reads of 150–300 ns each on this machine, see
 //! docs/range.md).
 
+use super::os::thread_cpu_ns;
 use super::{median_ns_per_op, scaled, time_ns, Record};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -184,19 +185,6 @@ fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f
     }
     debug_assert_eq!(live.len(), n);
     (live, t.elapsed().as_secs_f64())
-}
-
-/// This thread's CPU time in ns: unlike wall-clock time, not inflated when the machine is
-/// oversubscribed and the thread waits for a core.
-fn thread_cpu_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is always supported
-    // on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }
 
 /// One op per iteration: free a random live segment, allocate a new one in its slot. Returns
