@@ -49,25 +49,6 @@ struct Run {
     stacks: Vec<u64>,
 }
 
-fn parse_maps_line(l: &str) -> SnapshotVma {
-    let mut f = l.split_whitespace();
-    let (a, b) = f.next().unwrap().split_once('-').unwrap();
-    let perms: [u8; 4] = f.next().unwrap().as_bytes().try_into().unwrap();
-    let offset = hex(f.next().unwrap());
-    let (ma, mi) = f.next().unwrap().split_once(':').unwrap();
-    let inode = f.next().unwrap().parse().unwrap();
-    SnapshotVma {
-        start: hex(a),
-        end: hex(b),
-        perms,
-        offset,
-        dev: (hex(ma) as u32, hex(mi) as u32),
-        inode,
-        name: f.collect::<Vec<_>>().join(" "),
-        vmflags: None,
-    }
-}
-
 fn run(prog: &PathBuf, legacy: bool, heap: u64, stack: u64, mode: &str) -> Option<Run> {
     let mut c = Command::new("setarch");
     c.arg("-R");
@@ -114,21 +95,7 @@ fn run(prog: &PathBuf, legacy: bool, heap: u64, stack: u64, mode: &str) -> Optio
             "s" => r.stacks.push(hex(v)),
             "done" => done = Some(v.parse::<usize>().unwrap()),
             "stat" => {
-                let s = lines.next().unwrap();
-                let f: Vec<u64> = s[s.rfind(')').unwrap() + 2..]
-                    .split_whitespace()
-                    .map(|x| x.parse().unwrap_or(0))
-                    .collect();
-                let field = |n: usize| f[n - 3];
-                r.stat = ProcStat {
-                    start_code: field(26),
-                    end_code: field(27),
-                    start_stack: field(28),
-                    start_data: field(45),
-                    end_data: field(46),
-                    start_brk: field(47),
-                    brk: 0,
-                };
+                r.stat = ProcStat::parse(lines.next().unwrap()).expect("a /proc/self/stat line");
                 assert_eq!(lines.next(), Some("end"));
             }
             "maps" => {
@@ -136,7 +103,8 @@ fn run(prog: &PathBuf, legacy: bool, heap: u64, stack: u64, mode: &str) -> Optio
                     if m == "end" {
                         break;
                     }
-                    r.maps.push(parse_maps_line(m));
+                    r.maps
+                        .push(SnapshotVma::parse_maps_line(m).expect("a /proc/self/maps line"));
                 }
             }
             _ => panic!("unexpected helper output line {l:?}"),

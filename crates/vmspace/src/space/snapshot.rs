@@ -32,6 +32,61 @@ pub struct ProcStat {
     pub start_stack: u64,
 }
 
+impl ProcStat {
+    /// Reads the fields from a `/proc/pid/stat` line (fields 26–28 and 45–47, counted as in
+    /// proc(5)); `brk` is not in the file and stays 0. `None` if the line is too short or a
+    /// field is not a number.
+    pub fn parse(line: &str) -> Option<ProcStat> {
+        // The comm (field 2) may hold spaces and parentheses: fields restart after the last ')'.
+        let rest = &line[line.rfind(')')? + 1..];
+        let mut f = rest.split_whitespace();
+        let mut fields = [0u64; 48];
+        for slot in fields.iter_mut().skip(3) {
+            *slot = f.next()?.parse().unwrap_or(0);
+        }
+        Some(ProcStat {
+            start_code: fields[26],
+            end_code: fields[27],
+            start_stack: fields[28],
+            start_data: fields[45],
+            end_data: fields[46],
+            start_brk: fields[47],
+            brk: 0,
+        })
+    }
+}
+
+impl SnapshotVma {
+    /// Reads one `/proc/pid/maps` line (`start-end perms offset major:minor inode [name]`);
+    /// `None` if it is malformed.
+    pub fn parse_maps_line(line: &str) -> Option<SnapshotVma> {
+        let hex = |s: &str| u64::from_str_radix(s, 16).ok();
+        let mut f = line.split_whitespace();
+        let (a, b) = f.next()?.split_once('-')?;
+        let perms: [u8; 4] = f.next()?.as_bytes().try_into().ok()?;
+        let offset = hex(f.next()?)?;
+        let (ma, mi) = f.next()?.split_once(':')?;
+        let inode = f.next()?.parse().ok()?;
+        let mut name = String::new();
+        for (i, w) in f.enumerate() {
+            if i > 0 {
+                name.push(' ');
+            }
+            name.push_str(w);
+        }
+        Some(SnapshotVma {
+            start: hex(a)?,
+            end: hex(b)?,
+            perms,
+            offset,
+            dev: (hex(ma)? as u32, hex(mi)? as u32),
+            inode,
+            name,
+            vmflags: None,
+        })
+    }
+}
+
 /// File ids the snapshot invents for files it sees (bit 62 set, so caller ids stay free).
 pub const SNAPSHOT_FILE_BIT: u64 = 1 << 62;
 
@@ -198,6 +253,44 @@ impl AddressSpace {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn proc_stat_and_maps_lines_parse() {
+        // Field n holds n, except the state and the fields the space reads.
+        let mut f: alloc::vec::Vec<alloc::string::String> =
+            (3..=52).map(|n: u32| alloc::format!("{n}")).collect();
+        f[0] = "R".into();
+        for (n, v) in [(26, 134512640u64), (27, 135004160), (28, 3221221024)]
+            .into_iter()
+            .chain([(45, 135024640), (46, 135028736), (47, 135036928)])
+        {
+            f[n - 3] = alloc::format!("{v}");
+        }
+        let line = alloc::format!("4242 (a (b) c) {}", f.join(" "));
+        let st = ProcStat::parse(&line).expect("parses");
+        assert_eq!(st.start_code, 134512640);
+        assert_eq!(st.end_code, 135004160);
+        assert_eq!(st.start_stack, 3221221024);
+        assert_eq!(st.start_data, 135024640);
+        assert_eq!(st.end_data, 135028736);
+        assert_eq!(st.start_brk, 135036928);
+        assert_eq!(ProcStat::parse("1 (x) R 2 3"), None);
+
+        let v =
+            SnapshotVma::parse_maps_line("08048000-080c8000 r-xp 00001000 08:01 1234   /bin/a b")
+                .expect("parses");
+        assert_eq!(
+            (v.start, v.end, v.offset, v.inode),
+            (0x0804_8000, 0x080c_8000, 0x1000, 1234)
+        );
+        assert_eq!(
+            (&v.perms, v.dev, v.name.as_str()),
+            (b"r-xp", (8, 1), "/bin/a b")
+        );
+        let anon = SnapshotVma::parse_maps_line("b7ff8000-b7ffc000 r--p 00000000 00:00 0").unwrap();
+        assert_eq!(anon.name, "");
+        assert!(SnapshotVma::parse_maps_line("b7ff8000 r--p 0 00:00 0").is_none());
+    }
+
     use super::super::TaskKind;
     use super::*;
 
