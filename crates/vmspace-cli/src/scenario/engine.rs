@@ -1382,6 +1382,20 @@ impl Run {
                 return Some(format!("stack of {}", t.name));
             }
         }
+        // The program image: executable mappings below the break, and the data/bss mapping
+        // that ends where the break starts.
+        if let Some(pr) = m.process(self.procs[pi].pid) {
+            let space = pr.space();
+            if let Some(v) = space.find_vma(a).filter(|v| v.start <= a) {
+                let exec = v.flags & vmspace::space::vma::flags::VM_EXEC != 0;
+                if exec && v.end <= space.start_brk() {
+                    return Some("program text".into());
+                }
+                if v.end == space.start_brk() {
+                    return Some("program data and bss".into());
+                }
+            }
+        }
         drop(m);
         // A forked child has its parent's mappings at the same addresses.
         let parent = self.procs[pi].parent.as_ref()?;
