@@ -353,11 +353,8 @@ mod host {
     /// Regions a [`HostSource`] keeps track of (4 GiB of single segments); beyond them each
     /// segment is its own mapping.
     const MAX_REGIONS: usize = 64;
-    /// Segments per region.
-    const REGION_SEGMENTS: usize = REGION / SEGMENT_SIZE;
-    /// Bitmap words per region.
-    const REGION_WORDS: usize = REGION_SEGMENTS / 64;
-    /// Freed segments that may wait before their pages are given back in one batch.
+    /// Freed segments that wait, reusable at once, before their pages are given back in one
+    /// batch.
     const PURGE_BATCH: usize = 256;
 
     /// Segments from the host kernel.
@@ -365,26 +362,23 @@ mod host {
     /// Single segments are carved from 64 MiB read-write reservations (`MAP_NORESERVE`:
     /// pages are committed by the kernel on first touch; 2 MiB-aligned with
     /// `MADV_HUGEPAGE` unless made with [`small_pages`](Self::small_pages), so touching them
-    /// costs one fault per huge page); a freed one goes to a pool (a bitmap per region) for
-    /// reuse, so a heap that frees and reallocates does not pay for `mmap`, `munmap` and
-    /// page faults each time. Freed segments are given back lazily with `madvise(MADV_FREE)`
-    /// in batches of 256 freed segments, one call per run of adjacent ones: a
-    /// burst that returns thousands of segments makes a few calls, not one each, and whole
-    /// huge pages are not split. Runs of
+    /// costs one fault per huge page); a freed one waits among up to 256 recently freed
+    /// segments (handed out again first, untouched); when they are 256, all are given back
+    /// lazily with `madvise(MADV_FREE)`, one call per run of adjacent segments, and go to a
+    /// pool for reuse. A heap that frees and reallocates thus pays for no `mmap`, `munmap`
+    /// or page fault, and a burst that frees thousands of segments for a few `madvise`
+    /// calls, not one per segment (each splitting a huge page). Runs of
     /// several segments (large blocks) are mappings of their own, unmapped on free.
     /// Dropping the source unmaps everything.
     #[derive(Debug)]
     pub struct HostSource {
         /// Regions ask for transparent huge pages.
         huge: bool,
-        /// Bit per segment of each region: in the pool.
-        pool: [u64; MAX_REGIONS * REGION_WORDS],
-        /// Bit per segment: pooled and not yet given back with `MADV_FREE`.
-        dirty: [u64; MAX_REGIONS * REGION_WORDS],
+        pool: usize,
         pooled: usize,
-        ndirty: usize,
-        /// No pool word below this one has a bit set.
-        hint: usize,
+        /// Freed segments not given back yet, in the order freed.
+        recent: [usize; PURGE_BATCH],
+        nrecent: usize,
         next: usize,
         end: usize,
         regions: [usize; MAX_REGIONS],
@@ -416,11 +410,10 @@ mod host {
         const fn with_huge_pages(huge: bool) -> Self {
             HostSource {
                 huge,
-                pool: [0; MAX_REGIONS * REGION_WORDS],
-                dirty: [0; MAX_REGIONS * REGION_WORDS],
+                pool: 0,
                 pooled: 0,
-                ndirty: 0,
-                hint: 0,
+                recent: [0; PURGE_BATCH],
+                nrecent: 0,
                 next: 0,
                 end: 0,
                 regions: [0; MAX_REGIONS],
@@ -428,9 +421,49 @@ mod host {
             }
         }
 
-        /// Freed segments kept for reuse.
+        /// Freed segments kept for reuse (given back or not).
         pub fn pooled(&self) -> usize {
-            self.pooled
+            self.pooled + self.nrecent
+        }
+
+        /// Freed segments whose pages are not given back yet.
+        pub fn unpurged(&self) -> usize {
+            self.nrecent
+        }
+
+        /// Gives back the pages of the freed segments not given back yet, one
+        /// `madvise(MADV_FREE)` per run of adjacent segments, and moves them to the pool.
+        pub fn purge(&mut self) {
+            let n = self.nrecent;
+            self.recent[..n].sort_unstable();
+            let mut i = 0;
+            while i < n {
+                let first = self.recent[i];
+                let mut j = i + 1;
+                while j < n && self.recent[j] == self.recent[j - 1] + SEGMENT_SIZE {
+                    j += 1;
+                }
+                // SAFETY: freed segments of our regions (regions are separate mappings, so a
+                // run crossing from one into an adjacent one is still all ours); nothing
+                // uses them.
+                unsafe {
+                    libc::madvise(
+                        first as *mut libc::c_void,
+                        (j - i) * SEGMENT_SIZE,
+                        libc::MADV_FREE,
+                    )
+                };
+                i = j;
+            }
+            for k in 0..n {
+                let a = self.recent[k];
+                // SAFETY: the segment is pooled and ours; writing the link after MADV_FREE
+                // keeps its first page (and the link) from being taken.
+                unsafe { *(a as *mut usize) = self.pool };
+                self.pool = a;
+            }
+            self.pooled += n;
+            self.nrecent = 0;
         }
 
         /// Bytes of the single-segment regions resident in memory (`mincore`), pooled
@@ -447,61 +480,10 @@ mod host {
             total
         }
 
-        /// Index of `a`'s segment over all regions (region * segments per region + index in
-        /// it), when `a` is in a region.
-        fn segment_index(&self, a: usize) -> Option<usize> {
+        fn in_region(&self, a: usize) -> bool {
             self.regions[..self.nregions]
                 .iter()
-                .position(|&r| a >= r && a < r + REGION)
-                .map(|i| i * REGION_SEGMENTS + (a - self.regions[i]) / SEGMENT_SIZE)
-        }
-
-        /// Address of segment `i` (see [`segment_index`](Self::segment_index)).
-        fn segment_addr(&self, i: usize) -> usize {
-            self.regions[i / REGION_SEGMENTS] + (i % REGION_SEGMENTS) * SEGMENT_SIZE
-        }
-
-        /// Freed segments waiting to be given back.
-        pub fn unpurged(&self) -> usize {
-            self.ndirty
-        }
-
-        /// Gives back the pages of every pooled segment not given back yet, one
-        /// `madvise(MADV_FREE)` per run of adjacent segments inside a region.
-        pub fn purge(&mut self) {
-            let mut run: Option<(usize, usize)> = None; // (first segment, count)
-            let flush = |run: (usize, usize), me: &Self| {
-                let a = me.segment_addr(run.0);
-                // SAFETY: pooled segments of our own region; nothing uses them.
-                unsafe {
-                    libc::madvise(
-                        a as *mut libc::c_void,
-                        run.1 * SEGMENT_SIZE,
-                        libc::MADV_FREE,
-                    )
-                };
-            };
-            for w in 0..self.nregions * REGION_WORDS {
-                let mut bits = self.dirty[w];
-                while bits != 0 {
-                    let i = w * 64 + bits.trailing_zeros() as usize;
-                    bits &= bits - 1;
-                    run = match run {
-                        // adjacent and in the same region: extend
-                        Some((f, n)) if f + n == i && i % REGION_SEGMENTS != 0 => Some((f, n + 1)),
-                        Some(r) => {
-                            flush(r, self);
-                            Some((i, 1))
-                        }
-                        None => Some((i, 1)),
-                    };
-                }
-                self.dirty[w] = 0;
-            }
-            if let Some(r) = run {
-                flush(r, self);
-            }
-            self.ndirty = 0;
+                .any(|&r| a >= r && a < r + REGION)
         }
 
         fn aligned_map(len: usize) -> Option<usize> {
@@ -563,20 +545,16 @@ mod host {
     unsafe impl SegmentSource for HostSource {
         fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
             if count == 1 {
-                if self.pooled != 0 {
-                    let mut w = self.hint;
-                    while self.pool[w] == 0 {
-                        w += 1;
-                    }
-                    self.hint = w;
-                    let bit = self.pool[w].trailing_zeros() as usize;
-                    self.pool[w] &= !(1 << bit);
-                    if self.dirty[w] & (1 << bit) != 0 {
-                        self.dirty[w] &= !(1 << bit);
-                        self.ndirty -= 1;
-                    }
+                if self.nrecent != 0 {
+                    self.nrecent -= 1;
+                    return NonNull::new(self.recent[self.nrecent] as *mut u8);
+                }
+                if self.pool != 0 {
+                    let s = self.pool;
+                    // SAFETY: a pooled segment holds the link to the next in its first word.
+                    self.pool = unsafe { *(s as *const usize) };
                     self.pooled -= 1;
-                    return NonNull::new(self.segment_addr(w * 64 + bit) as *mut u8);
+                    return NonNull::new(s as *mut u8);
                 }
                 if self.next == self.end && self.nregions < MAX_REGIONS {
                     // 2 MiB-aligned and marked for transparent huge pages: a heap touching
@@ -605,22 +583,12 @@ mod host {
 
         unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
             let a = base.as_ptr() as usize;
-            let i = if count == 1 {
-                self.segment_index(a)
-            } else {
-                None
-            };
-            if let Some(i) = i {
-                let (w, bit) = (i / 64, i % 64);
-                debug_assert!(self.pool[w] & (1 << bit) == 0, "segment freed twice");
-                self.pool[w] |= 1 << bit;
-                self.dirty[w] |= 1 << bit;
-                self.pooled += 1;
-                self.ndirty += 1;
-                self.hint = self.hint.min(w);
-                if self.ndirty >= PURGE_BATCH {
+            if count == 1 && self.in_region(a) {
+                if self.nrecent == PURGE_BATCH {
                     self.purge();
                 }
+                self.recent[self.nrecent] = a;
+                self.nrecent += 1;
             } else {
                 unmap(a, count * SEGMENT_SIZE);
             }
@@ -813,19 +781,19 @@ mod tests {
         for s in &segs {
             unsafe { s.as_ptr().write_bytes(3, SEGMENT_SIZE) };
         }
-        for s in &segs[..255] {
+        for s in &segs[..256] {
             unsafe { h.free_segments(*s, 1) };
         }
-        assert_eq!((h.pooled(), h.unpurged()), (255, 255));
-        unsafe { h.free_segments(segs[255], 1) }; // the 256th: one batch given back
-        assert_eq!((h.pooled(), h.unpurged()), (256, 0));
-        for s in &segs[256..] {
+        assert_eq!((h.pooled(), h.unpurged()), (256, 256));
+        unsafe { h.free_segments(segs[256], 1) }; // the 257th: the first 256 given back
+        assert_eq!((h.pooled(), h.unpurged()), (257, 1));
+        for s in &segs[257..] {
             unsafe { h.free_segments(*s, 1) };
         }
         assert_eq!((h.pooled(), h.unpurged()), (300, 44));
         h.purge();
         assert_eq!(h.unpurged(), 0);
-        // every pooled segment comes back once, lowest first, and is writable
+        // every pooled segment comes back once, and is writable
         let mut again: vec::Vec<_> = (0..300).map(|_| h.alloc_segments(1).unwrap()).collect();
         assert_eq!(h.pooled(), 0);
         for s in &again {
@@ -835,7 +803,7 @@ mod tests {
         orig.sort();
         again.sort();
         assert_eq!(again, orig);
-        // a segment freed and taken before its batch is given back leaves the batch
+        // a segment freed and taken again before its batch is given back: first out
         unsafe { h.free_segments(again[7], 1) };
         assert_eq!(h.unpurged(), 1);
         assert_eq!(h.alloc_segments(1).unwrap(), again[7]);
