@@ -353,15 +353,21 @@ mod host {
     /// Regions a [`HostSource`] keeps track of (4 GiB of single segments); beyond them each
     /// segment is its own mapping.
     const MAX_REGIONS: usize = 64;
+    /// Freed segments that wait, reusable at once, before their pages are given back in one
+    /// batch.
+    const PURGE_BATCH: usize = 256;
 
     /// Segments from the host kernel.
     ///
     /// Single segments are carved from 64 MiB read-write reservations (`MAP_NORESERVE`:
     /// pages are committed by the kernel on first touch; 2 MiB-aligned with
     /// `MADV_HUGEPAGE` unless made with [`small_pages`](Self::small_pages), so touching them
-    /// costs one fault per huge page); a freed one is given back lazily
-    /// with `madvise(MADV_FREE)` and kept in a pool for reuse, so a heap that frees and
-    /// reallocates does not pay for `mmap`, `munmap` and page faults each time. Runs of
+    /// costs one fault per huge page); a freed one waits among up to 256 recently freed
+    /// segments (handed out again first, untouched); when they are 256, all are given back
+    /// lazily with `madvise(MADV_FREE)`, one call per run of adjacent segments, and go to a
+    /// pool for reuse. A heap that frees and reallocates thus pays for no `mmap`, `munmap`
+    /// or page fault, and a burst that frees thousands of segments for a few `madvise`
+    /// calls, not one per segment (each splitting a huge page). Runs of
     /// several segments (large blocks) are mappings of their own, unmapped on free.
     /// Dropping the source unmaps everything.
     #[derive(Debug)]
@@ -370,6 +376,9 @@ mod host {
         huge: bool,
         pool: usize,
         pooled: usize,
+        /// Freed segments not given back yet, in the order freed.
+        recent: [usize; PURGE_BATCH],
+        nrecent: usize,
         next: usize,
         end: usize,
         regions: [usize; MAX_REGIONS],
@@ -403,6 +412,8 @@ mod host {
                 huge,
                 pool: 0,
                 pooled: 0,
+                recent: [0; PURGE_BATCH],
+                nrecent: 0,
                 next: 0,
                 end: 0,
                 regions: [0; MAX_REGIONS],
@@ -410,9 +421,49 @@ mod host {
             }
         }
 
-        /// Freed segments kept for reuse.
+        /// Freed segments kept for reuse (given back or not).
         pub fn pooled(&self) -> usize {
-            self.pooled
+            self.pooled + self.nrecent
+        }
+
+        /// Freed segments whose pages are not given back yet.
+        pub fn unpurged(&self) -> usize {
+            self.nrecent
+        }
+
+        /// Gives back the pages of the freed segments not given back yet, one
+        /// `madvise(MADV_FREE)` per run of adjacent segments, and moves them to the pool.
+        pub fn purge(&mut self) {
+            let n = self.nrecent;
+            self.recent[..n].sort_unstable();
+            let mut i = 0;
+            while i < n {
+                let first = self.recent[i];
+                let mut j = i + 1;
+                while j < n && self.recent[j] == self.recent[j - 1] + SEGMENT_SIZE {
+                    j += 1;
+                }
+                // SAFETY: freed segments of our regions (regions are separate mappings, so a
+                // run crossing from one into an adjacent one is still all ours); nothing
+                // uses them.
+                unsafe {
+                    libc::madvise(
+                        first as *mut libc::c_void,
+                        (j - i) * SEGMENT_SIZE,
+                        libc::MADV_FREE,
+                    )
+                };
+                i = j;
+            }
+            for k in 0..n {
+                let a = self.recent[k];
+                // SAFETY: the segment is pooled and ours; writing the link after MADV_FREE
+                // keeps its first page (and the link) from being taken.
+                unsafe { *(a as *mut usize) = self.pool };
+                self.pool = a;
+            }
+            self.pooled += n;
+            self.nrecent = 0;
         }
 
         /// Bytes of the single-segment regions resident in memory (`mincore`), pooled
@@ -494,6 +545,10 @@ mod host {
     unsafe impl SegmentSource for HostSource {
         fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
             if count == 1 {
+                if self.nrecent != 0 {
+                    self.nrecent -= 1;
+                    return NonNull::new(self.recent[self.nrecent] as *mut u8);
+                }
                 if self.pool != 0 {
                     let s = self.pool;
                     // SAFETY: a pooled segment holds the link to the next in its first word.
@@ -529,14 +584,11 @@ mod host {
         unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
             let a = base.as_ptr() as usize;
             if count == 1 && self.in_region(a) {
-                // SAFETY: the segment is ours and unused; MADV_FREE lets the kernel take its
-                // pages lazily, and writing the link keeps only the first page.
-                unsafe {
-                    libc::madvise(a as *mut libc::c_void, SEGMENT_SIZE, libc::MADV_FREE);
-                    *(a as *mut usize) = self.pool;
+                if self.nrecent == PURGE_BATCH {
+                    self.purge();
                 }
-                self.pool = a;
-                self.pooled += 1;
+                self.recent[self.nrecent] = a;
+                self.nrecent += 1;
             } else {
                 unmap(a, count * SEGMENT_SIZE);
             }
@@ -719,6 +771,43 @@ mod tests {
             h.decommit(s, SEGMENT_SIZE);
             h.free_segments(s, 2);
         }
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn host_pool_purges_in_batches_and_reuses_every_segment() {
+        let mut h = HostSource::small_pages();
+        let segs: vec::Vec<_> = (0..300).map(|_| h.alloc_segments(1).unwrap()).collect();
+        for s in &segs {
+            unsafe { s.as_ptr().write_bytes(3, SEGMENT_SIZE) };
+        }
+        for s in &segs[..256] {
+            unsafe { h.free_segments(*s, 1) };
+        }
+        assert_eq!((h.pooled(), h.unpurged()), (256, 256));
+        unsafe { h.free_segments(segs[256], 1) }; // the 257th: the first 256 given back
+        assert_eq!((h.pooled(), h.unpurged()), (257, 1));
+        for s in &segs[257..] {
+            unsafe { h.free_segments(*s, 1) };
+        }
+        assert_eq!((h.pooled(), h.unpurged()), (300, 44));
+        h.purge();
+        assert_eq!(h.unpurged(), 0);
+        // every pooled segment comes back once, and is writable
+        let mut again: vec::Vec<_> = (0..300).map(|_| h.alloc_segments(1).unwrap()).collect();
+        assert_eq!(h.pooled(), 0);
+        for s in &again {
+            unsafe { s.as_ptr().write_bytes(5, SEGMENT_SIZE) };
+        }
+        let mut orig = segs.clone();
+        orig.sort();
+        again.sort();
+        assert_eq!(again, orig);
+        // a segment freed and taken again before its batch is given back: first out
+        unsafe { h.free_segments(again[7], 1) };
+        assert_eq!(h.unpurged(), 1);
+        assert_eq!(h.alloc_segments(1).unwrap(), again[7]);
+        assert_eq!((h.pooled(), h.unpurged()), (0, 0));
     }
 
     #[cfg(feature = "std")]
