@@ -9,165 +9,60 @@
 //! rlimits, vm.mmap_min_addr, overcommit and RAM size are this machine's.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use vmspace::space::abi::{MAP_ANONYMOUS, MAP_NORESERVE, MAP_PRIVATE, PROT_NONE, PROT_READ};
-use vmspace::space::{AddressSpace, ProcStat, SnapshotVma, SpaceConfig, TaskKind};
+use vmspace::space::{SnapshotVma, TaskKind};
+
+#[path = "support/start_state.rs"]
+mod start_state;
+use start_state::{hex, StartState};
 
 const PAGE: u64 = 4096;
+
+const WHAT: &str = "layout cross-check";
 
 /// Builds the helper; `None` (with the reason printed) when the toolchain is missing.
 fn build(m32: bool) -> Option<PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/layout/growbrk.c");
     let out =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(if m32 { "growbrk32" } else { "growbrk64" });
-    let mut c = Command::new(std::env::var("CC_I386").unwrap_or_else(|_| "gcc".into()));
-    if m32 {
-        c.arg("-m32");
-    }
-    c.args(["-static", "-O2", "-o"]).arg(&out).arg(&src);
-    match c.output() {
-        Ok(o) if o.status.success() => Some(out),
-        Ok(o) => {
-            eprintln!(
-                "SKIP layout cross-check ({}): gcc{} -static failed (install gcc-multilib and \
-                 the static libc): {}",
-                if m32 { "i386" } else { "x86_64" },
-                if m32 { " -m32" } else { "" },
-                String::from_utf8_lossy(&o.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("SKIP layout cross-check: gcc not runnable: {e}");
-            None
-        }
-    }
+    start_state::build_static(WHAT, &src, &out, m32).then_some(out)
 }
 
 struct Run {
-    rlimit_stack: u64,
-    rlimit_data: u64,
-    rlimit_as: u64,
-    brk0: u64,
-    stat: ProcStat,
-    maps: Vec<SnapshotVma>,
+    start: StartState,
     calls: u64,
     final_brk: u64,
     /// `mmap` mode: largest length and where it landed.
     mmap: Option<(u64, u64)>,
 }
 
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s, 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
-}
-
 fn run(prog: &Path, legacy: bool, mode: Option<&str>) -> Option<Run> {
-    let mut c = Command::new("setarch");
-    c.arg("-R");
-    if legacy {
-        c.arg("-L");
-    }
-    c.arg(prog);
-    if let Some(m) = mode {
-        c.arg(m);
-    }
-    let o = match c.output() {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            eprintln!(
-                "SKIP layout cross-check: setarch failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Err(e) => {
-            eprintln!("SKIP layout cross-check: setarch not runnable: {e}");
-            return None;
-        }
-    };
-    let text = String::from_utf8(o.stdout).unwrap();
-    let mut lines = text.lines();
+    let args: Vec<String> = mode.into_iter().map(String::from).collect();
+    let text = start_state::run_setarch(WHAT, prog, legacy, &args)?;
+    let (start, rest) = start_state::parse(&text);
     let mut r = Run {
-        rlimit_stack: 0,
-        rlimit_data: 0,
-        rlimit_as: 0,
-        brk0: 0,
-        stat: ProcStat::default(),
-        maps: Vec::new(),
+        start,
         calls: 0,
         final_brk: 0,
         mmap: None,
     };
-    while let Some(l) = lines.next() {
-        let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+    for (k, v) in rest {
         match k {
-            "rlimit_stack" => r.rlimit_stack = v.parse().unwrap(),
-            "rlimit_data" => r.rlimit_data = v.parse().unwrap(),
-            "rlimit_as" => r.rlimit_as = v.parse().unwrap(),
-            "brk0" => r.brk0 = hex(v),
             "calls" => r.calls = v.parse().unwrap(),
             "final" => r.final_brk = hex(v),
             "mmap" => {
                 let (len, at) = v.split_once(' ').unwrap();
                 r.mmap = Some((hex(len), hex(at)));
             }
-            "stat" => {
-                r.stat = ProcStat::parse(lines.next().unwrap()).expect("a /proc/self/stat line");
-                assert_eq!(lines.next(), Some("end"));
-            }
-            "maps" => {
-                for m in lines.by_ref() {
-                    if m == "end" {
-                        break;
-                    }
-                    r.maps
-                        .push(SnapshotVma::parse_maps_line(m).expect("a /proc/self/maps line"));
-                }
-            }
-            _ => panic!("unexpected helper output line {l:?}"),
+            _ => panic!("unexpected helper output line {k} {v}"),
         }
     }
-    r.stat.brk = r.brk0;
     Some(r)
-}
-
-fn sysctl(name: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn meminfo_kb(key: &str) -> u64 {
-    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The model at the program's starting state, configured as this machine.
-fn model_space(kind: TaskKind, legacy: bool, r: &Run, maps: &[SnapshotVma]) -> AddressSpace {
-    let mut cfg = SpaceConfig::linux_default(kind);
-    cfg.legacy_layout = legacy;
-    cfg.mmap_min_addr = sysctl("mmap_min_addr");
-    cfg.overcommit_memory = sysctl("overcommit_memory") as u32;
-    cfg.overcommit_ratio = sysctl("overcommit_ratio");
-    cfg.max_map_count = sysctl("max_map_count");
-    cfg.total_ram_pages = meminfo_kb("MemTotal:") / 4;
-    cfg.total_swap_pages = meminfo_kb("SwapTotal:") / 4;
-    cfg.rlimit_stack = r.rlimit_stack;
-    cfg.rlimit_data = r.rlimit_data;
-    cfg.rlimit_as = r.rlimit_as;
-    let s = AddressSpace::from_snapshot(cfg, maps, &r.stat).unwrap();
-    assert_eq!(s.brk_value(), r.brk0);
-    s
 }
 
 /// The model's side: the same search as growbrk.c's loop.
 fn model_final(kind: TaskKind, legacy: bool, r: &Run) -> (u64, u64) {
-    let mut s = model_space(kind, legacy, r, &r.maps);
+    let mut s = r.start.model_space(kind, legacy, &r.start.maps);
     let bits = if kind == TaskKind::X86_64 { 64 } else { 32 };
     let mask = if bits == 32 { 0xffff_ffff } else { u64::MAX };
     let mut cur = s.brk_value();
@@ -186,7 +81,7 @@ fn model_final(kind: TaskKind, legacy: bool, r: &Run) -> (u64, u64) {
 }
 
 fn check(m32: bool) {
-    if sysctl("overcommit_memory") == 2 {
+    if start_state::sysctl("overcommit_memory") == 2 {
         eprintln!(
             "SKIP layout cross-check: vm.overcommit_memory=2 limits brk by the whole system's \
              Committed_AS, which the model cannot see"
@@ -208,14 +103,17 @@ fn check(m32: bool) {
         eprintln!(
             "{} {name}: start_brk {:#x} brk0 {:#x}: Linux final break {:#x} ({} calls), model {:#x} ({} calls)",
             if m32 { "i386" } else { "x86_64" },
-            r.stat.start_brk,
-            r.brk0,
+            r.start.stat.start_brk,
+            r.start.brk0,
             r.final_brk,
             r.calls,
             model,
             calls
         );
-        assert!(r.final_brk > r.brk0, "{name}: the heap did not grow at all");
+        assert!(
+            r.final_brk > r.start.brk0,
+            "{name}: the heap did not grow at all"
+        );
         assert_eq!(
             model, r.final_brk,
             "{name}: model's largest break differs from Linux's"
@@ -224,11 +122,12 @@ fn check(m32: bool) {
 
         // L15/L18: the stack ends at the layout's stack top, and the vDSO block sits where
         // a hint-less mmap of its size lands in the space without it.
-        let stack = r.maps.iter().find(|v| v.name == "[stack]").unwrap();
-        let s = model_space(kind, legacy, &r, &r.maps);
+        let stack = r.start.maps.iter().find(|v| v.name == "[stack]").unwrap();
+        let s = r.start.model_space(kind, legacy, &r.start.maps);
         assert_eq!(stack.end, s.layout().stack_top, "{name}: stack top");
         let special = |v: &SnapshotVma| v.name.starts_with("[vvar") || v.name == "[vdso]";
         let lo = r
+            .start
             .maps
             .iter()
             .filter(|v| special(v))
@@ -236,14 +135,21 @@ fn check(m32: bool) {
             .min()
             .unwrap();
         let hi = r
+            .start
             .maps
             .iter()
             .filter(|v| special(v))
             .map(|v| v.end)
             .max()
             .unwrap();
-        let rest: Vec<SnapshotVma> = r.maps.iter().filter(|v| !special(v)).cloned().collect();
-        let mut bare = model_space(kind, legacy, &r, &rest);
+        let rest: Vec<SnapshotVma> = r
+            .start
+            .maps
+            .iter()
+            .filter(|v| !special(v))
+            .cloned()
+            .collect();
+        let mut bare = r.start.model_space(kind, legacy, &rest);
         let at = bare
             .mmap(0, hi - lo, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, None, 0)
             .unwrap();
@@ -254,7 +160,7 @@ fn check(m32: bool) {
             return;
         };
         let (len, at) = m.mmap.expect("mmap mode prints its result");
-        let s = model_space(kind, legacy, &m, &m.maps);
+        let s = m.start.model_space(kind, legacy, &m.start.maps);
         let try_len = |pages: u64| {
             s.clone()
                 .mmap(

@@ -7,149 +7,55 @@
 //! and the count must be the same. Skipped (with the reason) without gcc-multilib or setarch.
 
 use super::{place, StackKind};
-use std::path::PathBuf;
-use std::process::Command;
-use vmspace::space::{AddressSpace, ProcStat, SnapshotVma, SpaceConfig, TaskKind};
+use std::path::{Path, PathBuf};
+use vmspace::space::TaskKind;
 
-fn hex(s: &str) -> u64 {
-    u64::from_str_radix(s, 16).unwrap_or_else(|e| panic!("bad hex {s:?}: {e}"))
-}
+#[path = "../../tests/support/start_state.rs"]
+mod start_state;
+use start_state::{hex, StartState};
+
+const WHAT: &str = "capacity cross-check";
 
 fn build() -> Option<PathBuf> {
     let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/capacity/stacks.c");
     let out = std::env::temp_dir().join(format!("vmspace-capacity-stacks-{}", std::process::id()));
-    let cc = std::env::var("CC_I386").unwrap_or_else(|_| "gcc".into());
-    match Command::new(cc)
-        .args(["-m32", "-static", "-O2", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .output()
-    {
-        Ok(o) if o.status.success() => Some(out),
-        Ok(o) => {
-            eprintln!(
-                "SKIP capacity cross-check: gcc -m32 -static failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            None
-        }
-        Err(e) => {
-            eprintln!("SKIP capacity cross-check: gcc not runnable: {e}");
-            None
-        }
-    }
+    start_state::build_static(WHAT, &src, &out, true).then_some(out)
 }
 
 /// What the helper printed.
 struct Run {
-    rlimits: [u64; 3],
-    stat: ProcStat,
-    maps: Vec<SnapshotVma>,
+    start: StartState,
     heap_ok: bool,
     stacks: Vec<u64>,
 }
 
-fn run(prog: &PathBuf, legacy: bool, heap: u64, stack: u64, mode: &str) -> Option<Run> {
-    let mut c = Command::new("setarch");
-    c.arg("-R");
-    if legacy {
-        c.arg("-L");
-    }
-    let o = match c
-        .arg(prog)
-        .args([heap.to_string(), stack.to_string(), mode.to_string()])
-        .output()
-    {
-        Ok(o) if o.status.success() => o,
-        Ok(o) => {
-            eprintln!(
-                "SKIP capacity cross-check: setarch failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            return None;
-        }
-        Err(e) => {
-            eprintln!("SKIP capacity cross-check: setarch not runnable: {e}");
-            return None;
-        }
-    };
-    let text = String::from_utf8(o.stdout).unwrap();
-    let mut lines = text.lines();
+fn run(prog: &Path, legacy: bool, heap: u64, stack: u64, mode: &str) -> Option<Run> {
+    let args = [heap.to_string(), stack.to_string(), mode.to_string()];
+    let text = start_state::run_setarch(WHAT, prog, legacy, &args)?;
+    let (start, rest) = start_state::parse(&text);
     let mut r = Run {
-        rlimits: [0; 3],
-        stat: ProcStat::default(),
-        maps: Vec::new(),
+        start,
         heap_ok: false,
         stacks: Vec::new(),
     };
-    let mut brk0 = 0;
     let mut done = None;
-    while let Some(l) = lines.next() {
-        let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+    for (k, v) in rest {
         match k {
-            "rlimit_stack" => r.rlimits[0] = v.parse().unwrap(),
-            "rlimit_data" => r.rlimits[1] = v.parse().unwrap(),
-            "rlimit_as" => r.rlimits[2] = v.parse().unwrap(),
-            "brk0" => brk0 = hex(v),
             "heap" => r.heap_ok = v == "ok",
             "s" => r.stacks.push(hex(v)),
             "done" => done = Some(v.parse::<usize>().unwrap()),
-            "stat" => {
-                r.stat = ProcStat::parse(lines.next().unwrap()).expect("a /proc/self/stat line");
-                assert_eq!(lines.next(), Some("end"));
-            }
-            "maps" => {
-                for m in lines.by_ref() {
-                    if m == "end" {
-                        break;
-                    }
-                    r.maps
-                        .push(SnapshotVma::parse_maps_line(m).expect("a /proc/self/maps line"));
-                }
-            }
-            _ => panic!("unexpected helper output line {l:?}"),
+            _ => panic!("unexpected helper output line {k} {v}"),
         }
     }
-    r.stat.brk = brk0;
     if r.heap_ok {
         assert_eq!(done, Some(r.stacks.len()), "the helper's count");
     }
     Some(r)
 }
 
-fn sysctl(name: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/sys/vm/{name}"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn meminfo_kb(key: &str) -> u64 {
-    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
-    m.lines()
-        .find_map(|l| l.strip_prefix(key))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-/// The model at the helper's starting state, configured as this machine.
-fn model_space(legacy: bool, r: &Run) -> AddressSpace {
-    let mut cfg = SpaceConfig::linux_default(TaskKind::Compat32);
-    cfg.legacy_layout = legacy;
-    cfg.mmap_min_addr = sysctl("mmap_min_addr");
-    cfg.overcommit_memory = sysctl("overcommit_memory") as u32;
-    cfg.overcommit_ratio = sysctl("overcommit_ratio");
-    cfg.max_map_count = sysctl("max_map_count");
-    cfg.total_ram_pages = meminfo_kb("MemTotal:") / 4;
-    cfg.total_swap_pages = meminfo_kb("SwapTotal:") / 4;
-    [cfg.rlimit_stack, cfg.rlimit_data, cfg.rlimit_as] = r.rlimits;
-    AddressSpace::from_snapshot(cfg, &r.maps, &r.stat).unwrap()
-}
-
 #[test]
 fn stacks_next_to_a_heap_land_where_linux_puts_them() {
-    if sysctl("overcommit_memory") == 2 {
+    if start_state::sysctl("overcommit_memory") == 2 {
         eprintln!("SKIP capacity cross-check: overcommit mode 2 depends on the whole system");
         return;
     }
@@ -167,7 +73,9 @@ fn stacks_next_to_a_heap_land_where_linux_puts_them() {
             let _ = std::fs::remove_file(&prog);
             return;
         };
-        let s = model_space(legacy, &r);
+        let s = r
+            .start
+            .model_space(TaskKind::Compat32, legacy, &r.start.maps);
         let kind = if mode == "growsdown" {
             StackKind::GrowsDown
         } else {
