@@ -229,6 +229,35 @@ fn pairs_cpu(a: &mut dyn RangeAlloc, ops: u64, rng: &mut Rng, cpu: &mut Vec<f64>
     wall
 }
 
+/// The median of `xs`.
+fn median(xs: &mut [f64]) -> f64 {
+    xs.sort_by(|x, y| x.total_cmp(y));
+    xs[xs.len() / 2]
+}
+
+/// Adds the ratios to instant-fit (the first impl measured in a case, whose wall-clock and
+/// CPU ns `base` keeps) to `r`; returns it with the ratio in words for stderr.
+fn against_instant_fit(
+    r: Record,
+    base: &mut Option<(f64, f64)>,
+    ns: f64,
+    cpu_ns: f64,
+) -> (Record, String) {
+    match *base {
+        None => {
+            *base = Some((ns, cpu_ns));
+            (r, String::new())
+        }
+        Some((b, cpu_b)) => {
+            let (x, xc) = (ns / b, cpu_ns / cpu_b);
+            let r = r
+                .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
+                .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
+            (r, format!(", {x:.1}x instant-fit (cpu {xc:.1}x)"))
+        }
+    }
+}
+
 fn make(name: &str) -> Box<dyn RangeAlloc> {
     let arena = |p| {
         let mut a = HeapArena::on_heap(PAGE, p, NoParent).expect("page quantum");
@@ -301,8 +330,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             let ns = median_ns_per_op(ROUNDS, ops, || {
                 churn_cpu(a.as_mut(), &mut live, ops, &mut rng, &mut cpu)
             });
-            cpu.sort_by(|x, y| x.total_cmp(y));
-            let cpu_ns = cpu[cpu.len() / 2];
+            let cpu_ns = median(&mut cpu);
             let mut r = Record::new("range", &format!("{n}/random-free"), name, ns, ops)
                 .with("holes", holes(n))
                 .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0)
@@ -311,19 +339,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             if ops < full_ops {
                 r = r.with("reduced_ops", true);
             }
-            let ratio = match instant_ns {
-                None => {
-                    instant_ns = Some((ns, cpu_ns));
-                    String::new()
-                }
-                Some((base, cpu_base)) => {
-                    let (x, xc) = (ns / base, cpu_ns / cpu_base);
-                    r = r
-                        .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
-                        .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
-                    format!(", {x:.1}x instant-fit (cpu {xc:.1}x)")
-                }
-            };
+            let (r, ratio) = against_instant_fit(r, &mut instant_ns, ns, cpu_ns);
             eprintln!(
                 "range {n}/random-free {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({ops} ops, setup {setup_s:.2} s, cpu {setup_cpu_s:.2} s)"
             );
@@ -337,25 +353,12 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
             let ns = median_ns_per_op(ROUNDS, pair_ops, || {
                 pairs_cpu(a.as_mut(), pair_ops, &mut rng, &mut cpu)
             });
-            cpu.sort_by(|x, y| x.total_cmp(y));
-            let cpu_ns = cpu[cpu.len() / 2];
-            let mut r = Record::new("range", &n.to_string(), name, ns, pair_ops)
+            let cpu_ns = median(&mut cpu);
+            let r = Record::new("range", &n.to_string(), name, ns, pair_ops)
                 .with("pattern", "alloc-free-pair")
                 .with("holes", holes(n))
                 .with("cpu_ns_per_op", (cpu_ns * 10.0).round() / 10.0);
-            let ratio = match pair_ns {
-                None => {
-                    pair_ns = Some((ns, cpu_ns));
-                    String::new()
-                }
-                Some((base, cpu_base)) => {
-                    let (x, xc) = (ns / base, cpu_ns / cpu_base);
-                    r = r
-                        .with("ratio_to_instant_fit", (x * 100.0).round() / 100.0)
-                        .with("cpu_ratio_to_instant_fit", (xc * 100.0).round() / 100.0);
-                    format!(", {x:.1}x instant-fit (cpu {xc:.1}x)")
-                }
-            };
+            let (r, ratio) = against_instant_fit(r, &mut pair_ns, ns, cpu_ns);
             eprintln!("range {n} {name}: {ns:.1} ns/op{ratio}, cpu {cpu_ns:.1} ({pair_ops} ops)");
             out.push(r);
         }
