@@ -449,15 +449,7 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
     /// recently freed segment of that power of two, likely still in cache, as with a single
     /// LIFO list per power of two), else its lowest non-empty list.
     fn instant_list(&self, l: usize) -> Option<usize> {
-        let m = if l < 64 {
-            self.free_map & (!0u64 << l)
-        } else {
-            0
-        };
-        if m == 0 {
-            return None;
-        }
-        let l = m.trailing_zeros() as usize;
+        let l = self.first_level_from(l)?;
         let r = self.recent[l] as usize;
         if self.sub_map[l] & (1 << r) != 0 {
             return Some(l * SUB + r);
@@ -467,16 +459,19 @@ impl<T: Store<Tag>, H: Store<u32>, P: Source> Arena<T, H, P> {
 
     /// The first non-empty free list of a power of two ≥ 2^`l`.
     fn first_list_from_level(&self, l: usize) -> Option<usize> {
+        let l = self.first_level_from(l)?;
+        Some(l * SUB + self.sub_map[l].trailing_zeros() as usize)
+    }
+
+    /// The first power of two ≥ 2^`l` with a free segment (one bit test of `free_map`).
+    #[inline]
+    fn first_level_from(&self, l: usize) -> Option<usize> {
         let m = if l < 64 {
             self.free_map & (!0u64 << l)
         } else {
             0
         };
-        if m == 0 {
-            return None;
-        }
-        let l = m.trailing_zeros() as usize;
-        Some(l * SUB + self.sub_map[l].trailing_zeros() as usize)
+        (m != 0).then(|| m.trailing_zeros() as usize)
     }
 
     fn free_insert(&mut self, i: u32) {
