@@ -11,6 +11,7 @@ mod picture;
 mod progress;
 mod ptdump;
 mod replay;
+mod rng;
 mod scenario;
 
 /// vmspace: a virtual-memory manager of the kind an OS kernel has, and tools to run it.

@@ -15,6 +15,7 @@
 //! thread ran (the machine is shared; see [`ps_per_op`]); `wall_ns_per_op` the wall-clock one.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
+use crate::rng::SplitMix64;
 use vmspace::addr::{Frame, FrameRange};
 use vmspace::phys::{FrameAllocator, OwnedBuddyAllocator};
 
@@ -114,32 +115,9 @@ impl Pool for Bsa {
     }
 }
 
-/// splitmix64: a small seeded generator, so both allocators get the same choices.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-    }
-}
-
 /// Builds a pool of `frames` frames (640 KiB of low memory, a hole up to 1 MiB, the rest
 /// above), allocates all of it and frees a random half; returns it with the frames still held.
-fn fragmented<P: Pool>(frames: u64, rng: &mut Rng) -> Result<(P, Vec<P::F>), String> {
+fn fragmented<P: Pool>(frames: u64, rng: &mut SplitMix64) -> Result<(P, Vec<P::F>), String> {
     let low = 160.min(frames);
     let mut p = P::build(&[(0, low), (256, frames - low)])?;
     let mut live = Vec::with_capacity(frames as usize);
@@ -186,7 +164,7 @@ fn ps_per_op(ops: u64, f: impl FnOnce() -> Result<(), String>) -> Result<[u128; 
 
 /// One round: returns picoseconds per operation of each case (thread CPU, wall-clock).
 fn round<P: Pool>(frames: u64, seed: u64) -> Result<[[u128; 2]; 4], String> {
-    let mut rng = Rng(seed);
+    let mut rng = SplitMix64(seed);
     let (mut p, mut live) = fragmented::<P>(frames, &mut rng)?;
     let n_alloc = frames / 4;
     let n_pairs = frames / 2;

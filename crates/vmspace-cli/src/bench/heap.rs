@@ -28,6 +28,7 @@
 //! size-class heap's host source, whose counter then matches its resident pages.
 
 use super::{median_ns_per_op, scaled, time_ns, Record};
+use crate::rng::XorShift64Star;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::mpsc::sync_channel;
 use vmspace_heap::{FitPolicy, HostBrk, HostSource, LockedChunkHeap, SizeClassHeap};
@@ -36,22 +37,6 @@ const GROUP: &str = "heap";
 const ROUNDS: usize = 5;
 /// Bytes of address space given to the arena-based peers (touched lazily).
 const ARENA: usize = 4 << 30;
-
-/// A xorshift64* generator: the one workload generator for every allocator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + (self.next() % (hi - lo + 1) as u64) as usize
-    }
-}
 
 /// One operation: fill `slot` with `size` bytes, or free it when `size` is 0.
 #[derive(Clone, Copy)]
@@ -68,7 +53,7 @@ struct Workload {
 }
 
 fn random_workload(ops: u64, slots: usize, lo: usize, hi: usize, seed: u64) -> Workload {
-    let mut rng = Rng(seed);
+    let mut rng = XorShift64Star(seed);
     let mut size = vec![0u32; slots];
     let (mut live, mut peak) = (0usize, 0usize);
     let mut v = Vec::with_capacity(ops as usize);
@@ -124,7 +109,7 @@ impl Workload {
 }
 
 fn burst_workload(n: usize, seed: u64) -> Workload {
-    let mut rng = Rng(seed);
+    let mut rng = XorShift64Star(seed);
     let mut v = Vec::with_capacity(2 * n);
     let mut live = 0;
     for i in 0..n {
@@ -211,7 +196,7 @@ fn threads<A: GlobalAlloc + Sync>(a: &A, ops: u64) -> (u128, u64) {
     let work = |seed: u64,
                 tx: std::sync::mpsc::SyncSender<Vec<usize>>,
                 rx: std::sync::mpsc::Receiver<Vec<usize>>| {
-        let mut rng = Rng(seed);
+        let mut rng = XorShift64Star(seed);
         let mut spare = vec![Vec::with_capacity(BATCH), Vec::with_capacity(BATCH)];
         for _ in 0..batches {
             let mut out = spare.pop().unwrap_or_else(|| Vec::with_capacity(BATCH));

@@ -30,6 +30,7 @@
 
 use super::os::thread_cpu_ns;
 use super::{median_ns_per_op, scaled, time_ns, Record};
+use crate::rng::XorShift64Star;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 use vmspace::range::{HeapArena, NoParent, Policy};
@@ -144,19 +145,9 @@ impl RangeAlloc for BTreeBestFit {
     }
 }
 
-/// xorshift64*: the same sequence for every impl.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn size(&mut self) -> u64 {
-        (self.next() % 16 + 1) * PAGE
-    }
+/// Segment sizes of 1–16 pages.
+fn size(rng: &mut XorShift64Star) -> u64 {
+    (rng.next() % 16 + 1) * PAGE
 }
 
 /// Holes left between `n` live segments.
@@ -166,12 +157,12 @@ fn holes(n: usize) -> usize {
 
 /// Builds the state of `n` live segments and `holes(n)` holes; returns the live segments and
 /// the setup time in seconds.
-fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut Rng) -> (Vec<(u64, u64)>, f64) {
+fn setup(a: &mut dyn RangeAlloc, n: usize, rng: &mut XorShift64Star) -> (Vec<(u64, u64)>, f64) {
     let t = Instant::now();
     let h = holes(n);
     let all: Vec<(u64, u64)> = (0..n + h)
         .map(|_| {
-            let s = rng.size();
+            let s = size(rng);
             (a.alloc(s), s)
         })
         .collect();
@@ -193,7 +184,7 @@ fn churn_cpu(
     a: &mut dyn RangeAlloc,
     live: &mut [(u64, u64)],
     ops: u64,
-    rng: &mut Rng,
+    rng: &mut XorShift64Star,
     cpu: &mut Vec<f64>,
 ) -> u128 {
     let c0 = thread_cpu_ns();
@@ -202,13 +193,18 @@ fn churn_cpu(
     wall
 }
 
-fn churn(a: &mut dyn RangeAlloc, live: &mut [(u64, u64)], ops: u64, rng: &mut Rng) -> u128 {
+fn churn(
+    a: &mut dyn RangeAlloc,
+    live: &mut [(u64, u64)],
+    ops: u64,
+    rng: &mut XorShift64Star,
+) -> u128 {
     time_ns(|| {
         for _ in 0..ops {
             let i = (rng.next() % live.len() as u64) as usize;
             let (s, l) = live[i];
             a.free(s, l);
-            let size = rng.size();
+            let size = size(rng);
             live[i] = (a.alloc(size), size);
         }
     })
@@ -216,11 +212,16 @@ fn churn(a: &mut dyn RangeAlloc, live: &mut [(u64, u64)], ops: u64, rng: &mut Rn
 
 /// One op per iteration: allocate a segment of a random size and free it at once. Returns
 /// wall-clock ns; adds the thread's CPU ns to `cpu`.
-fn pairs_cpu(a: &mut dyn RangeAlloc, ops: u64, rng: &mut Rng, cpu: &mut Vec<f64>) -> u128 {
+fn pairs_cpu(
+    a: &mut dyn RangeAlloc,
+    ops: u64,
+    rng: &mut XorShift64Star,
+    cpu: &mut Vec<f64>,
+) -> u128 {
     let c0 = thread_cpu_ns();
     let wall = time_ns(|| {
         for _ in 0..ops {
-            let size = rng.size();
+            let size = size(rng);
             let s = a.alloc(size);
             a.free(s, size);
         }
@@ -311,7 +312,7 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         let mut instant_ns = None;
         let mut pair_ns = None;
         for name in IMPLS {
-            let mut rng = Rng(0x9E37_79B9_7F4A_7C15 ^ n as u64);
+            let mut rng = XorShift64Star(0x9E37_79B9_7F4A_7C15 ^ n as u64);
             let mut a = make(name);
             let c0 = thread_cpu_ns();
             let (mut live, setup_s) = setup(a.as_mut(), n, &mut rng);

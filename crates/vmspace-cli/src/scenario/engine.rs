@@ -12,6 +12,7 @@
 
 use super::format::*;
 use super::record::Recorder;
+use crate::rng::SplitMix64;
 use std::alloc::Layout;
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -176,33 +177,6 @@ fn named<'a>(
     names
         .position(|n| n == name)
         .ok_or(format!("no {what} named {name:?}"))
-}
-
-/// A small deterministic generator (splitmix64) for size draws and choices.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[lo, hi]`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo + 1)
-    }
-
-    /// A fraction in `[0, 1)`.
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
 }
 
 /// `n` bytes in the largest unit that keeps it short (`64 KiB`, `3.5 MiB`).
@@ -652,7 +626,7 @@ impl Run {
         }
         self.check_thread(ti)?;
         let faults0 = self.machine.borrow().counters().demand_zero;
-        let mut rng = Rng::new(a.seed);
+        let mut rng = SplitMix64::seeded(a.seed);
         let mut done = 0;
         let mut bytes_sum = 0;
         let mut stop = None;
@@ -798,7 +772,7 @@ impl Run {
             out.push(format!("heap {:?} is gone with its process", f.heap));
             return Ok(());
         }
-        let mut rng = Rng::new(f.seed);
+        let mut rng = SplitMix64::seeded(f.seed);
         let blocks = std::mem::take(&mut self.heaps[h].blocks);
         let mut keep = Vec::with_capacity(blocks.len());
         let mut freed = 0;
@@ -839,7 +813,7 @@ impl Run {
         self.check_thread(ti)?;
         let pi = self.heaps[h].proc;
         let pid = self.procs[pi].pid;
-        let mut rng = Rng::new(l.seed);
+        let mut rng = SplitMix64::seeded(l.seed);
         let mut n = 0u64;
         let mut total = 0;
         let mut end = None;
@@ -1048,7 +1022,7 @@ impl Run {
         self.check_thread(ti)?;
         let h = self.heap_idx(&w.heap)?;
         let tid = self.threads[ti].tid;
-        let mut rng = Rng::new(w.seed);
+        let mut rng = SplitMix64::seeded(w.seed);
         let sp = self.procs[self.heaps[h].proc].space.clone();
         let mut pages = BTreeSet::new();
         for &(p, n) in &self.heaps[h].blocks {
