@@ -34,23 +34,21 @@ pub struct ProcStat {
 
 impl ProcStat {
     /// Reads the fields from a `/proc/pid/stat` line (fields 26–28 and 45–47, counted as in
-    /// proc(5)); `brk` is not in the file and stays 0. `None` if the line is too short or a
-    /// field is not a number.
+    /// proc(5)); `brk` is not in the file and stays 0. `None` if the line is too short or one
+    /// of those fields is not a number (other fields, such as a negative nice value, are not
+    /// read).
     pub fn parse(line: &str) -> Option<ProcStat> {
         // The comm (field 2) may hold spaces and parentheses: fields restart after the last ')'.
         let rest = &line[line.rfind(')')? + 1..];
-        let mut f = rest.split_whitespace();
-        let mut fields = [0u64; 48];
-        for slot in fields.iter_mut().skip(3) {
-            *slot = f.next()?.parse().unwrap_or(0);
-        }
+        let f: alloc::vec::Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
         Some(ProcStat {
-            start_code: fields[26],
-            end_code: fields[27],
-            start_stack: fields[28],
-            start_data: fields[45],
-            end_data: fields[46],
-            start_brk: fields[47],
+            start_code: field(26)?,
+            end_code: field(27)?,
+            start_stack: field(28)?,
+            start_data: field(45)?,
+            end_data: field(46)?,
+            start_brk: field(47)?,
             brk: 0,
         })
     }
@@ -274,6 +272,13 @@ mod tests {
         assert_eq!(st.end_data, 135028736);
         assert_eq!(st.start_brk, 135036928);
         assert_eq!(ProcStat::parse("1 (x) R 2 3"), None);
+        // A negative nice value (field 19) is fine; a needed field that is not a number is not.
+        f[19 - 3] = "-5".into();
+        let nice = alloc::format!("1 (x) {}", f.join(" "));
+        assert_eq!(ProcStat::parse(&nice), Some(st));
+        f[47 - 3] = "x".into();
+        let bad = alloc::format!("1 (x) {}", f.join(" "));
+        assert_eq!(ProcStat::parse(&bad), None);
 
         let v =
             SnapshotVma::parse_maps_line("08048000-080c8000 r-xp 00001000 08:01 1234   /bin/a b")
