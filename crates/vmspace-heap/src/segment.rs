@@ -104,7 +104,7 @@ pub(crate) struct Hot {
 }
 
 /// Offset of the first of the 16 possible hot lines.
-const HOT_BASE: usize = core::mem::offset_of!(Segment, _hot_lines);
+const HOT_BASE: usize = core::mem::offset_of!(Segment, _meta);
 
 /// The hot line of segment `seg`.
 #[inline(always)]
@@ -135,23 +135,19 @@ pub(crate) struct Segment {
     pub count: usize,
     /// Requested size of a large block; for a cached empty segment, when it became empty.
     pub large_size: usize,
-    /// Room for the 16 possible hot lines.
-    _hot_lines: [Hot; 16],
-    /// The block bits, word pairs interleaved so one cache line holds both words a free
-    /// checks: a *live* word (one bit per block, set while the block is handed out and not
-    /// freed by its owner; written by the owner only, relaxed loads and stores: plain
-    /// moves), then a *remote* word (one bit per block freed by another thread and not yet
-    /// collected; set with `fetch_or`, cleared by the owner's `swap`).
-    pub bits: Bits,
+    /// Room for the coloured metadata: the [`Hot`] line at one of 16 offsets, and right
+    /// after it the block bits — a *live* word per 64 blocks (set while the block is handed
+    /// out and not freed by its owner; written by the owner only, relaxed loads and stores:
+    /// plain moves) interleaved with a *remote* word (one bit per block freed by another
+    /// thread and not yet collected; set with `fetch_or`, cleared by the owner's `swap`), so
+    /// one cache line holds both words a free checks. The bits move with the hot line, so
+    /// they too fall into different cache sets in different segments.
+    _meta: [Hot; 16 + 2 * BITMAP_WORDS * 8 / 64],
     /// The remote queue link and flag, on a line of their own.
     pub remote: Remote,
 }
 
 const _: () = assert!(core::mem::size_of::<Hot>() == 64);
-
-/// The live and remote bitmaps, interleaved, cache-line aligned.
-#[repr(C, align(64))]
-pub(crate) struct Bits(pub [AtomicU64; 2 * BITMAP_WORDS]);
 
 /// The part of the header other threads write.
 #[repr(C, align(64))]
@@ -167,8 +163,15 @@ impl Segment {
     #[inline(always)]
     pub fn live_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
-        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6).
-        unsafe { self.bits.0.get_unchecked(2 * w) }
+        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6); the words
+        // follow the hot line inside `_meta`, which has room for them at every colour.
+        unsafe { &*self.bits().add(2 * w) }
+    }
+
+    /// The first word of the interleaved bitmaps: right after the hot line.
+    #[inline(always)]
+    fn bits(&self) -> *const AtomicU64 {
+        (hot(self as *const Segment as *mut Segment) as usize + 64) as *const AtomicU64
     }
 
     /// The remote-bits word `w`.
@@ -176,7 +179,7 @@ impl Segment {
     pub fn remote_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
         // SAFETY: as live_word.
-        unsafe { self.bits.0.get_unchecked(2 * w + 1) }
+        unsafe { &*self.bits().add(2 * w + 1) }
     }
 }
 

@@ -5,7 +5,11 @@
 
 use std::alloc::Layout;
 use std::process::Command;
-use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy};
+use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy, HostSource, SizeClassHeap};
+
+/// This test binary, like every test binary of the crate, runs on the size-class heap.
+#[global_allocator]
+static GLOBAL: SizeClassHeap<HostSource> = SizeClassHeap::new(HostSource::new());
 
 const CHILD: &str = "VMSPACE_CHUNK_SECURE_CASE";
 

@@ -8,6 +8,9 @@
 //! - `d-threads`: two threads, each allocating batches of 256 blocks (8..=1024 bytes) and
 //!   handing them to the other, which frees them (every free is cross-thread).
 //!
+//! `bare-free-list` is the floor the others are measured against: a free list per 16-byte
+//! class over a bump region, no checks, no thread safety (cases a–c only).
+//!
 //! Each block's first byte is written. `linked_list_allocator` (a first-fit list, several
 //! microseconds per operation at 10,000 live blocks) runs the first tenth of the random
 //! workloads and of `d-threads`, once; everyone else runs the full count: for a–c on a fresh
@@ -331,9 +334,10 @@ enum Impl {
     LinkedList(Box<linked_list_allocator::LockedHeap>, Region),
     Talc(Box<Talc>, Region),
     Buddy(Box<buddy_system_allocator::LockedHeap<33>>, Region),
+    Floor(Box<Floor>, Region),
 }
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "vmspace-size-class",
     "vmspace-chunk-first-fit",
     "vmspace-chunk-best-fit",
@@ -344,6 +348,7 @@ const NAMES: [&str; 10] = [
     "linked_list_allocator",
     "talc",
     "buddy_system_allocator",
+    "bare-free-list",
 ];
 
 /// A fresh `name`; `huge`: its arena (if it takes one) asks for transparent huge pages.
@@ -355,6 +360,13 @@ fn make(name: &str, huge: bool) -> Impl {
             HostSource::small_pages()
         }))),
         "system" => Impl::System,
+        "bare-free-list" => {
+            let r = Region::new(ARENA, huge);
+            let f = Floor {
+                st: std::cell::UnsafeCell::new((r.base as usize, [0; 257])),
+            };
+            Impl::Floor(Box::new(f), r)
+        }
         "mimalloc" => Impl::Mimalloc,
         "linked_list_allocator" => {
             let r = Region::new(ARENA, huge);
@@ -393,7 +405,9 @@ impl Impl {
             Impl::Chunk(h) => h.lock().stats().committed_bytes,
             Impl::System => mallinfo_committed(),
             Impl::Mimalloc => mimalloc_committed(),
-            Impl::LinkedList(_, r) | Impl::Talc(_, r) | Impl::Buddy(_, r) => r.resident(),
+            Impl::LinkedList(_, r) | Impl::Talc(_, r) | Impl::Buddy(_, r) | Impl::Floor(_, r) => {
+                r.resident()
+            }
         }
     }
 }
@@ -427,6 +441,10 @@ macro_rules! with_alloc {
                 $body
             }
             Impl::Buddy(h, _) => {
+                let $a = &**h;
+                $body
+            }
+            Impl::Floor(h, _) => {
                 let $a = &**h;
                 $body
             }
@@ -575,6 +593,11 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
     if selected("VMSPACE_BENCH_HEAP_CASES", "d-threads") {
         // Short rounds: interleaved across the impls, so a burst of load on the machine
         // hits them alike (every round here is busy throughout; no idle-time effects).
+        // The floor is single-threaded.
+        let names: Vec<&str> = names
+            .into_iter()
+            .filter(|n| *n != "bare-free-list")
+            .collect();
         let imps: Vec<Impl> = names.iter().map(|n| make(n, true)).collect();
         for imp in &imps {
             with_alloc!(imp, |a| threads(a, ops / 20)); // warm-up
@@ -597,6 +620,47 @@ pub fn run(scale: f64) -> Result<Vec<Record>, String> {
         }
     }
     Ok(records)
+}
+
+/// The floor: a bare single-threaded free list per 16-byte class over a bump region, with no
+/// checks and the class taken from the layout, never from the pointer. What the workload
+/// itself costs plus the least an allocator can do; single-thread cases only.
+struct Floor {
+    st: std::cell::UnsafeCell<(usize, [usize; 257])>,
+}
+
+// SAFETY: never shared: the bench runs it only in the single-thread cases (a–c), never
+// in `d-threads`.
+unsafe impl Sync for Floor {}
+
+// SAFETY: blocks come from a private bump region and are handed out once until freed.
+unsafe impl GlobalAlloc for Floor {
+    #[inline]
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let c = (l.size() + 15) >> 4;
+        // SAFETY: single-threaded use; free-list links live in freed blocks.
+        unsafe {
+            let st = &mut *self.st.get();
+            let h = st.1[c];
+            if h != 0 {
+                st.1[c] = *(h as *const usize);
+                return h as *mut u8;
+            }
+            let p = st.0;
+            st.0 += c << 4;
+            p as *mut u8
+        }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        let c = (l.size() + 15) >> 4;
+        // SAFETY: as above.
+        unsafe {
+            let st = &mut *self.st.get();
+            *(p as *mut usize) = st.1[c];
+            st.1[c] = p as usize;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -627,7 +691,9 @@ mod tests {
             with_alloc!(&imp, |a| {
                 replay(a, &w, 0, || ());
                 replay(a, &c, 0, || ());
-                threads(a, 4 * BATCH as u64);
+                if name != "bare-free-list" {
+                    threads(a, 4 * BATCH as u64);
+                }
             });
             // process-wide allocators may reuse what they already hold (hence the child
             // process in the real run); fresh instances must show the burst
