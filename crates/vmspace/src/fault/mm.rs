@@ -43,6 +43,28 @@ impl Rss {
     pub fn total(&self) -> u64 {
         self.anon + self.file + self.shmem
     }
+
+    /// One page with entry `flags` on `frame` less.
+    fn uncount(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
+        if flags.contains(ANON) {
+            self.anon = self.anon.saturating_sub(1);
+        } else if flags.contains(SHMEM) {
+            self.shmem = self.shmem.saturating_sub(1);
+        } else if frame != zero {
+            self.file = self.file.saturating_sub(1);
+        }
+    }
+
+    /// One page with entry `flags` on `frame` more.
+    fn count(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
+        if flags.contains(ANON) {
+            self.anon += 1;
+        } else if flags.contains(SHMEM) {
+            self.shmem += 1;
+        } else if frame != zero {
+            self.file += 1;
+        }
+    }
 }
 
 /// Resident and anonymous pages of one range (smaps `Rss`, `Anonymous`).
@@ -323,15 +345,6 @@ impl<A: Arch> Mm<A> {
         Ok(Resolved::DemandZero)
     }
 
-    /// Forgets the huge-zero blocks meeting `[start, end)`.
-    fn drop_huge_zero(&mut self, start: u64, end: u64) {
-        let from = start & !(THP_SIZE - 1);
-        let hit: Vec<u64> = self.huge_zero.range(from..end).copied().collect();
-        for b in hit {
-            self.huge_zero.remove(&b);
-        }
-    }
-
     /// A user-mode byte access without a TLB: walks the page table, faults and retries.
     /// Reads return `Some(byte)`, writes store `value` and return `None`.
     pub fn touch<M: PhysMem, F: RefFrames>(
@@ -431,7 +444,10 @@ impl<A: Arch> Mm<A> {
         r
     }
 
-    /// mremap; pages move with their VMA.
+    /// mremap; pages move with their VMA, their entries moved where Linux moves the page
+    /// tables (X7). A move whose destination cannot get a page-table frame fails with ENOMEM
+    /// and changes nothing of the source (its VMA, entries, data, RSS and frames stay; see
+    /// [`AddressSpace::mremap_moving`] for what Linux keeps of the steps before the move).
     #[allow(clippy::too_many_arguments)]
     pub fn mremap<M: PhysMem, F: RefFrames>(
         &mut self,
@@ -443,9 +459,29 @@ impl<A: Arch> Mm<A> {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
-        self.op(phys, tlb, |s| {
-            s.mremap(addr, old_len, new_len, flags, new_addr)
-        })
+        let Mm {
+            space,
+            pt,
+            rss,
+            huge_zero,
+            ..
+        } = self;
+        let mut entries = Entries { pt, rss, huge_zero };
+        // Events the mover leaves for later (none arise before a move in mremap today).
+        let mut later = Vec::new();
+        let mut mover = |pending: Vec<MmuEvent>, old: u64, new: u64, len: u64| {
+            for e in pending {
+                match e {
+                    MmuEvent::Zap { start, end } => entries.zap(phys, tlb, start, end, false),
+                    e => later.push(e),
+                }
+            }
+            entries.move_entries(phys, tlb, old, new, len).is_ok()
+        };
+        let r = space.mremap_moving(addr, old_len, new_len, flags, new_addr, &mut mover);
+        later.extend(self.space.take_mmu_events());
+        self.apply(phys, tlb, later);
+        r
     }
 
     /// brk; a shrink releases the pages above the new break.
@@ -639,13 +675,34 @@ impl<A: Arch> Mm<A> {
     /// Applies the page-table events space operations recorded.
     pub fn sync<M: PhysMem, F: RefFrames>(&mut self, phys: &mut Phys<M, F>, tlb: &mut dyn Tlb) {
         let events = self.space.take_mmu_events();
+        self.apply(phys, tlb, events);
+    }
+
+    /// Applies `events`, oldest first.
+    fn apply<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        events: Vec<MmuEvent>,
+    ) {
         if events.is_empty() {
             return;
         }
         for e in events {
             match e {
                 MmuEvent::Zap { start, end } => self.zap(phys, tlb, start, end, false),
-                MmuEvent::Move { old, new, len } => self.move_pages(phys, tlb, old, new, len),
+                MmuEvent::Move { old, new, len } => {
+                    // Only a space mremap run through `op` gets here ([`Mm::mremap`] moves
+                    // inside the call): its VMAs have moved already, so entries that cannot
+                    // follow for want of a table frame are dropped, their frames released.
+                    if self
+                        .entries()
+                        .move_entries(phys, tlb, old, new, len)
+                        .is_err()
+                    {
+                        self.zap(phys, tlb, old, old.saturating_add(len), false);
+                    }
+                }
                 MmuEvent::Populate { start, end, write } => {
                     // The space decided the range (VMA kinds, EOF, guards); a fault that
                     // still fails (out of memory) ends this range, as GUP would.
@@ -712,36 +769,15 @@ impl<A: Arch> Mm<A> {
 
     /// The entries mapped in `[start, end)`.
     fn mapped(&self, mem: &impl PhysMem, start: u64, end: u64) -> Vec<Translation> {
-        let mut v = Vec::new();
-        if end > start {
-            let _ = self
-                .pt
-                .translate_range(mem, VirtAddr::new(start), end - start, |t| {
-                    if t.size == PAGE_SIZE {
-                        v.push(t)
-                    }
-                });
-        }
-        v
+        mapped(&self.pt, mem, start, end)
     }
 
-    fn uncount(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
-        if flags.contains(ANON) {
-            self.rss.anon = self.rss.anon.saturating_sub(1);
-        } else if flags.contains(SHMEM) {
-            self.rss.shmem = self.rss.shmem.saturating_sub(1);
-        } else if frame != zero {
-            self.rss.file = self.rss.file.saturating_sub(1);
-        }
-    }
-
-    fn count(&mut self, flags: PageFlags, frame: Frame, zero: Frame) {
-        if flags.contains(ANON) {
-            self.rss.anon += 1;
-        } else if flags.contains(SHMEM) {
-            self.rss.shmem += 1;
-        } else if frame != zero {
-            self.rss.file += 1;
+    /// The page-table side of this space, apart from the VMAs.
+    fn entries(&mut self) -> Entries<'_, A> {
+        Entries {
+            pt: &mut self.pt,
+            rss: &mut self.rss,
+            huge_zero: &mut self.huge_zero,
         }
     }
 
@@ -755,69 +791,7 @@ impl<A: Arch> Mm<A> {
         end: u64,
         cache_only: bool,
     ) {
-        self.drop_huge_zero(start, end);
-        let pages = self.mapped(&phys.mem, start, end);
-        let zero = phys.zero_page();
-        let mut flush = Flush::Nothing;
-        for t in pages {
-            if cache_only && (t.flags.contains(ANON) || Frame::containing(t.frame) == zero) {
-                continue;
-            }
-            if let Ok((_, f)) = self
-                .pt
-                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
-            {
-                flush = flush.merge(f);
-                let frame = Frame::containing(t.frame);
-                self.uncount(t.flags, frame, zero);
-                let _ = phys.release(frame);
-            }
-        }
-        flush.flush(tlb);
-    }
-
-    /// Moves the entries of `[old, old + len)` to `[new, new + len)`. A page that cannot be
-    /// mapped at the destination for want of a table frame is dropped (its data is lost,
-    /// its frame returned).
-    fn move_pages<M: PhysMem, F: RefFrames>(
-        &mut self,
-        phys: &mut Phys<M, F>,
-        tlb: &mut dyn Tlb,
-        old: u64,
-        new: u64,
-        len: u64,
-    ) {
-        // Huge-zero blocks are not followed to the destination: a write there after a
-        // PMD-aligned move (which Linux does with the huge zero page intact) faults 4 KiB.
-        self.drop_huge_zero(old, old.saturating_add(len));
-        let pages = self.mapped(&phys.mem, old, old.saturating_add(len));
-        let zero = phys.zero_page();
-        let mut flush = Flush::Nothing;
-        for t in &pages {
-            if let Ok((_, f)) = self
-                .pt
-                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
-            {
-                flush = flush.merge(f);
-            }
-        }
-        flush.flush(tlb);
-        for t in pages {
-            let to = VirtAddr::new(t.page.as_u64() - old + new);
-            let r = self.pt.map(
-                &mut phys.mem,
-                &mut phys.frames,
-                to,
-                t.frame,
-                PAGE_SIZE,
-                t.flags,
-            );
-            if r.is_err() {
-                let frame = Frame::containing(t.frame);
-                self.uncount(t.flags, frame, zero);
-                let _ = phys.release(frame);
-            }
-        }
+        self.entries().zap(phys, tlb, start, end, cache_only);
     }
 
     /// Gives every entry in `[start, end)` the rights its VMA implies now; entries without a
@@ -843,7 +817,7 @@ impl<A: Arch> Mm<A> {
                             .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
                     {
                         flush = flush.merge(f);
-                        self.uncount(t.flags, frame, zero);
+                        self.rss.uncount(t.flags, frame, zero);
                         let _ = phys.release(frame);
                     }
                     continue;
@@ -963,7 +937,7 @@ impl<A: Arch> Mm<A> {
                     child.exit(phys);
                     return Err(super::map_err_at(e, t.page.as_u64()));
                 }
-                child.count(t.flags, frame, zero);
+                child.rss.count(t.flags, frame, zero);
                 if t.flags.contains(PageFlags::WRITABLE) {
                     let _ = self.pt.protect(&mut phys.mem, t.page, PAGE_SIZE, cow);
                 }
@@ -1066,6 +1040,130 @@ impl<A: Arch> Mm<A> {
         if rss != self.rss {
             return Err(alloc::format!("rss {:?} but pages say {:?}", self.rss, rss));
         }
+        Ok(())
+    }
+}
+
+/// The entries mapped in `[start, end)` of `pt` (4 KiB pages only).
+fn mapped<A: Arch>(
+    pt: &PageTable<A>,
+    mem: &impl PhysMem,
+    start: u64,
+    end: u64,
+) -> Vec<Translation> {
+    let mut v = Vec::new();
+    if end > start {
+        let _ = pt.translate_range(mem, VirtAddr::new(start), end - start, |t| {
+            if t.size == PAGE_SIZE {
+                v.push(t)
+            }
+        });
+    }
+    v
+}
+
+/// The page-table side of an [`Mm`] (entries, RSS, huge-zero blocks) borrowed apart from
+/// the VMAs, so that it can work from inside a space operation (mremap's page mover).
+struct Entries<'a, A: Arch> {
+    pt: &'a mut PageTable<A>,
+    rss: &'a mut Rss,
+    huge_zero: &'a mut BTreeSet<u64>,
+}
+
+impl<A: Arch> Entries<'_, A> {
+    /// Forgets the huge-zero blocks meeting `[start, end)`.
+    fn drop_huge_zero(&mut self, start: u64, end: u64) {
+        let from = start & !(THP_SIZE - 1);
+        let hit: Vec<u64> = self.huge_zero.range(from..end).copied().collect();
+        for b in hit {
+            self.huge_zero.remove(&b);
+        }
+    }
+
+    /// Unmaps the pages of `[start, end)` (only page cache ones if `cache_only`) and drops
+    /// their frame references.
+    fn zap<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        start: u64,
+        end: u64,
+        cache_only: bool,
+    ) {
+        self.drop_huge_zero(start, end);
+        let pages = mapped(self.pt, &phys.mem, start, end);
+        let zero = phys.zero_page();
+        let mut flush = Flush::Nothing;
+        for t in pages {
+            if cache_only && (t.flags.contains(ANON) || Frame::containing(t.frame) == zero) {
+                continue;
+            }
+            if let Ok((_, f)) = self
+                .pt
+                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
+            {
+                flush = flush.merge(f);
+                let frame = Frame::containing(t.frame);
+                self.rss.uncount(t.flags, frame, zero);
+                let _ = phys.release(frame);
+            }
+        }
+        flush.flush(tlb);
+    }
+
+    /// Moves the entries of `[old, old + len)` to `[new, new + len)` as move_page_tables
+    /// does: the destination is filled first (its tables allocated as needed) and the source
+    /// emptied only once every entry is in place. If a table frame for the destination
+    /// cannot be had, the entries placed so far are taken back (freeing the tables made for
+    /// them) and the error is returned with nothing changed. Frame references and RSS stay
+    /// as they are either way: the same frames are mapped once, elsewhere.
+    fn move_entries<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        old: u64,
+        new: u64,
+        len: u64,
+    ) -> Result<(), MapError> {
+        let end = old.saturating_add(len);
+        let pages = mapped(self.pt, &phys.mem, old, end);
+        let to = |t: &Translation| VirtAddr::new(t.page.as_u64() - old + new);
+        for (i, t) in pages.iter().enumerate() {
+            let r = self.pt.map(
+                &mut phys.mem,
+                &mut phys.frames,
+                to(t),
+                t.frame,
+                PAGE_SIZE,
+                t.flags,
+            );
+            if let Err(e) = r {
+                let mut flush = Flush::Nothing;
+                for t in &pages[..i] {
+                    if let Ok((_, f)) =
+                        self.pt
+                            .unmap(&mut phys.mem, &mut phys.frames, to(t), PAGE_SIZE)
+                    {
+                        flush = flush.merge(f);
+                    }
+                }
+                flush.flush(tlb);
+                return Err(e);
+            }
+        }
+        // Huge-zero blocks are not followed to the destination: a write there after a
+        // PMD-aligned move (which Linux does with the huge zero page intact) faults 4 KiB.
+        self.drop_huge_zero(old, end);
+        let mut flush = Flush::Nothing;
+        for t in &pages {
+            if let Ok((_, f)) = self
+                .pt
+                .unmap(&mut phys.mem, &mut phys.frames, t.page, PAGE_SIZE)
+            {
+                flush = flush.merge(f);
+            }
+        }
+        flush.flush(tlb);
         Ok(())
     }
 }

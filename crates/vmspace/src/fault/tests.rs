@@ -47,6 +47,8 @@ impl RefFrames for Flaky {
     }
 }
 
+mod mremap;
+
 type P = Phys<EmulatedRam, Flaky>;
 
 const RAM: u64 = 8 << 20;

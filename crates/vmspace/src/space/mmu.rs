@@ -27,6 +27,15 @@ pub enum MmuEvent {
     Populate { start: u64, end: u64, write: bool },
 }
 
+/// A page-table backend's part in an mremap move, called where Linux runs
+/// move_page_tables (X7) with `(pending, old, new, len)`: it first applies `pending` (the
+/// events the operation recorded so far, oldest first: the destination's unmapping among
+/// them), then moves every entry of `[old, old + len)` to `[new, new + len)`, all or none.
+/// `false` means nothing moved because a page-table frame for the destination could not be
+/// had; the space then fails the mremap with ENOMEM as Linux does. After `true` the space
+/// records no `Move` for this range: the entries are already there.
+pub type PageMover<'a> = &'a mut dyn FnMut(Vec<MmuEvent>, u64, u64, u64) -> bool;
+
 /// The event log kept by the content model; disabled (and empty) unless a backend asks.
 #[derive(Clone, Debug, Default)]
 pub struct MmuLog {
@@ -41,6 +50,16 @@ impl MmuLog {
         if self.enabled {
             self.events.push(e);
         }
+    }
+
+    /// How many events are recorded (a mark for [`MmuLog::truncate`]).
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Forgets the events recorded after `mark`.
+    pub(crate) fn truncate(&mut self, mark: usize) {
+        self.events.truncate(mark);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::abi::*;
 use super::merge::Proposal;
+use super::mmu::PageMover;
 use super::vma::{flags::*, Backing, Vma};
 use super::{AddressSpace, Errno, FileRef};
 
@@ -20,8 +21,12 @@ impl Req {
     }
 }
 
+/// The page mover of one mremap call (`None`: moves are only logged as `MmuEvent::Move`).
+type Mover<'a, 'b> = &'a mut Option<PageMover<'b>>;
+
 impl AddressSpace {
-    /// mremap(addr, old_len, new_len, flags, new_addr): the final address.
+    /// mremap(addr, old_len, new_len, flags, new_addr): the final address. Moves are
+    /// logged as `MmuEvent::Move` for a page-table backend to follow afterwards.
     pub fn mremap(
         &mut self,
         addr: u64,
@@ -30,11 +35,41 @@ impl AddressSpace {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
+        self.mremap_with(addr, old_len, new_len, flags, new_addr, &mut None)
+    }
+
+    /// [`AddressSpace::mremap`] whose moves run `mover` where Linux moves the page tables
+    /// (X7). When the mover cannot place the destination's entries, the call fails with
+    /// ENOMEM as copy_vma_and_data's `moved_len < old_len` path does: the source VMA and its
+    /// pages stay as they were, the destination VMA is unmapped again; what happened before
+    /// the move stays done (a FIXED destination's old mapping is gone, a FIXED shrink's tail
+    /// is unmapped, the earlier pieces of a multi-VMA move are moved).
+    pub fn mremap_moving(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+        mover: PageMover<'_>,
+    ) -> Result<u64, Errno> {
+        self.mremap_with(addr, old_len, new_len, flags, new_addr, &mut Some(mover))
+    }
+
+    fn mremap_with(
+        &mut self,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+        mv: Mover<'_, '_>,
+    ) -> Result<u64, Errno> {
         let locked = self
             .tree
             .containing(addr)
             .is_some_and(|v| v.flags & VM_LOCKED != 0);
-        let na = self.mremap_inner(addr, old_len, new_len, flags, new_addr)?;
+        let na = self.mremap_inner(addr, old_len, new_len, flags, new_addr, mv)?;
         // do_mremap: an mlocked VMA that grew is populated over its new part (mm_populate
         // ignores errors; VM_LOCKONFAULT VMAs are skipped there).
         let (old, new) = (page_align_wrapping(old_len), page_align_wrapping(new_len));
@@ -51,6 +86,7 @@ impl AddressSpace {
         new_len: u64,
         flags: u64,
         new_addr: u64,
+        mv: Mover<'_, '_>,
     ) -> Result<u64, Errno> {
         let ts = self.layout.task_size;
         let r = Req {
@@ -91,12 +127,12 @@ impl AddressSpace {
             }
         }
         if flags & MREMAP_FIXED != 0 && r.old_len == r.new_len {
-            return self.remap_move(r);
+            return self.remap_move(r, mv);
         }
         let v = self.tree.containing(addr).cloned();
         let v = self.check_prep_vma(v.as_ref(), &r)?;
         if r.implies_new_addr() {
-            return self.mremap_to(r);
+            return self.mremap_to(r, mv);
         }
         if r.old_len == r.new_len {
             return Ok(addr);
@@ -106,11 +142,11 @@ impl AddressSpace {
             self.munmap(addr + r.new_len, r.old_len - r.new_len)?;
             return Ok(addr);
         }
-        self.expand_vma(v, r)
+        self.expand_vma(v, r, mv)
     }
 
     /// X3: FIXED move of `[addr, addr+len)`, piece by piece, keeping holes.
-    fn remap_move(&mut self, r: Req) -> Result<u64, Errno> {
+    fn remap_move(&mut self, r: Req, mv: Mover<'_, '_>) -> Result<u64, Errno> {
         let (start, end) = (r.addr, r.addr.wrapping_add(r.old_len));
         let mut res = Err(Errno::EFAULT);
         let mut seen = false;
@@ -133,7 +169,7 @@ impl AddressSpace {
                 new_addr: target + offset,
             };
             self.check_prep_vma(Some(&v), &piece)?;
-            let got = self.mremap_to(piece)?;
+            let got = self.mremap_to(piece, mv)?;
             if !seen {
                 res = Ok(got);
             }
@@ -204,7 +240,7 @@ impl AddressSpace {
     }
 
     /// mremap_to (X7): unmap the destination, shrink, then move.
-    fn mremap_to(&mut self, mut r: Req) -> Result<u64, Errno> {
+    fn mremap_to(&mut self, mut r: Req, mv: Mover<'_, '_>) -> Result<u64, Errno> {
         if r.flags & MREMAP_FIXED != 0 {
             self.munmap(r.new_addr, r.new_len)?;
             if self.tree.containing(r.addr).is_none() {
@@ -221,12 +257,12 @@ impl AddressSpace {
             return Err(Errno::ENOMEM);
         }
         let new_addr = self.new_addr_for(&v, &r)?;
-        self.move_vma(v, r, new_addr)
+        self.move_vma(v, r, new_addr, mv)
     }
 
     /// expand_vma (X6): in place when the range ends the VMA and the space above is free,
     /// else move with MAYMOVE, else ENOMEM.
-    fn expand_vma(&mut self, v: Vma, r: Req) -> Result<u64, Errno> {
+    fn expand_vma(&mut self, v: Vma, r: Req, mv: Mover<'_, '_>) -> Result<u64, Errno> {
         let delta = r.new_len - r.old_len;
         if r.addr.wrapping_add(r.old_len) == v.end && self.vma_expandable(&v, delta) {
             let pages = delta >> PAGE_SHIFT;
@@ -264,7 +300,7 @@ impl AddressSpace {
             return Err(Errno::ENOMEM);
         }
         let new_addr = self.new_addr_for(&v, &r)?;
-        self.move_vma(v, r, new_addr)
+        self.move_vma(v, r, new_addr, mv)
     }
 
     fn vma_expandable(&self, v: &Vma, delta: u64) -> bool {
@@ -310,8 +346,9 @@ impl AddressSpace {
     }
 
     /// move_vma: create the destination (merging, G14), move contents, unmap or keep the
-    /// source (DONTUNMAP leaves it mapped, empty and unlocked).
-    fn move_vma(&mut self, v: Vma, r: Req, new_addr: u64) -> Result<u64, Errno> {
+    /// source (DONTUNMAP leaves it mapped, empty and unlocked). If `mv` cannot move the
+    /// entries, the destination is unmapped instead of the source and the result is ENOMEM.
+    fn move_vma(&mut self, v: Vma, r: Req, new_addr: u64, mv: Mover<'_, '_>) -> Result<u64, Errno> {
         if self.map_count() >= self.max_map_count().saturating_sub(3) {
             return Err(Errno::ENOMEM);
         }
@@ -352,10 +389,24 @@ impl AddressSpace {
             ..v.clone()
         };
         self.place_new_range(&p, false, make);
-        self.mem
-            .move_private(r.addr, new_addr, r.old_len.min(r.new_len));
-        self.mem
-            .move_tables(r.addr, new_addr, r.old_len.min(r.new_len));
+        let moved = r.old_len.min(r.new_len);
+        // copy_vma_and_data: move_page_tables, all or (when a destination table cannot be
+        // allocated, after moving back what it moved) nothing.
+        let mut log_move = true;
+        if let (Some(mover), true) = (mv.as_mut(), moved > 0) {
+            self.mem.drop_private(new_addr, new_addr + moved);
+            let pending = self.take_mmu_events();
+            if !mover(pending, r.addr, new_addr, moved) {
+                return Err(self.undo_move(&v, new_addr, new_end, dontunmap));
+            }
+            log_move = false;
+        }
+        let mark = self.mem.log.len();
+        self.mem.move_private(r.addr, new_addr, moved);
+        if !log_move {
+            self.mem.log.truncate(mark);
+        }
+        self.mem.move_tables(r.addr, new_addr, moved);
         self.vm_stat_account(v.flags, r.new_len >> PAGE_SHIFT, false);
         if v.flags & VM_LOCKED != 0 {
             self.acct.locked_vm += r.new_len >> PAGE_SHIFT;
@@ -380,19 +431,44 @@ impl AddressSpace {
             // fails with EINVAL, which mremap ignores, so the source stays whole.
         } else {
             // The source's charge moves with it: unmapping must not release it.
-            let mut acct = 0;
-            let mut c = r.addr;
-            while let Some(x) = self.tree.intersecting(c, old_end) {
-                if x.flags & VM_ACCOUNT != 0 {
-                    acct += (x.end.min(old_end) - x.start.max(r.addr)) >> PAGE_SHIFT;
-                }
-                c = x.end;
-            }
-            if self.do_munmap(r.addr, old_end).is_ok() {
-                self.acct.committed += acct;
-            }
+            self.unmap_source(r.addr, old_end, true);
         }
         Ok(new_addr)
+    }
+
+    /// move_vma after move_page_tables failed (copy_vma_and_data's error path): the
+    /// destination `[new_addr, new_end)` takes the source's place in vrm_stat_account and
+    /// unmap_source_vma, so it goes while the source stays whole, its entries untouched.
+    /// unmap_source_vma clears VM_ACCOUNT on the VMA it unmaps unless DONTUNMAP, so the
+    /// destination's pages keep their commit charge (the growth charged for the move is not
+    /// given back, as in 6.x; with DONTUNMAP the whole new charge is released).
+    fn undo_move(&mut self, v: &Vma, new_addr: u64, new_end: u64, dontunmap: bool) -> Errno {
+        let pages = (new_end - new_addr) >> PAGE_SHIFT;
+        self.vm_stat_account(v.flags, pages, false);
+        if v.flags & VM_LOCKED != 0 {
+            self.acct.locked_vm += pages;
+        }
+        self.unmap_source(new_addr, new_end, !dontunmap);
+        Errno::ENOMEM
+    }
+
+    /// unmap_source_vma: unmaps `[start, end)`; with `keep_charge` (an accountable move)
+    /// the commit charge of its VM_ACCOUNT pages is kept.
+    fn unmap_source(&mut self, start: u64, end: u64, keep_charge: bool) {
+        let mut acct = 0;
+        let mut c = start;
+        while let Some(x) = self.tree.intersecting(c, end) {
+            if !keep_charge {
+                break;
+            }
+            if x.flags & VM_ACCOUNT != 0 {
+                acct += (x.end.min(end) - x.start.max(start)) >> PAGE_SHIFT;
+            }
+            c = x.end;
+        }
+        if self.do_munmap(start, end).is_ok() {
+            self.acct.committed += acct;
+        }
     }
 }
 
