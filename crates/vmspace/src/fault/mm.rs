@@ -4,7 +4,10 @@
 //! Keeping page tables in sync: space operations record [`MmuEvent`]s at the points where
 //! they drop or move page contents (`space/mmu.rs`); every operation run through
 //! [`Mm::op`] applies them afterwards: `Zap` unmaps and releases frames (reference-count
-//! aware), `Move` moves entries (mremap), `Punch` evicts page cache pages. Protection
+//! aware), `Move` moves entries (a space mremap run through `op`), `Punch` evicts page
+//! cache pages. [`Mm::mremap`] moves entries inside the space operation instead, where
+//! Linux moves page tables, so that a destination without table frames fails the call
+//! (ENOMEM) before the source is unmapped (`space/mmu.rs`, `PageMover`). Protection
 //! changes re-derive entry rights over the range ([`Mm::mprotect`]). Why events rather than
 //! diffing VMAs before and after: a MAP_FIXED replacement or a DONTNEED leaves VMAs that
 //! look unchanged while their pages must go, and a diff cannot tell a mremap move from an

@@ -623,6 +623,93 @@ mod tests {
     }
 
     #[test]
+    fn x7_refused_move_unmaps_the_destination_and_keeps_the_source() {
+        use crate::space::mmu::MmuEvent;
+        use alloc::vec::Vec;
+        let mut s = space();
+        s.set_mmu_log(true);
+        let a = s
+            .mmap(0x1000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.mmap(0x1000_2000, 0x1000, PROT_READ, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.mmap(0x5000_0000, 0x1000, RW, PA | MAP_FIXED, None, 0)
+            .unwrap();
+        s.touch(a + 0x1000, true, 7).unwrap();
+        let vmas: Vec<Vma> = s.vmas().cloned().collect();
+        let acct = s.accounting().clone();
+        let _ = s.take_mmu_events();
+        // A FIXED move over the mapping at 0x5000_0000: the mover sees the destination's
+        // unmapping first, then the move it is asked to make, and refuses it.
+        let mut calls = Vec::new();
+        let mut refuse = |ev: Vec<MmuEvent>, old: u64, new: u64, len: u64| {
+            calls.push((ev, old, new, len));
+            false
+        };
+        let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+        let r = s.mremap_moving(a, 0x2000, 0x2000, flags, 0x5000_0000, &mut refuse);
+        assert_eq!(r, Err(Errno::ENOMEM));
+        assert_eq!(calls.len(), 1);
+        let (ev, old, new, len) = &calls[0];
+        assert_eq!((*old, *new, *len), (a, 0x5000_0000, 0x2000));
+        assert!(ev.contains(&MmuEvent::Zap {
+            start: 0x5000_0000,
+            end: 0x5000_1000
+        }));
+        // The destination's old mapping stays unmapped; the source is as it was.
+        let now: Vec<Vma> = s.vmas().cloned().collect();
+        assert_eq!(now[..], vmas[..2]);
+        assert_eq!(s.touch(a + 0x1000, false, 0), Ok(Some(7)));
+        assert!(!s
+            .take_mmu_events()
+            .iter()
+            .any(|e| matches!(e, MmuEvent::Move { .. })));
+        assert_eq!(s.accounting().total_vm, acct.total_vm - 1);
+        assert_eq!(s.accounting().committed, acct.committed - 1);
+        s.check_invariants().unwrap();
+        // A growth that has to move keeps the growth's charge when refused (unmap_source_vma
+        // clears VM_ACCOUNT on the destination); DONTUNMAP gives its charge back.
+        let acct = s.accounting().clone();
+        let r = s.mremap_moving(a, 0x2000, 0x4000, MREMAP_MAYMOVE, 0, &mut |_, _, _, _| {
+            false
+        });
+        assert_eq!(r, Err(Errno::ENOMEM));
+        assert_eq!(s.accounting().committed, acct.committed + 2);
+        assert_eq!(s.accounting().total_vm, acct.total_vm);
+        let acct = s.accounting().clone();
+        let flags = MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
+        let r = s.mremap_moving(a, 0x2000, 0x2000, flags, 0x6000_0000, &mut |_, _, _, _| {
+            false
+        });
+        assert_eq!(r, Err(Errno::ENOMEM));
+        assert_eq!(s.accounting(), &acct);
+        let now: Vec<Vma> = s.vmas().cloned().collect();
+        assert_eq!(now[..], vmas[..2]);
+        s.check_invariants().unwrap();
+        // Accepted: the move happens and no `Move` is left for a backend to replay.
+        let b = s
+            .mremap_moving(
+                a,
+                0x2000,
+                0x2000,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                0x7000_0000,
+                &mut |_, _, _, _| true,
+            )
+            .unwrap();
+        assert_eq!(s.touch(b + 0x1000, false, 0), Ok(Some(7)));
+        assert!(!s.take_mmu_events().iter().any(|e| matches!(
+            e,
+            MmuEvent::Move { .. }
+                | MmuEvent::Zap {
+                    start: 0x7000_0000,
+                    ..
+                }
+        )));
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
     fn x3_multi_vma_move_keeps_holes() {
         let mut s = space();
         s.mmap(0x1000_0000, 0x1000, RW, PA | MAP_FIXED, None, 0)
