@@ -47,6 +47,9 @@ const _: () = assert!(BITMAP_WORDS <= 64, "the summary word covers the bitmap");
 const GROW_MIN: usize = 64 * 1024;
 /// Free bytes kept at the top when trimming.
 const TOP_KEEP: usize = 64 * 1024;
+/// Frees [`ChunkHeap::free_deferred`] holds back (a power of two): how many blocks' headers
+/// are on their way from memory at once.
+pub const DEFER: usize = 8;
 
 /// Which free chunk the chunk heap splits when no bin holds an exact fit.
 ///
@@ -111,6 +114,11 @@ pub struct ChunkHeap<B: BrkSource> {
     ops: u64,
     trimmed_at: u64,
     trimmed: usize,
+    /// Frees [`free_deferred`](Self::free_deferred) has not applied yet, (payload, size
+    /// hint), a ring: entries `pend_out..pend_in` (wrapping counters), oldest first.
+    pending: [(usize, usize); DEFER],
+    pend_in: usize,
+    pend_out: usize,
 }
 
 /// Slow-path allocations after a trim within which growing again raises the trim threshold.
@@ -155,6 +163,18 @@ unsafe fn bk(c: usize) -> usize {
     unsafe { rd(c + 24) }
 }
 
+/// Starts loading the cache line at `a` (a hint: never faults, whatever the address).
+#[inline(always)]
+fn prefetch(a: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only reads into the cache and never faults; SSE is part of x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(a as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = a;
+}
+
 /// Bin index of a chunk size.
 #[inline(always)]
 fn bin_of(size: usize) -> usize {
@@ -165,6 +185,13 @@ fn bin_of(size: usize) -> usize {
         let sub = (size >> (lg - 2)) & 3;
         NSMALL + (lg - SMALL_SHIFT) * 4 + sub
     }
+}
+
+/// The chunk size a block requested with `size` bytes most likely has ([`chunk_size`]
+/// without the overflow check: a huge, wrong size only gives a wrong guess).
+#[inline(always)]
+fn guess_size(size: usize) -> usize {
+    (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK)
 }
 
 /// Chunk size for a request of `n` payload bytes; `None` when it overflows.
@@ -196,6 +223,9 @@ impl<B: BrkSource> ChunkHeap<B> {
             ops: 0,
             trimmed_at: 0,
             trimmed: 0,
+            pending: [(0, 0); DEFER],
+            pend_in: 0,
+            pend_out: 0,
         }
     }
 
@@ -214,8 +244,9 @@ impl<B: BrkSource> ChunkHeap<B> {
         (self.base != 0).then(|| (self.base, self.top + self.top_size))
     }
 
-    /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
-    /// break), no segments, fragmentation.
+    /// Counters: live bytes (in-use chunk sizes; a block whose
+    /// [deferred free](Self::free_deferred) is not applied yet still counts), committed
+    /// bytes (the region up to the break), no segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
         let committed = if self.base == 0 {
             0
@@ -558,6 +589,10 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// a larger free chunk chosen by the policy, the top chunk.
     #[inline(never)]
     fn alloc_slow(&mut self, layout: Layout) -> *mut u8 {
+        if self.has_pending() {
+            // the policies choose among all free chunks, deferred frees included
+            self.flush();
+        }
         self.ops += 1;
         if layout.align() > 16 {
             return self.alloc_aligned(layout);
@@ -667,8 +702,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             return err(HeapErrorKind::ForeignPointer);
         }
         let room = self.top - c;
-        // wrapping: a huge (wrong) size gives a small guess, which is only a worse guess
-        let guess = (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK);
+        let guess = guess_size(size);
         let guess = if guess <= room { guess } else { 0 };
         // SAFETY: `c` lies inside the region below the top chunk, so its header is readable;
         // `c + guess <= top` is a header or payload word inside the region.
@@ -710,6 +744,75 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// As [`try_free`](Self::try_free).
     #[inline]
     pub unsafe fn try_free_sized(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
+        if self.has_pending() {
+            // in order: a deferred free of the same block comes first
+            self.flush();
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.try_free_now(p, size) }
+    }
+
+    /// Frees `p` (requested with `size` bytes, 0 when unknown) a few frees later, so that
+    /// the cache misses of consecutive frees overlap: it starts loading `p`'s header and
+    /// the predicted next chunk's header now, queues `p`, and applies the free queued
+    /// [`DEFER`] frees before (whose headers have arrived meanwhile). The queue is applied,
+    /// in order, before anything that chooses among free chunks or frees at once: an
+    /// allocation its exact bin cannot serve, [`realloc`](Self::realloc), an immediate
+    /// free, [`flush`](Self::flush) (and [`LockedChunkHeap::lock`]). Until then the block
+    /// stays an in-use chunk: counted as live, not merged, not handed out again. A bad
+    /// pointer is reported (see [`crate::report`]) when its free is applied. This is what
+    /// [`LockedChunkHeap`]'s `GlobalAlloc::dealloc` calls.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free); nothing uses `p` after the call.
+    #[inline]
+    pub unsafe fn free_deferred(&mut self, p: *mut u8, size: usize) {
+        if p.is_null() {
+            return;
+        }
+        let c = (p as usize).wrapping_sub(HDR);
+        prefetch(c + 8);
+        prefetch(c.wrapping_add(guess_size(size) + 8));
+        let slot = self.pend_in % DEFER;
+        self.pend_in = self.pend_in.wrapping_add(1);
+        if self.pend_in.wrapping_sub(self.pend_out) <= DEFER {
+            self.pending[slot] = (p as usize, size);
+            return;
+        }
+        // full: the oldest entry is in the slot the new one takes
+        let (q, qsize) = self.pending[slot];
+        self.pending[slot] = (p as usize, size);
+        self.pend_out = self.pend_out.wrapping_add(1);
+        // SAFETY: queued by `free_deferred`, whose caller vouched for it.
+        if let Err(e) = unsafe { self.try_free_now(q as *mut u8, qsize) } {
+            report(e)
+        }
+    }
+
+    /// Whether deferred frees wait to be applied.
+    #[inline(always)]
+    fn has_pending(&self) -> bool {
+        self.pend_in != self.pend_out
+    }
+
+    /// Applies the [deferred frees](Self::free_deferred) still queued, oldest first; a bad
+    /// pointer among them is reported.
+    #[cold]
+    #[inline(never)]
+    pub fn flush(&mut self) {
+        while self.has_pending() {
+            let (q, size) = self.pending[self.pend_out % DEFER];
+            self.pend_out = self.pend_out.wrapping_add(1);
+            // SAFETY: queued by `free_deferred`, whose caller vouched for it.
+            if let Err(e) = unsafe { self.try_free_now(q as *mut u8, size) } {
+                report(e)
+            }
+        }
+    }
+
+    /// [`try_free_sized`](Self::try_free_sized) without looking at the deferred frees.
+    #[inline(always)]
+    unsafe fn try_free_now(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
         if p.is_null() {
             return Ok(());
         }
@@ -860,6 +963,9 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// # Safety
     /// `p` must be a live block of this heap allocated with `layout`.
     pub unsafe fn realloc(&mut self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if self.has_pending() {
+            self.flush();
+        }
         let c = match self.check(p) {
             Ok(c) => c,
             Err(e) => report(e),
@@ -1007,9 +1113,13 @@ impl<B: BrkSource> LockedChunkHeap<B> {
         LockedChunkHeap(spin::Mutex::new(ChunkHeap::new(src, policy)))
     }
 
-    /// Locks the heap for direct use.
+    /// Locks the heap for direct use, with every deferred free of `dealloc` applied.
     pub fn lock(&self) -> spin::MutexGuard<'_, ChunkHeap<B>> {
-        self.0.lock()
+        let mut g = self.0.lock();
+        if g.has_pending() {
+            g.flush();
+        }
+        g
     }
 }
 
@@ -1021,7 +1131,7 @@ unsafe impl<B: BrkSource + Send> core::alloc::GlobalAlloc for LockedChunkHeap<B>
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         // SAFETY: `p` came from this heap with `layout` (GlobalAlloc contract).
-        unsafe { self.0.lock().free_sized(p, layout.size()) }
+        unsafe { self.0.lock().free_deferred(p, layout.size()) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -1203,6 +1313,183 @@ mod tests {
         }
         h.check_invariants().unwrap();
         assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn deferred_frees_apply_in_order_once_the_queue_is_full() {
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        let blocks: Vec<_> = (0..3 * DEFER).map(|_| h.alloc(l(100))).collect();
+        let guard = h.alloc(l(100));
+        let live = h.stats().live_bytes;
+        unsafe {
+            for (i, &p) in blocks.iter().enumerate() {
+                h.free_deferred(p, 100);
+                h.check_invariants().unwrap();
+                // the first DEFER frees wait; each later one applies the oldest
+                let applied = (i + 1).saturating_sub(DEFER);
+                assert_eq!(h.stats().live_bytes, live - applied * 112, "after {i}");
+            }
+            // the applied ones merged into one free chunk from the first block on
+            let merged = (blocks.len() - DEFER) * 112;
+            assert_eq!(head(blocks[0] as usize - HDR) & !FLAGS, merged);
+            h.flush();
+            assert_eq!(h.stats().live_bytes, 112);
+            assert_eq!(
+                head(blocks[0] as usize - HDR) & !FLAGS,
+                blocks.len() * 112,
+                "the flush merged the rest in"
+            );
+            h.free(guard);
+        }
+        h.check_invariants().unwrap();
+        assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn a_search_and_an_immediate_free_see_the_deferred_frees_first() {
+        for policy in FitPolicy::ALL {
+            let mut h = heap(policy, 1 << 20);
+            let a = h.alloc(l(20_000));
+            let _g = h.alloc(l(16));
+            unsafe { h.free_deferred(a, 20_000) };
+            // no exact bin serves this: the search applies the queue and finds `a`
+            assert_eq!(h.alloc(l(19_000)), a, "{policy:?}");
+            h.check_invariants().unwrap();
+            let b = h.alloc(l(100));
+            unsafe {
+                h.free_deferred(b, 100);
+                assert_eq!(
+                    h.try_free(b).unwrap_err().kind,
+                    HeapErrorKind::DoubleFree,
+                    "the deferred free of b came first"
+                );
+                // a realloc next to a block freed late still grows into it
+                let c = h.alloc(l(100));
+                let d = h.alloc(l(100));
+                let _g2 = h.alloc(l(16));
+                h.free_deferred(d, 100);
+                assert_eq!(h.realloc(c, l(100), 200), c, "{policy:?}");
+            }
+            h.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn the_locked_heap_defers_dealloc_and_lock_applies_it() {
+        use core::alloc::GlobalAlloc;
+        let h = LockedChunkHeap::new(
+            ArenaBrk::from_static(std::vec![0u8; 1 << 20].leak()),
+            FitPolicy::Best,
+        );
+        unsafe {
+            let p = GlobalAlloc::alloc(&h, l(500));
+            let q = GlobalAlloc::alloc(&h, l(500));
+            GlobalAlloc::dealloc(&h, p, l(500));
+            GlobalAlloc::dealloc(&h, q, l(500));
+            // same size again: the exact bin is still empty, so the search applies the
+            // queue and reuses the merged chunk
+            assert_eq!(GlobalAlloc::alloc(&h, l(500)), p);
+            GlobalAlloc::dealloc(&h, p, l(500));
+        }
+        let g = h.lock();
+        assert_eq!(g.stats().live_bytes, 0);
+        g.check_invariants().unwrap();
+    }
+
+    mod deferred_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Alloc(usize, u32),
+            Free(usize),
+            FreeDeferred(usize),
+            Realloc(usize, usize),
+            Flush,
+        }
+
+        fn ops() -> impl Strategy<Value = Vec<Op>> {
+            let size =
+                prop_oneof![4 => 1usize..=200, 3 => 201usize..=9000, 1 => 9001usize..=70_000];
+            let op = prop_oneof![
+                5 => (size.clone(), 0u32..=9).prop_map(|(s, a)| Op::Alloc(s, a)),
+                1 => any::<usize>().prop_map(Op::Free),
+                4 => any::<usize>().prop_map(Op::FreeDeferred),
+                1 => (any::<usize>(), size).prop_map(|(i, s)| Op::Realloc(i, s)),
+                1 => Just(Op::Flush),
+            ];
+            proptest::collection::vec(op, 1..300)
+        }
+
+        fn check_block(p: *mut u8, n: usize, b: u8) {
+            // SAFETY: a live block of `n` bytes, filled with `b`.
+            let s = unsafe { core::slice::from_raw_parts(p, n) };
+            assert!(s.iter().all(|&x| x == b), "block {p:?} overwritten");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            /// Random allocations, immediate and deferred frees, reallocs and flushes under
+            /// every policy: the boundary tags, bins and live count stay consistent after
+            /// every step, and no block overlaps another (each holds its own byte).
+            #[test]
+            fn deferred_and_immediate_frees_keep_the_heap_consistent(ops in ops(), p in 0usize..4) {
+                let mut h = heap(FitPolicy::ALL[p], 16 << 20);
+                let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+                for (k, op) in ops.iter().enumerate() {
+                    let byte = k as u8;
+                    match *op {
+                        Op::Alloc(size, a) => {
+                            let layout = Layout::from_size_align(size, 1 << a).unwrap();
+                            let q = h.alloc(layout);
+                            prop_assert!(!q.is_null());
+                            prop_assert_eq!(q as usize % layout.align(), 0);
+                            unsafe { q.write_bytes(byte, size) };
+                            live.push((q, layout, byte));
+                        }
+                        Op::Free(i) | Op::FreeDeferred(i) if !live.is_empty() => {
+                            let (q, layout, b) = live.swap_remove(i % live.len());
+                            check_block(q, layout.size(), b);
+                            unsafe {
+                                if matches!(op, Op::Free(_)) {
+                                    h.try_free_sized(q, layout.size()).unwrap();
+                                } else {
+                                    h.free_deferred(q, layout.size());
+                                }
+                            }
+                        }
+                        Op::Realloc(i, new) if !live.is_empty() => {
+                            let j = i % live.len();
+                            let (q, layout, b) = live[j];
+                            check_block(q, layout.size(), b);
+                            let r = unsafe { h.realloc(q, layout, new) };
+                            prop_assert!(!r.is_null());
+                            check_block(r, layout.size().min(new), b);
+                            unsafe { r.write_bytes(byte, new) };
+                            live[j] = (r, Layout::from_size_align(new, layout.align()).unwrap(), byte);
+                        }
+                        Op::Flush => h.flush(),
+                        _ => {}
+                    }
+                    if let Err(e) = h.check_invariants() {
+                        prop_assert!(false, "after op {} ({:?}): {}", k, op, e);
+                    }
+                }
+                for &(q, layout, b) in &live {
+                    check_block(q, layout.size(), b);
+                }
+                for (q, layout, _) in live.drain(..) {
+                    unsafe { h.free_deferred(q, layout.size()) };
+                }
+                h.flush();
+                h.check_invariants().unwrap();
+                prop_assert_eq!(h.stats().live_bytes, 0);
+                // everything merged back into the top, and the top was trimmed
+                prop_assert!(h.stats().committed_bytes <= h.trim_threshold.max(TOP_KEEP) + 2 * PAGE_SIZE);
+            }
+        }
     }
 
     #[test]
