@@ -369,10 +369,12 @@ impl<B: BrkSource> ChunkHeap<B> {
         unsafe {
             let (f, b) = (fd(c), bk(c));
             let bin = self.bins.as_mut_ptr().add(i) as usize;
+            // the head's back link is stale (see `alloc`): the bin says which chunk heads it
+            let to_c = if rd(bin) == c { bin } else { b + 16 };
             if cfg!(feature = "secure") {
-                self.check_links(c, f, if b == 0 { bin } else { b + 16 });
+                self.check_links(c, f, to_c);
             }
-            wr(if b == 0 { bin } else { b + 16 }, f);
+            wr(to_c, f);
             let back = if f != 0 { f + 24 } else { self.sink() };
             wr(back, b);
             self.unmark_if(i, rd(bin) == 0);
@@ -568,10 +570,14 @@ impl<B: BrkSource> ChunkHeap<B> {
                     if cfg!(feature = "secure") {
                         self.check_links(c, f, self.bins.as_ptr().add(i) as usize);
                     }
+                    // `f`'s back link still names `c`: a bin head's back link is never read,
+                    // so `f`'s line is not written (it is likely not in cache)
                     *self.bins.get_unchecked_mut(i) = f;
-                    let back = if f != 0 { f + 24 } else { self.sink() };
-                    wr(back, 0);
                     self.unmark_if(i, f == 0);
+                    // the next pop of this bin takes `f`: start loading its link and its
+                    // successor's header (a hint; `f` may be 0)
+                    prefetch(f + 16);
+                    prefetch(f + n + 8);
                     // a free chunk's predecessor is always in use (coalescing)
                     set_head(c, n | CINUSE | PINUSE);
                     let nx = c + n;
@@ -1075,6 +1081,9 @@ impl<B: BrkSource> ChunkHeap<B> {
                 while x != 0 {
                     if bin_of(head(x) & !FLAGS) != i || head(x) & CINUSE != 0 {
                         return Err("chunk in the wrong bin or in use");
+                    }
+                    if last != 0 && bk(x) != last {
+                        return Err("back link does not name the previous chunk of the bin");
                     }
                     if i >= NSMALL && x < last {
                         return Err("large bin not sorted by address");
