@@ -322,8 +322,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
         unsafe {
             let h = *self.bins.get_unchecked(i);
-            wr(c + 16, h);
-            wr(c + 24, 0);
+            wr(c + 16, h); // (the head's back link is not kept)
             let back = if h != 0 { h + 24 } else { self.sink() };
             wr(back, c);
             *self.bins.get_unchecked_mut(i) = c;
@@ -370,12 +369,14 @@ impl<B: BrkSource> ChunkHeap<B> {
             let (f, b) = (fd(c), bk(c));
             let bin = self.bins.as_mut_ptr().add(i) as usize;
             // the head's back link is stale (see `alloc`): the bin says which chunk heads it
-            let to_c = if rd(bin) == c { bin } else { b + 16 };
+            let is_head = rd(bin) == c;
+            let to_c = if is_head { bin } else { b + 16 };
             if cfg!(feature = "secure") {
                 self.check_links(c, f, to_c);
             }
             wr(to_c, f);
-            let back = if f != 0 { f + 24 } else { self.sink() };
+            // a new head's back link is not needed: its line is not written
+            let back = if f != 0 && !is_head { f + 24 } else { self.sink() };
             wr(back, b);
             self.unmark_if(i, rd(bin) == 0);
         }
@@ -591,10 +592,6 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// a larger free chunk chosen by the policy, the top chunk.
     #[inline(never)]
     fn alloc_slow(&mut self, layout: Layout) -> *mut u8 {
-        if self.has_pending() {
-            // the policies choose among all free chunks, deferred frees included
-            self.flush();
-        }
         self.ops += 1;
         if layout.align() > 16 {
             return self.alloc_aligned(layout);
@@ -604,7 +601,13 @@ impl<B: BrkSource> ChunkHeap<B> {
         };
         // SAFETY: every chunk handled lies inside the region.
         unsafe {
-            if let Some(c) = self.find(n) {
+            let mut found = self.find(n);
+            if found.is_none() && self.has_pending() {
+                // before the top is cut or grown, the deferred frees may serve the request
+                self.flush();
+                found = self.find(n);
+            }
+            if let Some(c) = found {
                 let size = head(c) & !FLAGS;
                 self.use_chunk(c, size, n);
                 return (c + HDR) as *mut u8;
@@ -761,13 +764,15 @@ impl<B: BrkSource> ChunkHeap<B> {
     }
 
     /// Frees `p` (requested with `size` bytes, 0 when unknown) a few frees later, so that
-    /// the cache misses of consecutive frees overlap: it starts loading `p`'s header and
-    /// the predicted next chunk's header now, queues `p`, and applies the free queued
-    /// [`DEFER`] frees before (whose headers have arrived meanwhile). The queue is applied,
-    /// in order, before anything that chooses among free chunks or frees at once: an
-    /// allocation its exact bin cannot serve, [`realloc`](Self::realloc), an immediate
-    /// free, [`flush`](Self::flush) (and [`LockedChunkHeap::lock`]). Until then the block
-    /// stays an in-use chunk: counted as live, not merged, not handed out again. A bad
+    /// the cache misses of consecutive frees overlap (as glibc's fast bins defer
+    /// coalescing): it starts loading `p`'s header and the predicted next chunk's header
+    /// now, queues `p`, and applies the free queued [`DEFER`] frees before (whose headers
+    /// have arrived meanwhile). Until its free is applied a block stays an in-use chunk:
+    /// counted as live, not merged, not handed out, not seen by the fit policies. The
+    /// queue is applied, oldest first, before an allocation takes the top chunk (no bin
+    /// holds a fitting free chunk), and before [`realloc`](Self::realloc), an immediate
+    /// free, [`flush`](Self::flush) and [`LockedChunkHeap::lock`]; the free of the block
+    /// just below the top (the one that can shrink the heap) is not held back. A bad
     /// pointer is reported (see [`crate::report`]) when its free is applied. This is what
     /// [`LockedChunkHeap`]'s `GlobalAlloc::dealloc` calls.
     ///
@@ -779,8 +784,27 @@ impl<B: BrkSource> ChunkHeap<B> {
             return;
         }
         let c = (p as usize).wrapping_sub(HDR);
+        let guess = guess_size(size);
+        if c.wrapping_add(guess) == self.top {
+            // the block below the top: its free can shrink the heap, so it is not held back
+            // (nor are the ones before it, to keep the order)
+            if self.has_pending() {
+                self.flush();
+            }
+            // SAFETY: forwarded contract.
+            if let Err(e) = unsafe { self.try_free_now(p, size) } {
+                report(e)
+            }
+            return;
+        }
         prefetch(c + 8);
-        prefetch(c.wrapping_add(guess_size(size) + 8));
+        prefetch(c.wrapping_add(guess + 8));
+        if guess < SMALL_LIMIT {
+            // the free will likely push the block on this exact bin, writing the back link
+            // of the chunk heading it now
+            // SAFETY: `guess >> 4 < NSMALL`.
+            prefetch(unsafe { *self.bins.get_unchecked(guess >> 4) } + 24);
+        }
         let slot = self.pend_in % DEFER;
         self.pend_in = self.pend_in.wrapping_add(1);
         if self.pend_in.wrapping_sub(self.pend_out) <= DEFER {
