@@ -27,7 +27,9 @@ use core::ptr::{self, null_mut};
 pub const PINUSE: usize = 1;
 /// Flag in `head`: this chunk is in use.
 pub const CINUSE: usize = 2;
-const FLAGS: usize = PINUSE | CINUSE;
+/// Flag in `head` (with [`CINUSE`]): this in-use chunk is parked in the block cache.
+pub const CACHED: usize = 4;
+const FLAGS: usize = PINUSE | CINUSE | CACHED;
 /// Header bytes before each payload.
 const HDR: usize = 16;
 /// Bytes a chunk needs beyond its payload: the payload of an in-use chunk runs on into the
@@ -50,6 +52,11 @@ const TOP_KEEP: usize = 64 * 1024;
 /// Frees [`ChunkHeap::free_deferred`] holds back (a power of two): how many blocks' headers
 /// are on their way from memory at once.
 pub const DEFER: usize = 8;
+/// Largest chunk size the block cache keeps.
+pub const CACHE_LIMIT: usize = 256;
+const NCACHE: usize = CACHE_LIMIT / 16 + 1;
+/// Blocks the cache keeps per chunk size.
+pub const CACHE_CAP: u8 = 16;
 
 /// Which free chunk the chunk heap splits when no bin holds an exact fit.
 ///
@@ -119,6 +126,11 @@ pub struct ChunkHeap<B: BrkSource> {
     pending: [(usize, usize); DEFER],
     pend_in: usize,
     pend_out: usize,
+    /// The block cache: per chunk size up to [`CACHE_LIMIT`] (index `size / 16`), a LIFO
+    /// list of in-use chunks marked [`CACHED`], linked through their first payload word,
+    /// and how many more it takes.
+    cache: [usize; NCACHE],
+    cache_room: [u8; NCACHE],
 }
 
 /// Slow-path allocations after a trim within which growing again raises the trim threshold.
@@ -226,6 +238,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             pending: [(0, 0); DEFER],
             pend_in: 0,
             pend_out: 0,
+            cache: [0; NCACHE],
+            cache_room: [CACHE_CAP; NCACHE],
         }
     }
 
@@ -376,7 +390,11 @@ impl<B: BrkSource> ChunkHeap<B> {
             }
             wr(to_c, f);
             // a new head's back link is not needed: its line is not written
-            let back = if f != 0 && !is_head { f + 24 } else { self.sink() };
+            let back = if f != 0 && !is_head {
+                f + 24
+            } else {
+                self.sink()
+            };
             wr(back, b);
             self.unmark_if(i, rd(bin) == 0);
         }
@@ -559,6 +577,23 @@ impl<B: BrkSource> ChunkHeap<B> {
         if layout.align() <= 16 && size <= SMALL_LIMIT - 2 * HDR {
             let n = ((size + OVERHEAD + 15) & !15).max(MIN_CHUNK);
             let i = n >> 4;
+            if i < NCACHE {
+                // SAFETY: `i < NCACHE`; the cache holds in-use chunks of exactly `n` bytes.
+                unsafe {
+                    let c = *self.cache.get_unchecked(i);
+                    if c != 0 {
+                        let next = rd(c + 16);
+                        if cfg!(feature = "secure") {
+                            self.check_cached(c, next, n);
+                        }
+                        *self.cache.get_unchecked_mut(i) = next;
+                        *self.cache_room.get_unchecked_mut(i) += 1;
+                        set_head(c, head(c) & !CACHED);
+                        self.rover = c + n;
+                        return (c + HDR) as *mut u8;
+                    }
+                }
+            }
             // SAFETY: `i < NSMALL`; a bin's chunks are free chunks of exactly `n` bytes.
             unsafe {
                 let c = *self.bins.get_unchecked(i);
@@ -604,7 +639,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             let mut found = self.find(n);
             if found.is_none() && self.has_pending() {
                 // before the top is cut or grown, the deferred frees may serve the request
-                self.flush();
+                self.apply_pending();
                 found = self.find(n);
             }
             if let Some(c) = found {
@@ -720,7 +755,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         if size < MIN_CHUNK || size % 16 != 0 || size > room {
             return err(HeapErrorKind::NotABlock);
         }
-        if h & CINUSE == 0 {
+        if h & (CINUSE | CACHED) != CINUSE {
+            // free, or in use but parked in the block cache: freed already
             return err(HeapErrorKind::DoubleFree);
         }
         let nh = if size == guess {
@@ -757,7 +793,7 @@ impl<B: BrkSource> ChunkHeap<B> {
     pub unsafe fn try_free_sized(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
         if self.has_pending() {
             // in order: a deferred free of the same block comes first
-            self.flush();
+            self.apply_pending();
         }
         // SAFETY: forwarded contract.
         unsafe { self.try_free_now(p, size) }
@@ -789,7 +825,7 @@ impl<B: BrkSource> ChunkHeap<B> {
             // the block below the top: its free can shrink the heap, so it is not held back
             // (nor are the ones before it, to keep the order)
             if self.has_pending() {
-                self.flush();
+                self.apply_pending();
             }
             // SAFETY: forwarded contract.
             if let Err(e) = unsafe { self.try_free_now(p, size) } {
@@ -816,7 +852,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.pending[slot] = (p as usize, size);
         self.pend_out = self.pend_out.wrapping_add(1);
         // SAFETY: queued by `free_deferred`, whose caller vouched for it.
-        if let Err(e) = unsafe { self.try_free_now(q as *mut u8, qsize) } {
+        if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, qsize) } {
             report(e)
         }
     }
@@ -827,17 +863,43 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.pend_in != self.pend_out
     }
 
-    /// Applies the [deferred frees](Self::free_deferred) still queued, oldest first; a bad
-    /// pointer among them is reported.
+    /// Applies the [deferred frees](Self::free_deferred) still queued, oldest first (a
+    /// small block may go to the block cache); a bad pointer among them is reported.
     #[cold]
     #[inline(never)]
-    pub fn flush(&mut self) {
+    fn apply_pending(&mut self) {
         while self.has_pending() {
             let (q, size) = self.pending[self.pend_out % DEFER];
             self.pend_out = self.pend_out.wrapping_add(1);
             // SAFETY: queued by `free_deferred`, whose caller vouched for it.
-            if let Err(e) = unsafe { self.try_free_now(q as *mut u8, size) } {
+            if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, size) } {
                 report(e)
+            }
+        }
+    }
+
+    /// Applies every deferred free and empties the block cache: afterwards each block freed
+    /// through [`free_deferred`](Self::free_deferred) is a free chunk, merged with its free
+    /// neighbours, and the statistics count only blocks in use. A bad pointer among the
+    /// queued frees is reported.
+    pub fn flush(&mut self) {
+        if self.has_pending() {
+            self.apply_pending();
+        }
+        for i in 0..NCACHE {
+            while self.cache[i] != 0 {
+                let c = self.cache[i];
+                // SAFETY: a cached chunk is an in-use chunk of ours marked CACHED; freed
+                // through the checked path once unmarked (its request size `i * 16 - 8`
+                // predicts its size).
+                unsafe {
+                    self.cache[i] = rd(c + 16);
+                    self.cache_room[i] += 1;
+                    set_head(c, head(c) & !CACHED);
+                    if let Err(e) = self.try_free_now((c + HDR) as *mut u8, i * 16 - OVERHEAD) {
+                        report(e)
+                    }
+                }
             }
         }
     }
@@ -849,6 +911,62 @@ impl<B: BrkSource> ChunkHeap<B> {
             return Ok(());
         }
         let (c, h, nh) = self.check_sized(p, size)?;
+        // SAFETY: checked just now.
+        unsafe { self.free_checked(c, h, nh) };
+        Ok(())
+    }
+
+    /// Applies a deferred free of `p`: parks the block in the block cache when it is small
+    /// and its list has room, frees it otherwise.
+    #[inline(always)]
+    unsafe fn apply_deferred(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
+        let (c, h, nh) = self.check_sized(p, size)?;
+        let s = h & !FLAGS;
+        if s <= CACHE_LIMIT {
+            let i = s >> 4;
+            // SAFETY: `i < NCACHE`; `c` is an in-use chunk of `s` bytes, its payload ours.
+            unsafe {
+                if *self.cache_room.get_unchecked(i) != 0 {
+                    *self.cache_room.get_unchecked_mut(i) -= 1;
+                    set_head(c, h | CACHED);
+                    wr(c + 16, *self.cache.get_unchecked(i));
+                    *self.cache.get_unchecked_mut(i) = c;
+                    return Ok(());
+                }
+            }
+        }
+        // SAFETY: checked just now.
+        unsafe { self.free_checked(c, h, nh) };
+        Ok(())
+    }
+
+    /// `secure`: before cached chunk `c` leaves the cache for a request of `n` bytes,
+    /// checks that it is still marked cached and that the link it holds leads to another
+    /// cached chunk of `n` bytes (a use-after-free write into a cached block's first word
+    /// would otherwise hand out an arbitrary address); reports
+    /// [`HeapErrorKind::Corrupted`] otherwise.
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_cached(&self, c: usize, next: usize, n: usize) {
+        let want = n | CINUSE | CACHED;
+        // SAFETY: `c` is in the cache; `next` is read only once it lies in the region.
+        let ok = unsafe {
+            head(c) & !PINUSE == want
+                && (next == 0
+                    || (next >= self.base
+                        && next < self.top
+                        && next % 16 == 0
+                        && head(next) & !PINUSE == want))
+        };
+        if !ok {
+            report(HeapError::new(HeapErrorKind::Corrupted, c));
+        }
+    }
+
+    /// Frees in-use chunk `c` with head `h`, followed by a chunk with head `nh` (checked by
+    /// [`check_sized`](Self::check_sized)).
+    #[inline(always)]
+    unsafe fn free_checked(&mut self, c: usize, h: usize, nh: usize) {
         let size = h & !FLAGS;
         self.live -= size;
         // SAFETY: `c` is an in-use chunk with head `h`, followed by a chunk with head `nh`.
@@ -865,7 +983,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                 self.release_slow(c, h, nh);
             }
         }
-        Ok(())
     }
 
     /// [`release`](Self::release) out of line, for frees that merge or go to a large bin.
@@ -967,7 +1084,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             return;
         }
         let release = end - keep_end;
-        self.trimmed = release;
+        // all given back since the last growth: a regrow may need it all again
+        self.trimmed = self.trimmed.saturating_add(release);
         self.trimmed_at = self.ops;
         // SAFETY: the bytes past keep_end are the free top's tail; nothing uses them.
         unsafe {
@@ -994,7 +1112,7 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// `p` must be a live block of this heap allocated with `layout`.
     pub unsafe fn realloc(&mut self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if self.has_pending() {
-            self.flush();
+            self.apply_pending();
         }
         let c = match self.check(p) {
             Ok(c) => c,
@@ -1057,6 +1175,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         let mut prev_free = false;
         let mut live = 0;
         let mut free_chunks = 0;
+        let mut cached = 0;
         // SAFETY: walking chunk headers from base to top, each inside the region.
         unsafe {
             while c < self.top {
@@ -1069,6 +1188,12 @@ impl<B: BrkSource> ChunkHeap<B> {
                     return Err("PINUSE disagrees with the previous chunk");
                 }
                 let free = h & CINUSE == 0;
+                if h & CACHED != 0 {
+                    if free {
+                        return Err("a free chunk marked cached");
+                    }
+                    cached += 1;
+                }
                 if free {
                     if prev_free {
                         return Err("two adjacent free chunks");
@@ -1122,6 +1247,28 @@ impl<B: BrkSource> ChunkHeap<B> {
             if binned != free_chunks {
                 return Err("free chunk missing from the bins");
             }
+            let mut listed = 0;
+            for i in 0..NCACHE {
+                let mut x = self.cache[i];
+                let mut n = 0;
+                while x != 0 {
+                    if x < self.base
+                        || x >= self.top
+                        || head(x) & !PINUSE != (i * 16) | CINUSE | CACHED
+                    {
+                        return Err("cache list holds a chunk not cached or of another size");
+                    }
+                    n += 1;
+                    x = rd(x + 16);
+                }
+                if n + self.cache_room[i] as usize != CACHE_CAP as usize {
+                    return Err("cache count wrong");
+                }
+                listed += n;
+            }
+            if listed != cached {
+                return Err("cached chunk missing from the cache lists");
+            }
         }
         if live != self.live {
             return Err("live count wrong");
@@ -1148,12 +1295,11 @@ impl<B: BrkSource> LockedChunkHeap<B> {
         LockedChunkHeap(spin::Mutex::new(ChunkHeap::new(src, policy)))
     }
 
-    /// Locks the heap for direct use, with every deferred free of `dealloc` applied.
+    /// Locks the heap for direct use, with every deferred free of `dealloc` applied and the
+    /// block cache emptied ([`ChunkHeap::flush`]).
     pub fn lock(&self) -> spin::MutexGuard<'_, ChunkHeap<B>> {
         let mut g = self.0.lock();
-        if g.has_pending() {
-            g.flush();
-        }
+        g.flush();
         g
     }
 }
@@ -1353,25 +1499,26 @@ mod tests {
     #[test]
     fn deferred_frees_apply_in_order_once_the_queue_is_full() {
         let mut h = heap(FitPolicy::First, 1 << 20);
-        let blocks: Vec<_> = (0..3 * DEFER).map(|_| h.alloc(l(100))).collect();
-        let guard = h.alloc(l(100));
+        // 300 bytes: a 320-byte chunk, too large for the block cache
+        let blocks: Vec<_> = (0..3 * DEFER).map(|_| h.alloc(l(300))).collect();
+        let guard = h.alloc(l(300));
         let live = h.stats().live_bytes;
         unsafe {
             for (i, &p) in blocks.iter().enumerate() {
-                h.free_deferred(p, 100);
+                h.free_deferred(p, 300);
                 h.check_invariants().unwrap();
                 // the first DEFER frees wait; each later one applies the oldest
                 let applied = (i + 1).saturating_sub(DEFER);
-                assert_eq!(h.stats().live_bytes, live - applied * 112, "after {i}");
+                assert_eq!(h.stats().live_bytes, live - applied * 320, "after {i}");
             }
             // the applied ones merged into one free chunk from the first block on
-            let merged = (blocks.len() - DEFER) * 112;
+            let merged = (blocks.len() - DEFER) * 320;
             assert_eq!(head(blocks[0] as usize - HDR) & !FLAGS, merged);
             h.flush();
-            assert_eq!(h.stats().live_bytes, 112);
+            assert_eq!(h.stats().live_bytes, 320);
             assert_eq!(
                 head(blocks[0] as usize - HDR) & !FLAGS,
-                blocks.len() * 112,
+                blocks.len() * 320,
                 "the flush merged the rest in"
             );
             h.free(guard);
@@ -1387,7 +1534,8 @@ mod tests {
             let a = h.alloc(l(20_000));
             let _g = h.alloc(l(16));
             unsafe { h.free_deferred(a, 20_000) };
-            // no exact bin serves this: the search applies the queue and finds `a`
+            // no free chunk serves this: before taking the top, the allocation applies the
+            // queue and finds `a`
             assert_eq!(h.alloc(l(19_000)), a, "{policy:?}");
             h.check_invariants().unwrap();
             let b = h.alloc(l(100));
@@ -1398,14 +1546,53 @@ mod tests {
                     HeapErrorKind::DoubleFree,
                     "the deferred free of b came first"
                 );
-                // a realloc next to a block freed late still grows into it
-                let c = h.alloc(l(100));
-                let d = h.alloc(l(100));
+                // a realloc next to a block freed late still grows into it (300 bytes: too
+                // large for the block cache, which would keep it in use)
+                let c = h.alloc(l(300));
+                let d = h.alloc(l(300));
                 let _g2 = h.alloc(l(16));
-                h.free_deferred(d, 100);
-                assert_eq!(h.realloc(c, l(100), 200), c, "{policy:?}");
+                h.free_deferred(d, 300);
+                assert_eq!(h.realloc(c, l(300), 500), c, "{policy:?}");
             }
             h.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn small_deferred_frees_park_in_the_block_cache_and_serve_the_same_size() {
+        let mut h = heap(FitPolicy::Best, 1 << 20);
+        let n = CACHE_CAP as usize + 4;
+        let blocks: Vec<_> = (0..n).map(|_| h.alloc(l(40))).collect(); // 48-byte chunks
+        let _guard = h.alloc(l(40));
+        let live = h.stats().live_bytes;
+        unsafe {
+            for &p in &blocks {
+                h.free_deferred(p, 40);
+            }
+            h.check_invariants().unwrap();
+            // the applied ones are parked (still in use, counted live); DEFER wait
+            assert_eq!(h.stats().live_bytes, live);
+            assert_eq!(h.cache_room[3] as usize, CACHE_CAP as usize - (n - DEFER));
+            // an immediate free applies the queue first: the cache fills up, the rest is
+            // freed (and merged)
+            let parked = CACHE_CAP as usize;
+            for &p in &blocks[..parked] {
+                assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+                assert_eq!(head(p as usize - HDR) & (CINUSE | CACHED), CINUSE | CACHED);
+            }
+            assert_eq!(h.stats().live_bytes, live - (n - parked) * 48);
+            h.check_invariants().unwrap();
+            // the same size comes back from the cache, most recently parked first
+            let q = h.alloc(l(33));
+            assert_eq!(q, blocks[parked - 1]);
+            assert_eq!(head(q as usize - HDR) & CACHED, 0);
+            h.check_invariants().unwrap();
+            h.free(q);
+            // flush empties the cache: everything merged, nothing but the guard live
+            h.flush();
+            h.check_invariants().unwrap();
+            assert_eq!(h.stats().live_bytes, 48);
+            assert_eq!(head(blocks[0] as usize - HDR) & !FLAGS, n * 48);
         }
     }
 
