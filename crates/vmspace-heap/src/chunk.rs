@@ -588,6 +588,8 @@ impl<B: BrkSource> ChunkHeap<B> {
                         }
                         *self.cache.get_unchecked_mut(i) = next;
                         *self.cache_room.get_unchecked_mut(i) += 1;
+                        // the next pop of this size reads `next`'s link (a hint; may be 0)
+                        prefetch(next + 8);
                         set_head(c, head(c) & !CACHED);
                         self.rover = c + n;
                         return (c + HDR) as *mut u8;
@@ -835,9 +837,9 @@ impl<B: BrkSource> ChunkHeap<B> {
         }
         prefetch(c + 8);
         prefetch(c.wrapping_add(guess + 8));
-        if guess < SMALL_LIMIT {
-            // the free will likely push the block on this exact bin, writing the back link
-            // of the chunk heading it now
+        if guess > CACHE_LIMIT && guess < SMALL_LIMIT {
+            // the free will likely push the block on this exact bin (it is too large for
+            // the block cache), writing the back link of the chunk heading it now
             // SAFETY: `guess >> 4 < NSMALL`.
             prefetch(unsafe { *self.bins.get_unchecked(guess >> 4) } + 24);
         }
