@@ -9,13 +9,24 @@
 //! chunk costs one word beyond its payload. A freed chunk merges at once with free
 //! neighbours, so no two free chunks touch. Free chunks below 8 KiB sit in exact bins (one
 //! size each, LIFO: O(1)); larger ones in logarithmic bins (four per doubling) kept sorted by
-//! address. A bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
+//! address (a bin head's back link is not kept: the bin says which chunk heads it). A
+//! bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
 //! the next bin that can serve a request in two word scans. The top chunk — the
-//! free end of the region — is not binned: it serves what no bin can and grows the break
+//! free end of the region — is not binned (nor is its header written: `top` and
+//! `top_size` describe it): it serves what no bin can and grows the break
 //! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
 //! If the heap has to grow again soon after a trim, the threshold doubles past what was
 //! trimmed (hysteresis, like glibc's dynamic thresholds), so a burst-and-free pattern stops
 //! paying for giving memory back and faulting it in again.
+//!
+//! Two things sit in front of that for [`LockedChunkHeap`]'s `GlobalAlloc` (the direct
+//! [`ChunkHeap::free`]/[`ChunkHeap::try_free`] bypass both). Deallocations are deferred
+//! ([`ChunkHeap::free_deferred`]): each starts loading its block's boundary tags and
+//! applies the free queued [`DEFER`] deallocations before, so the cache misses of a run of
+//! frees overlap instead of following one another. And an applied deferred free of a
+//! chunk up to [`CACHE_LIMIT`] bytes parks the block in the block cache (up to
+//! [`CACHE_CAP`] per size, still an in-use chunk, marked [`CACHED`]), from which the next
+//! allocation of that size takes it without touching a neighbour (glibc's tcache).
 
 use crate::error::{report, HeapError, HeapErrorKind};
 use crate::source::{align_up, BrkSource, PAGE_SIZE};
