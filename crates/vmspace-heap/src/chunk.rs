@@ -132,8 +132,9 @@ pub struct ChunkHeap<B: BrkSource> {
     ops: u64,
     trimmed_at: u64,
     trimmed: usize,
-    /// Frees [`free_deferred`](Self::free_deferred) has not applied yet, (payload, size
-    /// hint), a ring: entries `pend_out..pend_in` (wrapping counters), oldest first.
+    /// Frees [`free_deferred`](Self::free_deferred) has not applied yet, (payload,
+    /// predicted chunk size), a ring: entries `pend_out..pend_in` (wrapping counters),
+    /// oldest first.
     pending: [(usize, usize); DEFER],
     pend_in: usize,
     pend_out: usize,
@@ -750,6 +751,12 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// wrong layout) only costs the second load.
     #[inline(always)]
     fn check_sized(&self, p: *mut u8, size: usize) -> Result<(usize, usize, usize), HeapError> {
+        self.check_guess(p, guess_size(size))
+    }
+
+    /// [`check_sized`](Self::check_sized) with the predicted chunk size.
+    #[inline(always)]
+    fn check_guess(&self, p: *mut u8, guess: usize) -> Result<(usize, usize, usize), HeapError> {
         let p = p as usize;
         let err = |k| Err(HeapError::new(k, p));
         let c = p.wrapping_sub(HDR);
@@ -759,7 +766,6 @@ impl<B: BrkSource> ChunkHeap<B> {
             return err(HeapErrorKind::ForeignPointer);
         }
         let room = self.top - c;
-        let guess = guess_size(size);
         let guess = if guess <= room { guess } else { 0 };
         // SAFETY: `c` lies inside the region below the top chunk, so its header is readable;
         // `c + guess <= top` is a header or payload word inside the region.
@@ -837,14 +843,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         if c.wrapping_add(guess) == self.top {
             // the block below the top: its free can shrink the heap, so it is not held back
             // (nor are the ones before it, to keep the order)
-            if self.has_pending() {
-                self.apply_pending();
-            }
             // SAFETY: forwarded contract.
-            if let Err(e) = unsafe { self.try_free_now(p, size) } {
-                report(e)
-            }
-            return;
+            return unsafe { self.free_in_order(p, size) };
         }
         prefetch(c + 8);
         prefetch(c.wrapping_add(guess + 8));
@@ -857,15 +857,28 @@ impl<B: BrkSource> ChunkHeap<B> {
         let slot = self.pend_in % DEFER;
         self.pend_in = self.pend_in.wrapping_add(1);
         if self.pend_in.wrapping_sub(self.pend_out) <= DEFER {
-            self.pending[slot] = (p as usize, size);
+            self.pending[slot] = (p as usize, guess);
             return;
         }
         // full: the oldest entry is in the slot the new one takes
-        let (q, qsize) = self.pending[slot];
-        self.pending[slot] = (p as usize, size);
+        let (q, qguess) = self.pending[slot];
+        self.pending[slot] = (p as usize, guess);
         self.pend_out = self.pend_out.wrapping_add(1);
         // SAFETY: queued by `free_deferred`, whose caller vouched for it.
-        if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, qsize) } {
+        if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, qguess) } {
+            report(e)
+        }
+    }
+
+    /// Applies the deferred frees, then frees `p` at once; a bad pointer is reported.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_in_order(&mut self, p: *mut u8, size: usize) {
+        if self.has_pending() {
+            self.apply_pending();
+        }
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.try_free_now(p, size) } {
             report(e)
         }
     }
@@ -882,10 +895,10 @@ impl<B: BrkSource> ChunkHeap<B> {
     #[inline(never)]
     fn apply_pending(&mut self) {
         while self.has_pending() {
-            let (q, size) = self.pending[self.pend_out % DEFER];
+            let (q, guess) = self.pending[self.pend_out % DEFER];
             self.pend_out = self.pend_out.wrapping_add(1);
             // SAFETY: queued by `free_deferred`, whose caller vouched for it.
-            if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, size) } {
+            if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, guess) } {
                 report(e)
             }
         }
@@ -929,11 +942,12 @@ impl<B: BrkSource> ChunkHeap<B> {
         Ok(())
     }
 
-    /// Applies a deferred free of `p`: parks the block in the block cache when it is small
-    /// and its list has room, frees it otherwise.
+    /// Applies a deferred free of `p` (predicted chunk size `guess`): parks the block in the
+    /// block cache when it is small and its list has room, frees it otherwise (out of line:
+    /// the inline path stays short).
     #[inline(always)]
-    unsafe fn apply_deferred(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
-        let (c, h, nh) = self.check_sized(p, size)?;
+    unsafe fn apply_deferred(&mut self, p: *mut u8, guess: usize) -> Result<(), HeapError> {
+        let (c, h, nh) = self.check_guess(p, guess)?;
         let s = h & !FLAGS;
         if s <= CACHE_LIMIT {
             let i = s >> 4;
@@ -949,8 +963,15 @@ impl<B: BrkSource> ChunkHeap<B> {
             }
         }
         // SAFETY: checked just now.
-        unsafe { self.free_checked(c, h, nh) };
+        unsafe { self.free_checked_slow(c, h, nh) };
         Ok(())
+    }
+
+    /// [`free_checked`](Self::free_checked) out of line.
+    #[inline(never)]
+    unsafe fn free_checked_slow(&mut self, c: usize, h: usize, nh: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.free_checked(c, h, nh) }
     }
 
     /// `secure`: before cached chunk `c` leaves the cache for a request of `n` bytes,
