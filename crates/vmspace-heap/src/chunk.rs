@@ -71,9 +71,11 @@ pub const CACHE_CAP: u8 = 16;
 
 /// Which free chunk the chunk heap splits when no bin holds an exact fit.
 ///
-/// Every policy takes an exact small bin's chunk first; they differ in the larger chunk they
-/// carve from. Bins are visited upward from the request's bin, and within a (large,
-/// address-sorted) bin:
+/// Every policy takes an exact small bin's chunk first (and before that a block of exactly
+/// the size from the block cache, which only [`ChunkHeap::free_deferred`] fills); they
+/// differ in the larger chunk they carve from. They choose among the free chunks: a block
+/// whose deferred free is not applied yet, or that sits in the cache, is not one. Bins
+/// are visited upward from the request's bin, and within a (large, address-sorted) bin:
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FitPolicy {
     /// the lowest-addressed chunk that fits, in the first bin that has one.
