@@ -805,8 +805,9 @@ impl<B: BrkSource> ChunkHeap<B> {
     }
 
     /// As [`try_free`](Self::try_free), told the size `p` was requested with (as
-    /// `GlobalAlloc::dealloc` is): faster on blocks not in cache (see
-    /// [`check_sized`](Self::check_sized)); 0 when unknown. A wrong size is harmless.
+    /// `GlobalAlloc::dealloc` is): faster on blocks not in cache (the size predicts where
+    /// the next chunk's header is, so both headers load at once); 0 when unknown. A wrong
+    /// size is harmless. Applies the [deferred frees](Self::free_deferred) first.
     ///
     /// # Safety
     /// As [`try_free`](Self::try_free).
