@@ -9,13 +9,24 @@
 //! chunk costs one word beyond its payload. A freed chunk merges at once with free
 //! neighbours, so no two free chunks touch. Free chunks below 8 KiB sit in exact bins (one
 //! size each, LIFO: O(1)); larger ones in logarithmic bins (four per doubling) kept sorted by
-//! address. A bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
+//! address (a bin head's back link is not kept: the bin says which chunk heads it). A
+//! bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
 //! the next bin that can serve a request in two word scans. The top chunk — the
-//! free end of the region — is not binned: it serves what no bin can and grows the break
+//! free end of the region — is not binned (nor is its header written: `top` and
+//! `top_size` describe it): it serves what no bin can and grows the break
 //! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
 //! If the heap has to grow again soon after a trim, the threshold doubles past what was
 //! trimmed (hysteresis, like glibc's dynamic thresholds), so a burst-and-free pattern stops
 //! paying for giving memory back and faulting it in again.
+//!
+//! Two things sit in front of that for [`LockedChunkHeap`]'s `GlobalAlloc` (the direct
+//! [`ChunkHeap::free`]/[`ChunkHeap::try_free`] bypass both). Deallocations are deferred
+//! ([`ChunkHeap::free_deferred`]): each starts loading its block's boundary tags and
+//! applies the free queued [`DEFER`] deallocations before, so the cache misses of a run of
+//! frees overlap instead of following one another. And an applied deferred free of a
+//! chunk up to [`CACHE_LIMIT`] bytes parks the block in the block cache (up to
+//! [`CACHE_CAP`] per size, still an in-use chunk, marked [`CACHED`]), from which the next
+//! allocation of that size takes it without touching a neighbour (glibc's tcache).
 
 use crate::error::{report, HeapError, HeapErrorKind};
 use crate::source::{align_up, BrkSource, PAGE_SIZE};
@@ -27,7 +38,9 @@ use core::ptr::{self, null_mut};
 pub const PINUSE: usize = 1;
 /// Flag in `head`: this chunk is in use.
 pub const CINUSE: usize = 2;
-const FLAGS: usize = PINUSE | CINUSE;
+/// Flag in `head` (with [`CINUSE`]): this in-use chunk is parked in the block cache.
+pub const CACHED: usize = 4;
+const FLAGS: usize = PINUSE | CINUSE | CACHED;
 /// Header bytes before each payload.
 const HDR: usize = 16;
 /// Bytes a chunk needs beyond its payload: the payload of an in-use chunk runs on into the
@@ -47,12 +60,22 @@ const _: () = assert!(BITMAP_WORDS <= 64, "the summary word covers the bitmap");
 const GROW_MIN: usize = 64 * 1024;
 /// Free bytes kept at the top when trimming.
 const TOP_KEEP: usize = 64 * 1024;
+/// Frees [`ChunkHeap::free_deferred`] holds back (a power of two): how many blocks' headers
+/// are on their way from memory at once.
+pub const DEFER: usize = 8;
+/// Largest chunk size the block cache keeps.
+pub const CACHE_LIMIT: usize = 256;
+const NCACHE: usize = CACHE_LIMIT / 16 + 1;
+/// Blocks the cache keeps per chunk size.
+pub const CACHE_CAP: u8 = 16;
 
 /// Which free chunk the chunk heap splits when no bin holds an exact fit.
 ///
-/// Every policy takes an exact small bin's chunk first; they differ in the larger chunk they
-/// carve from. Bins are visited upward from the request's bin, and within a (large,
-/// address-sorted) bin:
+/// Every policy takes an exact small bin's chunk first (and before that a block of exactly
+/// the size from the block cache, which only [`ChunkHeap::free_deferred`] fills); they
+/// differ in the larger chunk they carve from. They choose among the free chunks: a block
+/// whose deferred free is not applied yet, or that sits in the cache, is not one. Bins
+/// are visited upward from the request's bin, and within a (large, address-sorted) bin:
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FitPolicy {
     /// the lowest-addressed chunk that fits, in the first bin that has one.
@@ -111,6 +134,17 @@ pub struct ChunkHeap<B: BrkSource> {
     ops: u64,
     trimmed_at: u64,
     trimmed: usize,
+    /// Frees [`free_deferred`](Self::free_deferred) has not applied yet, (payload,
+    /// predicted chunk size), a ring: entries `pend_out..pend_in` (wrapping counters),
+    /// oldest first.
+    pending: [(usize, usize); DEFER],
+    pend_in: usize,
+    pend_out: usize,
+    /// The block cache: per chunk size up to [`CACHE_LIMIT`] (index `size / 16`), a LIFO
+    /// list of in-use chunks marked [`CACHED`], linked through their first payload word,
+    /// and how many more it takes.
+    cache: [usize; NCACHE],
+    cache_room: [u8; NCACHE],
 }
 
 /// Slow-path allocations after a trim within which growing again raises the trim threshold.
@@ -155,6 +189,18 @@ unsafe fn bk(c: usize) -> usize {
     unsafe { rd(c + 24) }
 }
 
+/// Starts loading the cache line at `a` (a hint: never faults, whatever the address).
+#[inline(always)]
+fn prefetch(a: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch only reads into the cache and never faults; SSE is part of x86-64.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(a as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = a;
+}
+
 /// Bin index of a chunk size.
 #[inline(always)]
 fn bin_of(size: usize) -> usize {
@@ -165,6 +211,13 @@ fn bin_of(size: usize) -> usize {
         let sub = (size >> (lg - 2)) & 3;
         NSMALL + (lg - SMALL_SHIFT) * 4 + sub
     }
+}
+
+/// The chunk size a block requested with `size` bytes most likely has ([`chunk_size`]
+/// without the overflow check: a huge, wrong size only gives a wrong guess).
+#[inline(always)]
+fn guess_size(size: usize) -> usize {
+    (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK)
 }
 
 /// Chunk size for a request of `n` payload bytes; `None` when it overflows.
@@ -196,6 +249,11 @@ impl<B: BrkSource> ChunkHeap<B> {
             ops: 0,
             trimmed_at: 0,
             trimmed: 0,
+            pending: [(0, 0); DEFER],
+            pend_in: 0,
+            pend_out: 0,
+            cache: [0; NCACHE],
+            cache_room: [CACHE_CAP; NCACHE],
         }
     }
 
@@ -214,8 +272,9 @@ impl<B: BrkSource> ChunkHeap<B> {
         (self.base != 0).then(|| (self.base, self.top + self.top_size))
     }
 
-    /// Counters: live bytes (in-use chunk sizes), committed bytes (the region up to the
-    /// break), no segments, fragmentation.
+    /// Counters: live bytes (in-use chunk sizes; a block whose
+    /// [deferred free](Self::free_deferred) is not applied yet still counts), committed
+    /// bytes (the region up to the break), no segments, fragmentation.
     pub fn stats(&self) -> HeapStats {
         let committed = if self.base == 0 {
             0
@@ -291,8 +350,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
         unsafe {
             let h = *self.bins.get_unchecked(i);
-            wr(c + 16, h);
-            wr(c + 24, 0);
+            wr(c + 16, h); // (the head's back link is not kept)
             let back = if h != 0 { h + 24 } else { self.sink() };
             wr(back, c);
             *self.bins.get_unchecked_mut(i) = c;
@@ -338,11 +396,19 @@ impl<B: BrkSource> ChunkHeap<B> {
         unsafe {
             let (f, b) = (fd(c), bk(c));
             let bin = self.bins.as_mut_ptr().add(i) as usize;
+            // the head's back link is stale (see `alloc`): the bin says which chunk heads it
+            let is_head = rd(bin) == c;
+            let to_c = if is_head { bin } else { b + 16 };
             if cfg!(feature = "secure") {
-                self.check_links(c, f, if b == 0 { bin } else { b + 16 });
+                self.check_links(c, f, to_c);
             }
-            wr(if b == 0 { bin } else { b + 16 }, f);
-            let back = if f != 0 { f + 24 } else { self.sink() };
+            wr(to_c, f);
+            // a new head's back link is not needed: its line is not written
+            let back = if f != 0 && !is_head {
+                f + 24
+            } else {
+                self.sink()
+            };
             wr(back, b);
             self.unmark_if(i, rd(bin) == 0);
         }
@@ -504,8 +570,6 @@ impl<B: BrkSource> ChunkHeap<B> {
             self.base = p;
             self.top = p;
             self.top_size = bytes;
-            // SAFETY: the fresh region starts with the top chunk; nothing precedes it.
-            unsafe { set_head(p, bytes | PINUSE) };
         } else {
             debug_assert_eq!(
                 p,
@@ -513,8 +577,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                 "brk source grew non-contiguously"
             );
             self.top_size += bytes;
-            // SAFETY: the top chunk's header is ours.
-            unsafe { set_head(self.top, self.top_size | (head(self.top) & PINUSE)) };
         }
         true
     }
@@ -529,6 +591,25 @@ impl<B: BrkSource> ChunkHeap<B> {
         if layout.align() <= 16 && size <= SMALL_LIMIT - 2 * HDR {
             let n = ((size + OVERHEAD + 15) & !15).max(MIN_CHUNK);
             let i = n >> 4;
+            if i < NCACHE {
+                // SAFETY: `i < NCACHE`; the cache holds in-use chunks of exactly `n` bytes.
+                unsafe {
+                    let c = *self.cache.get_unchecked(i);
+                    if c != 0 {
+                        let next = rd(c + 16);
+                        if cfg!(feature = "secure") {
+                            self.check_cached(c, next, n);
+                        }
+                        *self.cache.get_unchecked_mut(i) = next;
+                        *self.cache_room.get_unchecked_mut(i) += 1;
+                        // the next pop of this size reads `next`'s link (a hint; may be 0)
+                        prefetch(next + 8);
+                        set_head(c, head(c) & !CACHED);
+                        self.rover = c + n;
+                        return (c + HDR) as *mut u8;
+                    }
+                }
+            }
             // SAFETY: `i < NSMALL`; a bin's chunks are free chunks of exactly `n` bytes.
             unsafe {
                 let c = *self.bins.get_unchecked(i);
@@ -537,10 +618,14 @@ impl<B: BrkSource> ChunkHeap<B> {
                     if cfg!(feature = "secure") {
                         self.check_links(c, f, self.bins.as_ptr().add(i) as usize);
                     }
+                    // `f`'s back link still names `c`: a bin head's back link is never read,
+                    // so `f`'s line is not written (it is likely not in cache)
                     *self.bins.get_unchecked_mut(i) = f;
-                    let back = if f != 0 { f + 24 } else { self.sink() };
-                    wr(back, 0);
                     self.unmark_if(i, f == 0);
+                    // the next pop of this bin takes `f`: start loading its link and its
+                    // successor's header (a hint; `f` may be 0)
+                    prefetch(f + 16);
+                    prefetch(f + n + 8);
                     // a free chunk's predecessor is always in use (coalescing)
                     set_head(c, n | CINUSE | PINUSE);
                     let nx = c + n;
@@ -567,7 +652,13 @@ impl<B: BrkSource> ChunkHeap<B> {
         };
         // SAFETY: every chunk handled lies inside the region.
         unsafe {
-            if let Some(c) = self.find(n) {
+            let mut found = self.find(n);
+            if found.is_none() && self.has_pending() {
+                // before the top is cut or grown, the deferred frees may serve the request
+                self.apply_pending();
+                found = self.find(n);
+            }
+            if let Some(c) = found {
                 let size = head(c) & !FLAGS;
                 self.use_chunk(c, size, n);
                 return (c + HDR) as *mut u8;
@@ -575,12 +666,16 @@ impl<B: BrkSource> ChunkHeap<B> {
             if !self.grow_top(n) {
                 return null_mut();
             }
+            // the top's predecessor is always in use (it would have merged into the top)
             let c = self.top;
-            let pin = head(c) & PINUSE;
-            set_head(c, n | CINUSE | pin);
+            set_head(c, n | CINUSE | PINUSE);
             self.top = c + n;
             self.top_size -= n;
-            set_head(self.top, self.top_size | PINUSE);
+            // The top's header is not written (`top` and `top_size` say it all): the next
+            // carve is the first to touch that line, and here starts loading it, so a burst
+            // of allocations does not wait for one cache miss after the other.
+            prefetch(self.top + 8);
+            prefetch(self.top + HDR);
             self.live += n;
             self.rover = self.top;
             (c + HDR) as *mut u8
@@ -658,6 +753,12 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// wrong layout) only costs the second load.
     #[inline(always)]
     fn check_sized(&self, p: *mut u8, size: usize) -> Result<(usize, usize, usize), HeapError> {
+        self.check_guess(p, guess_size(size))
+    }
+
+    /// [`check_sized`](Self::check_sized) with the predicted chunk size.
+    #[inline(always)]
+    fn check_guess(&self, p: *mut u8, guess: usize) -> Result<(usize, usize, usize), HeapError> {
         let p = p as usize;
         let err = |k| Err(HeapError::new(k, p));
         let c = p.wrapping_sub(HDR);
@@ -667,8 +768,6 @@ impl<B: BrkSource> ChunkHeap<B> {
             return err(HeapErrorKind::ForeignPointer);
         }
         let room = self.top - c;
-        // wrapping: a huge (wrong) size gives a small guess, which is only a worse guess
-        let guess = (size.wrapping_add(OVERHEAD + 15) & !15).max(MIN_CHUNK);
         let guess = if guess <= room { guess } else { 0 };
         // SAFETY: `c` lies inside the region below the top chunk, so its header is readable;
         // `c + guess <= top` is a header or payload word inside the region.
@@ -677,7 +776,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         if size < MIN_CHUNK || size % 16 != 0 || size > room {
             return err(HeapErrorKind::NotABlock);
         }
-        if h & CINUSE == 0 {
+        if h & (CINUSE | CACHED) != CINUSE {
+            // free, or in use but parked in the block cache: freed already
             return err(HeapErrorKind::DoubleFree);
         }
         let nh = if size == guess {
@@ -686,6 +786,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             // SAFETY: `c + size <= top`, a chunk header inside the region.
             unsafe { head(c + size) }
         };
+        // the top's header is not kept: the top is free and its predecessor (`c`) in use
+        let nh = if size == room { PINUSE } else { nh };
         if nh & PINUSE == 0 {
             return err(HeapErrorKind::NotABlock);
         }
@@ -703,17 +805,205 @@ impl<B: BrkSource> ChunkHeap<B> {
     }
 
     /// As [`try_free`](Self::try_free), told the size `p` was requested with (as
-    /// `GlobalAlloc::dealloc` is): faster on blocks not in cache (see
-    /// [`check_sized`](Self::check_sized)); 0 when unknown. A wrong size is harmless.
+    /// `GlobalAlloc::dealloc` is): faster on blocks not in cache (the size predicts where
+    /// the next chunk's header is, so both headers load at once); 0 when unknown. A wrong
+    /// size is harmless. Applies the [deferred frees](Self::free_deferred) first.
     ///
     /// # Safety
     /// As [`try_free`](Self::try_free).
     #[inline]
     pub unsafe fn try_free_sized(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
+        if self.has_pending() {
+            // in order: a deferred free of the same block comes first
+            self.apply_pending();
+        }
+        // SAFETY: forwarded contract.
+        unsafe { self.try_free_now(p, size) }
+    }
+
+    /// Frees `p` (requested with `size` bytes, 0 when unknown) a few frees later, so that
+    /// the cache misses of consecutive frees overlap (as glibc's fast bins defer
+    /// coalescing): it starts loading `p`'s header and the predicted next chunk's header
+    /// now, queues `p`, and applies the free queued [`DEFER`] frees before (whose headers
+    /// have arrived meanwhile). Until its free is applied a block stays an in-use chunk:
+    /// counted as live, not merged, not handed out, not seen by the fit policies. The
+    /// queue is applied, oldest first, before an allocation takes the top chunk (no bin
+    /// holds a fitting free chunk), and before [`realloc`](Self::realloc), an immediate
+    /// free, [`flush`](Self::flush) and [`LockedChunkHeap::lock`]; the free of the block
+    /// just below the top (the one that can shrink the heap) is not held back. A bad
+    /// pointer is reported (see [`crate::report`]) when its free is applied. This is what
+    /// [`LockedChunkHeap`]'s `GlobalAlloc::dealloc` calls.
+    ///
+    /// # Safety
+    /// As [`try_free`](Self::try_free); nothing uses `p` after the call.
+    #[inline]
+    pub unsafe fn free_deferred(&mut self, p: *mut u8, size: usize) {
+        if p.is_null() {
+            return;
+        }
+        let c = (p as usize).wrapping_sub(HDR);
+        let guess = guess_size(size);
+        if c.wrapping_add(guess) == self.top {
+            // the block below the top: its free can shrink the heap, so it is not held back
+            // (nor are the ones before it, to keep the order)
+            // SAFETY: forwarded contract.
+            return unsafe { self.free_in_order(p, size) };
+        }
+        prefetch(c + 8);
+        prefetch(c.wrapping_add(guess + 8));
+        if guess > CACHE_LIMIT && guess < SMALL_LIMIT {
+            // the free will likely push the block on this exact bin (it is too large for
+            // the block cache), writing the back link of the chunk heading it now
+            // SAFETY: `guess >> 4 < NSMALL`.
+            prefetch(unsafe { *self.bins.get_unchecked(guess >> 4) } + 24);
+        }
+        let slot = self.pend_in % DEFER;
+        self.pend_in = self.pend_in.wrapping_add(1);
+        if self.pend_in.wrapping_sub(self.pend_out) <= DEFER {
+            self.pending[slot] = (p as usize, guess);
+            return;
+        }
+        // full: the oldest entry is in the slot the new one takes
+        let (q, qguess) = self.pending[slot];
+        self.pending[slot] = (p as usize, guess);
+        self.pend_out = self.pend_out.wrapping_add(1);
+        // SAFETY: queued by `free_deferred`, whose caller vouched for it.
+        if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, qguess) } {
+            report(e)
+        }
+    }
+
+    /// Applies the deferred frees, then frees `p` at once; a bad pointer is reported.
+    #[cold]
+    #[inline(never)]
+    unsafe fn free_in_order(&mut self, p: *mut u8, size: usize) {
+        if self.has_pending() {
+            self.apply_pending();
+        }
+        // SAFETY: forwarded contract.
+        if let Err(e) = unsafe { self.try_free_now(p, size) } {
+            report(e)
+        }
+    }
+
+    /// Whether deferred frees wait to be applied.
+    #[inline(always)]
+    fn has_pending(&self) -> bool {
+        self.pend_in != self.pend_out
+    }
+
+    /// Applies the [deferred frees](Self::free_deferred) still queued, oldest first (a
+    /// small block may go to the block cache); a bad pointer among them is reported.
+    #[cold]
+    #[inline(never)]
+    fn apply_pending(&mut self) {
+        while self.has_pending() {
+            let (q, guess) = self.pending[self.pend_out % DEFER];
+            self.pend_out = self.pend_out.wrapping_add(1);
+            // SAFETY: queued by `free_deferred`, whose caller vouched for it.
+            if let Err(e) = unsafe { self.apply_deferred(q as *mut u8, guess) } {
+                report(e)
+            }
+        }
+    }
+
+    /// Applies every deferred free and empties the block cache: afterwards each block freed
+    /// through [`free_deferred`](Self::free_deferred) is a free chunk, merged with its free
+    /// neighbours, and the statistics count only blocks in use. A bad pointer among the
+    /// queued frees is reported.
+    pub fn flush(&mut self) {
+        if self.has_pending() {
+            self.apply_pending();
+        }
+        for i in 0..NCACHE {
+            while self.cache[i] != 0 {
+                let c = self.cache[i];
+                // SAFETY: a cached chunk is an in-use chunk of ours marked CACHED; freed
+                // through the checked path once unmarked (its request size `i * 16 - 8`
+                // predicts its size).
+                unsafe {
+                    self.cache[i] = rd(c + 16);
+                    self.cache_room[i] += 1;
+                    set_head(c, head(c) & !CACHED);
+                    if let Err(e) = self.try_free_now((c + HDR) as *mut u8, i * 16 - OVERHEAD) {
+                        report(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`try_free_sized`](Self::try_free_sized) without looking at the deferred frees.
+    #[inline(always)]
+    unsafe fn try_free_now(&mut self, p: *mut u8, size: usize) -> Result<(), HeapError> {
         if p.is_null() {
             return Ok(());
         }
         let (c, h, nh) = self.check_sized(p, size)?;
+        // SAFETY: checked just now.
+        unsafe { self.free_checked(c, h, nh) };
+        Ok(())
+    }
+
+    /// Applies a deferred free of `p` (predicted chunk size `guess`): parks the block in the
+    /// block cache when it is small and its list has room, frees it otherwise (out of line:
+    /// the inline path stays short).
+    #[inline(always)]
+    unsafe fn apply_deferred(&mut self, p: *mut u8, guess: usize) -> Result<(), HeapError> {
+        let (c, h, nh) = self.check_guess(p, guess)?;
+        let s = h & !FLAGS;
+        if s <= CACHE_LIMIT {
+            let i = s >> 4;
+            // SAFETY: `i < NCACHE`; `c` is an in-use chunk of `s` bytes, its payload ours.
+            unsafe {
+                if *self.cache_room.get_unchecked(i) != 0 {
+                    *self.cache_room.get_unchecked_mut(i) -= 1;
+                    set_head(c, h | CACHED);
+                    wr(c + 16, *self.cache.get_unchecked(i));
+                    *self.cache.get_unchecked_mut(i) = c;
+                    return Ok(());
+                }
+            }
+        }
+        // SAFETY: checked just now.
+        unsafe { self.free_checked_slow(c, h, nh) };
+        Ok(())
+    }
+
+    /// [`free_checked`](Self::free_checked) out of line.
+    #[inline(never)]
+    unsafe fn free_checked_slow(&mut self, c: usize, h: usize, nh: usize) {
+        // SAFETY: forwarded.
+        unsafe { self.free_checked(c, h, nh) }
+    }
+
+    /// `secure`: before cached chunk `c` leaves the cache for a request of `n` bytes,
+    /// checks that it is still marked cached and that the link it holds leads to another
+    /// cached chunk of `n` bytes (a use-after-free write into a cached block's first word
+    /// would otherwise hand out an arbitrary address); reports
+    /// [`HeapErrorKind::Corrupted`] otherwise.
+    #[cold]
+    #[inline(never)]
+    unsafe fn check_cached(&self, c: usize, next: usize, n: usize) {
+        let want = n | CINUSE | CACHED;
+        // SAFETY: `c` is in the cache; `next` is read only once it lies in the region.
+        let ok = unsafe {
+            head(c) & !PINUSE == want
+                && (next == 0
+                    || (next >= self.base
+                        && next < self.top
+                        && next % 16 == 0
+                        && head(next) & !PINUSE == want))
+        };
+        if !ok {
+            report(HeapError::new(HeapErrorKind::Corrupted, c));
+        }
+    }
+
+    /// Frees in-use chunk `c` with head `h`, followed by a chunk with head `nh` (checked by
+    /// [`check_sized`](Self::check_sized)).
+    #[inline(always)]
+    unsafe fn free_checked(&mut self, c: usize, h: usize, nh: usize) {
         let size = h & !FLAGS;
         self.live -= size;
         // SAFETY: `c` is an in-use chunk with head `h`, followed by a chunk with head `nh`.
@@ -730,7 +1020,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                 self.release_slow(c, h, nh);
             }
         }
-        Ok(())
     }
 
     /// [`release`](Self::release) out of line, for frees that merge or go to a large bin.
@@ -800,7 +1089,6 @@ impl<B: BrkSource> ChunkHeap<B> {
             if next == self.top {
                 self.top = start;
                 self.top_size += size;
-                set_head(start, self.top_size | PINUSE);
                 if self.top_size > self.trim_threshold {
                     self.trim();
                 }
@@ -833,13 +1121,13 @@ impl<B: BrkSource> ChunkHeap<B> {
             return;
         }
         let release = end - keep_end;
-        self.trimmed = release;
+        // all given back since the last growth: a regrow may need it all again
+        self.trimmed = self.trimmed.saturating_add(release);
         self.trimmed_at = self.ops;
         // SAFETY: the bytes past keep_end are the free top's tail; nothing uses them.
         unsafe {
             self.src.shrink(release);
             self.top_size -= release;
-            set_head(self.top, self.top_size | (head(self.top) & PINUSE));
         }
     }
 
@@ -860,6 +1148,9 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// # Safety
     /// `p` must be a live block of this heap allocated with `layout`.
     pub unsafe fn realloc(&mut self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if self.has_pending() {
+            self.apply_pending();
+        }
         let c = match self.check(p) {
             Ok(c) => c,
             Err(e) => report(e),
@@ -882,7 +1173,6 @@ impl<B: BrkSource> ChunkHeap<B> {
                     let grow = n - size;
                     self.top += grow;
                     self.top_size -= grow;
-                    set_head(self.top, self.top_size | PINUSE);
                     self.live += grow;
                     return p;
                 }
@@ -922,6 +1212,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         let mut prev_free = false;
         let mut live = 0;
         let mut free_chunks = 0;
+        let mut cached = 0;
         // SAFETY: walking chunk headers from base to top, each inside the region.
         unsafe {
             while c < self.top {
@@ -934,6 +1225,12 @@ impl<B: BrkSource> ChunkHeap<B> {
                     return Err("PINUSE disagrees with the previous chunk");
                 }
                 let free = h & CINUSE == 0;
+                if h & CACHED != 0 {
+                    if free {
+                        return Err("a free chunk marked cached");
+                    }
+                    cached += 1;
+                }
                 if free {
                     if prev_free {
                         return Err("two adjacent free chunks");
@@ -951,8 +1248,11 @@ impl<B: BrkSource> ChunkHeap<B> {
             if c != self.top {
                 return Err("chunks do not end at the top");
             }
-            if (head(self.top) & PINUSE == 0) != prev_free {
-                return Err("top PINUSE wrong");
+            if prev_free {
+                return Err("a free chunk before the top");
+            }
+            if self.top_size < MIN_CHUNK {
+                return Err("top chunk too small");
             }
             let mut binned = 0;
             for (w, &bits) in self.bitmap.iter().enumerate() {
@@ -970,6 +1270,9 @@ impl<B: BrkSource> ChunkHeap<B> {
                     if bin_of(head(x) & !FLAGS) != i || head(x) & CINUSE != 0 {
                         return Err("chunk in the wrong bin or in use");
                     }
+                    if last != 0 && bk(x) != last {
+                        return Err("back link does not name the previous chunk of the bin");
+                    }
                     if i >= NSMALL && x < last {
                         return Err("large bin not sorted by address");
                     }
@@ -980,6 +1283,28 @@ impl<B: BrkSource> ChunkHeap<B> {
             }
             if binned != free_chunks {
                 return Err("free chunk missing from the bins");
+            }
+            let mut listed = 0;
+            for i in 0..NCACHE {
+                let mut x = self.cache[i];
+                let mut n = 0;
+                while x != 0 {
+                    if x < self.base
+                        || x >= self.top
+                        || head(x) & !PINUSE != (i * 16) | CINUSE | CACHED
+                    {
+                        return Err("cache list holds a chunk not cached or of another size");
+                    }
+                    n += 1;
+                    x = rd(x + 16);
+                }
+                if n + self.cache_room[i] as usize != CACHE_CAP as usize {
+                    return Err("cache count wrong");
+                }
+                listed += n;
+            }
+            if listed != cached {
+                return Err("cached chunk missing from the cache lists");
             }
         }
         if live != self.live {
@@ -1007,9 +1332,12 @@ impl<B: BrkSource> LockedChunkHeap<B> {
         LockedChunkHeap(spin::Mutex::new(ChunkHeap::new(src, policy)))
     }
 
-    /// Locks the heap for direct use.
+    /// Locks the heap for direct use, with every deferred free of `dealloc` applied and the
+    /// block cache emptied ([`ChunkHeap::flush`]).
     pub fn lock(&self) -> spin::MutexGuard<'_, ChunkHeap<B>> {
-        self.0.lock()
+        let mut g = self.0.lock();
+        g.flush();
+        g
     }
 }
 
@@ -1021,7 +1349,7 @@ unsafe impl<B: BrkSource + Send> core::alloc::GlobalAlloc for LockedChunkHeap<B>
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         // SAFETY: `p` came from this heap with `layout` (GlobalAlloc contract).
-        unsafe { self.0.lock().free_sized(p, layout.size()) }
+        unsafe { self.0.lock().free_deferred(p, layout.size()) }
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -1203,6 +1531,224 @@ mod tests {
         }
         h.check_invariants().unwrap();
         assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn deferred_frees_apply_in_order_once_the_queue_is_full() {
+        let mut h = heap(FitPolicy::First, 1 << 20);
+        // 300 bytes: a 320-byte chunk, too large for the block cache
+        let blocks: Vec<_> = (0..3 * DEFER).map(|_| h.alloc(l(300))).collect();
+        let guard = h.alloc(l(300));
+        let live = h.stats().live_bytes;
+        unsafe {
+            for (i, &p) in blocks.iter().enumerate() {
+                h.free_deferred(p, 300);
+                h.check_invariants().unwrap();
+                // the first DEFER frees wait; each later one applies the oldest
+                let applied = (i + 1).saturating_sub(DEFER);
+                assert_eq!(h.stats().live_bytes, live - applied * 320, "after {i}");
+            }
+            // the applied ones merged into one free chunk from the first block on
+            let merged = (blocks.len() - DEFER) * 320;
+            assert_eq!(head(blocks[0] as usize - HDR) & !FLAGS, merged);
+            h.flush();
+            assert_eq!(h.stats().live_bytes, 320);
+            assert_eq!(
+                head(blocks[0] as usize - HDR) & !FLAGS,
+                blocks.len() * 320,
+                "the flush merged the rest in"
+            );
+            h.free(guard);
+        }
+        h.check_invariants().unwrap();
+        assert_eq!(h.stats().live_bytes, 0);
+    }
+
+    #[test]
+    fn a_search_and_an_immediate_free_see_the_deferred_frees_first() {
+        for policy in FitPolicy::ALL {
+            let mut h = heap(policy, 1 << 20);
+            let a = h.alloc(l(20_000));
+            let _g = h.alloc(l(16));
+            unsafe { h.free_deferred(a, 20_000) };
+            // no free chunk serves this: before taking the top, the allocation applies the
+            // queue and finds `a`
+            assert_eq!(h.alloc(l(19_000)), a, "{policy:?}");
+            h.check_invariants().unwrap();
+            let b = h.alloc(l(100));
+            unsafe {
+                h.free_deferred(b, 100);
+                assert_eq!(
+                    h.try_free(b).unwrap_err().kind,
+                    HeapErrorKind::DoubleFree,
+                    "the deferred free of b came first"
+                );
+                // a realloc next to a block freed late still grows into it (300 bytes: too
+                // large for the block cache, which would keep it in use)
+                let c = h.alloc(l(300));
+                let d = h.alloc(l(300));
+                let _g2 = h.alloc(l(16));
+                h.free_deferred(d, 300);
+                assert_eq!(h.realloc(c, l(300), 500), c, "{policy:?}");
+            }
+            h.check_invariants().unwrap();
+        }
+    }
+
+    #[test]
+    fn small_deferred_frees_park_in_the_block_cache_and_serve_the_same_size() {
+        let mut h = heap(FitPolicy::Best, 1 << 20);
+        let n = CACHE_CAP as usize + 4;
+        let blocks: Vec<_> = (0..n).map(|_| h.alloc(l(40))).collect(); // 48-byte chunks
+        let _guard = h.alloc(l(40));
+        let live = h.stats().live_bytes;
+        unsafe {
+            for &p in &blocks {
+                h.free_deferred(p, 40);
+            }
+            h.check_invariants().unwrap();
+            // the applied ones are parked (still in use, counted live); DEFER wait
+            assert_eq!(h.stats().live_bytes, live);
+            assert_eq!(h.cache_room[3] as usize, CACHE_CAP as usize - (n - DEFER));
+            // an immediate free applies the queue first: the cache fills up, the rest is
+            // freed (and merged)
+            let parked = CACHE_CAP as usize;
+            for &p in &blocks[..parked] {
+                assert_eq!(h.try_free(p).unwrap_err().kind, HeapErrorKind::DoubleFree);
+                assert_eq!(head(p as usize - HDR) & (CINUSE | CACHED), CINUSE | CACHED);
+            }
+            assert_eq!(h.stats().live_bytes, live - (n - parked) * 48);
+            h.check_invariants().unwrap();
+            // the same size comes back from the cache, most recently parked first
+            let q = h.alloc(l(33));
+            assert_eq!(q, blocks[parked - 1]);
+            assert_eq!(head(q as usize - HDR) & CACHED, 0);
+            h.check_invariants().unwrap();
+            h.free(q);
+            // flush empties the cache: everything merged, nothing but the guard live
+            h.flush();
+            h.check_invariants().unwrap();
+            assert_eq!(h.stats().live_bytes, 48);
+            assert_eq!(head(blocks[0] as usize - HDR) & !FLAGS, n * 48);
+        }
+    }
+
+    #[test]
+    fn the_locked_heap_defers_dealloc_and_lock_applies_it() {
+        use core::alloc::GlobalAlloc;
+        let h = LockedChunkHeap::new(
+            ArenaBrk::from_static(std::vec![0u8; 1 << 20].leak()),
+            FitPolicy::Best,
+        );
+        unsafe {
+            let p = GlobalAlloc::alloc(&h, l(500));
+            let q = GlobalAlloc::alloc(&h, l(500));
+            GlobalAlloc::dealloc(&h, p, l(500));
+            GlobalAlloc::dealloc(&h, q, l(500));
+            // same size again: the exact bin is still empty, so the search applies the
+            // queue and reuses the merged chunk
+            assert_eq!(GlobalAlloc::alloc(&h, l(500)), p);
+            GlobalAlloc::dealloc(&h, p, l(500));
+        }
+        let g = h.lock();
+        assert_eq!(g.stats().live_bytes, 0);
+        g.check_invariants().unwrap();
+    }
+
+    mod deferred_prop {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            Alloc(usize, u32),
+            Free(usize),
+            FreeDeferred(usize),
+            Realloc(usize, usize),
+            Flush,
+        }
+
+        fn ops() -> impl Strategy<Value = Vec<Op>> {
+            let size =
+                prop_oneof![4 => 1usize..=200, 3 => 201usize..=9000, 1 => 9001usize..=70_000];
+            let op = prop_oneof![
+                5 => (size.clone(), 0u32..=9).prop_map(|(s, a)| Op::Alloc(s, a)),
+                1 => any::<usize>().prop_map(Op::Free),
+                4 => any::<usize>().prop_map(Op::FreeDeferred),
+                1 => (any::<usize>(), size).prop_map(|(i, s)| Op::Realloc(i, s)),
+                1 => Just(Op::Flush),
+            ];
+            proptest::collection::vec(op, 1..300)
+        }
+
+        fn check_block(p: *mut u8, n: usize, b: u8) {
+            // SAFETY: a live block of `n` bytes, filled with `b`.
+            let s = unsafe { core::slice::from_raw_parts(p, n) };
+            assert!(s.iter().all(|&x| x == b), "block {p:?} overwritten");
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(96))]
+
+            /// Random allocations, immediate and deferred frees, reallocs and flushes under
+            /// every policy: the boundary tags, bins and live count stay consistent after
+            /// every step, and no block overlaps another (each holds its own byte).
+            #[test]
+            fn deferred_and_immediate_frees_keep_the_heap_consistent(ops in ops(), p in 0usize..4) {
+                let mut h = heap(FitPolicy::ALL[p], 16 << 20);
+                let mut live: Vec<(*mut u8, Layout, u8)> = Vec::new();
+                for (k, op) in ops.iter().enumerate() {
+                    let byte = k as u8;
+                    match *op {
+                        Op::Alloc(size, a) => {
+                            let layout = Layout::from_size_align(size, 1 << a).unwrap();
+                            let q = h.alloc(layout);
+                            prop_assert!(!q.is_null());
+                            prop_assert_eq!(q as usize % layout.align(), 0);
+                            unsafe { q.write_bytes(byte, size) };
+                            live.push((q, layout, byte));
+                        }
+                        Op::Free(i) | Op::FreeDeferred(i) if !live.is_empty() => {
+                            let (q, layout, b) = live.swap_remove(i % live.len());
+                            check_block(q, layout.size(), b);
+                            unsafe {
+                                if matches!(op, Op::Free(_)) {
+                                    h.try_free_sized(q, layout.size()).unwrap();
+                                } else {
+                                    h.free_deferred(q, layout.size());
+                                }
+                            }
+                        }
+                        Op::Realloc(i, new) if !live.is_empty() => {
+                            let j = i % live.len();
+                            let (q, layout, b) = live[j];
+                            check_block(q, layout.size(), b);
+                            let r = unsafe { h.realloc(q, layout, new) };
+                            prop_assert!(!r.is_null());
+                            check_block(r, layout.size().min(new), b);
+                            unsafe { r.write_bytes(byte, new) };
+                            live[j] = (r, Layout::from_size_align(new, layout.align()).unwrap(), byte);
+                        }
+                        Op::Flush => h.flush(),
+                        _ => {}
+                    }
+                    if let Err(e) = h.check_invariants() {
+                        prop_assert!(false, "after op {} ({:?}): {}", k, op, e);
+                    }
+                }
+                for &(q, layout, b) in &live {
+                    check_block(q, layout.size(), b);
+                }
+                for (q, layout, _) in live.drain(..) {
+                    unsafe { h.free_deferred(q, layout.size()) };
+                }
+                h.flush();
+                h.check_invariants().unwrap();
+                prop_assert_eq!(h.stats().live_bytes, 0);
+                // everything merged back into the top, and the top was trimmed
+                prop_assert!(h.stats().committed_bytes <= h.trim_threshold.max(TOP_KEEP) + 2 * PAGE_SIZE);
+            }
+        }
     }
 
     #[test]

@@ -34,7 +34,7 @@ mod stats;
 #[cfg(feature = "std")]
 mod thread_cache;
 
-pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap};
+pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap, CACHE_CAP, CACHE_LIMIT, DEFER};
 pub use error::{report, HeapError, HeapErrorKind};
 pub use size_class::SizeClassHeap;
 pub use source::{

@@ -1,11 +1,12 @@
 //! The chunk heap's `secure` checks: a use-after-free write into a free chunk's links or
-//! footer is caught when the chunk next leaves its bin or is merged with, reported as
+//! footer, or into the link of a block parked in the block cache, is caught when the chunk
+//! next leaves its bin or the cache or is merged with, reported as
 //! corrupted metadata, and the program stops (checked in a child process: this test binary
 //! re-runs itself for the one case).
 
 use std::alloc::Layout;
 use std::process::Command;
-use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy, HostSource, SizeClassHeap};
+use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy, HostSource, SizeClassHeap, DEFER};
 
 /// This test binary, like every test binary of the crate, runs on the size-class heap.
 #[global_allocator]
@@ -43,6 +44,18 @@ fn corrupt(case: &str) {
                 (b.add(96) as *mut usize).write(48);
                 let _ = c;
                 h.free(_g2); // merges with b: the footer must match b's head
+            }
+            "cache" => {
+                // a deferred free of a small block parks it in the block cache once
+                // DEFER more frees are queued
+                let small: Vec<_> = (0..=DEFER).map(|_| h.alloc(l(40))).collect();
+                let _g3 = h.alloc(l(16));
+                for &p in &small {
+                    h.free_deferred(p, 40);
+                }
+                // use after free: the cached block's link (its payload's first word)
+                (small[0] as *mut usize).write(0x4141_4141_4141_4140);
+                h.alloc(l(40)); // pops it: its link is checked first
             }
             _ => unreachable!(),
         }
@@ -82,5 +95,13 @@ fn a_free_chunk_footer_overwritten_after_free_is_caught() {
     run(
         "footer",
         "a_free_chunk_footer_overwritten_after_free_is_caught",
+    );
+}
+
+#[test]
+fn a_cached_block_link_overwritten_after_free_is_caught() {
+    run(
+        "cache",
+        "a_cached_block_link_overwritten_after_free_is_caught",
     );
 }
