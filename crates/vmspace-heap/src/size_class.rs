@@ -5,13 +5,15 @@
 //! class, a short lookaside list of the blocks it freed last (LIFO, about 16 KiB) in front of
 //! a list of segments with free blocks, the first of which is current. Allocation pops the
 //! lookaside list, else the current segment's free list, and sets the block's live bit in
-//! the segment header; a free of a block of a segment this local heap owns checks and
+//! the segment's record; a free of a block of a segment this local heap owns checks and
 //! clears that bit and pushes the block on the lookaside list, whose older half goes back to
 //! the blocks' segments when it grows too long — no atomics, no lock, no division, no call
 //! on those paths. A freed block's segment is its address rounded down to 64 KiB; the
-//! segment registry (module `registry`) says whether a heap's header lives there before
-//! anything at that address is read, the header's cookie says which heap owns it, and the
-//! block-start test rejects interior pointers. Double frees are caught by the block's live
+//! segment registry (module `registry`) maps it to the segment's record (or says no heap
+//! has a segment there) without anything at that address being read, the record's cookie
+//! says which heap owns it, and the block-start test rejects interior pointers. Records lie
+//! side by side in the heap's meta segments (module `segment`), so the records of a few
+//! hundred segments stay in cache where 64 KiB-aligned headers would evict each other. Double frees are caught by the block's live
 //! bit (and remote bit), whatever the program wrote into the freed block since.
 //!
 //! Blocks freed by a thread that does not own the segment set the block's bit in the
@@ -33,9 +35,7 @@
 use crate::class::{class_of, class_of_aligned, CLASSES, CLASS_SIZE, SMALL_MAX};
 use crate::error::{report, HeapError, HeapErrorKind};
 use crate::registry;
-use crate::segment::{
-    decode, encode, hot, make_key, mix, segment_of, Block, Kind, Segment, DATA_OFFSET,
-};
+use crate::segment::{base_of, decode, encode, make_key, mix, Block, Kind, Segment, RECORD_SIZE};
 use crate::source::{SegmentSource, PAGE_SIZE, SEGMENT_SIZE};
 use crate::stats::HeapStats;
 use core::alloc::Layout;
@@ -98,9 +98,9 @@ fn now_ms() -> usize {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Where a meta segment keeps its shared state or local heap: past the header, off the
-/// page-aligned cache set that every segment's first block maps to.
-const META_OFFSET: usize = DATA_OFFSET + 5 * 64;
+/// Where a meta segment keeps its shared state or local heap: off the page-aligned cache
+/// set that every segment's first block maps to.
+const META_OFFSET: usize = 5 * 64;
 
 /// Bytes of a meta segment holding a `T` at [`META_OFFSET`] that count as committed.
 const fn meta_committed<T>() -> usize {
@@ -117,7 +117,7 @@ struct Lookaside {
 
 /// A lookaside link: block address `p` with its block index `i` (below
 /// [`MAX_BLOCKS`](crate::segment::MAX_BLOCKS)) xored into bits 48..59, so a pop marks the
-/// block live without reading its segment's hot line or multiplying. Links inside blocks
+/// block live without reading its record's hot line or multiplying. Links inside blocks
 /// are additionally [`encode`]d (`secure`).
 #[inline(always)]
 fn pack(p: usize, i: usize) -> usize {
@@ -143,6 +143,10 @@ pub(crate) struct Local<S> {
     full: [*mut Segment; CLASSES],
     shared: *const Shared<S>,
     key: usize,
+    /// The heap's main 4 GiB window (address bits 63..32) and its registry entries (as the
+    /// handle's), to find the record of a lookaside block with one load.
+    window: usize,
+    entries: registry::Entries,
     empty: *mut Segment,
     empty_tail: *mut Segment,
     empty_count: usize,
@@ -161,6 +165,118 @@ struct Inner<S> {
     all_locals: *mut Local<S>,
     abandoned: *mut Local<S>,
     large: *mut Segment,
+    /// Records of segments that went back (linked by `next`), reused first.
+    free_records: *mut Segment,
+    /// Room for new records in the newest record area: `[rec_next, rec_end)`.
+    rec_next: usize,
+    rec_end: usize,
+    /// Segments holding nothing but records, by their own (first) record, linked by `next`.
+    slabs: *mut Segment,
+    /// Bytes of pages records were written to (in the shared segment and the slabs).
+    records_committed: usize,
+}
+
+impl<S: SegmentSource> Inner<S> {
+    /// A record to describe a segment (contents undefined): a freed one, else the next in
+    /// the record area, else the first of a new slab; `None` when the source is exhausted.
+    unsafe fn new_record(&mut self, key: usize) -> Option<*mut Segment> {
+        // SAFETY: free records and the record area are ours (heap lock held by the caller);
+        // a new slab is a fresh segment of the source.
+        unsafe {
+            let r = self.free_records;
+            if !r.is_null() {
+                self.free_records = (*r).next;
+                return Some(r);
+            }
+            if self.rec_end - self.rec_next < RECORD_SIZE {
+                let base = self.source.alloc_segments(1)?;
+                let b = base.as_ptr() as usize;
+                let (next, end) = (self.rec_next, self.rec_end);
+                self.rec_next = b;
+                self.rec_end = b + SEGMENT_SIZE;
+                let own = self.bump_record();
+                Segment::init(own, b, key, Kind::Meta, null_mut(), 1);
+                if !registry::register(base.as_ptr(), own) {
+                    self.records_committed -= PAGE_SIZE;
+                    (self.rec_next, self.rec_end) = (next, end);
+                    self.source.free_segments(base, 1);
+                    return None;
+                }
+                (*own).next = self.slabs;
+                self.slabs = own;
+            }
+            Some(self.bump_record())
+        }
+    }
+
+    /// The next record of the record area (which has room), counting the pages it reaches.
+    fn bump_record(&mut self) -> *mut Segment {
+        let r = self.rec_next;
+        self.rec_next += RECORD_SIZE;
+        self.records_committed +=
+            (self.rec_next.div_ceil(PAGE_SIZE) - r.div_ceil(PAGE_SIZE)) * PAGE_SIZE;
+        r as *mut Segment
+    }
+
+    /// Takes `count` segments from the source with a record of kind `kind` for them, and
+    /// registers them; `None` when the source has none or the registry has no room for
+    /// their window.
+    unsafe fn take_segments(
+        &mut self,
+        count: usize,
+        key: usize,
+        kind: Kind,
+        owner: *mut (),
+    ) -> Option<*mut Segment> {
+        // SAFETY: the record is ours; the segments are fresh from the source.
+        unsafe {
+            let rec = self.new_record(key)?;
+            let Some(base) = self.source.alloc_segments(count) else {
+                self.free_record(rec);
+                return None;
+            };
+            Segment::init(rec, base.as_ptr() as usize, key, kind, owner, count);
+            if !registry::register(base.as_ptr(), rec) {
+                self.source.free_segments(base, count);
+                self.free_record(rec);
+                return None;
+            }
+            Some(rec)
+        }
+    }
+
+    /// Forgets the segments of `rec` and gives them and the record back.
+    ///
+    /// # Safety
+    /// `rec` must come from [`take_segments`](Self::take_segments) and be unused from now.
+    unsafe fn give_segments(&mut self, rec: *mut Segment) {
+        // SAFETY: the record and its segments are ours (caller).
+        unsafe {
+            give_back(&mut self.source, (*rec).base, (*rec).count);
+            // A stale pointer into the segments, should the source keep them mapped, finds
+            // no record; a stale record pointer no longer matches a heap.
+            (*rec).cookie = 0;
+            self.free_record(rec);
+        }
+    }
+
+    unsafe fn free_record(&mut self, rec: *mut Segment) {
+        // SAFETY: an unused record of this heap.
+        unsafe {
+            (*rec).next = self.free_records;
+            self.free_records = rec;
+        }
+    }
+}
+
+/// Unregisters the `count` segments at `base` and gives them back to `src`.
+///
+/// # Safety
+/// They must be one allocation from `src`, unused from now.
+unsafe fn give_back<S: SegmentSource>(src: &mut S, base: usize, count: usize) {
+    registry::unregister(base as *const u8);
+    // SAFETY: the caller's allocation from `src`.
+    unsafe { src.free_segments(NonNull::new_unchecked(base as *mut u8), count) };
 }
 
 /// A heap's shared state, kept in a segment of its own so the heap handle can move.
@@ -175,6 +291,9 @@ pub(crate) struct Shared<S> {
     committed: AtomicUsize,
     large_blocks: AtomicUsize,
     large_live: AtomicUsize,
+    /// The window of the heap's first segment and its registry entries (for local heaps).
+    window: usize,
+    entries: registry::Entries,
 }
 
 struct LocalPtr<S>(*mut Local<S>);
@@ -193,8 +312,8 @@ unsafe impl<S: Send> Send for LocalPtr<S> {}
 unsafe fn mark_live(seg: *mut Segment, b: usize) {
     // SAFETY: the bitmap word index is checked against the block area before use.
     unsafe {
-        let h = hot(seg);
-        let off = b.wrapping_sub(seg as usize + (*h).data as usize);
+        let h = seg;
+        let off = b.wrapping_sub((*h).base);
         if off >= (*h).limit as usize {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
@@ -221,9 +340,9 @@ unsafe fn mark_live(seg: *mut Segment, b: usize) {
 unsafe fn pop(seg: *mut Segment, b: usize) -> *mut u8 {
     // SAFETY: `b` is a free block of `seg`.
     unsafe {
-        let h = hot(seg);
+        let h = seg;
         let next = decode((*(b as *const Block)).next, (*h).key);
-        if cfg!(feature = "secure") && next != 0 && segment_of(next as *const u8) != seg {
+        if cfg!(feature = "secure") && next != 0 && base_of(next as *const u8) != (*h).base {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
         mark_live(seg, b);
@@ -245,7 +364,12 @@ unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, v: usize) -> *mut u8 {
     unsafe {
         let (b, i) = unpack(v);
         let next = decode((*(b as *const Block)).next, l.key);
-        let seg = segment_of(b as *const u8);
+        let seg = l.record_of(b);
+        // Null only if a use-after-free write redirected a link (`secure` checks links
+        // before they are followed).
+        if seg.is_null() {
+            report(HeapError::new(HeapErrorKind::Corrupted, b));
+        }
         if cfg!(feature = "secure") {
             // The link read from the block must lead to a free block of this local heap,
             // and the index packed with it must be that block's.
@@ -253,11 +377,8 @@ unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, v: usize) -> *mut u8 {
                 report(HeapError::new(HeapErrorKind::Corrupted, b));
             }
             let (nb, _) = unpack(next);
-            let ns = segment_of(nb as *const u8);
-            if next != 0
-                && (!registry::contains(ns as *const u8)
-                    || (*hot(ns)).owner != l as *mut Local<S> as *mut ())
-            {
+            let ns = registry::lookup(nb as *const u8);
+            if next != 0 && (ns.is_null() || (*ns).owner != l as *mut Local<S> as *mut ()) {
                 report(HeapError::new(HeapErrorKind::Corrupted, b));
             }
         }
@@ -289,7 +410,7 @@ unsafe fn push_lookaside<S: SegmentSource>(
     p: *mut u8,
     i: usize,
 ) -> Result<(), HeapError> {
-    // SAFETY: owner-only access to the header, the lists and the block.
+    // SAFETY: owner-only access to the record, the lists and the block.
     unsafe {
         let (w, bit) = (i >> 6, 1u64 << (i & 63));
         let lw = (*seg).live_word(w);
@@ -298,7 +419,7 @@ unsafe fn push_lookaside<S: SegmentSource>(
             return Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize));
         }
         lw.store(v & !bit, Relaxed);
-        let c = (*hot(seg)).class as usize;
+        let c = (*seg).class as usize;
         let e = l.la.get_unchecked_mut(c);
         let n = e.len.load(Relaxed) + 1;
         (*(p as *mut Block)).next = encode(e.head, l.key);
@@ -308,6 +429,19 @@ unsafe fn push_lookaside<S: SegmentSource>(
             l.flush_lookaside(c);
         }
         Ok(())
+    }
+}
+
+impl<S> Local<S> {
+    /// The record of the segment of block `b` (null when none is registered).
+    #[inline(always)]
+    fn record_of(&self, b: usize) -> *mut Segment {
+        if b >> 32 == self.window {
+            // SAFETY: `entries` are the registry entries of `window`.
+            unsafe { registry::lookup_in(self.entries, b as *const u8) }
+        } else {
+            registry::lookup(b as *const u8)
+        }
     }
 }
 
@@ -326,7 +460,7 @@ impl<S: SegmentSource> Local<S> {
             }
             let seg = *self.avail.get_unchecked(c);
             if !seg.is_null() {
-                let b = (*hot(seg)).free;
+                let b = (*seg).free;
                 if b != 0 {
                     return pop(seg, b);
                 }
@@ -351,17 +485,17 @@ impl<S: SegmentSource> Local<S> {
                 if seg.is_null() {
                     break;
                 }
-                if (*hot(seg)).free != 0 {
-                    return pop(seg, (*hot(seg)).free);
+                if (*seg).free != 0 {
+                    return pop(seg, (*seg).free);
                 }
                 let other = self.fullest_with_free(seg);
                 if !other.is_null() {
                     self.unlink_avail(other);
                     self.push_avail_front(other);
-                    return pop(other, (*hot(other)).free);
+                    return pop(other, (*other).free);
                 }
                 if self.extend(seg) {
-                    return pop(seg, (*hot(seg)).free);
+                    return pop(seg, (*seg).free);
                 }
                 self.unlink_avail(seg);
                 self.push_full(seg);
@@ -371,10 +505,10 @@ impl<S: SegmentSource> Local<S> {
                 None => return null_mut(),
             };
             self.push_avail_front(seg);
-            if (*hot(seg)).free == 0 && !self.extend(seg) {
+            if (*seg).free == 0 && !self.extend(seg) {
                 return null_mut();
             }
-            pop(seg, (*hot(seg)).free)
+            pop(seg, (*seg).free)
         }
     }
 
@@ -395,7 +529,7 @@ impl<S: SegmentSource> Local<S> {
                 inactive &= !(1 << page);
             }
             let mut added = 0;
-            while (added < EXTEND_BYTES || (*hot(seg)).free == 0) && inactive != 0 {
+            while (added < EXTEND_BYTES || (*seg).free == 0) && inactive != 0 {
                 let page = inactive.trailing_zeros() as usize;
                 (*seg).touched |= 1 << page;
                 self.add_committed(PAGE_SIZE as isize);
@@ -403,7 +537,7 @@ impl<S: SegmentSource> Local<S> {
                 inactive &= inactive - 1;
                 added += PAGE_SIZE;
             }
-            (*hot(seg)).free != 0
+            (*seg).free != 0
         }
     }
 
@@ -419,13 +553,13 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn fullest_with_free(&self, head: *mut Segment) -> *mut Segment {
         // SAFETY: owner-only reads of the class's avail list.
         unsafe {
-            let used = |s: *mut Segment| (*hot(s)).used.load(Relaxed);
+            let used = |s: *mut Segment| (*s).used.load(Relaxed);
             let (mut best, mut s) = (null_mut::<Segment>(), (*head).next);
             for _ in 0..8 {
                 if s.is_null() {
                     break;
                 }
-                if (*hot(s)).free != 0 && (best.is_null() || used(s) > used(best)) {
+                if (*s).free != 0 && (best.is_null() || used(s) > used(best)) {
                     best = s;
                 }
                 s = (*s).next;
@@ -470,8 +604,8 @@ impl<S: SegmentSource> Local<S> {
             while rest != 0 {
                 let b = unpack(rest).0;
                 let next = decode((*(b as *mut Block)).next, self.key);
-                let seg = segment_of(b as *const u8);
-                let h = hot(seg);
+                let seg = self.record_of(b);
+                let h = seg;
                 (*(b as *mut Block)).next = encode((*h).free, (*h).key);
                 (*h).free = b;
                 let u = (*h).used.load(Relaxed) - 1;
@@ -488,8 +622,8 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn free_slow(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
-            let used = (*hot(seg)).used.load(Relaxed);
-            if (*seg).full && used <= (*hot(seg)).slow_at {
+            let used = (*seg).used.load(Relaxed);
+            if (*seg).full && used <= (*seg).slow_at {
                 self.unlink_full(seg);
                 self.push_avail_second(seg);
             }
@@ -519,9 +653,9 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only; a remote bit is set only on a live block of `seg`, whose pages
         // are active.
         unsafe {
-            let h = hot(seg);
+            let h = seg;
             let key = (*h).key;
-            let first = seg as usize + (*h).data as usize;
+            let first = (*h).base;
             let bs = (*h).block_size.load(Relaxed) as usize;
             let mut free = (*h).free;
             let mut n = 0u32;
@@ -564,7 +698,7 @@ impl<S: SegmentSource> Local<S> {
             if (*seg).remote.queued.load(SeqCst) {
                 return;
             }
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             if self.avail[c] == seg && (*seg).next.is_null() {
                 return; // the class's last segment stays: a hot class does not thrash
             }
@@ -639,7 +773,7 @@ impl<S: SegmentSource> Local<S> {
             self.add_committed(-(((*seg).touched.count_ones() as usize * PAGE_SIZE) as isize));
             self.segments
                 .store(self.segments.load(Relaxed) - 1, Relaxed);
-            give_segments(&mut inner.source, seg, 1);
+            inner.give_segments(seg);
         }
     }
 
@@ -660,14 +794,8 @@ impl<S: SegmentSource> Local<S> {
             } else {
                 let sh = &*self.shared;
                 let mut inner = sh.inner.lock();
-                let base = take_segments(&mut inner.source, 1)?;
-                let s = Segment::init(
-                    base.as_ptr(),
-                    self.key,
-                    Kind::Small,
-                    self as *mut Self as *mut (),
-                    1,
-                );
+                let s =
+                    inner.take_segments(1, self.key, Kind::Small, self as *mut Self as *mut ())?;
                 (*s).all_next = self.all;
                 if !self.all.is_null() {
                     (*self.all).all_prev = s;
@@ -675,7 +803,6 @@ impl<S: SegmentSource> Local<S> {
                 self.all = s;
                 self.segments
                     .store(self.segments.load(Relaxed) + 1, Relaxed);
-                self.add_committed(PAGE_SIZE as isize);
                 s
             };
             (*seg).next = null_mut();
@@ -688,7 +815,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn push_avail_front(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             let head = self.avail[c];
             (*seg).prev = null_mut();
             (*seg).next = head;
@@ -703,7 +830,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn push_avail_second(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             let head = self.avail[c];
             if head.is_null() {
                 return self.push_avail_front(seg);
@@ -721,7 +848,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn unlink_avail(&mut self, seg: *mut Segment) {
         // SAFETY: `seg` is on its class's avail list.
         unsafe {
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             unlink(&mut self.avail[c], seg);
         }
     }
@@ -729,7 +856,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn push_full(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             let head = self.full[c];
             (*seg).prev = null_mut();
             (*seg).next = head;
@@ -741,17 +868,17 @@ impl<S: SegmentSource> Local<S> {
             // Back to the avail list only once a 32nd is free again: little ping-pong, little
             // memory stranded.
             let cap = (*seg).capacity;
-            (*hot(seg)).slow_at = (cap - (cap / 32).max(1)) as u32;
+            (*seg).slow_at = (cap - (cap / 32).max(1)) as u32;
         }
     }
 
     unsafe fn unlink_full(&mut self, seg: *mut Segment) {
         // SAFETY: `seg` is on its class's full list.
         unsafe {
-            let c = (*hot(seg)).class as usize;
+            let c = (*seg).class as usize;
             unlink(&mut self.full[c], seg);
             (*seg).full = false;
-            (*hot(seg)).slow_at = 0;
+            (*seg).slow_at = 0;
         }
     }
 
@@ -763,7 +890,7 @@ impl<S: SegmentSource> Local<S> {
         // `block_size` are atomics.
         unsafe {
             while !s.is_null() {
-                let h = hot(s);
+                let h = s;
                 live += (*h).used.load(Relaxed) as usize * (*h).block_size.load(Relaxed) as usize;
                 s = (*s).all_next;
             }
@@ -779,7 +906,7 @@ impl<S: SegmentSource> Local<S> {
     /// # Safety
     /// `seg` must be a valid small segment of this heap, owned by a live local heap.
     unsafe fn remote_free(seg: *mut Segment, p: *mut u8) -> Result<(), HeapError> {
-        // SAFETY: remote threads only read the owner's bits and touch atomics of the header.
+        // SAFETY: remote threads only read the owner's bits and touch atomics of the record.
         unsafe {
             let Some(i) = Segment::block_index(seg, p) else {
                 return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
@@ -797,7 +924,7 @@ impl<S: SegmentSource> Local<S> {
             // bit, as it clears the flag before collecting.
             let r = &(*seg).remote;
             if !r.queued.load(SeqCst) && !r.queued.swap(true, SeqCst) {
-                let owner = (*hot(seg)).owner as *mut Local<S>;
+                let owner = (*seg).owner as *mut Local<S>;
                 let q = &(*owner).remote_queue;
                 let mut h = q.load(Relaxed);
                 loop {
@@ -850,32 +977,6 @@ unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
     }
 }
 
-/// Takes `count` segments from `src` and registers the first (where the header goes); `None`
-/// when the source has none or the registry has no room for their window.
-fn take_segments<S: SegmentSource>(src: &mut S, count: usize) -> Option<NonNull<u8>> {
-    let base = src.alloc_segments(count)?;
-    if !registry::register(base.as_ptr()) {
-        // SAFETY: just allocated from `src`, unused.
-        unsafe { src.free_segments(base, count) };
-        return None;
-    }
-    Some(base)
-}
-
-/// Forgets the segments at `seg` and gives them back to `src`.
-///
-/// # Safety
-/// `seg` and `count` must be one allocation of [`take_segments`] from `src`, unused from now.
-unsafe fn give_segments<S: SegmentSource>(src: &mut S, seg: *mut Segment, count: usize) {
-    registry::unregister(seg as *const u8);
-    // SAFETY: the header is ours until the segments go back (caller); a stale pointer into
-    // them, should the source keep them mapped, no longer matches a heap.
-    unsafe {
-        (*hot(seg)).cookie = 0;
-        src.free_segments(NonNull::new_unchecked(seg.cast()), count);
-    }
-}
-
 /// Called (through a type-erased pointer) when a thread holding `local` exits.
 #[cfg(feature = "std")]
 unsafe fn abandon<S: SegmentSource>(local: *mut ()) {
@@ -891,12 +992,12 @@ unsafe fn abandon<S: SegmentSource>(local: *mut ()) {
     }
 }
 /// Bytes a large block counts as committed: its pages up to the end of the block as first
-/// allocated (kept in the header's `capacity`).
+/// allocated (kept in the record's `capacity`).
 ///
 /// # Safety
-/// `seg` must be a large segment's header.
+/// `seg` must be a large segment's record.
 unsafe fn large_committed(seg: *mut Segment) -> usize {
-    // SAFETY: reading the header (caller).
+    // SAFETY: reading the record (caller).
     unsafe { (*seg).capacity }
 }
 
@@ -913,9 +1014,9 @@ pub struct SizeClassHeap<S: SegmentSource> {
     id: AtomicU64,
     key: AtomicUsize,
     /// The 4 GiB window (address bits 63..32) of the heap's first segment and its registry
-    /// words: frees of pointers there look the registry up with one load.
+    /// entries: frees of pointers there find their segment's record with one load.
     window: AtomicUsize,
-    window_words: AtomicPtr<AtomicU64>,
+    window_entries: AtomicPtr<AtomicPtr<Segment>>,
     pending: spin::Mutex<Option<S>>,
 }
 
@@ -932,7 +1033,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             id: AtomicU64::new(0),
             key: AtomicUsize::new(0),
             window: AtomicUsize::new(usize::MAX),
-            window_words: AtomicPtr::new(null_mut()),
+            window_entries: AtomicPtr::new(null_mut()),
             pending: spin::Mutex::new(Some(source)),
         }
     }
@@ -956,16 +1057,18 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         let Some(mut source) = pending.take() else {
             return ptr::null();
         };
-        let Some(base) = take_segments(&mut source, 1) else {
+        let Some(base) = source.alloc_segments(1) else {
             *pending = Some(source);
             return ptr::null();
         };
+        let b = base.as_ptr() as usize;
         let id = NEXT_HEAP_ID.fetch_add(1, Relaxed);
-        let key = make_key(mix(base.as_ptr() as usize ^ (id as usize).rotate_left(32)));
-        // SAFETY: a fresh segment of our own: header, then the shared state at META_OFFSET.
+        let key = make_key(mix(b ^ (id as usize).rotate_left(32)));
+        // SAFETY: a fresh segment of our own: the shared state at META_OFFSET, then records
+        // (the first of them this segment's own).
         unsafe {
-            let seg = Segment::init(base.as_ptr(), key, Kind::Meta, null_mut(), 1);
-            let sh = (seg as *mut u8).add(META_OFFSET) as *mut Shared<S>;
+            let sh = (b + META_OFFSET) as *mut Shared<S>;
+            let records = (META_OFFSET + core::mem::size_of::<Shared<S>>()).next_multiple_of(64);
             sh.write(Shared {
                 id,
                 key,
@@ -974,21 +1077,53 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     all_locals: null_mut(),
                     abandoned: null_mut(),
                     large: null_mut(),
+                    free_records: null_mut(),
+                    rec_next: b + records.min(SEGMENT_SIZE),
+                    rec_end: b + SEGMENT_SIZE,
+                    slabs: null_mut(),
+                    records_committed: 0,
                 }),
                 locked_local: spin::Mutex::new(LocalPtr(null_mut())),
                 committed: AtomicUsize::new(meta_committed::<Shared<S>>()),
                 large_blocks: AtomicUsize::new(0),
                 large_live: AtomicUsize::new(0),
+                window: usize::MAX,
+                entries: ptr::null(),
             });
+            let registered = {
+                let mut inner = (*sh).inner.lock();
+                match inner.new_record(key) {
+                    Some(own) => {
+                        Segment::init(own, b, key, Kind::Meta, null_mut(), 1);
+                        registry::register(base.as_ptr(), own)
+                    }
+                    None => false,
+                }
+            };
+            if !registered {
+                // Nothing was handed out: take the source back (a record slab it may have
+                // given goes with it, as Drop would).
+                let inner = ptr::read(&(*sh).inner).into_inner();
+                let mut source = inner.source;
+                if !inner.slabs.is_null() {
+                    give_back(&mut source, (*inner.slabs).base, 1);
+                }
+                source.free_segments(base, 1);
+                *pending = Some(source);
+                return ptr::null();
+            }
+            let entries = registry::window_entries(base.as_ptr());
+            if !entries.is_null() {
+                (*sh).window = b >> 32;
+                (*sh).entries = entries;
+                // The entries before the window (release): a free that sees the window sees
+                // them.
+                self.window_entries
+                    .store(entries as *mut AtomicPtr<Segment>, Relaxed);
+                self.window.store(b >> 32, Release);
+            }
             self.id.store(id, Relaxed);
             self.key.store(key, Relaxed);
-            let words = registry::window_words(base.as_ptr());
-            if !words.is_null() {
-                // The words before the window (release): a free that sees the window sees
-                // them.
-                self.window_words.store(words as *mut AtomicU64, Relaxed);
-                self.window.store(base.as_ptr() as usize >> 32, Release);
-            }
             self.shared.store(sh, Release);
             sh
         }
@@ -1005,9 +1140,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 inner.abandoned = (*l).next_abandoned;
                 return Some(l);
             }
-            let base = take_segments(&mut inner.source, 1)?;
-            let seg = Segment::init(base.as_ptr(), sh_ref.key, Kind::Meta, null_mut(), 1);
-            let l = (seg as *mut u8).add(META_OFFSET) as *mut Local<S>;
+            let seg = inner.take_segments(1, sh_ref.key, Kind::Meta, null_mut())?;
+            let l = ((*seg).base + META_OFFSET) as *mut Local<S>;
             l.write(Local {
                 la: [const {
                     Lookaside {
@@ -1019,6 +1153,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 full: [null_mut(); CLASSES],
                 shared: sh,
                 key: sh_ref.key,
+                window: sh_ref.window,
+                entries: sh_ref.entries,
                 empty: null_mut(),
                 empty_tail: null_mut(),
                 empty_count: 0,
@@ -1057,7 +1193,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                         }
                         let seg = *l.avail.get_unchecked(c);
                         if !seg.is_null() {
-                            let b = (*hot(seg)).free;
+                            let b = (*seg).free;
                             if b != 0 {
                                 return pop(seg, b);
                             }
@@ -1128,10 +1264,11 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         if align > SEGMENT_SIZE || size > isize::MAX as usize {
             return null_mut();
         }
-        let off = align.max(DATA_OFFSET);
-        let Some(count) = off
-            .checked_add(size)
-            .and_then(|t| t.checked_add(SEGMENT_SIZE - 1))
+        // The block starts at the segment base: aligned to any `align` up to a segment.
+        let off = 0;
+        let Some(count) = size
+            .max(1)
+            .checked_add(SEGMENT_SIZE - 1)
             .map(|t| t / SEGMENT_SIZE)
         else {
             return null_mut();
@@ -1140,13 +1277,12 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe {
             let sh = &*sh;
             let mut inner = sh.inner.lock();
-            let Some(base) = take_segments(&mut inner.source, count) else {
+            let Some(seg) = inner.take_segments(count, sh.key, Kind::Large, null_mut()) else {
                 return null_mut();
             };
-            let seg = Segment::init(base.as_ptr(), sh.key, Kind::Large, null_mut(), count);
             (*seg).large_size = size;
-            (*hot(seg)).block_size.store(off as u32, Relaxed);
-            (*seg).capacity = (off + size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            (*seg).block_size.store(off as u32, Relaxed);
+            (*seg).capacity = (off + size.max(1)).div_ceil(PAGE_SIZE) * PAGE_SIZE;
             (*seg).next = inner.large;
             if !inner.large.is_null() {
                 (*inner.large).prev = seg;
@@ -1155,19 +1291,19 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             sh.committed.fetch_add(large_committed(seg), Relaxed);
             sh.large_blocks.fetch_add(1, Relaxed);
             sh.large_live.fetch_add(size, Relaxed);
-            base.as_ptr().add(off)
+            ((*seg).base + off) as *mut u8
         }
     }
 
-    /// The segment of `p` if it belongs to this heap.
+    /// The record of `p`'s segment if it belongs to this heap.
     #[inline(always)]
     fn own_segment(&self, sh: *const Shared<S>, p: *mut u8) -> Result<*mut Segment, HeapError> {
-        let seg = segment_of(p);
-        // The registry first: a segment base no heap registered may be unmapped.
-        // SAFETY: a registered segment holds a heap header until it is unregistered.
+        // The registry, not the segment: a segment base no heap registered may be unmapped.
+        let seg = registry::lookup(p);
+        // SAFETY: a registered segment's record stays a record while the heap lives.
         if sh.is_null()
-            || !registry::contains(seg as *const u8)
-            || unsafe { (*hot(seg)).cookie } != seg as usize ^ unsafe { (*sh).key }
+            || seg.is_null()
+            || unsafe { (*seg).cookie } != base_of(p) ^ unsafe { (*sh).key }
         {
             return Err(HeapError::new(HeapErrorKind::ForeignPointer, p as usize));
         }
@@ -1191,21 +1327,21 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         let seg = self.own_segment(sh, p)?;
         // SAFETY: `seg` is a segment of this live heap.
         unsafe {
-            match (*hot(seg)).kind {
+            match (*seg).kind {
                 Kind::Small => {}
                 Kind::Large => return self.free_large(sh, seg, p),
                 Kind::Meta => return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
             }
             #[cfg(feature = "std")]
             if let Some(l) = crate::thread_cache::lookup((*sh).id) {
-                if (*hot(seg)).owner == l {
+                if (*seg).owner == l {
                     return (*(l as *mut Local<S>)).free_local(seg, p);
                 }
                 return Local::<S>::remote_free(seg, p);
             }
             let g = (*sh).locked_local.lock();
             let l = g.0;
-            if (*hot(seg)).owner == l as *mut () {
+            if (*seg).owner == l as *mut () {
                 (*l).free_local(seg, p)
             } else {
                 drop(g);
@@ -1222,19 +1358,17 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     pub unsafe fn free(&self, p: *mut u8) {
         // The hot path: a block of a segment this thread owns goes on its lookaside list.
         #[cfg(feature = "std")]
-        // SAFETY: the header is read only once the registry says a heap's header lives at
-        // `p`'s segment base; it is ours if the cookie matches; the local heap is this thread's
-        // own.
+        // SAFETY: the record comes from the registry, nothing at `p`'s segment base is read;
+        // it is ours if the cookie matches; the local heap is this thread's own.
         unsafe {
-            let seg = segment_of(p);
-            let h = hot(seg);
             // Same bits 63..32 as the (canonical) window: canonical, and in that window.
-            let registered = if p as usize >> 32 == self.window.load(Acquire) {
-                registry::contains_in(self.window_words.load(Relaxed), seg as *const u8)
+            let seg = if p as usize >> 32 == self.window.load(Acquire) {
+                registry::lookup_in(self.window_entries.load(Relaxed), p)
             } else {
-                registry::contains(seg as *const u8)
+                registry::lookup(p)
             };
-            if registered {
+            let h = seg;
+            if !seg.is_null() {
                 if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                     // Only small segments have an owner, and a local heap's segments are its
                     // heap's: one compare says "ours, small, this thread's".
@@ -1247,7 +1381,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             }
                             return;
                         }
-                    } else if (*h).cookie == seg as usize ^ self.key.load(Relaxed)
+                    } else if (*h).cookie == base_of(p) ^ self.key.load(Relaxed)
                         && (*h).kind == Kind::Small
                     {
                         if let Err(e) = Local::<S>::remote_free(seg, p) {
@@ -1279,16 +1413,15 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     ) -> Result<(), HeapError> {
         // SAFETY: `seg` is a live large segment of this heap.
         unsafe {
-            if p as usize != seg as usize + (*hot(seg)).block_size.load(Relaxed) as usize {
+            if p as usize != (*seg).base + (*seg).block_size.load(Relaxed) as usize {
                 return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
             let sh = &*sh;
             let mut inner = sh.inner.lock();
-            let count = (*seg).count;
             sh.large_live.fetch_sub((*seg).large_size, Relaxed);
             unlink(&mut inner.large, seg);
             sh.committed.fetch_sub(large_committed(seg), Relaxed);
-            give_segments(&mut inner.source, seg, count);
+            inner.give_segments(seg);
             sh.large_blocks.fetch_sub(1, Relaxed);
             Ok(())
         }
@@ -1303,19 +1436,18 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         let seg = self.own_segment(sh, p)?;
         // SAFETY: `seg` is a segment of this live heap.
         unsafe {
-            match (*hot(seg)).kind {
+            match (*seg).kind {
                 Kind::Small => match Segment::block_index(seg, p) {
                     Some(i) if Segment::is_allocated(seg, i) => {
-                        Ok((*hot(seg)).block_size.load(Relaxed) as usize)
+                        Ok((*seg).block_size.load(Relaxed) as usize)
                     }
                     Some(_) => Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize)),
                     None => Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
                 },
                 Kind::Large
-                    if p as usize
-                        == seg as usize + (*hot(seg)).block_size.load(Relaxed) as usize =>
+                    if p as usize == (*seg).base + (*seg).block_size.load(Relaxed) as usize =>
                 {
-                    Ok((*seg).count * SEGMENT_SIZE - (*hot(seg)).block_size.load(Relaxed) as usize)
+                    Ok((*seg).count * SEGMENT_SIZE - (*seg).block_size.load(Relaxed) as usize)
                 }
                 _ => Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
             }
@@ -1336,10 +1468,11 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         };
         if new_size <= usable && (new_size >= usable / 2 || usable <= 64) {
             // Aligned blocks stay aligned in place.
-            let seg = segment_of(p);
-            // SAFETY: a large segment's header is ours to update.
+            // `p` is a live block here (usable_size), so its segment has a record.
+            let seg = registry::lookup(p);
+            // SAFETY: a large segment's record is ours to update.
             unsafe {
-                if (*hot(seg)).kind == Kind::Large {
+                if (*seg).kind == Kind::Large {
                     let sh = &*self.shared.load(Acquire);
                     sh.large_live.fetch_add(new_size, Relaxed);
                     sh.large_live.fetch_sub((*seg).large_size, Relaxed);
@@ -1399,6 +1532,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let mut committed = sh.committed.load(Relaxed);
             let mut segments = sh.large_blocks.load(Relaxed);
             let inner = sh.inner.lock();
+            committed += inner.records_committed;
             let mut l = inner.all_locals;
             while !l.is_null() {
                 live += (*l).live();
@@ -1425,29 +1559,36 @@ impl<S: SegmentSource> Drop for SizeClassHeap<S> {
         unsafe {
             #[cfg(feature = "std")]
             crate::thread_cache::forget_heap((*sh).id);
+            // Records live in the shared segment and the slabs, which go last.
             let inner = (*sh).inner.get_mut();
             let src = &mut inner.source;
-            let free = |src: &mut S, s: *mut Segment, n: usize| give_segments(src, s, n);
             let mut l = inner.all_locals;
             while !l.is_null() {
                 let next = (*l).next_all;
                 let mut s = (*l).all;
                 while !s.is_null() {
                     let n = (*s).all_next;
-                    free(src, s, 1);
+                    give_back(src, (*s).base, 1);
                     s = n;
                 }
-                free(src, segment_of(l as *const u8), 1);
+                give_back(src, base_of(l as *const u8), 1);
                 l = next;
             }
             let mut s = inner.large;
             while !s.is_null() {
                 let n = (*s).next;
-                free(src, s, (*s).count);
+                give_back(src, (*s).base, (*s).count);
+                s = n;
+            }
+            let mut s = inner.slabs;
+            while !s.is_null() {
+                // The slab's own record is inside it: read the link first.
+                let n = (*s).next;
+                give_back(src, (*s).base, 1);
                 s = n;
             }
             let mut source = ptr::read(src);
-            free(&mut source, segment_of(sh as *const u8), 1);
+            give_back(&mut source, base_of(sh as *const u8), 1);
             drop(source);
         }
     }
@@ -1580,7 +1721,7 @@ mod tests {
             libc::free(c.cast());
             let big = h.alloc(l(3 * SEGMENT_SIZE, 8));
             big.write_bytes(0xff, 3 * SEGMENT_SIZE);
-            let inner = crate::segment::segment_of(big.add(SEGMENT_SIZE + 100)) as *mut u8;
+            let inner = crate::segment::base_of(big.add(SEGMENT_SIZE + 100)) as *mut u8;
             assert_eq!(foreign(inner.add(64)).kind, HeapErrorKind::ForeignPointer);
             h.try_free(big).unwrap();
             // Once given back, a large block's pointer is no longer any heap's.
