@@ -58,23 +58,23 @@ pub(crate) enum Kind {
     Meta = 3,
 }
 
-/// The record of one segment: the hot line (what a free and an allocation read), the cold
-/// line (list links and page masks), the line other threads write, then the block bits.
+/// The record of one segment: the hot fields (what a free and an allocation read) share the
+/// first cache line with the first 64 blocks' bits, then come the rest of the bits, then the
+/// cold fields (list links, page masks, the remote queue link).
+///
+/// A segment of a class of 1 KiB or more has at most 64 blocks: its frees and allocations
+/// touch one line of its record.
 #[repr(C, align(64))]
 pub(crate) struct Segment {
-    // --- hot line ---
+    // --- hot: 48 bytes ---
     /// Free list of active blocks (links encoded with `secure`). Owner only.
     pub free: usize,
     /// The local heap that owns the segment (type-erased), null for large and meta segments.
     pub owner: *mut (),
-    /// `base ^ heap key`: identifies the owning heap (0 once the segment went back).
-    pub cookie: usize,
     /// `ceil(2^64 / block_size)`: `off` is a multiple of the block size iff
     /// `off * div_c mod 2^64 < div_c`, and the block index is the high half of the product
     /// (Lemire, Kaser and Kurz 2019) — no division.
     pub div_c: u64,
-    /// Key of the free-list links (`secure`: per segment; the heap key otherwise).
-    pub key: usize,
     /// Blocks live (including those freed remotely and not yet collected). Written by the
     /// owner only; atomic so that `stats` may read it (relaxed: plain moves).
     pub used: AtomicU32,
@@ -89,11 +89,18 @@ pub(crate) struct Segment {
     pub class: u8,
     /// In the owner's full list (no free block when last looked).
     pub full: bool,
-    /// Pages whose blocks may be on the free list.
-    pub active: u16,
-    /// Pages written since the segment came from the source: what it counts as committed.
-    pub touched: u16,
-    // --- cold line ---
+    /// The block bits, from byte 48: a *live* word per 64 blocks (set while the block is
+    /// handed out and not freed by its owner; written by the owner only, relaxed loads and
+    /// stores: plain moves) interleaved with a *remote* word (one bit per block freed by
+    /// another thread and not yet collected; set with `fetch_or`, cleared by the owner's
+    /// `swap`), so one cache line holds both words a free checks.
+    bits: [AtomicU64; 2 * BITMAP_WORDS],
+    _pad: [u8; 16],
+    // --- cold ---
+    /// `base ^ heap key`: identifies the owning heap (0 once the segment went back).
+    pub cookie: usize,
+    /// Key of the free-list links (`secure`: per segment; the heap key otherwise).
+    pub key: usize,
     /// The segment's address.
     pub base: usize,
     /// Links in the owner's per-class list, the empty cache, the heap's large list, the
@@ -110,18 +117,16 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Blocks of a small segment; bytes a large block counts as committed.
     pub capacity: usize,
-    /// The remote queue link and flag, on a line of their own.
+    /// Pages whose blocks may be on the free list.
+    pub active: u16,
+    /// Pages written since the segment came from the source: what it counts as committed.
+    pub touched: u16,
+    /// The remote queue link and flag (written by other threads).
     pub remote: Remote,
-    /// The block bits: a *live* word per 64 blocks (set while the block is handed out and not
-    /// freed by its owner; written by the owner only, relaxed loads and stores: plain moves)
-    /// interleaved with a *remote* word (one bit per block freed by another thread and not
-    /// yet collected; set with `fetch_or`, cleared by the owner's `swap`), so one cache line
-    /// holds both words a free checks.
-    bits: [AtomicU64; 2 * BITMAP_WORDS],
 }
 
-/// The part of the record other threads write.
-#[repr(C, align(64))]
+/// The part of the record other threads write (besides the remote bits).
+#[repr(C)]
 pub(crate) struct Remote {
     /// The segment is (or is about to be) in the owner's remote queue.
     pub queued: AtomicBool,
@@ -129,9 +134,8 @@ pub(crate) struct Remote {
     pub next: AtomicPtr<Segment>,
 }
 
-const _: () = assert!(core::mem::offset_of!(Segment, base) == 64);
-const _: () = assert!(core::mem::offset_of!(Segment, remote) == 128);
-const _: () = assert!(core::mem::offset_of!(Segment, bits) == 192);
+const _: () = assert!(core::mem::offset_of!(Segment, bits) == 48);
+const _: () = assert!(core::mem::offset_of!(Segment, cookie) % 64 == 0);
 
 impl Segment {
     /// The live-bits word `w`.
@@ -230,6 +234,8 @@ impl Segment {
         // field but `kind`, which is written right after. The bits are left as they are.
         unsafe {
             core::ptr::write_bytes(rec as *mut u8, 0, core::mem::offset_of!(Segment, bits));
+            let cold = core::mem::offset_of!(Segment, cookie);
+            core::ptr::write_bytes((rec as *mut u8).add(cold), 0, RECORD_SIZE - cold);
             (*rec).cookie = base ^ heap_key;
             (*rec).kind = kind;
             (*rec).key = segment_key(heap_key, base);
@@ -389,7 +395,7 @@ mod tests {
     #[test]
     fn records_are_whole_lines_and_blocks_fill_the_segment() {
         assert_eq!(RECORD_SIZE % 64, 0);
-        assert_eq!(RECORD_SIZE, 192 + 16 * BITMAP_WORDS);
+        assert_eq!(RECORD_SIZE, 1216);
         // Without a header in the segment, a page-sized class fills it exactly.
         assert_eq!(SEGMENT_SIZE / 4096, 16);
     }
