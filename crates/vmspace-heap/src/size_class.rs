@@ -638,6 +638,11 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: queued segments are this owner's; `next` is read before the flag is
         // cleared, so a concurrent re-queue cannot overwrite it under us.
         unsafe {
+            // A plain load first: a locked swap would wait for every pending store (the
+            // block links just written) on every slow path, most of which find no queue.
+            if self.remote_queue.load(Relaxed).is_null() {
+                return;
+            }
             let mut s = self.remote_queue.swap(null_mut(), Acquire);
             while !s.is_null() {
                 let next = (*s).remote.next.load(Relaxed);
