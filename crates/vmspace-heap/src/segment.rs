@@ -58,9 +58,10 @@ pub(crate) enum Kind {
     Meta = 3,
 }
 
-/// The record of one segment: the hot fields (what a free and an allocation read) share the
-/// first cache line with the first 64 blocks' bits, then come the rest of the bits, then the
-/// cold fields (list links, page masks, the remote queue link).
+/// The record of one segment: the hot fields (what a free, an allocation and the search for
+/// a segment with free blocks read) share the first cache line with the first 64 blocks'
+/// bits, then come the rest of the bits, then the cold fields (back links, page masks, the
+/// remote queue link).
 ///
 /// A segment of a class of 1 KiB or more has at most 64 blocks: its frees and allocations
 /// touch one line of its record.
@@ -75,6 +76,10 @@ pub(crate) struct Segment {
     /// `off * div_c mod 2^64 < div_c`, and the block index is the high half of the product
     /// (Lemire, Kaser and Kurz 2019) — no division.
     pub div_c: u64,
+    /// Link in the owner's per-class list (here so that looking for the fullest of the
+    /// next segments reads one line of each), the empty cache, the heap's large list, the
+    /// heap's list of record slabs or its free records.
+    pub next: *mut Segment,
     /// Blocks live (including those freed remotely and not yet collected). Written by the
     /// owner only; atomic so that `stats` may read it (relaxed: plain moves).
     pub used: AtomicU32,
@@ -83,8 +88,6 @@ pub(crate) struct Segment {
     pub slow_at: u32,
     /// Bytes of blocks from the segment base (`capacity * block_size`).
     pub limit: u32,
-    /// Block size (atomic for `stats`, like `used`); for a large block, its offset.
-    pub block_size: AtomicU32,
     pub kind: Kind,
     pub class: u8,
     /// In the owner's full list (no free block when last looked).
@@ -103,9 +106,7 @@ pub(crate) struct Segment {
     pub key: usize,
     /// The segment's address.
     pub base: usize,
-    /// Links in the owner's per-class list, the empty cache, the heap's large list, the
-    /// heap's list of record slabs or its free records.
-    pub next: *mut Segment,
+    /// The back link of `next`.
     pub prev: *mut Segment,
     /// Links in the owner's list of all its small segments (changed under the heap lock, so
     /// `stats` and `Drop` may walk it).
@@ -117,6 +118,8 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Blocks of a small segment; bytes a large block counts as committed.
     pub capacity: usize,
+    /// Block size (atomic for `stats`, like `used`); for a large block, its offset.
+    pub block_size: AtomicU32,
     /// Pages whose blocks may be on the free list.
     pub active: u16,
     /// Pages written since the segment came from the source: what it counts as committed.
