@@ -1839,6 +1839,43 @@ mod tests {
         assert_eq!(a.lock().in_use(), 0);
     }
 
+    /// Segments hold only blocks (16 page-sized blocks fill one), their records live in
+    /// the heap's meta segments; past the first segment's room, record slabs are taken,
+    /// records of released segments are reused, and dropping the heap returns the slabs too.
+    #[test]
+    fn records_live_apart_and_their_slabs_go_back_with_the_heap() {
+        let a = arena(400);
+        {
+            let h = SizeClassHeap::new(a);
+            let page: Vec<_> = (0..16).map(|_| h.alloc(l(4096, 4096))).collect();
+            let base = page[0] as usize & !(SEGMENT_SIZE - 1);
+            for p in &page {
+                assert_eq!(*p as usize & !(SEGMENT_SIZE - 1), base);
+            }
+            assert_eq!(page.iter().filter(|p| **p as usize == base).count(), 1);
+            assert_eq!(h.stats().segments, 1);
+            // 3000 blocks of 8 KiB: 375 segments, more records than the first segment holds.
+            let big: Vec<_> = (0..3000).map(|_| h.alloc(l(8192, 8))).collect();
+            assert!(big.iter().all(|p| !p.is_null()));
+            let used = a.lock().in_use();
+            assert!(used >= 376 + 2 + 1, "{used}");
+            for p in big.iter().chain(&page) {
+                unsafe { h.try_free(*p) }.unwrap();
+            }
+            h.collect();
+            let after = a.lock().in_use();
+            // Released segments' records are reused: the same blocks again need no new slab.
+            let again: Vec<_> = (0..3000).map(|_| h.alloc(l(8192, 8))).collect();
+            assert!(again.iter().all(|p| !p.is_null()));
+            assert_eq!(a.lock().in_use(), after + 375 - 1, "one segment was kept");
+            for p in again {
+                unsafe { h.try_free(p) }.unwrap();
+            }
+            assert_eq!(h.stats().live_bytes, 0);
+        }
+        assert_eq!(a.lock().in_use(), 0);
+    }
+
     #[test]
     fn realloc_stays_in_place_within_the_class_and_moves_contents_otherwise() {
         let h = SizeClassHeap::new(arena(32));
