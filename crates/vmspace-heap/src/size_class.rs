@@ -1858,7 +1858,8 @@ mod tests {
             let big: Vec<_> = (0..3000).map(|_| h.alloc(l(8192, 8))).collect();
             assert!(big.iter().all(|p| !p.is_null()));
             let used = a.lock().in_use();
-            assert!(used >= 376 + 2 + 1, "{used}");
+            // 376 small segments, two meta segments and at least one record slab
+            assert!(used >= 379, "{used}");
             for p in big.iter().chain(&page) {
                 unsafe { h.try_free(*p) }.unwrap();
             }
