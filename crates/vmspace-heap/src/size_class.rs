@@ -2,8 +2,9 @@
 //! 64 KiB segments.
 //!
 //! Each local heap (one per thread with `std`, one behind a spin lock otherwise) has, per
-//! class, a short lookaside list of the blocks it freed last (LIFO, about 16 KiB) in front of
-//! a list of segments with free blocks, the first of which is current. Allocation pops the
+//! class, a short lookaside list of the blocks it freed last (LIFO, about 16 KiB; an array
+//! of slots in the local heap's own memory, so the blocks are not touched) in front of a
+//! list of segments with free blocks, the first of which is current. Allocation pops the
 //! lookaside list, else the current segment's free list, and sets the block's live bit in
 //! the segment's record; a free of a block of a segment this local heap owns checks and
 //! clears that bit and pushes the block on the lookaside list, whose older half goes back to
@@ -98,27 +99,38 @@ fn now_ms() -> usize {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Where each class's lookaside slots start in a local heap's slot array.
+const LOOKASIDE_AT: [usize; CLASSES] = lookaside_at();
+/// Slots of all lookaside lists of a local heap.
+const LOOKASIDE_SLOTS: usize = LOOKASIDE_AT[CLASSES - 1] + LOOKASIDE_MAX[CLASSES - 1] as usize;
+
+const fn lookaside_at() -> [usize; CLASSES] {
+    let mut t = [0usize; CLASSES];
+    let mut c = 1;
+    while c < CLASSES {
+        t[c] = t[c - 1] + LOOKASIDE_MAX[c - 1] as usize;
+        c += 1;
+    }
+    t
+}
+
+const _: () = assert!(
+    META_OFFSET + Local::<()>::BYTES <= SEGMENT_SIZE,
+    "a local heap and its lookaside slots fit in its meta segment"
+);
+
 /// Where a meta segment keeps its shared state or local heap: off the page-aligned cache
 /// set that every segment's first block maps to.
 const META_OFFSET: usize = 5 * 64;
 
-/// Bytes of a meta segment holding a `T` at [`META_OFFSET`] that count as committed.
-const fn meta_committed<T>() -> usize {
-    (META_OFFSET + core::mem::size_of::<T>()).div_ceil(PAGE_SIZE) * PAGE_SIZE
+/// Bytes of a meta segment holding `bytes` at [`META_OFFSET`] that count as committed.
+const fn meta_committed(bytes: usize) -> usize {
+    (META_OFFSET + bytes).div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
-/// A lookaside list: its first block as a [`pack`]ed link, and its length.
-#[repr(C, align(16))]
-struct Lookaside {
-    head: usize,
-    /// Atomic only so `stats` may read it (relaxed: plain moves).
-    len: AtomicU32,
-}
-
-/// A lookaside link: block address `p` with its block index `i` (below
+/// A lookaside slot: block address `p` with its block index `i` (below
 /// [`MAX_BLOCKS`](crate::segment::MAX_BLOCKS)) xored into bits 48..59, so a pop marks the
-/// block live without reading its record's hot line or multiplying. Links inside blocks
-/// are additionally [`encode`]d (`secure`).
+/// block live without reading its record's hot line or multiplying.
 #[inline(always)]
 fn pack(p: usize, i: usize) -> usize {
     p ^ (i << 48)
@@ -134,9 +146,13 @@ fn unpack(v: usize) -> (usize, usize) {
 
 /// One owner's lists: a thread's cache, or the heap's locked local heap.
 pub(crate) struct Local<S> {
-    /// Lookaside lists: per class the blocks this thread freed last (LIFO), reused first
-    /// while their cache lines are still warm.
-    la: [Lookaside; CLASSES],
+    /// Lookaside lists: per class the number of blocks this thread freed last, reused
+    /// first (LIFO) while their cache lines are still warm. The blocks are [`pack`]ed in the
+    /// slot array that follows the local heap in its meta segment ([`Local::slots`]), class
+    /// `c` at [`LOOKASIDE_AT`]`[c]`, oldest first: a freed block is not written to (nor
+    /// read when reused) until it goes back to its segment. Atomic only so `stats` may
+    /// read them (relaxed: plain moves).
+    la: [AtomicU32; CLASSES],
     /// Per class, the segments with free (or carvable) blocks; the first is current.
     avail: [*mut Segment; CLASSES],
     /// Per class, segments that had no free block when last looked at.
@@ -352,48 +368,31 @@ unsafe fn pop(seg: *mut Segment, b: usize) -> *mut u8 {
     }
 }
 
-/// Pops the first block of lookaside list `c` of `l` (whose packed head `v` is not 0) and
-/// marks it live.
+/// Pops the newest block of lookaside list `c` of `l` (which holds `n > 0`) and marks it
+/// live.
 ///
 /// # Safety
-/// The caller must be the owner of `l`, and `v` the head of its lookaside list `c`.
+/// The caller must be the owner of `l`, and `n` the length of its lookaside list `c`.
 #[inline(always)]
-unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, v: usize) -> *mut u8 {
-    // SAFETY: lookaside blocks are free blocks of the owner's segments; the bitmap word
-    // index is below BITMAP_WORDS by the mask in `unpack`.
+unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, n: u32) -> *mut u8 {
+    // SAFETY: lookaside slots hold free blocks of the owner's segments, whose records the
+    // registry has; the bitmap word index is below BITMAP_WORDS by the mask in `unpack`.
     unsafe {
+        let v = *l
+            .slots()
+            .add(*LOOKASIDE_AT.get_unchecked(c) + n as usize - 1);
         let (b, i) = unpack(v);
-        let next = decode((*(b as *const Block)).next, l.key);
         let seg = l.record_of(b);
-        // Null only if a use-after-free write redirected a link (`secure` checks links
-        // before they are followed).
-        if seg.is_null() {
-            report(HeapError::new(HeapErrorKind::Corrupted, b));
-        }
-        if cfg!(feature = "secure") {
-            // The link read from the block must lead to a free block of this local heap,
-            // and the index packed with it must be that block's.
-            if Segment::block_index(seg, b as *const u8) != Some(i) {
-                report(HeapError::new(HeapErrorKind::Corrupted, b));
-            }
-            let (nb, _) = unpack(next);
-            let ns = registry::lookup(nb as *const u8);
-            if next != 0 && (ns.is_null() || (*ns).owner != l as *mut Local<S> as *mut ()) {
-                report(HeapError::new(HeapErrorKind::Corrupted, b));
-            }
-        }
         let (w, bit) = (i >> 6, 1u64 << (i & 63));
         let lw = (*seg).live_word(w);
         let x = lw.load(Relaxed);
-        // A link overwritten after the free (a use-after-free write) that leads to a live
-        // block is caught here instead of handing the block out twice.
+        // The slot array is the heap's, not the program's: a live block here means the
+        // heap's own state was overwritten.
         if x & bit != 0 {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
         lw.store(x | bit, Relaxed);
-        let e = l.la.get_unchecked_mut(c);
-        e.head = next;
-        e.len.store(e.len.load(Relaxed) - 1, Relaxed);
+        l.la.get_unchecked(c).store(n - 1, Relaxed);
         b as *mut u8
     }
 }
@@ -420,19 +419,30 @@ unsafe fn push_lookaside<S: SegmentSource>(
         }
         lw.store(v & !bit, Relaxed);
         let c = (*seg).class as usize;
-        let e = l.la.get_unchecked_mut(c);
-        let n = e.len.load(Relaxed) + 1;
-        (*(p as *mut Block)).next = encode(e.head, l.key);
-        e.head = pack(p as usize, i);
-        e.len.store(n, Relaxed);
-        if n > *LOOKASIDE_MAX.get_unchecked(c) {
-            l.flush_lookaside(c);
+        let mut n = l.la.get_unchecked(c).load(Relaxed);
+        if n == *LOOKASIDE_MAX.get_unchecked(c) {
+            l.flush_lookaside(c, n / 2);
+            n /= 2;
         }
+        *l.slots().add(*LOOKASIDE_AT.get_unchecked(c) + n as usize) = pack(p as usize, i);
+        l.la.get_unchecked(c).store(n + 1, Relaxed);
         Ok(())
     }
 }
 
 impl<S> Local<S> {
+    /// Offset of the lookaside slot array from the local heap.
+    const SLOTS_AT: usize = core::mem::size_of::<Self>().next_multiple_of(64);
+
+    /// Bytes of the local heap and its slot array.
+    const BYTES: usize = Self::SLOTS_AT + LOOKASIDE_SLOTS * core::mem::size_of::<usize>();
+
+    /// The lookaside slot array (uninitialised beyond each list's length).
+    #[inline(always)]
+    fn slots(&mut self) -> *mut usize {
+        (self as *mut Self as usize + Self::SLOTS_AT) as *mut usize
+    }
+
     /// The record of the segment of block `b` (null when none is registered).
     #[inline(always)]
     fn record_of(&self, b: usize) -> *mut Segment {
@@ -454,9 +464,9 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn alloc(&mut self, c: usize) -> *mut u8 {
         // SAFETY: lookaside and avail lists hold this owner's blocks and segments.
         unsafe {
-            let v = self.la.get_unchecked(c).head;
-            if v != 0 {
-                return pop_lookaside(self, c, v);
+            let n = self.la.get_unchecked(c).load(Relaxed);
+            if n != 0 {
+                return pop_lookaside(self, c, n);
             }
             let seg = *self.avail.get_unchecked(c);
             if !seg.is_null() {
@@ -583,38 +593,29 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
-    /// Gives the older half of class `c`'s lookaside list back to the blocks' segments.
+    /// Gives all but the newest `keep` blocks of class `c`'s lookaside list back to the
+    /// blocks' segments.
     #[inline(never)]
-    unsafe fn flush_lookaside(&mut self, c: usize) {
-        // SAFETY: owner-only; the list holds free blocks of this owner's segments.
+    unsafe fn flush_lookaside(&mut self, c: usize, keep: u32) {
+        // SAFETY: owner-only; the slots below the length hold free blocks of this owner's
+        // segments.
         unsafe {
-            let keep = self.la[c].len.load(Relaxed) / 2;
-            let mut rest = self.la[c].head;
-            if keep == 0 {
-                self.la[c].head = 0;
-            } else {
-                let mut b = unpack(rest).0;
-                for _ in 1..keep {
-                    b = unpack(decode((*(b as *mut Block)).next, self.key)).0;
-                }
-                rest = decode((*(b as *mut Block)).next, self.key);
-                (*(b as *mut Block)).next = encode(0, self.key);
-            }
-            self.la[c].len.store(keep, Relaxed);
-            while rest != 0 {
-                let b = unpack(rest).0;
-                let next = decode((*(b as *mut Block)).next, self.key);
+            let n = self.la[c].load(Relaxed) as usize;
+            let keep = (keep as usize).min(n);
+            let slots = self.slots().add(LOOKASIDE_AT[c]);
+            for j in 0..n - keep {
+                let b = unpack(*slots.add(j)).0;
                 let seg = self.record_of(b);
-                let h = seg;
-                (*(b as *mut Block)).next = encode((*h).free, (*h).key);
-                (*h).free = b;
-                let u = (*h).used.load(Relaxed) - 1;
-                (*h).used.store(u, Relaxed);
-                if u <= (*h).slow_at {
+                (*(b as *mut Block)).next = encode((*seg).free, (*seg).key);
+                (*seg).free = b;
+                let u = (*seg).used.load(Relaxed) - 1;
+                (*seg).used.store(u, Relaxed);
+                if u <= (*seg).slow_at {
                     self.free_slow(seg);
                 }
-                rest = next;
             }
+            ptr::copy(slots.add(n - keep), slots, keep);
+            self.la[c].store(keep as u32, Relaxed);
         }
     }
 
@@ -901,7 +902,7 @@ impl<S: SegmentSource> Local<S> {
             }
         }
         let on_lists: usize = (0..CLASSES)
-            .map(|c| self.la[c].len.load(Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .map(|c| self.la[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
             .sum();
         live.saturating_sub(on_lists)
     }
@@ -950,9 +951,8 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only.
         unsafe {
             for c in 0..CLASSES {
-                if self.la[c].head != 0 {
-                    self.la[c].len.store(0, Relaxed);
-                    self.flush_lookaside(c);
+                if self.la[c].load(Relaxed) != 0 {
+                    self.flush_lookaside(c, 0);
                 }
             }
             self.drain_remote();
@@ -1089,7 +1089,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     records_committed: 0,
                 }),
                 locked_local: spin::Mutex::new(LocalPtr(null_mut())),
-                committed: AtomicUsize::new(meta_committed::<Shared<S>>()),
+                committed: AtomicUsize::new(meta_committed(core::mem::size_of::<Shared<S>>())),
                 large_blocks: AtomicUsize::new(0),
                 large_live: AtomicUsize::new(0),
                 window: usize::MAX,
@@ -1148,12 +1148,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let seg = inner.take_segments(1, sh_ref.key, Kind::Meta, null_mut())?;
             let l = ((*seg).base + META_OFFSET) as *mut Local<S>;
             l.write(Local {
-                la: [const {
-                    Lookaside {
-                        head: 0,
-                        len: AtomicU32::new(0),
-                    }
-                }; CLASSES],
+                la: [const { AtomicU32::new(0) }; CLASSES],
                 avail: [null_mut(); CLASSES],
                 full: [null_mut(); CLASSES],
                 shared: sh,
@@ -1164,7 +1159,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 empty_tail: null_mut(),
                 empty_count: 0,
                 remote_queue: AtomicPtr::new(null_mut()),
-                committed: AtomicUsize::new(meta_committed::<Local<S>>()),
+                committed: AtomicUsize::new(meta_committed(Local::<S>::BYTES)),
                 all: null_mut(),
                 segments: AtomicUsize::new(0),
                 next_all: inner.all_locals,
@@ -1192,9 +1187,9 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = crate::class::class_of_small(size);
-                        let v = l.la.get_unchecked(c).head;
-                        if v != 0 {
-                            return pop_lookaside(l, c, v);
+                        let n = l.la.get_unchecked(c).load(Relaxed);
+                        if n != 0 {
+                            return pop_lookaside(l, c, n);
                         }
                         let seg = *l.avail.get_unchecked(c);
                         if !seg.is_null() {
