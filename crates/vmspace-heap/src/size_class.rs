@@ -99,16 +99,18 @@ fn now_ms() -> usize {
 
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Where each class's lookaside slots start in a local heap's slot array.
+/// Where each class's lookaside slots start in a local heap's slot array: one more than
+/// the class's most, as a push fills the list before the flush that trims it (a tail call,
+/// so the inlined free saves no registers).
 const LOOKASIDE_AT: [usize; CLASSES] = lookaside_at();
 /// Slots of all lookaside lists of a local heap.
-const LOOKASIDE_SLOTS: usize = LOOKASIDE_AT[CLASSES - 1] + LOOKASIDE_MAX[CLASSES - 1] as usize;
+const LOOKASIDE_SLOTS: usize = LOOKASIDE_AT[CLASSES - 1] + LOOKASIDE_MAX[CLASSES - 1] as usize + 1;
 
 const fn lookaside_at() -> [usize; CLASSES] {
     let mut t = [0usize; CLASSES];
     let mut c = 1;
     while c < CLASSES {
-        t[c] = t[c - 1] + LOOKASIDE_MAX[c - 1] as usize;
+        t[c] = t[c - 1] + LOOKASIDE_MAX[c - 1] as usize + 1;
         c += 1;
     }
     t
@@ -419,13 +421,12 @@ unsafe fn push_lookaside<S: SegmentSource>(
         }
         lw.store(v & !bit, Relaxed);
         let c = (*seg).class as usize;
-        let mut n = l.la.get_unchecked(c).load(Relaxed);
-        if n == *LOOKASIDE_MAX.get_unchecked(c) {
-            l.flush_lookaside(c, n / 2);
-            n /= 2;
-        }
+        let n = l.la.get_unchecked(c).load(Relaxed);
         *l.slots().add(*LOOKASIDE_AT.get_unchecked(c) + n as usize) = pack(p as usize, i);
         l.la.get_unchecked(c).store(n + 1, Relaxed);
+        if n + 1 > *LOOKASIDE_MAX.get_unchecked(c) {
+            l.flush_lookaside(c, (n + 1) / 2);
+        }
         Ok(())
     }
 }
