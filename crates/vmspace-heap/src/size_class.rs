@@ -425,7 +425,8 @@ unsafe fn push_lookaside<S: SegmentSource>(
         *l.slots().add(*LOOKASIDE_AT.get_unchecked(c) + n as usize) = pack(p as usize, i);
         l.la.get_unchecked(c).store(n + 1, Relaxed);
         if n + 1 > *LOOKASIDE_MAX.get_unchecked(c) {
-            l.flush_lookaside(c, (n + 1) / 2);
+            // Keep the newer half of the n + 1 blocks.
+            l.flush_lookaside(c, n.div_ceil(2));
         }
         Ok(())
     }
