@@ -330,19 +330,18 @@ unsafe impl<S: Send> Send for LocalPtr<S> {}
 unsafe fn mark_live(seg: *mut Segment, b: usize) {
     // SAFETY: the bitmap word index is checked against the block area before use.
     unsafe {
-        let h = seg;
-        let off = b.wrapping_sub((*h).base);
-        if off >= (*h).limit as usize {
+        let off = b.wrapping_sub((*seg).base);
+        if off >= (*seg).limit as usize {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
-        let i = ((off as u128 * (*h).div_c as u128) >> 64) as usize;
+        let i = ((off as u128 * (*seg).div_c as u128) >> 64) as usize;
         let (w, bit) = (i >> 6, 1u64 << (i & 63));
         let lw = (*seg).live_word(w);
         let v = lw.load(Relaxed);
         // A free-list link overwritten after the free (a use-after-free write) can lead to a
         // live block: caught here instead of handing the block out twice.
         if v & bit != 0
-            || (cfg!(feature = "secure") && (off as u64).wrapping_mul((*h).div_c) >= (*h).div_c)
+            || (cfg!(feature = "secure") && (off as u64).wrapping_mul((*seg).div_c) >= (*seg).div_c)
         {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
@@ -358,14 +357,13 @@ unsafe fn mark_live(seg: *mut Segment, b: usize) {
 unsafe fn pop(seg: *mut Segment, b: usize) -> *mut u8 {
     // SAFETY: `b` is a free block of `seg`.
     unsafe {
-        let h = seg;
-        let next = decode((*(b as *const Block)).next, (*h).key);
-        if cfg!(feature = "secure") && next != 0 && base_of(next as *const u8) != (*h).base {
+        let next = decode((*(b as *const Block)).next, (*seg).key);
+        if cfg!(feature = "secure") && next != 0 && base_of(next as *const u8) != (*seg).base {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
         mark_live(seg, b);
-        (*h).free = next;
-        (*h).used.store((*h).used.load(Relaxed) + 1, Relaxed);
+        (*seg).free = next;
+        (*seg).used.store((*seg).used.load(Relaxed) + 1, Relaxed);
         b as *mut u8
     }
 }
@@ -661,11 +659,10 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only; a remote bit is set only on a live block of `seg`, whose pages
         // are active.
         unsafe {
-            let h = seg;
-            let key = (*h).key;
-            let first = (*h).base;
-            let bs = (*h).block_size.load(Relaxed) as usize;
-            let mut free = (*h).free;
+            let key = (*seg).key;
+            let first = (*seg).base;
+            let bs = (*seg).block_size.load(Relaxed) as usize;
+            let mut free = (*seg).free;
             let mut n = 0u32;
             for w in 0..(*seg).capacity.div_ceil(64) {
                 let rw = (*seg).remote_word(w);
@@ -691,10 +688,10 @@ impl<S: SegmentSource> Local<S> {
                     m &= m - 1;
                 }
             }
-            (*h).free = free;
-            let u = (*h).used.load(Relaxed) - n;
-            (*h).used.store(u, Relaxed);
-            if n != 0 && u <= (*h).slow_at {
+            (*seg).free = free;
+            let u = (*seg).used.load(Relaxed) - n;
+            (*seg).used.store(u, Relaxed);
+            if n != 0 && u <= (*seg).slow_at {
                 self.free_slow(seg);
             }
         }
@@ -898,8 +895,7 @@ impl<S: SegmentSource> Local<S> {
         // `block_size` are atomics.
         unsafe {
             while !s.is_null() {
-                let h = s;
-                live += (*h).used.load(Relaxed) as usize * (*h).block_size.load(Relaxed) as usize;
+                live += (*s).used.load(Relaxed) as usize * (*s).block_size.load(Relaxed) as usize;
                 s = (*s).all_next;
             }
         }
@@ -1369,12 +1365,11 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             } else {
                 registry::lookup(p)
             };
-            let h = seg;
             if !seg.is_null() {
                 if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                     // Only small segments have an owner, and a local heap's segments are its
                     // heap's: one compare says "ours, small, this thread's".
-                    if (*h).owner == l {
+                    if (*seg).owner == l {
                         // The block's live bit (set, and no remote bit) says it may be freed;
                         // anything else is the exact path's to report.
                         if let Some(i) = Segment::block_index(seg, p) {
@@ -1383,8 +1378,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                             }
                             return;
                         }
-                    } else if (*h).cookie == base_of(p) ^ self.key.load(Relaxed)
-                        && (*h).kind == Kind::Small
+                    } else if (*seg).cookie == base_of(p) ^ self.key.load(Relaxed)
+                        && (*seg).kind == Kind::Small
                     {
                         if let Err(e) = Local::<S>::remote_free(seg, p) {
                             report(e)
