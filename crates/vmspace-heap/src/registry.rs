@@ -7,17 +7,17 @@
 //! the address), a leaf one pointer per 64 KiB segment of its window (512 KiB, committed by
 //! the kernel a page — 512 segments, 32 MiB of heap — at a time). Reads are lock-free (two
 //! dependent loads, one when the caller caches the window's leaf); leaves are installed under
-//! a spin lock and never freed, so a reader never follows a dangling leaf. The first leaf
-//! comes from a static pool (a kernel's heap needs no allocator to start) and, with `std`,
-//! more from `mmap`; without `std`, segments in more than [`POOL_LEAVES`] window of 4 GiB
-//! cannot be registered and the heap treats such a segment as out of memory.
+//! a spin lock and never freed, so a reader never follows a dangling leaf. With `std` leaves
+//! come from `mmap`; without it from a static pool of [`POOL_LEAVES`] (a kernel's heap needs
+//! no allocator to start): segments outside that many windows of 4 GiB cannot be
+//! registered, and the heap treats such a segment as out of memory.
 //!
 //! One registry serves every heap of the process: a non-null entry says "some vmspace heap's
 //! segment is here"; the record's cookie then says which heap.
 
 use crate::segment::Segment;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, Ordering::*};
 
 /// log2 of the bytes one leaf covers.
 const WINDOW_SHIFT: u32 = 32;
@@ -25,7 +25,9 @@ const WINDOW_SHIFT: u32 = 32;
 const TOP_ENTRIES: usize = 1 << (48 - WINDOW_SHIFT);
 /// Entries of one leaf (one per segment of a window).
 const LEAF_ENTRIES: usize = 1 << (WINDOW_SHIFT - crate::source::SEGMENT_SHIFT);
-/// Leaves in the static pool.
+/// Leaves in the static pool (without `std`): 512 KiB of `.bss`, segments in one window
+/// of 4 GiB.
+#[cfg_attr(feature = "std", allow(dead_code))]
 pub const POOL_LEAVES: usize = 1;
 
 /// One window's record pointers.
@@ -39,10 +41,13 @@ pub(crate) type Entries = *const AtomicPtr<Segment>;
 const NO_LEAF: AtomicPtr<Leaf> = AtomicPtr::new(null_mut());
 static TOP: [AtomicPtr<Leaf>; TOP_ENTRIES] = [NO_LEAF; TOP_ENTRIES];
 
+#[cfg(not(feature = "std"))]
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO_LEAF: Leaf = Leaf([const { AtomicPtr::new(null_mut()) }; LEAF_ENTRIES]);
+#[cfg(not(feature = "std"))]
 static POOL: [Leaf; POOL_LEAVES] = [ZERO_LEAF; POOL_LEAVES];
-static POOL_USED: AtomicUsize = AtomicUsize::new(0);
+#[cfg(not(feature = "std"))]
+static POOL_USED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 static INSTALL: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Segment index within its window.
@@ -145,12 +150,16 @@ pub(crate) fn unregister(seg: *const u8) {
     }
 }
 
-/// A zeroed leaf from the pool, or (with `std`) a fresh mapping.
+/// A zeroed leaf: from the pool, or with `std` a fresh mapping.
 fn new_leaf() -> Option<*mut Leaf> {
-    let i = POOL_USED.load(Relaxed);
-    if i < POOL_LEAVES {
-        POOL_USED.store(i + 1, Relaxed);
-        return Some(&POOL[i] as *const Leaf as *mut Leaf);
+    #[cfg(not(feature = "std"))]
+    {
+        // Under the install lock.
+        let i = POOL_USED.load(Relaxed);
+        if i < POOL_LEAVES {
+            POOL_USED.store(i + 1, Relaxed);
+            return Some(&POOL[i] as *const Leaf as *mut Leaf);
+        }
     }
     #[cfg(feature = "std")]
     {
