@@ -1,7 +1,7 @@
 //! vmspace-heap: heaps over a segment source, for a kernel or as a Rust global allocator.
 //!
 //! - [`SizeClassHeap`]: lookaside and per-segment free lists per size class over 64 KiB
-//!   segments (a live and a remote bit per block in the segment header), per-thread
+//!   segments (a live and a remote bit per block in the segment's record), per-thread
 //!   caches with cross-thread frees (`std`), large blocks straight from the source.
 //! - [`ChunkHeap`]: boundary tags, immediate coalescing, exact and sorted bins, a selectable
 //!   [`FitPolicy`], a top chunk grown and trimmed through a [`BrkSource`].

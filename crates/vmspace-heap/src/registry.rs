@@ -1,84 +1,99 @@
-//! The segment registry: which 64 KiB-aligned addresses hold a size-class heap's segment
-//! header, so a free looks the pointer up before it touches memory at its segment base.
+//! The segment registry: which 64 KiB-aligned addresses hold a size-class heap's segment,
+//! and where that segment's record is, so a free finds the record from the pointer without
+//! touching memory at its segment base.
 //!
-//! A two-level radix map over 48-bit (canonical) addresses, one bit per segment: the top
-//! level has one entry per 4 GiB window (bits 47..32 of the address), a leaf one bit per
-//! 64 KiB segment of its window (8 KiB). Reads are lock-free (two dependent loads, both in
-//! cache for a heap's working set); leaves are installed under a spin lock and never freed,
-//! so a reader never follows a dangling leaf. Leaves come from a small static pool (a
-//! kernel's heap needs no allocator to start) and, with `std`, from `mmap` once it is used
-//! up; without `std`, more than [`POOL_LEAVES`] windows of 4 GiB cannot be registered and
-//! the heap treats the segment as out of memory.
+//! A two-level radix map over 48-bit (canonical) addresses, one record pointer per segment
+//! (null: no heap's segment): the top level has one entry per 4 GiB window (bits 47..32 of
+//! the address), a leaf one pointer per 64 KiB segment of its window (512 KiB, committed by
+//! the kernel a page — 512 segments, 32 MiB of heap — at a time). Reads are lock-free (two
+//! dependent loads, one when the caller caches the window's leaf); leaves are installed under
+//! a spin lock and never freed, so a reader never follows a dangling leaf. With `std` leaves
+//! come from `mmap`; without it from a static pool of [`POOL_LEAVES`] (a kernel's heap needs
+//! no allocator to start): segments outside that many windows of 4 GiB cannot be
+//! registered, and the heap treats such a segment as out of memory.
 //!
-//! One registry serves every heap of the process: a set bit says "some vmspace heap's
-//! header lives here"; the header's cookie then says which heap.
+//! One registry serves every heap of the process: a non-null entry says "some vmspace heap's
+//! segment is here"; the record's cookie then says which heap.
 
+use crate::segment::Segment;
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering::*};
+use core::sync::atomic::{AtomicPtr, Ordering::*};
 
 /// log2 of the bytes one leaf covers.
 const WINDOW_SHIFT: u32 = 32;
 /// Top-level entries: the 4 GiB windows of a 48-bit address space.
 const TOP_ENTRIES: usize = 1 << (48 - WINDOW_SHIFT);
-/// Words of one leaf (one bit per segment of a window).
-const LEAF_WORDS: usize = 1 << (WINDOW_SHIFT - crate::source::SEGMENT_SHIFT - 6);
-/// Leaves in the static pool.
-pub const POOL_LEAVES: usize = 8;
+/// Entries of one leaf (one per segment of a window).
+const LEAF_ENTRIES: usize = 1 << (WINDOW_SHIFT - crate::source::SEGMENT_SHIFT);
+/// Leaves in the static pool (without `std`): 512 KiB of `.bss`, segments in one window
+/// of 4 GiB.
+#[cfg_attr(feature = "std", allow(dead_code))]
+pub const POOL_LEAVES: usize = 1;
 
-/// One window's segment bits.
-struct Leaf([AtomicU64; LEAF_WORDS]);
+/// One window's record pointers.
+#[repr(C, align(4096))]
+struct Leaf([AtomicPtr<Segment>; LEAF_ENTRIES]);
+
+/// A leaf's entries, as cached by a heap for its main window.
+pub(crate) type Entries = *const AtomicPtr<Segment>;
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_LEAF: AtomicPtr<Leaf> = AtomicPtr::new(null_mut());
 static TOP: [AtomicPtr<Leaf>; TOP_ENTRIES] = [NO_LEAF; TOP_ENTRIES];
 
+#[cfg(not(feature = "std"))]
 #[allow(clippy::declare_interior_mutable_const)]
-const ZERO_LEAF: Leaf = Leaf([const { AtomicU64::new(0) }; LEAF_WORDS]);
+const ZERO_LEAF: Leaf = Leaf([const { AtomicPtr::new(null_mut()) }; LEAF_ENTRIES]);
+#[cfg(not(feature = "std"))]
 static POOL: [Leaf; POOL_LEAVES] = [ZERO_LEAF; POOL_LEAVES];
-static POOL_USED: AtomicUsize = AtomicUsize::new(0);
+#[cfg(not(feature = "std"))]
+static POOL_USED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
 static INSTALL: spin::Mutex<()> = spin::Mutex::new(());
 
-/// Top-level index, leaf word and bit of segment address `a`; `None` for a non-canonical
-/// address (bits 63..47 neither all clear nor all set) or an address above 48 bits.
+/// Segment index within its window.
 #[inline(always)]
-fn split(a: usize) -> Option<(usize, usize, u64)> {
+fn index(a: usize) -> usize {
+    (a >> crate::source::SEGMENT_SHIFT) & (LEAF_ENTRIES - 1)
+}
+
+/// Top-level index of address `a`; `None` for a non-canonical address (bits 63..47 neither
+/// all clear nor all set).
+#[inline(always)]
+fn top_of(a: usize) -> Option<usize> {
     let a = a as u64;
     // Canonical: bits 63..47 all equal, so bits 47..32 identify the window uniquely.
     if ((a as i64) >> 47).wrapping_add(1) as u64 > 1 {
         return None;
     }
-    let top = ((a >> WINDOW_SHIFT) & (TOP_ENTRIES as u64 - 1)) as usize;
-    let s = (a >> crate::source::SEGMENT_SHIFT) & ((1 << (WINDOW_SHIFT - 16)) - 1);
-    Some((top, (s >> 6) as usize, 1u64 << (s & 63)))
+    Some(((a >> WINDOW_SHIFT) & (TOP_ENTRIES as u64 - 1)) as usize)
 }
 
-/// Whether a heap header is registered at the segment containing `p`.
+/// The record of the heap segment containing `p`, null when none is registered there.
 #[inline(always)]
-pub(crate) fn contains(p: *const u8) -> bool {
-    let Some((top, w, bit)) = split(p as usize) else {
-        return false;
+pub(crate) fn lookup(p: *const u8) -> *mut Segment {
+    let Some(top) = top_of(p as usize) else {
+        return null_mut();
     };
     // SAFETY: `top < TOP_ENTRIES` by the mask.
     let leaf = unsafe { TOP.get_unchecked(top) }.load(Acquire);
     if leaf.is_null() {
-        return false;
+        return null_mut();
     }
-    // SAFETY: installed leaves are never freed; `w < LEAF_WORDS` by the mask.
-    unsafe { (*leaf).0.get_unchecked(w).load(Relaxed) & bit != 0 }
+    // SAFETY: installed leaves are never freed; the index is below LEAF_ENTRIES by the mask.
+    unsafe { (*leaf).0.get_unchecked(index(p as usize)).load(Acquire) }
 }
 
-/// The bit words of the window of `p` (4 GiB), null when none is installed: a heap caches
-/// the window most of its segments lie in and tests those with [`contains_in`], one load
-/// instead of three.
-pub(crate) fn window_words(p: *const u8) -> *const AtomicU64 {
-    match split(p as usize) {
-        // SAFETY: `top < TOP_ENTRIES`; installed leaves are never freed.
-        Some((top, _, _)) => {
+/// The entries of the window of `p` (4 GiB), null when no leaf is installed: a heap caches
+/// the window most of its segments lie in and looks those up with [`lookup_in`], one load
+/// instead of two.
+pub(crate) fn window_entries(p: *const u8) -> Entries {
+    match top_of(p as usize) {
+        Some(top) => {
             let leaf = TOP[top].load(Acquire);
             if leaf.is_null() {
                 core::ptr::null()
             } else {
-                // SAFETY: a live leaf.
+                // SAFETY: a live leaf (never freed).
                 unsafe { (*leaf).0.as_ptr() }
             }
         }
@@ -86,22 +101,22 @@ pub(crate) fn window_words(p: *const u8) -> *const AtomicU64 {
     }
 }
 
-/// Whether a heap header is registered at the segment containing `p`, given the bit words
-/// of its window ([`window_words`] of an address with the same bits 63..32).
+/// The record of the heap segment containing `p` (null when none), given the entries of its
+/// window ([`window_entries`] of an address with the same bits 63..32).
 ///
 /// # Safety
-/// `words` must come from [`window_words`] for `p`'s window.
+/// `entries` must come from [`window_entries`] for `p`'s window.
 #[inline(always)]
-pub(crate) unsafe fn contains_in(words: *const AtomicU64, p: *const u8) -> bool {
-    let s = (p as usize >> crate::source::SEGMENT_SHIFT) & ((1 << (WINDOW_SHIFT - 16)) - 1);
-    // SAFETY: `s >> 6 < LEAF_WORDS` by the mask; leaves are never freed.
-    unsafe { (*words.add(s >> 6)).load(Relaxed) & 1u64 << (s & 63) != 0 }
+pub(crate) unsafe fn lookup_in(entries: Entries, p: *const u8) -> *mut Segment {
+    // SAFETY: the index is below LEAF_ENTRIES by the mask; leaves are never freed.
+    unsafe { (*entries.add(index(p as usize))).load(Acquire) }
 }
 
-/// Records that a heap header lives at segment `seg` (64 KiB-aligned); `false` when no leaf
-/// can be had for its window (the caller treats the segment as unavailable).
-pub(crate) fn register(seg: *const u8) -> bool {
-    let Some((top, w, bit)) = split(seg as usize) else {
+/// Records that the segment at `seg` (64 KiB-aligned) is a heap's, described by `rec`;
+/// `false` when no leaf can be had for its window (the caller treats the segment as
+/// unavailable). The record must be written before (the entry is published with release).
+pub(crate) fn register(seg: *const u8, rec: *mut Segment) -> bool {
+    let Some(top) = top_of(seg as usize) else {
         return false;
     };
     let mut leaf = TOP[top].load(Acquire);
@@ -119,39 +134,43 @@ pub(crate) fn register(seg: *const u8) -> bool {
         }
     }
     // SAFETY: installed leaves are never freed.
-    unsafe { (*leaf).0[w].fetch_or(bit, Release) };
+    unsafe { (*leaf).0[index(seg as usize)].store(rec, Release) };
     true
 }
 
 /// Forgets segment `seg` (before it goes back to its source).
 pub(crate) fn unregister(seg: *const u8) {
-    let Some((top, w, bit)) = split(seg as usize) else {
+    let Some(top) = top_of(seg as usize) else {
         return;
     };
     let leaf = TOP[top].load(Acquire);
     if !leaf.is_null() {
         // SAFETY: installed leaves are never freed.
-        unsafe { (*leaf).0[w].fetch_and(!bit, Release) };
+        unsafe { (*leaf).0[index(seg as usize)].store(null_mut(), Release) };
     }
 }
 
-/// A zeroed leaf from the pool, or (with `std`) a fresh mapping.
+/// A zeroed leaf: from the pool, or with `std` a fresh mapping.
 fn new_leaf() -> Option<*mut Leaf> {
-    let i = POOL_USED.load(Relaxed);
-    if i < POOL_LEAVES {
-        POOL_USED.store(i + 1, Relaxed);
-        return Some(&POOL[i] as *const Leaf as *mut Leaf);
+    #[cfg(not(feature = "std"))]
+    {
+        // Under the install lock.
+        let i = POOL_USED.load(Relaxed);
+        if i < POOL_LEAVES {
+            POOL_USED.store(i + 1, Relaxed);
+            return Some(&POOL[i] as *const Leaf as *mut Leaf);
+        }
     }
     #[cfg(feature = "std")]
     {
         // SAFETY: an anonymous private mapping at an address the kernel chooses; zero-filled,
-        // which is an empty leaf. Never unmapped.
+        // which is an empty leaf (pages committed as entries are written). Never unmapped.
         let p = unsafe {
             libc::mmap(
                 null_mut(),
                 core::mem::size_of::<Leaf>(),
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
                 -1,
                 0,
             )
@@ -168,13 +187,19 @@ mod tests {
     use super::*;
     use crate::source::SEGMENT_SIZE;
 
+    fn contains(p: *const u8) -> bool {
+        !lookup(p).is_null()
+    }
+
     #[test]
     fn registered_segments_are_found_and_forgotten() {
         // An address range nothing else in the tests registers (the 4 GiB window at 2^46).
         let base = (1usize << 46) + 5 * SEGMENT_SIZE;
         let p = base as *const u8;
+        let rec = 0x1040 as *mut Segment;
         assert!(!contains(p));
-        assert!(register(p));
+        assert!(register(p, rec));
+        assert_eq!(lookup(p), rec);
         assert!(contains(p));
         assert!(contains((base + SEGMENT_SIZE - 1) as *const u8));
         assert!(!contains((base + SEGMENT_SIZE) as *const u8));
@@ -191,7 +216,7 @@ mod tests {
     fn kernel_half_addresses_have_their_own_windows() {
         let k = 0xffff_8000_0000_0000usize + 7 * SEGMENT_SIZE;
         let u = 0x0000_8000_0000_0000usize - (1 << 32) + 7 * SEGMENT_SIZE;
-        assert!(register(k as *const u8));
+        assert!(register(k as *const u8, 0x80 as *mut Segment));
         assert!(contains(k as *const u8));
         assert!(!contains(u as *const u8));
         unregister(k as *const u8);

@@ -1,22 +1,26 @@
-//! The header at the start of every 64 KiB segment of the size-class heap.
+//! The record of a segment of the size-class heap: its metadata, kept apart from the
+//! segment.
 //!
-//! A pointer's segment is the pointer rounded down to [`SEGMENT_SIZE`]: O(1), no search. The
-//! header says which heap owns the segment (a cookie mixing the segment's address with the
-//! heap's key), which class it serves, and keeps two bits per block: *live* (handed out and
-//! not yet freed by its owner; written by the owner only) and *remote* (freed by another
-//! thread, waiting for the owner to collect it; set with one atomic `fetch_or` by the freeing
-//! thread). A free checks them before anything else — live set, remote clear — so a double
-//! free is caught whatever the program wrote into the freed block since; the block index
-//! comes from one multiplication ([`Segment::block_index`], which also rejects interior
-//! pointers), and the bitmap word sits in the header, which the free reads anyway.
+//! A pointer's segment base is the pointer rounded down to [`SEGMENT_SIZE`]; the segment
+//! registry (module `registry`) maps that base to the segment's record, one load of a dense
+//! array: O(1), no search, and nothing at the segment itself is read. The record says which
+//! heap owns the segment (a cookie mixing the segment's address with the heap's key), which
+//! class it serves, and keeps two bits per block: *live* (handed out and not yet freed by its
+//! owner; written by the owner only) and *remote* (freed by another thread, waiting for the
+//! owner to collect it; set with one atomic `fetch_or` by the freeing thread). A free checks
+//! them before anything else — live set, remote clear — so a double free is caught whatever
+//! the program wrote into the freed block since; the block index comes from one
+//! multiplication ([`Segment::block_index`], which also rejects interior pointers).
+//!
+//! Records live side by side in the heap's own meta segments ([`RECORD_SIZE`] bytes each),
+//! as mimalloc's page descriptors live together in its segment header: segments are 64 KiB
+//! aligned, so metadata at a fixed offset inside each would fall into a handful of cache
+//! sets and evict itself; dense records do not. The segments hold only blocks, from offset
+//! 0, so every block is aligned to the largest power of two dividing the block size.
 //!
 //! Blocks are carved lazily, a page at a time ([`Segment::activate`]): a segment's free list
 //! holds only blocks whose pages are *active*, so a class with few blocks touches (commits)
 //! only the pages it uses.
-//!
-//! A small segment's blocks start right after the header, rounded up to the largest power
-//! of two (at most a page) dividing the block size ([`data_offset`]), so block sizes that are
-//! multiples of an alignment up to the page size give aligned blocks.
 
 use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -25,30 +29,16 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::
 pub(crate) const SEGMENT_PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 const _: () = assert!(SEGMENT_PAGES <= 16, "page masks are u16");
 
-/// Room reserved for the header: the largest offset of a small segment's first block, and
-/// the start of a meta segment's payload.
-pub(crate) const DATA_OFFSET: usize = PAGE_SIZE;
-
-/// End of the segment header.
-pub(crate) const HEADER_END: usize = core::mem::size_of::<Segment>();
-
-/// Offset of the first block of a small segment with blocks of `block_size` bytes: the
-/// header's end rounded up to the largest power of two dividing the block size (capped at
-/// a page), so every block is aligned to that power.
-pub(crate) const fn data_offset(block_size: usize) -> usize {
-    let mut a = block_size & block_size.wrapping_neg();
-    if a > PAGE_SIZE || a == 0 {
-        a = PAGE_SIZE;
-    }
-    (HEADER_END + a - 1) & !(a - 1)
-}
 /// Number of 64-bit words of one block bitmap: at most 4096 blocks per segment (the
 /// 8-byte class uses the first 32 KiB of its segments; pages past its last block are never
-/// touched, so this costs address space, not memory).
+/// touched).
 pub(crate) const BITMAP_WORDS: usize = 64;
 
 /// Most blocks in a segment.
 pub(crate) const MAX_BLOCKS: usize = BITMAP_WORDS * 64;
+
+/// Bytes of one record.
+pub(crate) const RECORD_SIZE: usize = core::mem::size_of::<Segment>();
 
 /// A free block: the first word links to the next free block (encoded with `secure`).
 #[repr(C)]
@@ -64,68 +54,59 @@ pub(crate) enum Kind {
     Small = 1,
     /// One large block spanning `count` segments.
     Large = 2,
-    /// The heap's own bookkeeping (shared state, a thread's local heap).
+    /// The heap's own bookkeeping (shared state and records, a thread's local heap).
     Meta = 3,
 }
 
-/// What the hot paths read and write of a small segment: one cache line.
+/// The record of one segment: the hot fields (what a free, an allocation and the search for
+/// a segment with free blocks read) share the first cache line with the first 64 blocks'
+/// bits, then come the rest of the bits, then the cold fields (back links, page masks, the
+/// remote queue link).
 ///
-/// Segments are 64 KiB-aligned, so fields at a fixed offset would all fall into the same
-/// cache set and evict each other; the line is placed at one of 16 offsets chosen by the
-/// segment's address ("colouring"), found by [`hot`] with a shift, a mask and an add.
+/// A segment of a class of 1 KiB or more has at most 64 blocks: its frees and allocations
+/// touch one line of its record.
 #[repr(C, align(64))]
-pub(crate) struct Hot {
+pub(crate) struct Segment {
+    // --- hot: 48 bytes ---
     /// Free list of active blocks (links encoded with `secure`). Owner only.
     pub free: usize,
-    /// The local heap that owns the segment (type-erased), null for large segments.
+    /// The local heap that owns the segment (type-erased), null for large and meta segments.
     pub owner: *mut (),
-    /// `address ^ heap key`: identifies the owning heap.
-    pub cookie: usize,
     /// `ceil(2^64 / block_size)`: `off` is a multiple of the block size iff
     /// `off * div_c mod 2^64 < div_c`, and the block index is the high half of the product
     /// (Lemire, Kaser and Kurz 2019) — no division.
     pub div_c: u64,
-    /// Key of the free-list links (`secure`: per segment).
-    pub key: usize,
+    /// Link in the owner's per-class list (here so that looking for the fullest of the
+    /// next segments reads one line of each), the empty cache, the heap's large list, the
+    /// heap's list of record slabs or its free records.
+    pub next: *mut Segment,
     /// Blocks live (including those freed remotely and not yet collected). Written by the
     /// owner only; atomic so that `stats` may read it (relaxed: plain moves).
     pub used: AtomicU32,
     /// A free that leaves `used <= slow_at` takes the slow path: 0 normally (the segment
     /// became empty), a threshold while the segment is on the full list.
     pub slow_at: u32,
-    /// Bytes of blocks from the data start (`capacity * block_size`).
+    /// Bytes of blocks from the segment base (`capacity * block_size`).
     pub limit: u32,
-    /// Block size (atomic for `stats`, like `used`).
-    pub block_size: AtomicU32,
-    /// Offset of the first block ([`data_offset`] of the block size).
-    pub data: u16,
     pub kind: Kind,
     pub class: u8,
-}
-
-/// Offset of the first of the 16 possible hot lines.
-const HOT_BASE: usize = core::mem::offset_of!(Segment, _meta);
-
-/// The hot line of segment `seg`.
-#[inline(always)]
-pub(crate) fn hot(seg: *mut Segment) -> *mut Hot {
-    (seg as usize + HOT_BASE + ((seg as usize >> 10) & (15 << 6))) as *mut Hot
-}
-
-/// The segment header: cold fields at the base; the [`Hot`] line and the bitmaps follow.
-#[repr(C)]
-pub(crate) struct Segment {
-    /// Per-segment key for encoding free-list links (the heap key without `secure`).
-    pub key: usize,
-    pub capacity: usize,
     /// In the owner's full list (no free block when last looked).
     pub full: bool,
-    /// Pages whose blocks may be on the free list (bit 0: the header page).
-    pub active: u16,
-    /// Pages written since the segment came from the source: what it counts as committed.
-    pub touched: u16,
-    /// Links in the owner's per-class list, the empty cache, or the heap's large list.
-    pub next: *mut Segment,
+    /// The block bits, from byte 48: a *live* word per 64 blocks (set while the block is
+    /// handed out and not freed by its owner; written by the owner only, relaxed loads and
+    /// stores: plain moves) interleaved with a *remote* word (one bit per block freed by
+    /// another thread and not yet collected; set with `fetch_or`, cleared by the owner's
+    /// `swap`), so one cache line holds both words a free checks.
+    bits: [AtomicU64; 2 * BITMAP_WORDS],
+    _pad: [u8; 16],
+    // --- cold ---
+    /// `base ^ heap key`: identifies the owning heap (0 once the segment went back).
+    pub cookie: usize,
+    /// Key of the free-list links (`secure`: per segment; the heap key otherwise).
+    pub key: usize,
+    /// The segment's address.
+    pub base: usize,
+    /// The back link of `next`.
     pub prev: *mut Segment,
     /// Links in the owner's list of all its small segments (changed under the heap lock, so
     /// `stats` and `Drop` may walk it).
@@ -135,22 +116,20 @@ pub(crate) struct Segment {
     pub count: usize,
     /// Requested size of a large block; for a cached empty segment, when it became empty.
     pub large_size: usize,
-    /// Room for the coloured metadata: the [`Hot`] line at one of 16 offsets, and right
-    /// after it the block bits — a *live* word per 64 blocks (set while the block is handed
-    /// out and not freed by its owner; written by the owner only, relaxed loads and stores:
-    /// plain moves) interleaved with a *remote* word (one bit per block freed by another
-    /// thread and not yet collected; set with `fetch_or`, cleared by the owner's `swap`), so
-    /// one cache line holds both words a free checks. The bits move with the hot line, so
-    /// they too fall into different cache sets in different segments.
-    _meta: [Hot; 16 + 2 * BITMAP_WORDS * 8 / 64],
-    /// The remote queue link and flag, on a line of their own.
+    /// Blocks of a small segment; bytes a large block counts as committed.
+    pub capacity: usize,
+    /// Block size (atomic for `stats`, like `used`); for a large block, its offset.
+    pub block_size: AtomicU32,
+    /// Pages whose blocks may be on the free list.
+    pub active: u16,
+    /// Pages written since the segment came from the source: what it counts as committed.
+    pub touched: u16,
+    /// The remote queue link and flag (written by other threads).
     pub remote: Remote,
 }
 
-const _: () = assert!(core::mem::size_of::<Hot>() == 64);
-
-/// The part of the header other threads write.
-#[repr(C, align(64))]
+/// The part of the record other threads write (besides the remote bits).
+#[repr(C)]
 pub(crate) struct Remote {
     /// The segment is (or is about to be) in the owner's remote queue.
     pub queued: AtomicBool,
@@ -158,20 +137,16 @@ pub(crate) struct Remote {
     pub next: AtomicPtr<Segment>,
 }
 
+const _: () = assert!(core::mem::offset_of!(Segment, bits) == 48);
+const _: () = assert!(core::mem::offset_of!(Segment, cookie) % 64 == 0);
+
 impl Segment {
     /// The live-bits word `w`.
     #[inline(always)]
     pub fn live_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
-        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6); the words
-        // follow the hot line inside `_meta`, which has room for them at every colour.
-        unsafe { &*self.bits().add(2 * w) }
-    }
-
-    /// The first word of the interleaved bitmaps: right after the hot line.
-    #[inline(always)]
-    fn bits(&self) -> *const AtomicU64 {
-        (hot(self as *const Segment as *mut Segment) as usize + 64) as *const AtomicU64
+        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6).
+        unsafe { self.bits.get_unchecked(2 * w) }
     }
 
     /// The remote-bits word `w`.
@@ -179,16 +154,14 @@ impl Segment {
     pub fn remote_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
         // SAFETY: as live_word.
-        unsafe { &*self.bits().add(2 * w + 1) }
+        unsafe { self.bits.get_unchecked(2 * w + 1) }
     }
 }
 
-const _: () = assert!(core::mem::size_of::<Segment>() <= DATA_OFFSET);
-
-/// The segment containing `p`.
+/// The base of the segment containing `p`.
 #[inline(always)]
-pub(crate) fn segment_of(p: *const u8) -> *mut Segment {
-    (p as usize & !(SEGMENT_SIZE - 1)) as *mut Segment
+pub(crate) fn base_of(p: *const u8) -> usize {
+    p as usize & !(SEGMENT_SIZE - 1)
 }
 
 /// Encodes a free-list link: with the `secure` feature xor with the key and rotate; plain
@@ -247,61 +220,59 @@ fn page_span(first: usize, last: usize) -> u16 {
 }
 
 impl Segment {
-    /// Writes a fresh header at `base` (all bitmaps clear, only the header page touched).
+    /// Writes a fresh record at `rec` for the segment(s) at `base` (nothing touched, no
+    /// block); the bits are cleared by [`format`](Self::format).
     ///
     /// # Safety
-    /// `base` must be a writable, SEGMENT_SIZE-aligned segment nothing else uses.
+    /// `rec` must be a writable record nothing else uses; `base` SEGMENT_SIZE-aligned.
     pub unsafe fn init(
-        base: *mut u8,
+        rec: *mut Segment,
+        base: usize,
         heap_key: usize,
         kind: Kind,
         owner: *mut (),
         count: usize,
     ) -> *mut Segment {
-        let seg = base as *mut Segment;
-        // SAFETY: the caller gives us the segment; zero is a valid bit pattern for every
-        // field but `kind`, which is written right after.
+        // SAFETY: the caller gives us the record; zero is a valid bit pattern for every
+        // field but `kind`, which is written right after. The bits are left as they are.
         unsafe {
-            core::ptr::write_bytes(base, 0, core::mem::size_of::<Segment>());
-            (*hot(seg)).cookie = base as usize ^ heap_key;
-            (*hot(seg)).kind = kind;
-            (*seg).key = segment_key(heap_key, base as usize);
-            (*hot(seg)).key = (*seg).key;
-            (*hot(seg)).owner = owner;
-            (*seg).count = count;
-            (*seg).touched = 1;
+            core::ptr::write_bytes(rec as *mut u8, 0, core::mem::offset_of!(Segment, bits));
+            let cold = core::mem::offset_of!(Segment, cookie);
+            core::ptr::write_bytes((rec as *mut u8).add(cold), 0, RECORD_SIZE - cold);
+            (*rec).cookie = base ^ heap_key;
+            (*rec).kind = kind;
+            (*rec).key = segment_key(heap_key, base);
+            (*rec).owner = owner;
+            (*rec).base = base;
+            (*rec).count = count;
         }
-        seg
+        rec
     }
 
     /// Makes an (empty) small segment serve class `class` with blocks of `block_size`: no
-    /// page but the header's is active; the blocks that fit beside the header are free.
+    /// page is active, so the free list is empty until [`activate`](Self::activate).
     ///
     /// # Safety
     /// `seg` must be a small segment of the caller with no live block and no remote free
     /// pending.
     pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
-        // SAFETY: the caller owns the segment; blocks lie inside it.
+        // SAFETY: the caller owns the segment.
         unsafe {
-            let data = data_offset(block_size);
-            let cap = ((SEGMENT_SIZE - data) / block_size).min(MAX_BLOCKS);
-            let h = hot(seg);
-            (*h).data = data as u16;
-            (*h).class = class as u8;
-            (*h).block_size.store(block_size as u32, Relaxed);
+            let cap = (SEGMENT_SIZE / block_size).min(MAX_BLOCKS);
+            (*seg).class = class as u8;
+            (*seg).block_size.store(block_size as u32, Relaxed);
             (*seg).capacity = cap;
-            (*h).limit = (cap * block_size) as u32;
-            (*h).div_c = crate::class::DIV_C[class];
-            (*h).used.store(0, Relaxed);
-            (*h).free = 0;
+            (*seg).limit = (cap * block_size) as u32;
+            (*seg).div_c = crate::class::DIV_C[class];
+            (*seg).used.store(0, Relaxed);
+            (*seg).free = 0;
             (*seg).full = false;
-            (*h).slow_at = 0;
+            (*seg).slow_at = 0;
             for w in 0..cap.div_ceil(64) {
                 (*seg).live_word(w).store(0, Relaxed);
                 (*seg).remote_word(w).store(0, Relaxed);
             }
             (*seg).active = 0;
-            Segment::activate(seg, 0);
         }
     }
 
@@ -310,8 +281,8 @@ impl Segment {
     /// # Safety
     /// `seg` must be a formatted small segment.
     pub unsafe fn block_pages(seg: *mut Segment) -> u16 {
-        // SAFETY: reading the hot line.
-        let end = unsafe { (*hot(seg)).data as usize + (*hot(seg)).limit as usize };
+        // SAFETY: reading the record.
+        let end = unsafe { (*seg).limit as usize };
         page_span(0, (end - 1) / PAGE_SIZE)
     }
 
@@ -321,14 +292,9 @@ impl Segment {
     /// `seg` must be a formatted small segment and `i` below its capacity.
     #[inline]
     unsafe fn pages_of(seg: *mut Segment, i: usize) -> u16 {
-        // SAFETY: reading the hot line.
-        let (data, bs) = unsafe {
-            (
-                (*hot(seg)).data as usize,
-                (*hot(seg)).block_size.load(Relaxed) as usize,
-            )
-        };
-        let start = data + i * bs;
+        // SAFETY: reading the record.
+        let bs = unsafe { (*seg).block_size.load(Relaxed) as usize };
+        let start = i * bs;
         page_span(start / PAGE_SIZE, (start + bs - 1) / PAGE_SIZE)
     }
 
@@ -337,21 +303,19 @@ impl Segment {
     /// # Safety
     /// `seg` must be a formatted small segment.
     unsafe fn blocks_on(seg: *mut Segment, page: usize) -> core::ops::Range<usize> {
-        // SAFETY: reading the hot line.
-        let (data, limit, bs) = unsafe {
-            let h = hot(seg);
+        // SAFETY: reading the record.
+        let (limit, bs) = unsafe {
             (
-                (*h).data as usize,
-                (*h).limit as usize,
-                (*h).block_size.load(Relaxed) as usize,
+                (*seg).limit as usize,
+                (*seg).block_size.load(Relaxed) as usize,
             )
         };
-        let lo = (page * PAGE_SIZE).max(data);
-        let hi = ((page + 1) * PAGE_SIZE).min(data + limit);
+        let lo = page * PAGE_SIZE;
+        let hi = ((page + 1) * PAGE_SIZE).min(limit);
         if lo >= hi {
             return 0..0;
         }
-        (lo - data) / bs..(hi - 1 - data) / bs + 1
+        lo / bs..(hi - 1) / bs + 1
     }
 
     /// Whether block `i` is live (or freed remotely and not collected).
@@ -374,13 +338,12 @@ impl Segment {
         unsafe {
             (*seg).active |= 1 << page;
             let active = (*seg).active;
-            let h = hot(seg);
             let (first, bs, key) = (
-                seg as usize + (*h).data as usize,
-                (*h).block_size.load(Relaxed) as usize,
-                (*h).key,
+                (*seg).base,
+                (*seg).block_size.load(Relaxed) as usize,
+                (*seg).key,
             );
-            let mut free = (*h).free;
+            let mut free = (*seg).free;
             for i in Segment::blocks_on(seg, page).rev() {
                 if Segment::pages_of(seg, i) & !active == 0 && !Segment::live_at(seg, i) {
                     let b = first + i * bs;
@@ -388,7 +351,7 @@ impl Segment {
                     free = b;
                 }
             }
-            (*h).free = free;
+            (*seg).free = free;
         }
     }
 
@@ -396,18 +359,17 @@ impl Segment {
     /// (small) segment.
     ///
     /// # Safety
-    /// `seg` must be a valid small segment header (`p` may be anywhere).
+    /// `seg` must be the valid record of the small segment containing `p`.
     #[inline(always)]
     pub unsafe fn block_index(seg: *mut Segment, p: *const u8) -> Option<usize> {
         // SAFETY: reading the hot line.
         unsafe {
-            let h = hot(seg);
-            let off = (p as usize).wrapping_sub(seg as usize + (*h).data as usize);
-            if off >= (*h).limit as usize {
+            let off = p as usize & (SEGMENT_SIZE - 1);
+            if off >= (*seg).limit as usize {
                 return None;
             }
-            let m = off as u128 * (*h).div_c as u128;
-            if (m as u64) >= (*h).div_c {
+            let m = off as u128 * (*seg).div_c as u128;
+            if (m as u64) >= (*seg).div_c {
                 return None;
             }
             Some((m >> 64) as usize)
@@ -434,15 +396,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn blocks_start_after_the_header_aligned_to_their_size() {
-        for bs in [8usize, 16, 48, 80, 96, 640, 2048, 3584, 4096, 8192] {
-            let d = data_offset(bs);
-            assert!((HEADER_END..=DATA_OFFSET).contains(&d), "{bs}: {d}");
-            let a = (bs & bs.wrapping_neg()).min(PAGE_SIZE);
-            assert_eq!(d % a, 0, "{bs}: {d}");
-        }
-        assert_eq!(data_offset(4096), PAGE_SIZE);
-        assert!(data_offset(48) < PAGE_SIZE);
+    fn records_are_whole_lines_and_blocks_fill_the_segment() {
+        assert_eq!(RECORD_SIZE % 64, 0);
+        assert_eq!(RECORD_SIZE, 1216);
+        // Without a header in the segment, a page-sized class fills it exactly.
+        assert_eq!(SEGMENT_SIZE / 4096, 16);
     }
 
     #[test]
