@@ -8,9 +8,9 @@
 //! the kernel a page — 512 segments, 32 MiB of heap — at a time). Reads are lock-free (two
 //! dependent loads, one when the caller caches the window's leaf); leaves are installed under
 //! a spin lock and never freed, so a reader never follows a dangling leaf. With `std` leaves
-//! come from `mmap`; without it from a static pool of [`POOL_LEAVES`] (a kernel's heap needs
-//! no allocator to start): segments outside that many windows of 4 GiB cannot be
-//! registered, and the heap treats such a segment as out of memory.
+//! come from `mmap`; without it from a static pool of one leaf (a kernel's heap needs no
+//! allocator to start): segments outside that one window of 4 GiB cannot be registered,
+//! and the heap treats such a segment as out of memory.
 //!
 //! One registry serves every heap of the process: a non-null entry says "some vmspace heap's
 //! segment is here"; the record's cookie then says which heap.
@@ -27,8 +27,8 @@ const TOP_ENTRIES: usize = 1 << (48 - WINDOW_SHIFT);
 const LEAF_ENTRIES: usize = 1 << (WINDOW_SHIFT - crate::source::SEGMENT_SHIFT);
 /// Leaves in the static pool (without `std`): 512 KiB of `.bss`, segments in one window
 /// of 4 GiB.
-#[cfg_attr(feature = "std", allow(dead_code))]
-pub const POOL_LEAVES: usize = 1;
+#[cfg(not(feature = "std"))]
+const POOL_LEAVES: usize = 1;
 
 /// One window's record pointers.
 #[repr(C, align(4096))]
@@ -37,17 +37,23 @@ struct Leaf([AtomicPtr<Segment>; LEAF_ENTRIES]);
 /// A leaf's entries, as cached by a heap for its main window.
 pub(crate) type Entries = *const AtomicPtr<Segment>;
 
+/// An empty top-level entry.
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_LEAF: AtomicPtr<Leaf> = AtomicPtr::new(null_mut());
+/// The top level: one leaf pointer per 4 GiB window (null: no segment registered there yet).
 static TOP: [AtomicPtr<Leaf>; TOP_ENTRIES] = [NO_LEAF; TOP_ENTRIES];
 
+/// An empty leaf.
 #[cfg(not(feature = "std"))]
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO_LEAF: Leaf = Leaf([const { AtomicPtr::new(null_mut()) }; LEAF_ENTRIES]);
+/// The static pool of leaves (without `std`).
 #[cfg(not(feature = "std"))]
 static POOL: [Leaf; POOL_LEAVES] = [ZERO_LEAF; POOL_LEAVES];
+/// Leaves of [`POOL`] handed out (changed under [`INSTALL`]).
 #[cfg(not(feature = "std"))]
 static POOL_USED: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// Serialises the installation of leaves.
 static INSTALL: spin::Mutex<()> = spin::Mutex::new(());
 
 /// Segment index within its window.
@@ -93,7 +99,7 @@ pub(crate) fn window_entries(p: *const u8) -> Entries {
             if leaf.is_null() {
                 core::ptr::null()
             } else {
-                // SAFETY: a live leaf (never freed).
+                // SAFETY: installed leaves are never freed.
                 unsafe { (*leaf).0.as_ptr() }
             }
         }
@@ -108,7 +114,8 @@ pub(crate) fn window_entries(p: *const u8) -> Entries {
 /// `entries` must come from [`window_entries`] for `p`'s window.
 #[inline(always)]
 pub(crate) unsafe fn lookup_in(entries: Entries, p: *const u8) -> *mut Segment {
-    // SAFETY: the index is below LEAF_ENTRIES by the mask; leaves are never freed.
+    // SAFETY: `entries` are a leaf's (caller), and installed leaves are never freed; the
+    // index is below LEAF_ENTRIES by the mask.
     unsafe { (*entries.add(index(p as usize))).load(Acquire) }
 }
 
@@ -138,7 +145,7 @@ pub(crate) fn register(seg: *const u8, rec: *mut Segment) -> bool {
     true
 }
 
-/// Forgets segment `seg` (before it goes back to its source).
+/// Forgets the segment at `seg` (before it goes back to its source).
 pub(crate) fn unregister(seg: *const u8) {
     let Some(top) = top_of(seg as usize) else {
         return;

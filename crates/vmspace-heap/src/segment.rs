@@ -26,7 +26,7 @@ use crate::source::{PAGE_SIZE, SEGMENT_SIZE};
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 /// Pages of a segment.
-pub(crate) const SEGMENT_PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
+const SEGMENT_PAGES: usize = SEGMENT_SIZE / PAGE_SIZE;
 const _: () = assert!(SEGMENT_PAGES <= 16, "page masks are u16");
 
 /// Number of 64-bit words of one block bitmap: at most 4096 blocks per segment (the
@@ -118,7 +118,8 @@ pub(crate) struct Segment {
     pub large_size: usize,
     /// Blocks of a small segment; bytes a large block counts as committed.
     pub capacity: usize,
-    /// Block size (atomic for `stats`, like `used`); for a large block, its offset.
+    /// Block size (atomic for `stats`, like `used`); 0 for a large block (which starts at
+    /// the segment base).
     pub block_size: AtomicU32,
     /// Pages whose blocks may be on the free list.
     pub active: u16,
@@ -141,19 +142,25 @@ const _: () = assert!(core::mem::offset_of!(Segment, bits) == 48);
 const _: () = assert!(core::mem::offset_of!(Segment, cookie) % 64 == 0);
 
 impl Segment {
-    /// The live-bits word `w`.
+    /// The live-bits word `w` (blocks `64 * w` to `64 * w + 63`).
+    ///
+    /// # Safety
+    /// `w` must be below [`BITMAP_WORDS`] (a block index shifted right by 6 is).
     #[inline(always)]
-    pub fn live_word(&self, w: usize) -> &AtomicU64 {
+    pub unsafe fn live_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
-        // SAFETY: callers pass w < BITMAP_WORDS (a block index shifted by 6).
+        // SAFETY: `2 * w < 2 * BITMAP_WORDS`, the length of `bits` (caller).
         unsafe { self.bits.get_unchecked(2 * w) }
     }
 
     /// The remote-bits word `w`.
+    ///
+    /// # Safety
+    /// As [`live_word`](Self::live_word).
     #[inline(always)]
-    pub fn remote_word(&self, w: usize) -> &AtomicU64 {
+    pub unsafe fn remote_word(&self, w: usize) -> &AtomicU64 {
         debug_assert!(w < BITMAP_WORDS);
-        // SAFETY: as live_word.
+        // SAFETY: `2 * w + 1 < 2 * BITMAP_WORDS`, the length of `bits` (caller).
         unsafe { self.bits.get_unchecked(2 * w + 1) }
     }
 }
@@ -256,7 +263,8 @@ impl Segment {
     /// `seg` must be a small segment of the caller with no live block and no remote free
     /// pending.
     pub unsafe fn format(seg: *mut Segment, class: usize, block_size: usize) {
-        // SAFETY: the caller owns the segment.
+        // SAFETY: the caller owns the segment; the bitmap words cleared are below
+        // `MAX_BLOCKS / 64 = BITMAP_WORDS`.
         unsafe {
             let cap = (SEGMENT_SIZE / block_size).min(MAX_BLOCKS);
             (*seg).class = class as u8;
@@ -362,7 +370,7 @@ impl Segment {
     /// `seg` must be the valid record of the small segment containing `p`.
     #[inline(always)]
     pub unsafe fn block_index(seg: *mut Segment, p: *const u8) -> Option<usize> {
-        // SAFETY: reading the hot line.
+        // SAFETY: reading the record's hot fields (caller).
         unsafe {
             let off = p as usize & (SEGMENT_SIZE - 1);
             if off >= (*seg).limit as usize {
@@ -383,7 +391,7 @@ impl Segment {
     #[inline(always)]
     pub unsafe fn is_allocated(seg: *mut Segment, i: usize) -> bool {
         let (w, bit) = (i >> 6, 1u64 << (i & 63));
-        // SAFETY: i is a block index of seg.
+        // SAFETY: a block index of `seg` is below its capacity, so `w < BITMAP_WORDS`.
         unsafe {
             (*seg).live_word(w).load(Relaxed) & bit != 0
                 && (*seg).remote_word(w).load(Relaxed) & bit == 0
@@ -399,8 +407,29 @@ mod tests {
     fn records_are_whole_lines_and_blocks_fill_the_segment() {
         assert_eq!(RECORD_SIZE % 64, 0);
         assert_eq!(RECORD_SIZE, 1216);
-        // Without a header in the segment, a page-sized class fills it exactly.
-        assert_eq!(SEGMENT_SIZE / 4096, 16);
+        // Blocks start at offset 0 (no header in the segment): a page-sized class fills the
+        // segment exactly, and the 8-byte class stops at MAX_BLOCKS.
+        extern crate std;
+        let mut rec = std::boxed::Box::<Segment>::new_uninit();
+        let r = rec.as_mut_ptr();
+        for (size, blocks, limit) in [(4096, 16, SEGMENT_SIZE), (8, MAX_BLOCKS, 32 * 1024)] {
+            let c = crate::class::class_of(size).unwrap();
+            // SAFETY: `r` is a record nothing else uses; the base is segment-aligned.
+            unsafe {
+                Segment::init(
+                    r,
+                    SEGMENT_SIZE,
+                    make_key(1),
+                    Kind::Small,
+                    core::ptr::null_mut(),
+                    1,
+                );
+                Segment::format(r, c, size);
+                assert_eq!((*r).capacity, blocks);
+                assert_eq!((*r).limit as usize, limit);
+                assert_eq!(Segment::block_pages(r), page_span(0, limit / PAGE_SIZE - 1));
+            }
+        }
     }
 
     #[test]
