@@ -14,8 +14,9 @@
 //! has a segment there) without anything at that address being read, the record's cookie
 //! says which heap owns it, and the block-start test rejects interior pointers. Records lie
 //! side by side in the heap's meta segments (module `segment`), so the records of a few
-//! hundred segments stay in cache where 64 KiB-aligned headers would evict each other. Double frees are caught by the block's live
-//! bit (and remote bit), whatever the program wrote into the freed block since.
+//! hundred segments stay in cache where 64 KiB-aligned headers would evict each other.
+//! Double frees are caught by the block's live bit (and remote bit), whatever the program
+//! wrote into the freed block since.
 //!
 //! Blocks freed by a thread that does not own the segment set the block's bit in the
 //! segment's remote bitmap (one atomic `fetch_or`, whose old value also catches a second
@@ -28,7 +29,7 @@
 //! pages, not 64 KiB.
 //!
 //! A wholly free segment stays if it is its class's last one; otherwise it waits in a
-//! per-local cache and goes back to the source after 100 ms unused (with `std`; without it
+//! per-local-heap cache and goes back to the source after 100 ms unused (with `std`; without it
 //! the cache keeps four), so a hot class does not thrash and a burst of frees followed by a
 //! burst of allocations reuses the same memory. Requests above [`SMALL_MAX`] or aligned
 //! beyond a page are large blocks: whole segments straight from the source.
@@ -60,6 +61,7 @@ const LOOKASIDE_BYTES: usize = 16 * 1024;
 /// Blocks a class's lookaside list may hold: about [`LOOKASIDE_BYTES`], 4 to 256.
 const LOOKASIDE_MAX: [u32; CLASSES] = lookaside_max();
 
+/// Computes [`LOOKASIDE_MAX`].
 const fn lookaside_max() -> [u32; CLASSES] {
     let mut t = [0u32; CLASSES];
     let mut c = 0;
@@ -97,6 +99,7 @@ fn now_ms() -> usize {
     0
 }
 
+/// The id the next heap to be set up gets (ids count up from 1).
 static NEXT_HEAP_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Where each class's lookaside slots start in a local heap's slot array: one more than
@@ -106,6 +109,7 @@ const LOOKASIDE_AT: [usize; CLASSES] = lookaside_at();
 /// Slots of all lookaside lists of a local heap.
 const LOOKASIDE_SLOTS: usize = LOOKASIDE_AT[CLASSES - 1] + LOOKASIDE_MAX[CLASSES - 1] as usize + 1;
 
+/// Computes [`LOOKASIDE_AT`].
 const fn lookaside_at() -> [usize; CLASSES] {
     let mut t = [0usize; CLASSES];
     let mut c = 1;
@@ -178,6 +182,8 @@ pub(crate) struct Local<S> {
     next_abandoned: *mut Local<S>,
 }
 
+/// The heap's state behind its lock: the source, the lists of local heaps and large
+/// blocks, and the record allocator.
 struct Inner<S> {
     source: S,
     all_locals: *mut Local<S>,
@@ -278,6 +284,7 @@ impl<S: SegmentSource> Inner<S> {
         }
     }
 
+    /// Puts the unused record `rec` on the free-record list, to be reused first.
     unsafe fn free_record(&mut self, rec: *mut Segment) {
         // SAFETY: an unused record of this heap.
         unsafe {
@@ -314,6 +321,7 @@ pub(crate) struct Shared<S> {
     entries: registry::Entries,
 }
 
+/// The local heap shared behind [`Shared::locked_local`] (null until first used).
 struct LocalPtr<S>(*mut Local<S>);
 
 // SAFETY: the raw pointers in Inner/LocalPtr are only followed under their lock or by the
@@ -409,7 +417,8 @@ unsafe fn push_lookaside<S: SegmentSource>(
     p: *mut u8,
     i: usize,
 ) -> Result<(), HeapError> {
-    // SAFETY: owner-only access to the record, the lists and the block.
+    // SAFETY: owner-only access to the record, the lists and the block; `i` is a block
+    // index, below the capacity, so `w < BITMAP_WORDS`.
     unsafe {
         let (w, bit) = (i >> 6, 1u64 << (i & 63));
         let lw = (*seg).live_word(w);
@@ -479,6 +488,9 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// [`alloc`](Self::alloc) when the lookaside list and the current segment are empty:
+    /// collects remote frees, then takes another segment's free blocks, new pages, or a
+    /// new segment.
     #[inline(never)]
     unsafe fn alloc_slow(&mut self, c: usize) -> *mut u8 {
         // SAFETY: owner-only list manipulation on valid segments.
@@ -551,6 +563,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Adds `d` (signed) to the bytes this local heap counts as committed.
     fn add_committed(&self, d: isize) {
         let v = self.committed.load(Relaxed) as isize + d;
         self.committed.store(v as usize, Relaxed);
@@ -619,6 +632,8 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// A free left `seg` at its `slow_at` threshold: moves it from the full list back to
+    /// the available ones, and caches it when it became empty.
     #[inline(never)]
     unsafe fn free_slow(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
@@ -657,7 +672,7 @@ impl<S: SegmentSource> Local<S> {
     /// Moves the blocks of `seg` freed by other threads (their remote bits) to its free list.
     unsafe fn collect(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only; a remote bit is set only on a live block of `seg`, whose pages
-        // are active.
+        // are active; the words visited are below `capacity / 64 <= BITMAP_WORDS`.
         unsafe {
             let key = (*seg).key;
             let first = (*seg).base;
@@ -697,6 +712,8 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Moves the segment `seg`, which has no live block left, to the empty cache (unless
+    /// it is its class's last segment or a remote free of it is still queued).
     unsafe fn segment_emptied(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only; a queued segment is left in place until the drain sees it.
         unsafe {
@@ -747,6 +764,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Takes the oldest segment off the empty cache (which is not empty).
     unsafe fn take_empty_tail(&mut self) {
         // SAFETY: the tail is a cached segment.
         unsafe {
@@ -761,6 +779,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Gives the empty segment `seg` back to the source, with its record.
     unsafe fn release(&mut self, seg: *mut Segment) {
         // SAFETY: the segment has no live block and is on no list but `all`.
         unsafe {
@@ -817,6 +836,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Makes `seg` the current segment of its class.
     unsafe fn push_avail_front(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
@@ -850,6 +870,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Takes `seg` off its class's list of available segments.
     unsafe fn unlink_avail(&mut self, seg: *mut Segment) {
         // SAFETY: `seg` is on its class's avail list.
         unsafe {
@@ -858,6 +879,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Puts `seg`, which has no free block, on its class's full list.
     unsafe fn push_full(&mut self, seg: *mut Segment) {
         // SAFETY: owner-only list manipulation.
         unsafe {
@@ -877,6 +899,7 @@ impl<S: SegmentSource> Local<S> {
         }
     }
 
+    /// Takes `seg` off its class's full list.
     unsafe fn unlink_full(&mut self, seg: *mut Segment) {
         // SAFETY: `seg` is on its class's full list.
         unsafe {
@@ -963,6 +986,7 @@ impl<S: SegmentSource> Local<S> {
     }
 }
 
+/// Takes `seg` off the doubly linked (`next`/`prev`) list starting at `head`.
 unsafe fn unlink(head: &mut *mut Segment, seg: *mut Segment) {
     // SAFETY: `seg` is on the list starting at `head`.
     unsafe {
@@ -994,6 +1018,7 @@ unsafe fn abandon<S: SegmentSource>(local: *mut ()) {
         inner.abandoned = local;
     }
 }
+
 /// Bytes a large block counts as committed: its pages up to the end of the block as first
 /// allocated (kept in the record's `capacity`).
 ///
@@ -1041,6 +1066,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         }
     }
 
+    /// The shared state, set up on first use; null when the source has no segment for it.
     #[inline(always)]
     fn shared(&self) -> *const Shared<S> {
         let s = self.shared.load(Acquire);
@@ -1050,6 +1076,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         self.init()
     }
 
+    /// Sets the heap up: its shared state and first records in a segment of its own,
+    /// registered; null (and the source kept for a later try) when that fails.
     #[cold]
     fn init(&self) -> *const Shared<S> {
         let mut pending = self.pending.lock();
@@ -1203,6 +1231,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         self.alloc_cold(layout)
     }
 
+    /// [`alloc`](Self::alloc) beyond its inline path: set-up, the class of any layout,
+    /// large blocks.
     #[inline(never)]
     fn alloc_cold(&self, layout: Layout) -> *mut u8 {
         let sh = self.shared();
@@ -1221,6 +1251,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         }
     }
 
+    /// A block of class `c` from this thread's local heap.
     #[inline(always)]
     unsafe fn alloc_small(&self, sh: *const Shared<S>, c: usize) -> *mut u8 {
         #[cfg(feature = "std")]
@@ -1234,6 +1265,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe { self.alloc_small_slow(sh, c) }
     }
 
+    /// A block of class `c` when this thread has no local heap for this heap yet: one is
+    /// registered for it, else the locked local heap serves.
     #[inline(never)]
     unsafe fn alloc_small_slow(&self, sh: *const Shared<S>, c: usize) -> *mut u8 {
         // SAFETY: `sh` is live; a registered local heap belongs to this thread alone.
@@ -1257,13 +1290,13 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         }
     }
 
+    /// A large block: whole segments, the block at their base (so aligned to any `align`
+    /// up to a segment).
     #[cold]
     fn alloc_large(&self, sh: *const Shared<S>, size: usize, align: usize) -> *mut u8 {
         if align > SEGMENT_SIZE || size > isize::MAX as usize {
             return null_mut();
         }
-        // The block starts at the segment base: aligned to any `align` up to a segment.
-        let off = 0;
         let Some(count) = size
             .max(1)
             .checked_add(SEGMENT_SIZE - 1)
@@ -1279,8 +1312,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                 return null_mut();
             };
             (*seg).large_size = size;
-            (*seg).block_size.store(off as u32, Relaxed);
-            (*seg).capacity = (off + size.max(1)).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            (*seg).capacity = size.max(1).div_ceil(PAGE_SIZE) * PAGE_SIZE;
             (*seg).next = inner.large;
             if !inner.large.is_null() {
                 (*inner.large).prev = seg;
@@ -1289,7 +1321,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             sh.committed.fetch_add(large_committed(seg), Relaxed);
             sh.large_blocks.fetch_add(1, Relaxed);
             sh.large_live.fetch_add(size, Relaxed);
-            ((*seg).base + off) as *mut u8
+            (*seg).base as *mut u8
         }
     }
 
@@ -1393,6 +1425,8 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         unsafe { self.free_cold(p) }
     }
 
+    /// [`free`](Self::free) beyond its inline path: the exact checks of
+    /// [`try_free`](Self::try_free), reporting what is wrong.
     #[inline(never)]
     unsafe fn free_cold(&self, p: *mut u8) {
         // SAFETY: forwarded contract.
@@ -1401,6 +1435,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
         }
     }
 
+    /// Frees the large block `p` of record `seg` (a live large segment of this heap).
     #[cold]
     unsafe fn free_large(
         &self,
@@ -1410,7 +1445,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
     ) -> Result<(), HeapError> {
         // SAFETY: `seg` is a live large segment of this heap.
         unsafe {
-            if p as usize != (*seg).base + (*seg).block_size.load(Relaxed) as usize {
+            if p as usize != (*seg).base {
                 return Err(HeapError::new(HeapErrorKind::NotABlock, p as usize));
             }
             let sh = &*sh;
@@ -1441,11 +1476,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     Some(_) => Err(HeapError::new(HeapErrorKind::DoubleFree, p as usize)),
                     None => Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
                 },
-                Kind::Large
-                    if p as usize == (*seg).base + (*seg).block_size.load(Relaxed) as usize =>
-                {
-                    Ok((*seg).count * SEGMENT_SIZE - (*seg).block_size.load(Relaxed) as usize)
-                }
+                Kind::Large if p as usize == (*seg).base => Ok((*seg).count * SEGMENT_SIZE),
                 _ => Err(HeapError::new(HeapErrorKind::NotABlock, p as usize)),
             }
         }
