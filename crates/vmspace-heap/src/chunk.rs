@@ -10,11 +10,11 @@
 //! neighbours, so no two free chunks touch. Free chunks below 8 KiB sit in exact bins (one
 //! size each, LIFO: O(1)); larger ones in logarithmic bins (four per doubling) kept sorted by
 //! address (a bin head's back link is not kept: the bin says which chunk heads it). A
-//! bitmap of non-empty bins, and a summary word of non-empty bitmap words, find
-//! the next bin that can serve a request in two word scans. The top chunk — the
-//! free end of the region — is not binned (nor is its header written: `top` and
-//! `top_size` describe it): it serves what no bin can and grows the break
-//! when too small; when a free leaves it larger than the trim threshold, the break shrinks.
+//! bitmap of non-empty bins, and a summary word of non-empty bitmap words, find the next
+//! bin that can serve a request in two word scans. The top chunk — the free end of the
+//! region — is not binned (nor is its header written: `top` and `top_size` describe it):
+//! it serves what no bin can and grows the break when too small; when a free leaves it
+//! larger than the trim threshold, the break shrinks.
 //! If the heap has to grow again soon after a trim, the threshold doubles past what was
 //! trimmed (hysteresis, like glibc's dynamic thresholds), so a burst-and-free pattern stops
 //! paying for giving memory back and faulting it in again.
@@ -40,6 +40,7 @@ pub const PINUSE: usize = 1;
 pub const CINUSE: usize = 2;
 /// Flag in `head` (with [`CINUSE`]): this in-use chunk is parked in the block cache.
 pub const CACHED: usize = 4;
+/// All flag bits of `head`; the rest is the chunk size.
 const FLAGS: usize = PINUSE | CINUSE | CACHED;
 /// Header bytes before each payload.
 const HDR: usize = 16;
@@ -51,9 +52,14 @@ const OVERHEAD: usize = 8;
 const MIN_CHUNK: usize = 32;
 /// Chunks below this size have exact bins.
 const SMALL_LIMIT: usize = 8192;
+/// log2 of [`SMALL_LIMIT`].
 const SMALL_SHIFT: usize = 13;
+const _: () = assert!(1 << SMALL_SHIFT == SMALL_LIMIT);
+/// Exact bins (one per multiple of 16 below [`SMALL_LIMIT`]; bins 0 and 1 stay empty).
 const NSMALL: usize = SMALL_LIMIT / 16;
+/// All bins: the exact ones, then four per doubling from [`SMALL_LIMIT`] up.
 const NBINS: usize = NSMALL + 4 * (usize::BITS as usize - SMALL_SHIFT);
+/// Words of the bitmap of non-empty bins.
 const BITMAP_WORDS: usize = NBINS.div_ceil(64);
 const _: () = assert!(BITMAP_WORDS <= 64, "the summary word covers the bitmap");
 /// Smallest growth of the break.
@@ -65,6 +71,7 @@ const TOP_KEEP: usize = 64 * 1024;
 pub const DEFER: usize = 8;
 /// Largest chunk size the block cache keeps.
 pub const CACHE_LIMIT: usize = 256;
+/// Block cache lists (indexed by chunk size / 16; those below [`MIN_CHUNK`] stay empty).
 const NCACHE: usize = CACHE_LIMIT / 16 + 1;
 /// Blocks the cache keeps per chunk size.
 pub const CACHE_CAP: u8 = 16;
@@ -116,17 +123,24 @@ impl FitPolicy {
 pub struct ChunkHeap<B: BrkSource> {
     src: B,
     policy: FitPolicy,
+    /// Start of the region (0 until the heap first grows).
     base: usize,
+    /// The top chunk: `[top, top + top_size)`, ending at the break.
     top: usize,
     top_size: usize,
+    /// Per bin, the first free chunk (0: empty).
     bins: [usize; NBINS],
+    /// Bit `i`: bin `i` is not empty.
     bitmap: [u64; BITMAP_WORDS],
     /// Bit `w`: `bitmap[w]` is not zero.
     summary: u64,
     /// Target of link stores that have no chunk to go to.
     sink: usize,
+    /// End of the last allocation: where [`FitPolicy::Next`] starts looking.
     rover: usize,
+    /// Bytes of in-use chunks.
     live: usize,
+    /// Free top bytes above which a free shrinks the break.
     trim_threshold: usize,
     /// Allocations that took the slow path (a split, a search, the top) so far — the
     /// clock of the trim hysteresis, kept off the fast paths; when the last trim happened
@@ -153,36 +167,42 @@ const TRIM_REGRET_OPS: u64 = 1 << 16;
 // SAFETY: the raw addresses are only followed through `&mut self`; the source moves along.
 unsafe impl<B: BrkSource + Send> Send for ChunkHeap<B> {}
 
+/// Reads the word at `a`.
 #[inline(always)]
 unsafe fn rd(a: usize) -> usize {
     // SAFETY: callers pass addresses of headers or links inside the heap region.
     unsafe { *(a as *const usize) }
 }
 
+/// Writes `v` to the word at `a`.
 #[inline(always)]
 unsafe fn wr(a: usize, v: usize) {
     // SAFETY: as `rd`.
     unsafe { *(a as *mut usize) = v }
 }
 
+/// The `head` word (size and flags) of chunk `c`.
 #[inline(always)]
 unsafe fn head(c: usize) -> usize {
     // SAFETY: `c` is a chunk (caller).
     unsafe { rd(c + 8) }
 }
 
+/// Sets the `head` word of chunk `c`.
 #[inline(always)]
 unsafe fn set_head(c: usize, v: usize) {
     // SAFETY: `c` is a chunk (caller).
     unsafe { wr(c + 8, v) }
 }
 
+/// The forward link (next chunk of the bin) of free chunk `c`.
 #[inline(always)]
 unsafe fn fd(c: usize) -> usize {
     // SAFETY: `c` is a free chunk (caller).
     unsafe { rd(c + 16) }
 }
 
+/// The back link (previous chunk of the bin; stale in a bin's head) of free chunk `c`.
 #[inline(always)]
 unsafe fn bk(c: usize) -> usize {
     // SAFETY: `c` is a free chunk (caller).
@@ -284,6 +304,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         HeapStats::new(self.live, committed, 0)
     }
 
+    /// Sets bin `i`'s bit (and its word's summary bit).
     #[inline(always)]
     fn mark(&mut self, i: usize) {
         // SAFETY: bin indices are below NBINS, so words below BITMAP_WORDS.
@@ -330,6 +351,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         Some(w * 64 + self.bitmap[w].trailing_zeros() as usize)
     }
 
+    /// The highest non-empty bin.
     fn last_bin(&self) -> Option<usize> {
         if self.summary == 0 {
             return None;
@@ -358,6 +380,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.mark(i);
     }
 
+    /// [`insert`](Self::insert) for a chunk of [`SMALL_LIMIT`] bytes or more: in address
+    /// order in its large bin.
     #[inline(never)]
     unsafe fn insert_large(&mut self, c: usize, size: usize) {
         let i = bin_of(size);
@@ -389,6 +413,7 @@ impl<B: BrkSource> ChunkHeap<B> {
         self.mark(i);
     }
 
+    /// Takes free chunk `c` of `size` bytes off its bin.
     #[inline(always)]
     unsafe fn unlink(&mut self, c: usize, size: usize) {
         let i = bin_of(size);
@@ -396,7 +421,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         unsafe {
             let (f, b) = (fd(c), bk(c));
             let bin = self.bins.as_mut_ptr().add(i) as usize;
-            // the head's back link is stale (see `alloc`): the bin says which chunk heads it
+            // the head's back link is stale (see `insert`, `alloc`): the bin says which chunk
+            // heads it
             let is_head = rd(bin) == c;
             let to_c = if is_head { bin } else { b + 16 };
             if cfg!(feature = "secure") {
@@ -585,8 +611,9 @@ impl<B: BrkSource> ChunkHeap<B> {
     /// size overflows.
     #[inline(always)]
     pub fn alloc(&mut self, layout: Layout) -> *mut u8 {
-        // The common case first, small and call-free: the head of the exact bin, no split,
-        // no search. (A size up to this bound cannot overflow the rounding.)
+        // The common case first, small and call-free: a block of exactly the size from the
+        // block cache, else the head of the exact bin; no split, no search. (A size up to
+        // this bound cannot overflow the rounding.)
         let size = layout.size();
         if layout.align() <= 16 && size <= SMALL_LIMIT - 2 * HDR {
             let n = ((size + OVERHEAD + 15) & !15).max(MIN_CHUNK);
@@ -682,6 +709,8 @@ impl<B: BrkSource> ChunkHeap<B> {
         }
     }
 
+    /// An allocation aligned beyond 16: a chunk large enough to hold an aligned block,
+    /// with the lead before the aligned address and the tail after the block freed.
     fn alloc_aligned(&mut self, layout: Layout) -> *mut u8 {
         let align = layout.align();
         let Some(n) = chunk_size(layout.size()) else {

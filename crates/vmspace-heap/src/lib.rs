@@ -4,7 +4,9 @@
 //!   segments (a live and a remote bit per block in the segment's record), per-thread
 //!   caches with cross-thread frees (`std`), large blocks straight from the source.
 //! - [`ChunkHeap`]: boundary tags, immediate coalescing, exact and sorted bins, a selectable
-//!   [`FitPolicy`], a top chunk grown and trimmed through a [`BrkSource`].
+//!   [`FitPolicy`], a top chunk grown and trimmed through a [`BrkSource`]; as
+//!   [`LockedChunkHeap`]'s `GlobalAlloc`, deferred frees and a cache of small blocks in
+//!   front.
 //! - Sources ([`source`]): a fixed arena (a kernel's early heap) and, with `std`, the host's
 //!   `mmap`; with `space`, a simulated `vmspace` address space ([`space`]): segments and
 //!   the break become its mappings, the bytes live in a host mirror of its user range.
@@ -34,7 +36,7 @@ mod stats;
 #[cfg(feature = "std")]
 mod thread_cache;
 
-pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap, CACHE_CAP, CACHE_LIMIT, DEFER};
+pub use chunk::{ChunkHeap, FitPolicy, LockedChunkHeap};
 pub use error::{report, HeapError, HeapErrorKind};
 pub use size_class::SizeClassHeap;
 pub use source::{

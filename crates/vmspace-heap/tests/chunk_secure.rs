@@ -6,7 +6,8 @@
 
 use std::alloc::Layout;
 use std::process::Command;
-use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy, HostSource, SizeClassHeap, DEFER};
+use vmspace_heap::chunk::DEFER;
+use vmspace_heap::{ArenaBrk, ChunkHeap, FitPolicy, HostSource, SizeClassHeap};
 
 /// This test binary, like every test binary of the crate, runs on the size-class heap.
 #[global_allocator]
