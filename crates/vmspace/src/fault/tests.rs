@@ -2,121 +2,24 @@
 //! allocator, invariants (refcount = mappings, RSS = present pages, free + used = RAM).
 
 use super::*;
-use crate::addr::{FrameRange, PhysAddr, VirtAddr};
-use crate::arch::{I386, X86_64};
+use crate::addr::VirtAddr;
+use crate::arch::X86_64;
 use crate::paging::NoTlb;
-use crate::phys::{EmulatedRam, OwnedBuddyAllocator};
 use crate::space::abi::*;
-use crate::space::{FaultCode, SpaceConfig, TaskKind};
+use crate::space::FaultCode;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 
-/// A frame allocator that fails every allocation once `budget` reaches 0.
-pub(crate) struct Flaky {
-    pub inner: OwnedBuddyAllocator,
-    pub budget: Option<u64>,
-}
-
-impl crate::phys::FrameAllocator for Flaky {
-    fn allocate(&mut self, order: u8) -> Result<Frame, PhysError> {
-        if let Some(b) = &mut self.budget {
-            if *b == 0 {
-                return Err(PhysError::OutOfMemory { order });
-            }
-            *b -= 1;
-        }
-        self.inner.allocate(order)
-    }
-    fn deallocate(&mut self, frame: Frame, order: u8) -> Result<(), PhysError> {
-        self.inner.deallocate(frame, order)
-    }
-}
-
-impl RefFrames for Flaky {
-    fn inc_ref(&mut self, f: Frame) -> Result<u32, PhysError> {
-        self.inner.inc_ref(f)
-    }
-    fn put(&mut self, f: Frame) -> Result<bool, PhysError> {
-        RefFrames::put(&mut self.inner, f)
-    }
-    fn ref_count(&self, f: Frame) -> Result<u32, PhysError> {
-        self.inner.ref_count(f)
-    }
-    fn free_frames(&self) -> u64 {
-        self.inner.stats().free_frames
-    }
-}
-
+pub(crate) mod fixture;
 mod mremap;
 
-type P = Phys<EmulatedRam, Flaky>;
-
-const RAM: u64 = 8 << 20;
-const RW: u64 = PROT_READ | PROT_WRITE;
-const PA: u64 = MAP_PRIVATE | MAP_ANONYMOUS;
-
-pub(crate) fn phys(ram: u64) -> P {
-    let base = PhysAddr::new(0);
-    let mut mem = EmulatedRam::new(base, ram).unwrap();
-    // Fill RAM with garbage so that a frame handed out unzeroed would show.
-    for i in 0..ram / 4096 {
-        mem.frame_mut(Frame::from_number(i).unwrap())
-            .unwrap()
-            .fill(0xa5);
-    }
-    let all = FrameRange::new(Frame::from_number(0).unwrap(), ram / 4096).unwrap();
-    let inner = OwnedBuddyAllocator::new_owned(&[all], &[]).unwrap();
-    Phys::new(
-        mem,
-        Flaky {
-            inner,
-            budget: None,
-        },
-    )
-    .unwrap()
-}
-
-fn mm64(p: &mut P) -> Mm<X86_64> {
-    Mm::new(X86_64, SpaceConfig::linux_default(TaskKind::X86_64), p).unwrap()
-}
-
-/// Every frame's reference count equals its mappings (plus one for the page cache), RSS
-/// equals present pages, and allocated frames = zero page + tables + mapped/cached frames.
-pub(crate) fn check_all<A: crate::arch::Arch>(p: &P, mms: &[&Mm<A>]) {
-    let zero = p.zero_page();
-    let mut refs: BTreeMap<Frame, u32> = BTreeMap::new();
-    let mut tables = 0;
-    for mm in mms {
-        mm.check(p).unwrap();
-        tables += mm.page_table().table_pages();
-        for (_, f, _) in mm.user_pages(&p.mem) {
-            if f != zero {
-                *refs.entry(f).or_default() += 1;
-            }
-        }
-    }
-    for (_, _, f) in p.cache_entries() {
-        *refs.entry(f).or_default() += 1;
-    }
-    for (f, n) in &refs {
-        assert_eq!(p.frames.ref_count(*f), Ok(*n), "refcount of {f:?}");
-    }
-    let st = p.frames.inner.stats();
-    assert_eq!(
-        st.allocated_frames,
-        1 + tables + refs.len() as u64,
-        "frames in use"
-    );
-    assert_eq!(st.free_frames + st.allocated_frames, RAM / 4096);
-    p.frames.inner.check_invariants().unwrap();
-}
+use fixture::*;
 
 #[test]
 fn a2_read_maps_zero_page_a3_write_allocates_zeroed() {
-    let mut p = phys(RAM);
-    let mut mm = mm64(&mut p);
+    let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = mm.mmap(&mut p, t, 0, 0x3000, RW, PA, None, 0).unwrap();
+    let a = map(&mut mm, &mut p, 0, 0x3000, RW, PA);
     assert_eq!(mm.touch(&mut p, t, a + 5, false, 0), Ok(Some(0)));
     assert_eq!(mm.rss().total(), 0, "zero page is not resident");
     let tr = mm.page_table().translate(&p.mem, VirtAddr::new(a)).unwrap();
@@ -143,10 +46,9 @@ fn a2_read_maps_zero_page_a3_write_allocates_zeroed() {
 
 #[test]
 fn f1_f3_classification() {
-    let mut p = phys(RAM);
-    let mut mm = mm64(&mut p);
+    let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = mm.mmap(&mut p, t, 0, 0x3000, RW, PA, None, 0).unwrap();
+    let a = map(&mut mm, &mut p, 0, 0x3000, RW, PA);
     let code = |r: Result<Resolved, FaultError>| match r {
         Err(FaultError::Signal(f)) => Some(f.code),
         _ => None,
@@ -192,21 +94,9 @@ fn f1_f3_classification() {
 
 #[test]
 fn sigbus_beyond_eof_of_shared_object() {
-    let mut p = phys(RAM);
-    let mut mm = mm64(&mut p);
+    let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = mm
-        .mmap(
-            &mut p,
-            t,
-            0,
-            0x3000,
-            RW,
-            MAP_SHARED | MAP_ANONYMOUS,
-            None,
-            0,
-        )
-        .unwrap();
+    let a = map(&mut mm, &mut p, 0, 0x3000, RW, SA);
     mm.touch(&mut p, t, a + 0x2fff, true, 1).unwrap();
     // Shrink the object's mapping then grow it back: pages beyond the object SIGBUS.
     let b = mm.mremap(&mut p, t, a, 0x3000, 0x1000, 0, 0).unwrap();
@@ -223,21 +113,9 @@ fn sigbus_beyond_eof_of_shared_object() {
 
 #[test]
 fn shared_mapping_stays_shared_across_fork() {
-    let mut p = phys(RAM);
-    let mut mm = mm64(&mut p);
+    let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let s = mm
-        .mmap(
-            &mut p,
-            t,
-            0,
-            0x2000,
-            RW,
-            MAP_SHARED | MAP_ANONYMOUS,
-            None,
-            0,
-        )
-        .unwrap();
+    let s = map(&mut mm, &mut p, 0, 0x2000, RW, SA);
     mm.touch(&mut p, t, s, true, 1).unwrap();
     let mut child = mm.fork(&mut p, t).unwrap();
     child.touch(&mut p, t, s + 1, true, 2).unwrap();
@@ -248,19 +126,14 @@ fn shared_mapping_stays_shared_across_fork() {
     check_all(&p, &[&mm, &child]);
     child.exit(&mut p);
     mm.exit(&mut p);
-    assert_eq!(
-        p.frames.inner.stats().allocated_frames,
-        1,
-        "only the zero page"
-    );
+    assert_only_zero_page(&p);
 }
 
 #[test]
 fn cow_chained_fork_parent_child_grandchild() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = a.mmap(&mut p, t, 0, 0x4000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, 0x4000, RW, PA);
     for i in 0..4 {
         a.touch(&mut p, t, x + i * 0x1000, true, 10 + i as u8)
             .unwrap();
@@ -298,15 +171,14 @@ fn cow_chained_fork_parent_child_grandchild() {
     c.exit(&mut p);
     check_all(&p, &[&a]);
     a.exit(&mut p);
-    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+    assert_only_zero_page(&p);
 }
 
 #[test]
 fn cow_mprotect_rw_on_shared_frame_does_not_bypass_cow() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, 0x1000, RW, PA);
     a.touch(&mut p, t, x, true, 5).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     a.mprotect(&mut p, t, x, 0x1000, PROT_READ).unwrap();
@@ -326,11 +198,10 @@ fn cow_mprotect_rw_on_shared_frame_does_not_bypass_cow() {
 
 #[test]
 fn cow_written_after_fork_never_faults_twice() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let n = 16u64;
-    let x = a.mmap(&mut p, t, 0, n * 0x1000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, n * 0x1000, RW, PA);
     for i in 0..n {
         a.touch(&mut p, t, x + i * 0x1000, true, 1).unwrap();
     }
@@ -354,21 +225,16 @@ fn cow_written_after_fork_never_faults_twice() {
 #[test]
 fn cow_failed_fork_leaves_no_frame_reference() {
     for budget in 0..12 {
-        let mut p = phys(RAM);
-        let mut a = mm64(&mut p);
+        let (mut p, mut a) = setup();
         let t = &mut NoTlb;
         // Two far-apart regions so the child needs several tables.
-        let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
-        let y = a
-            .mmap(&mut p, t, 0x1000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
-            .unwrap();
+        let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
+        let y = map_fixed(&mut a, &mut p, 0x1000_0000, 0x2000, RW, PA);
         for v in [x, x + 0x1000, y, y + 0x1000] {
             a.touch(&mut p, t, v, true, 4).unwrap();
         }
         let before = p.frames.inner.stats();
-        p.frames.budget = Some(budget);
-        let r = a.fork(&mut p, t);
-        p.frames.budget = None;
+        let r = with_budget(&mut p, Some(budget), |p| a.fork(p, t));
         match r {
             Ok(c) => {
                 check_all(&p, &[&a, &c]);
@@ -413,30 +279,16 @@ fn out_of_memory_in_every_fault_path_leaks_nothing() {
     ];
     for (step, exact) in steps {
         for budget in 0..8 {
-            let mut p = phys(RAM);
-            let mut a = mm64(&mut p);
+            let (mut p, mut a) = setup();
             let t = &mut NoTlb;
-            let x = a.mmap(&mut p, t, 0, 0x4000, RW, PA, None, 0).unwrap();
-            a.mmap(&mut p, t, x + 0x4000, 0x4000, RW, PA | MAP_FIXED, None, 0)
-                .unwrap();
-            a.mmap(
-                &mut p,
-                t,
-                x + 0x8000,
-                0x2000,
-                RW,
-                MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
-                None,
-                0,
-            )
-            .unwrap();
+            let x = map(&mut a, &mut p, 0, 0x4000, RW, PA);
+            map_fixed(&mut a, &mut p, x + 0x4000, 0x4000, RW, PA);
+            map_fixed(&mut a, &mut p, x + 0x8000, 0x2000, RW, SA);
             let mut b = a.fork(&mut p, t).unwrap();
             b.touch(&mut p, t, x + 0x4000, true, 1).unwrap();
             let mut c = b.fork(&mut p, t).unwrap();
             let before = p.frames.inner.stats();
-            p.frames.budget = Some(budget);
-            let r = step(&mut c, &mut p, x);
-            p.frames.budget = None;
+            let r = with_budget(&mut p, Some(budget), |p| step(&mut c, p, x));
             if let Err(e) = r {
                 assert!(matches!(e, FaultError::OutOfMemory { .. }), "{e:?}");
                 if exact {
@@ -447,17 +299,16 @@ fn out_of_memory_in_every_fault_path_leaks_nothing() {
             for m in [a, b, c] {
                 m.exit(&mut p);
             }
-            assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+            assert_only_zero_page(&p);
         }
     }
 }
 
 #[test]
 fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = a.mmap(&mut p, t, 0, 0x8000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, 0x8000, RW, PA);
     for i in 0..8 {
         a.touch(&mut p, t, x + i * 0x1000, true, i as u8 + 1)
             .unwrap();
@@ -475,8 +326,7 @@ fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
     assert_eq!(a.touch(&mut p, t, y + 0x1000, false, 0), Ok(Some(3)));
     assert!(a.touch(&mut p, t, x + 0x1000, false, 0).is_err());
     // MAP_FIXED over written pages: fresh zeros.
-    a.mmap(&mut p, t, x + 0x3000, 0x1000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    map_fixed(&mut a, &mut p, x + 0x3000, 0x1000, RW, PA);
     assert_eq!(a.touch(&mut p, t, x + 0x3000, false, 0), Ok(Some(0)));
     assert_eq!(a.touch(&mut p, t, x + 0x4000, false, 0), Ok(Some(5)));
     check_all(&p, &[&a]);
@@ -489,26 +339,22 @@ fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
     assert_eq!(a.rss().anon, before - 1);
     check_all(&p, &[&a]);
     a.exit(&mut p);
-    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+    assert_only_zero_page(&p);
 }
 
 #[test]
 fn stack_grows_within_rlimit_and_guard_gap() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let top = 0x7fff_ffff_f000u64;
-    a.mmap(
+    map_fixed(
+        &mut a,
         &mut p,
-        t,
         top - 0x21000,
         0x21000,
         RW,
-        PA | MAP_FIXED | MAP_GROWSDOWN,
-        None,
-        0,
-    )
-    .unwrap();
+        PA | MAP_GROWSDOWN,
+    );
     // S3: beyond 8 MiB -> MAPERR; within -> grows and maps.
     assert!(matches!(
         a.fault(&mut p, t, top - (9 << 20), Access::Write),
@@ -524,15 +370,9 @@ fn stack_grows_within_rlimit_and_guard_gap() {
 
 #[test]
 fn i386_fork_and_cow() {
-    let mut p = phys(RAM);
+    let (mut p, mut a) = setup_i386();
     let t = &mut NoTlb;
-    let mut a: Mm<I386> = Mm::new(
-        I386::new(),
-        SpaceConfig::linux_default(TaskKind::I386Native),
-        &mut p,
-    )
-    .unwrap();
-    let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
     a.touch(&mut p, t, x, true, 1).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     b.touch(&mut p, t, x, true, 2).unwrap();
@@ -542,7 +382,7 @@ fn i386_fork_and_cow() {
     assert_eq!(v.len(), 1);
     a.exit(&mut p);
     b.exit(&mut p);
-    assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+    assert_only_zero_page(&p);
 }
 
 mod props {
@@ -573,14 +413,12 @@ mod props {
             faults in prop::collection::vec((addr(), access()), 1..40),
             i386 in any::<bool>(),
         ) {
-            let mut p = phys(RAM);
             let t = &mut NoTlb;
             if i386 {
-                let cfg = SpaceConfig::linux_default(TaskKind::I386Native);
-                let mut mm: Mm<I386> = Mm::new(I386::new(), cfg, &mut p).unwrap();
+                let (mut p, mut mm) = setup_i386();
                 run(&mut mm, &mut p, t, &faults)?;
             } else {
-                let mut mm = mm64(&mut p);
+                let (mut p, mut mm) = setup();
                 run(&mut mm, &mut p, t, &faults)?;
             }
         }
@@ -643,10 +481,9 @@ mod props {
         /// THP faults are judged by Linux in the differential suite, `F-rss.jsonl`.)
         #[test]
         fn contents_follow_the_oracle(steps in prop::collection::vec(step(), 1..60)) {
-            let mut p = phys(RAM);
+            let (mut p, mut mm) = setup();
             let t = &mut NoTlb;
-            let mut mm = mm64(&mut p);
-            mm.mmap(&mut p, t, BASE, 4 << 20, RW, PA | MAP_FIXED, None, 0).unwrap();
+            map_fixed(&mut mm, &mut p, BASE, 4 << 20, RW, PA);
             let mut oracle = mm.space().clone();
             for st in &steps {
                 let at = |page: u64| BASE + page * 4096;
@@ -698,23 +535,10 @@ mod props {
         faults: &[(u64, Access)],
     ) -> Result<(), TestCaseError> {
         let top = mm.space().layout().stack_top;
-        mm.mmap(
-            p,
-            t,
-            top - 0x21000,
-            0x21000,
-            RW,
-            PA | MAP_FIXED | MAP_GROWSDOWN,
-            None,
-            0,
-        )
-        .unwrap();
-        mm.mmap(p, t, 0x1_0000, 0x4000, PROT_READ, PA | MAP_FIXED, None, 0)
-            .unwrap();
-        mm.mmap(p, t, 0x1_4000, 0x4000, RW, PA | MAP_FIXED, None, 0)
-            .unwrap();
-        mm.mmap(p, t, 0x1_8000, 0x2000, PROT_NONE, PA | MAP_FIXED, None, 0)
-            .unwrap();
+        map_fixed(mm, p, top - 0x21000, 0x21000, RW, PA | MAP_GROWSDOWN);
+        map_fixed(mm, p, 0x1_0000, 0x4000, PROT_READ, PA);
+        map_fixed(mm, p, 0x1_4000, 0x4000, RW, PA);
+        map_fixed(mm, p, 0x1_8000, 0x2000, PROT_NONE, PA);
         let mut oracle = mm.space().clone();
         for &(a, acc) in faults {
             let r = mm.fault(p, t, a, acc);
@@ -744,33 +568,24 @@ mod props {
 
 #[test]
 fn populate_paths_fault_pages_in_like_linux() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     // MAP_POPULATE of writable private memory: write faults, resident.
-    let x = a
-        .mmap(&mut p, t, 0, 0x4000, RW, PA | MAP_POPULATE, None, 0)
-        .unwrap();
+    let x = map(&mut a, &mut p, 0, 0x4000, RW, PA | MAP_POPULATE);
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), x, x + 0x4000).anon, 4);
     // Read-only private: read faults map the zero page, nothing resident.
-    let y = a
-        .mmap(&mut p, t, 0, 0x4000, PROT_READ, PA | MAP_POPULATE, None, 0)
-        .unwrap();
+    let y = map(&mut a, &mut p, 0, 0x4000, PROT_READ, PA | MAP_POPULATE);
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), y, y + 0x4000).rss, 0);
     assert_eq!(a.user_pages(&p.mem).len(), 8);
     // MAP_POPULATE | MAP_NONBLOCK populates nothing.
-    let z = a
-        .mmap(
-            &mut p,
-            t,
-            0,
-            0x2000,
-            RW,
-            PA | MAP_POPULATE | MAP_NONBLOCK,
-            None,
-            0,
-        )
-        .unwrap();
+    let z = map(
+        &mut a,
+        &mut p,
+        0,
+        0x2000,
+        RW,
+        PA | MAP_POPULATE | MAP_NONBLOCK,
+    );
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 0);
     // mlock faults in; MLOCK_ONFAULT does not.
     a.mlock(&mut p, t, z, 0x1000, 0).unwrap();
@@ -778,18 +593,7 @@ fn populate_paths_fault_pages_in_like_linux() {
     a.mlock(&mut p, t, z + 0x1000, 0x1000, 1).unwrap();
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
     // Shared anonymous memory populates through the page cache (a read fault allocates).
-    let s = a
-        .mmap(
-            &mut p,
-            t,
-            0,
-            0x2000,
-            RW,
-            MAP_SHARED | MAP_ANONYMOUS | MAP_POPULATE,
-            None,
-            0,
-        )
-        .unwrap();
+    let s = map(&mut a, &mut p, 0, 0x2000, RW, SA | MAP_POPULATE);
     assert_eq!(a.rss().shmem, 2);
     let r = a.range_rss(&p.mem, p.zero_page(), s, s + 0x2000);
     assert_eq!((r.rss, r.anon), (2, 0));
@@ -798,27 +602,15 @@ fn populate_paths_fault_pages_in_like_linux() {
 
 #[test]
 fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let s = a
-        .mmap(
-            &mut p,
-            t,
-            0,
-            0x2000,
-            RW,
-            MAP_SHARED | MAP_ANONYMOUS,
-            None,
-            0,
-        )
-        .unwrap();
+    let s = map(&mut a, &mut p, 0, 0x2000, RW, SA);
     a.touch(&mut p, t, s, true, 5).unwrap();
     a.madvise(&mut p, t, s, 0x2000, MADV_DONTNEED).unwrap();
     assert_eq!(a.rss().shmem, 0);
     assert_eq!(a.touch(&mut p, t, s, false, 0), Ok(Some(5)));
     // A COW-shared range moved by mremap stays COW-shared.
-    let x = a.mmap(&mut p, t, 0, 0x2000, RW, PA, None, 0).unwrap();
+    let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
     a.touch(&mut p, t, x, true, 1).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     let y = b
@@ -845,10 +637,10 @@ fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
     assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(0)));
     check_all(&p, &[&a, &b]);
     // WIPEONFORK: the child starts with zeros; DONTFORK: the child has no such VMA.
-    let w = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    let w = map(&mut a, &mut p, 0, 0x1000, RW, PA);
     a.touch(&mut p, t, w, true, 3).unwrap();
     a.madvise(&mut p, t, w, 0x1000, MADV_WIPEONFORK).unwrap();
-    let d = a.mmap(&mut p, t, 0, 0x1000, RW, PA, None, 0).unwrap();
+    let d = map(&mut a, &mut p, 0, 0x1000, RW, PA);
     a.touch(&mut p, t, d, true, 4).unwrap();
     a.madvise(&mut p, t, d, 0x1000, MADV_DONTFORK).unwrap();
     let mut c = a.fork(&mut p, t).unwrap();
@@ -861,8 +653,7 @@ fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
 #[test]
 fn private_file_pages_share_the_cache_until_written() {
     use crate::space::FileRef;
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let f = FileRef {
         id: 7,
@@ -898,22 +689,10 @@ fn private_file_pages_share_the_cache_until_written() {
 /// does not; guard regions and present entries are left alone.
 #[test]
 fn read_fault_maps_cached_pages_around() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     // 32 pages of shared memory at a 64 KiB-aligned address, filled through itself.
-    let s = a
-        .mmap(
-            &mut p,
-            t,
-            0x4000_0000,
-            0x20000,
-            RW,
-            MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED,
-            None,
-            0,
-        )
-        .unwrap();
+    let s = map_fixed(&mut a, &mut p, 0x4000_0000, 0x20000, RW, SA);
     for i in [1u64, 3, 17, 20] {
         a.touch(&mut p, t, s + i * 0x1000, true, i as u8).unwrap();
     }
@@ -938,28 +717,14 @@ fn read_fault_maps_cached_pages_around() {
 /// do_mremap populates the grown part of an mlocked VMA (in place and moved).
 #[test]
 fn mremap_of_locked_memory_populates_the_growth() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = a
-        .mmap(
-            &mut p,
-            t,
-            0x4000_0000,
-            0x2000,
-            RW,
-            PA | MAP_FIXED | MAP_LOCKED,
-            None,
-            0,
-        )
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
     assert_eq!(a.rss().anon, 2);
     a.mremap(&mut p, t, x, 0x2000, 0x5000, 0, 0).unwrap();
     assert_eq!(a.rss().anon, 5);
     // Unlocked memory grows without being populated.
-    let y = a
-        .mmap(&mut p, t, 0x5000_0000, 0x1000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let y = map_fixed(&mut a, &mut p, 0x5000_0000, 0x1000, RW, PA);
     a.mremap(&mut p, t, y, 0x1000, 0x3000, 0, 0).unwrap();
     assert_eq!(a.rss().anon, 5);
     check_all(&p, &[&a]);
@@ -971,13 +736,10 @@ fn mremap_of_locked_memory_populates_the_growth() {
 /// takes 4 KiB faults.
 #[test]
 fn thp_blocks_fault_in_whole() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let len = 6 << 20;
-    let x = a
-        .mmap(&mut p, t, 0x4000_0000, len, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, len, RW, PA);
     // A 4 KiB fault before the advice leaves a table in the first block.
     a.touch(&mut p, t, x, true, 1).unwrap();
     a.madvise(&mut p, t, x, len, MADV_HUGEPAGE).unwrap();
@@ -999,9 +761,7 @@ fn thp_blocks_fault_in_whole() {
     assert_eq!(a.rss().anon, 2 + 1023);
     check_all(&p, &[&a]);
     // VM_NOHUGEPAGE: 4 KiB.
-    let y = a
-        .mmap(&mut p, t, 0x5000_0000, 4 << 20, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let y = map_fixed(&mut a, &mut p, 0x5000_0000, 4 << 20, RW, PA);
     a.madvise(&mut p, t, y, 4 << 20, MADV_NOHUGEPAGE).unwrap();
     a.touch(&mut p, t, y + (2 << 20), true, 5).unwrap();
     assert_eq!(a.rss().anon, 2 + 1024);

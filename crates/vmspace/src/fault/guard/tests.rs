@@ -1,25 +1,14 @@
 //! W8, W13, W15 on an `Mm` with real page tables.
 
-use super::super::tests::phys;
+use super::super::tests::fixture::{setup, setup_i386};
 use super::*;
-use crate::arch::{I386, X86_64};
 use crate::paging::NoTlb;
 use crate::space::abi::*;
 use crate::space::windows::{AllocKind, WinProt};
-use crate::space::{SpaceConfig, TaskKind};
 
 const R: AllocKind = AllocKind::RESERVE;
 const C: AllocKind = AllocKind::COMMIT;
 const RW: WinProt = WinProt::READWRITE;
-
-fn setup() -> (
-    Phys<crate::phys::EmulatedRam, super::super::tests::Flaky>,
-    Mm<X86_64>,
-) {
-    let mut p = phys(8 << 20);
-    let m = Mm::new(X86_64, SpaceConfig::linux_default(TaskKind::X86_64), &mut p).unwrap();
-    (p, m)
-}
 
 fn exc(r: Result<Option<u8>, FaultError>) -> (ExceptionCode, u64) {
     match r {
@@ -139,14 +128,8 @@ fn w15_guard_page_is_one_shot_per_page_then_base_protection() {
 
 #[test]
 fn w08_decommit_frees_frames_and_recommit_reads_zero_on_i386_and_x86_64() {
-    let mut p = phys(8 << 20);
+    let (mut p, mut m) = setup_i386();
     let t = &mut NoTlb;
-    let mut m = Mm::new(
-        I386::new(),
-        SpaceConfig::linux_default(TaskKind::I386Native),
-        &mut p,
-    )
-    .unwrap();
     let free0 = p.frames.free_frames();
     let a = m
         .virtual_alloc(&mut p, t, None, 0x20000, R | C, RW)

@@ -29,44 +29,6 @@ fn state<A: Arch>(mm: &Mm<A>, p: &P) -> State {
     }
 }
 
-/// The byte page `page` holds at offset `off` in these tests.
-fn byte(page: u64, off: u64) -> u8 {
-    (page.wrapping_mul(31) ^ off.wrapping_mul(7) ^ 0x5a) as u8 | 1
-}
-
-const OFFS: [u64; 4] = [0, 1, 2047, 4095];
-
-/// Writes the test pattern of pages `0..n` into `[at, at + n pages)`.
-fn write<A: Arch>(mm: &mut Mm<A>, p: &mut P, at: u64, n: u64) {
-    for i in 0..n {
-        for off in OFFS {
-            mm.touch(p, &mut NoTlb, at + i * 4096 + off, true, byte(i, off))
-                .unwrap();
-        }
-    }
-}
-
-/// Pages `0..n` of the pattern are readable at `at`.
-fn assert_pattern<A: Arch>(mm: &mut Mm<A>, p: &mut P, at: u64, n: u64) {
-    for i in 0..n {
-        for off in OFFS {
-            let a = at + i * 4096 + off;
-            assert_eq!(
-                mm.touch(p, &mut NoTlb, a, false, 0),
-                Ok(Some(byte(i, off))),
-                "{a:#x}"
-            );
-        }
-    }
-}
-
-fn assert_unmapped<A: Arch>(mm: &mut Mm<A>, p: &mut P, at: u64) {
-    match mm.touch(p, &mut NoTlb, at, false, 0) {
-        Err(FaultError::Signal(f)) => assert_eq!(f.code, FaultCode::SegvMaperr, "{at:#x}"),
-        r => panic!("{at:#x} readable: {r:?}"),
-    }
-}
-
 /// A FIXED move to another top-level slot needs three new tables on x86-64 (PDPT, PD, PT):
 /// with fewer frames it fails with ENOMEM and nothing changed; with three it moves the data
 /// and uses as many frames as before (the source's three tables are freed).
@@ -74,25 +36,14 @@ fn assert_unmapped<A: Arch>(mm: &mut Mm<A>, p: &mut P, at: u64) {
 fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
     const FAR: u64 = 0x6000_0000_0000;
     for budget in 0..=3 {
-        let mut p = phys(RAM);
-        let mut a = mm64(&mut p);
+        let (mut p, mut a) = setup();
         let t = &mut NoTlb;
-        let x = a
-            .mmap(&mut p, t, 0x4000_0000, 0x4000, RW, PA | MAP_FIXED, None, 0)
-            .unwrap();
+        let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x4000, RW, PA);
         write(&mut a, &mut p, x, 4);
         let before = state(&a, &p);
-        p.frames.budget = Some(budget);
-        let r = a.mremap(
-            &mut p,
-            t,
-            x,
-            0x4000,
-            0x4000,
-            MREMAP_MAYMOVE | MREMAP_FIXED,
-            FAR,
-        );
-        p.frames.budget = None;
+        let r = with_budget(&mut p, Some(budget), |p| {
+            a.mremap(p, t, x, 0x4000, 0x4000, MREMAP_MAYMOVE | MREMAP_FIXED, FAR)
+        });
         if budget < 3 {
             assert_eq!(r, Err(Errno::ENOMEM), "budget {budget}");
             assert_eq!(state(&a, &p), before, "budget {budget}");
@@ -108,7 +59,7 @@ fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
         }
         check_all(&p, &[&a]);
         a.exit(&mut p);
-        assert_eq!(p.frames.inner.stats().allocated_frames, 1);
+        assert_only_zero_page(&p);
     }
 }
 
@@ -119,13 +70,10 @@ fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
 /// moves the data.
 #[test]
 fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let len = 16 << 20;
-    let x = a
-        .mmap(&mut p, t, 0x4000_0000, len, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, len, RW, PA);
     let mut n = 0;
     while a.touch(&mut p, t, x + n * 4096, true, byte(n, 0)).is_ok() {
         n += 1;
@@ -174,30 +122,18 @@ fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
 /// the old destination mapping and its pages are gone, the source is untouched.
 #[test]
 fn x7_failed_fixed_move_still_unmapped_the_destination() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     const FAR: u64 = 0x6000_0000_0000;
-    let x = a
-        .mmap(&mut p, t, 0x4000_0000, 0x3000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x3000, RW, PA);
     write(&mut a, &mut p, x, 3);
-    a.mmap(&mut p, t, FAR, 0x2000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    map_fixed(&mut a, &mut p, FAR, 0x2000, RW, PA);
     a.touch(&mut p, t, FAR, true, 9).unwrap();
     let before = state(&a, &p);
     // Unmapping the destination frees its page and its three tables; moving needs three.
-    p.frames.budget = Some(2);
-    let r = a.mremap(
-        &mut p,
-        t,
-        x,
-        0x3000,
-        0x3000,
-        MREMAP_MAYMOVE | MREMAP_FIXED,
-        FAR,
-    );
-    p.frames.budget = None;
+    let r = with_budget(&mut p, Some(2), |p| {
+        a.mremap(p, t, x, 0x3000, 0x3000, MREMAP_MAYMOVE | MREMAP_FIXED, FAR)
+    });
     assert_eq!(r, Err(Errno::ENOMEM));
     assert_pattern(&mut a, &mut p, x, 3);
     assert_unmapped(&mut a, &mut p, FAR);
@@ -216,27 +152,15 @@ fn x7_failed_fixed_move_still_unmapped_the_destination() {
 /// (dontunmap_complete is not reached), and the charge for the copy is given back.
 #[test]
 fn x7_failed_dontunmap_move_keeps_the_locked_source() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = a
-        .mmap(
-            &mut p,
-            t,
-            0x4000_0000,
-            0x2000,
-            RW,
-            PA | MAP_FIXED | MAP_LOCKED,
-            None,
-            0,
-        )
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
     write(&mut a, &mut p, x, 2);
     let before = state(&a, &p);
-    p.frames.budget = Some(0);
     let flags = MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
-    let r = a.mremap(&mut p, t, x, 0x2000, 0x2000, flags, 0x6000_0000_0000);
-    p.frames.budget = None;
+    let r = with_budget(&mut p, Some(0), |p| {
+        a.mremap(p, t, x, 0x2000, 0x2000, flags, 0x6000_0000_0000)
+    });
     assert_eq!(r, Err(Errno::ENOMEM));
     assert_eq!(state(&a, &p), before);
     assert_ne!(
@@ -252,33 +176,26 @@ fn x7_failed_dontunmap_move_keeps_the_locked_source() {
 /// the second is untouched, and no page is lost.
 #[test]
 fn x3_multi_vma_move_failing_on_the_second_piece_keeps_both_pieces_data() {
-    let mut p = phys(RAM);
-    let mut a = mm64(&mut p);
+    let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     const FAR: u64 = 0x6000_0000_0000;
     // Two VMAs 4 MiB apart: their destinations need different last-level tables.
-    let x = a
-        .mmap(&mut p, t, 0x4000_0000, 0x2000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
-    let y = a
-        .mmap(
-            &mut p,
-            t,
-            x + (4 << 20),
-            0x2000,
-            PROT_READ | PROT_WRITE | PROT_EXEC,
-            PA | MAP_FIXED,
-            None,
-            0,
-        )
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA);
+    let y = map_fixed(
+        &mut a,
+        &mut p,
+        x + (4 << 20),
+        0x2000,
+        PROT_READ | PROT_WRITE | PROT_EXEC,
+        PA,
+    );
     write(&mut a, &mut p, x, 2);
     write(&mut a, &mut p, y, 2);
     // The first piece takes three tables, the second would need one more.
-    p.frames.budget = Some(3);
     let len = y + 0x2000 - x;
-    let r = a.mremap(&mut p, t, x, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, FAR);
-    p.frames.budget = None;
+    let r = with_budget(&mut p, Some(3), |p| {
+        a.mremap(p, t, x, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, FAR)
+    });
     assert_eq!(r, Err(Errno::ENOMEM));
     assert_pattern(&mut a, &mut p, FAR, 2);
     assert_unmapped(&mut a, &mut p, x);
@@ -292,34 +209,16 @@ fn x3_multi_vma_move_failing_on_the_second_piece_keeps_both_pieces_data() {
 /// i386 (two levels): a move to another 4 MiB block needs one page table.
 #[test]
 fn x7_i386_move_without_a_page_table_frame_is_enomem() {
-    let mut p = phys(RAM);
+    let (mut p, mut a) = setup_i386();
     let t = &mut NoTlb;
-    let mut a: Mm<I386> = Mm::new(
-        I386::new(),
-        SpaceConfig::linux_default(TaskKind::I386Native),
-        &mut p,
-    )
-    .unwrap();
-    let x = a
-        .mmap(&mut p, t, 0x1000_0000, 0x3000, RW, PA | MAP_FIXED, None, 0)
-        .unwrap();
+    let x = map_fixed(&mut a, &mut p, 0x1000_0000, 0x3000, RW, PA);
     // A neighbour above, so that the growth has to move.
-    a.mmap(
-        &mut p,
-        t,
-        x + 0x3000,
-        0x1000,
-        PROT_READ,
-        PA | MAP_FIXED,
-        None,
-        0,
-    )
-    .unwrap();
+    map_fixed(&mut a, &mut p, x + 0x3000, 0x1000, PROT_READ, PA);
     write(&mut a, &mut p, x, 3);
     let before = state(&a, &p);
-    p.frames.budget = Some(0);
-    let r = a.mremap(&mut p, t, x, 0x3000, 0x6000, MREMAP_MAYMOVE, 0);
-    p.frames.budget = None;
+    let r = with_budget(&mut p, Some(0), |p| {
+        a.mremap(p, t, x, 0x3000, 0x6000, MREMAP_MAYMOVE, 0)
+    });
     assert_eq!(r, Err(Errno::ENOMEM));
     let mut after = state(&a, &p);
     assert_eq!(after.acct.committed, before.acct.committed + 3);
@@ -384,14 +283,13 @@ mod props {
         /// frame, refcount and RSS invariants hold throughout.
         #[test]
         fn mremap_under_frame_limits_never_loses_data(steps in prop::collection::vec(remap(), 1..24)) {
-            let mut p = phys(RAM);
+            let (mut p, mut mm) = setup();
             let t = &mut NoTlb;
-            let mut mm = mm64(&mut p);
             // Page address -> byte, for every page written.
             let mut data: BTreeMap<u64, u8> = BTreeMap::new();
             for i in 0..4u64 {
                 let at = 0x4000_0000 + i * (5 << 20);
-                mm.mmap(&mut p, t, at, 0x8000, RW, PA | MAP_FIXED, None, 0).unwrap();
+                map_fixed(&mut mm, &mut p, at, 0x8000, RW, PA);
                 for j in 0..8 {
                     let v = byte(i * 8 + j, 0);
                     mm.touch(&mut p, t, at + j * 4096, true, v).unwrap();
@@ -412,9 +310,7 @@ mod props {
                     _ => (MREMAP_MAYMOVE, 0),
                 };
                 let before = state(&mm, &p);
-                p.frames.budget = st.budget;
-                let r = mm.mremap(&mut p, t, addr, old_len, new_len, flags, target);
-                p.frames.budget = None;
+                let r = with_budget(&mut p, st.budget, |p| mm.mremap(p, t, addr, old_len, new_len, flags, target));
                 match r {
                     Ok(na) if na != addr => {
                         let moved: Vec<(u64, u8)> = data
