@@ -19,7 +19,7 @@ use fixture::*;
 fn a2_read_maps_zero_page_a3_write_allocates_zeroed() {
     let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = map(&mut mm, &mut p, 0, 0x3000, RW, PA);
+    let a = map(&mut mm, &mut p, 0x3000, RW, PA);
     assert_eq!(mm.touch(&mut p, t, a + 5, false, 0), Ok(Some(0)));
     assert_eq!(mm.rss().total(), 0, "zero page is not resident");
     let tr = mm.page_table().translate(&p.mem, VirtAddr::new(a)).unwrap();
@@ -48,7 +48,7 @@ fn a2_read_maps_zero_page_a3_write_allocates_zeroed() {
 fn f1_f3_classification() {
     let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = map(&mut mm, &mut p, 0, 0x3000, RW, PA);
+    let a = map(&mut mm, &mut p, 0x3000, RW, PA);
     let code = |r: Result<Resolved, FaultError>| match r {
         Err(FaultError::Signal(f)) => Some(f.code),
         _ => None,
@@ -96,7 +96,7 @@ fn f1_f3_classification() {
 fn sigbus_beyond_eof_of_shared_object() {
     let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let a = map(&mut mm, &mut p, 0, 0x3000, RW, SA);
+    let a = map(&mut mm, &mut p, 0x3000, RW, SA);
     mm.touch(&mut p, t, a + 0x2fff, true, 1).unwrap();
     // Shrink the object's mapping then grow it back: pages beyond the object SIGBUS.
     let b = mm.mremap(&mut p, t, a, 0x3000, 0x1000, 0, 0).unwrap();
@@ -115,7 +115,7 @@ fn sigbus_beyond_eof_of_shared_object() {
 fn shared_mapping_stays_shared_across_fork() {
     let (mut p, mut mm) = setup();
     let t = &mut NoTlb;
-    let s = map(&mut mm, &mut p, 0, 0x2000, RW, SA);
+    let s = map(&mut mm, &mut p, 0x2000, RW, SA);
     mm.touch(&mut p, t, s, true, 1).unwrap();
     let mut child = mm.fork(&mut p, t).unwrap();
     child.touch(&mut p, t, s + 1, true, 2).unwrap();
@@ -133,7 +133,7 @@ fn shared_mapping_stays_shared_across_fork() {
 fn cow_chained_fork_parent_child_grandchild() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = map(&mut a, &mut p, 0, 0x4000, RW, PA);
+    let x = map(&mut a, &mut p, 0x4000, RW, PA);
     for i in 0..4 {
         a.touch(&mut p, t, x + i * 0x1000, true, 10 + i as u8)
             .unwrap();
@@ -178,7 +178,7 @@ fn cow_chained_fork_parent_child_grandchild() {
 fn cow_mprotect_rw_on_shared_frame_does_not_bypass_cow() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = map(&mut a, &mut p, 0, 0x1000, RW, PA);
+    let x = map(&mut a, &mut p, 0x1000, RW, PA);
     a.touch(&mut p, t, x, true, 5).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     a.mprotect(&mut p, t, x, 0x1000, PROT_READ).unwrap();
@@ -201,7 +201,7 @@ fn cow_written_after_fork_never_faults_twice() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let n = 16u64;
-    let x = map(&mut a, &mut p, 0, n * 0x1000, RW, PA);
+    let x = map(&mut a, &mut p, n * 0x1000, RW, PA);
     for i in 0..n {
         a.touch(&mut p, t, x + i * 0x1000, true, 1).unwrap();
     }
@@ -228,8 +228,8 @@ fn cow_failed_fork_leaves_no_frame_reference() {
         let (mut p, mut a) = setup();
         let t = &mut NoTlb;
         // Two far-apart regions so the child needs several tables.
-        let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
-        let y = map_fixed(&mut a, &mut p, 0x1000_0000, 0x2000, RW, PA);
+        let x = map(&mut a, &mut p, 0x2000, RW, PA);
+        let y = map_at(&mut a, &mut p, 0x1000_0000, 0x2000, RW, PA);
         for v in [x, x + 0x1000, y, y + 0x1000] {
             a.touch(&mut p, t, v, true, 4).unwrap();
         }
@@ -281,9 +281,9 @@ fn out_of_memory_in_every_fault_path_leaks_nothing() {
         for budget in 0..8 {
             let (mut p, mut a) = setup();
             let t = &mut NoTlb;
-            let x = map(&mut a, &mut p, 0, 0x4000, RW, PA);
-            map_fixed(&mut a, &mut p, x + 0x4000, 0x4000, RW, PA);
-            map_fixed(&mut a, &mut p, x + 0x8000, 0x2000, RW, SA);
+            let x = map(&mut a, &mut p, 0x4000, RW, PA);
+            map_at(&mut a, &mut p, x + 0x4000, 0x4000, RW, PA);
+            map_at(&mut a, &mut p, x + 0x8000, 0x2000, RW, SA);
             let mut b = a.fork(&mut p, t).unwrap();
             b.touch(&mut p, t, x + 0x4000, true, 1).unwrap();
             let mut c = b.fork(&mut p, t).unwrap();
@@ -308,7 +308,7 @@ fn out_of_memory_in_every_fault_path_leaks_nothing() {
 fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = map(&mut a, &mut p, 0, 0x8000, RW, PA);
+    let x = map(&mut a, &mut p, 0x8000, RW, PA);
     for i in 0..8 {
         a.touch(&mut p, t, x + i * 0x1000, true, i as u8 + 1)
             .unwrap();
@@ -326,7 +326,7 @@ fn munmap_dontneed_mremap_brk_keep_tables_in_sync() {
     assert_eq!(a.touch(&mut p, t, y + 0x1000, false, 0), Ok(Some(3)));
     assert!(a.touch(&mut p, t, x + 0x1000, false, 0).is_err());
     // MAP_FIXED over written pages: fresh zeros.
-    map_fixed(&mut a, &mut p, x + 0x3000, 0x1000, RW, PA);
+    map_at(&mut a, &mut p, x + 0x3000, 0x1000, RW, PA);
     assert_eq!(a.touch(&mut p, t, x + 0x3000, false, 0), Ok(Some(0)));
     assert_eq!(a.touch(&mut p, t, x + 0x4000, false, 0), Ok(Some(5)));
     check_all(&p, &[&a]);
@@ -347,7 +347,7 @@ fn stack_grows_within_rlimit_and_guard_gap() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let top = 0x7fff_ffff_f000u64;
-    map_fixed(
+    map_at(
         &mut a,
         &mut p,
         top - 0x21000,
@@ -372,7 +372,7 @@ fn stack_grows_within_rlimit_and_guard_gap() {
 fn i386_fork_and_cow() {
     let (mut p, mut a) = setup_i386();
     let t = &mut NoTlb;
-    let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
+    let x = map(&mut a, &mut p, 0x2000, RW, PA);
     a.touch(&mut p, t, x, true, 1).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     b.touch(&mut p, t, x, true, 2).unwrap();
@@ -483,7 +483,7 @@ mod props {
         fn contents_follow_the_oracle(steps in prop::collection::vec(step(), 1..60)) {
             let (mut p, mut mm) = setup();
             let t = &mut NoTlb;
-            map_fixed(&mut mm, &mut p, BASE, 4 << 20, RW, PA);
+            map_at(&mut mm, &mut p, BASE, 4 << 20, RW, PA);
             let mut oracle = mm.space().clone();
             for st in &steps {
                 let at = |page: u64| BASE + page * 4096;
@@ -535,10 +535,10 @@ mod props {
         faults: &[(u64, Access)],
     ) -> Result<(), TestCaseError> {
         let top = mm.space().layout().stack_top;
-        map_fixed(mm, p, top - 0x21000, 0x21000, RW, PA | MAP_GROWSDOWN);
-        map_fixed(mm, p, 0x1_0000, 0x4000, PROT_READ, PA);
-        map_fixed(mm, p, 0x1_4000, 0x4000, RW, PA);
-        map_fixed(mm, p, 0x1_8000, 0x2000, PROT_NONE, PA);
+        map_at(mm, p, top - 0x21000, 0x21000, RW, PA | MAP_GROWSDOWN);
+        map_at(mm, p, 0x1_0000, 0x4000, PROT_READ, PA);
+        map_at(mm, p, 0x1_4000, 0x4000, RW, PA);
+        map_at(mm, p, 0x1_8000, 0x2000, PROT_NONE, PA);
         let mut oracle = mm.space().clone();
         for &(a, acc) in faults {
             let r = mm.fault(p, t, a, acc);
@@ -571,21 +571,14 @@ fn populate_paths_fault_pages_in_like_linux() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     // MAP_POPULATE of writable private memory: write faults, resident.
-    let x = map(&mut a, &mut p, 0, 0x4000, RW, PA | MAP_POPULATE);
+    let x = map(&mut a, &mut p, 0x4000, RW, PA | MAP_POPULATE);
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), x, x + 0x4000).anon, 4);
     // Read-only private: read faults map the zero page, nothing resident.
-    let y = map(&mut a, &mut p, 0, 0x4000, PROT_READ, PA | MAP_POPULATE);
+    let y = map(&mut a, &mut p, 0x4000, PROT_READ, PA | MAP_POPULATE);
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), y, y + 0x4000).rss, 0);
     assert_eq!(a.user_pages(&p.mem).len(), 8);
     // MAP_POPULATE | MAP_NONBLOCK populates nothing.
-    let z = map(
-        &mut a,
-        &mut p,
-        0,
-        0x2000,
-        RW,
-        PA | MAP_POPULATE | MAP_NONBLOCK,
-    );
+    let z = map(&mut a, &mut p, 0x2000, RW, PA | MAP_POPULATE | MAP_NONBLOCK);
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 0);
     // mlock faults in; MLOCK_ONFAULT does not.
     a.mlock(&mut p, t, z, 0x1000, 0).unwrap();
@@ -593,7 +586,7 @@ fn populate_paths_fault_pages_in_like_linux() {
     a.mlock(&mut p, t, z + 0x1000, 0x1000, 1).unwrap();
     assert_eq!(a.range_rss(&p.mem, p.zero_page(), z, z + 0x2000).rss, 1);
     // Shared anonymous memory populates through the page cache (a read fault allocates).
-    let s = map(&mut a, &mut p, 0, 0x2000, RW, SA | MAP_POPULATE);
+    let s = map(&mut a, &mut p, 0x2000, RW, SA | MAP_POPULATE);
     assert_eq!(a.rss().shmem, 2);
     let r = a.range_rss(&p.mem, p.zero_page(), s, s + 0x2000);
     assert_eq!((r.rss, r.anon), (2, 0));
@@ -604,13 +597,13 @@ fn populate_paths_fault_pages_in_like_linux() {
 fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let s = map(&mut a, &mut p, 0, 0x2000, RW, SA);
+    let s = map(&mut a, &mut p, 0x2000, RW, SA);
     a.touch(&mut p, t, s, true, 5).unwrap();
     a.madvise(&mut p, t, s, 0x2000, MADV_DONTNEED).unwrap();
     assert_eq!(a.rss().shmem, 0);
     assert_eq!(a.touch(&mut p, t, s, false, 0), Ok(Some(5)));
     // A COW-shared range moved by mremap stays COW-shared.
-    let x = map(&mut a, &mut p, 0, 0x2000, RW, PA);
+    let x = map(&mut a, &mut p, 0x2000, RW, PA);
     a.touch(&mut p, t, x, true, 1).unwrap();
     let mut b = a.fork(&mut p, t).unwrap();
     let y = b
@@ -637,10 +630,10 @@ fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
     assert_eq!(a.touch(&mut p, t, x, false, 0), Ok(Some(0)));
     check_all(&p, &[&a, &b]);
     // WIPEONFORK: the child starts with zeros; DONTFORK: the child has no such VMA.
-    let w = map(&mut a, &mut p, 0, 0x1000, RW, PA);
+    let w = map(&mut a, &mut p, 0x1000, RW, PA);
     a.touch(&mut p, t, w, true, 3).unwrap();
     a.madvise(&mut p, t, w, 0x1000, MADV_WIPEONFORK).unwrap();
-    let d = map(&mut a, &mut p, 0, 0x1000, RW, PA);
+    let d = map(&mut a, &mut p, 0x1000, RW, PA);
     a.touch(&mut p, t, d, true, 4).unwrap();
     a.madvise(&mut p, t, d, 0x1000, MADV_DONTFORK).unwrap();
     let mut c = a.fork(&mut p, t).unwrap();
@@ -692,7 +685,7 @@ fn read_fault_maps_cached_pages_around() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     // 32 pages of shared memory at a 64 KiB-aligned address, filled through itself.
-    let s = map_fixed(&mut a, &mut p, 0x4000_0000, 0x20000, RW, SA);
+    let s = map_at(&mut a, &mut p, 0x4000_0000, 0x20000, RW, SA);
     for i in [1u64, 3, 17, 20] {
         a.touch(&mut p, t, s + i * 0x1000, true, i as u8).unwrap();
     }
@@ -719,12 +712,12 @@ fn read_fault_maps_cached_pages_around() {
 fn mremap_of_locked_memory_populates_the_growth() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
+    let x = map_at(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
     assert_eq!(a.rss().anon, 2);
     a.mremap(&mut p, t, x, 0x2000, 0x5000, 0, 0).unwrap();
     assert_eq!(a.rss().anon, 5);
     // Unlocked memory grows without being populated.
-    let y = map_fixed(&mut a, &mut p, 0x5000_0000, 0x1000, RW, PA);
+    let y = map_at(&mut a, &mut p, 0x5000_0000, 0x1000, RW, PA);
     a.mremap(&mut p, t, y, 0x1000, 0x3000, 0, 0).unwrap();
     assert_eq!(a.rss().anon, 5);
     check_all(&p, &[&a]);
@@ -739,7 +732,7 @@ fn thp_blocks_fault_in_whole() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let len = 6 << 20;
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, len, RW, PA);
+    let x = map_at(&mut a, &mut p, 0x4000_0000, len, RW, PA);
     // A 4 KiB fault before the advice leaves a table in the first block.
     a.touch(&mut p, t, x, true, 1).unwrap();
     a.madvise(&mut p, t, x, len, MADV_HUGEPAGE).unwrap();
@@ -761,7 +754,7 @@ fn thp_blocks_fault_in_whole() {
     assert_eq!(a.rss().anon, 2 + 1023);
     check_all(&p, &[&a]);
     // VM_NOHUGEPAGE: 4 KiB.
-    let y = map_fixed(&mut a, &mut p, 0x5000_0000, 4 << 20, RW, PA);
+    let y = map_at(&mut a, &mut p, 0x5000_0000, 4 << 20, RW, PA);
     a.madvise(&mut p, t, y, 4 << 20, MADV_NOHUGEPAGE).unwrap();
     a.touch(&mut p, t, y + (2 << 20), true, 5).unwrap();
     assert_eq!(a.rss().anon, 2 + 1024);

@@ -110,22 +110,16 @@ pub(crate) fn setup_i386() -> (P, Mm<I386>) {
     (p, mm)
 }
 
-/// `mmap(at, len, prot, flags)` of anonymous memory (no file, offset 0), which must succeed;
-/// its address.
-pub(crate) fn map<A: Arch>(
-    mm: &mut Mm<A>,
-    p: &mut P,
-    at: u64,
-    len: u64,
-    prot: u64,
-    flags: u64,
-) -> u64 {
-    mm.mmap(p, &mut NoTlb, at, len, prot, flags, None, 0)
+/// `mmap(NULL, len, prot, flags)` of anonymous memory, which must succeed: where the
+/// kernel put it.
+pub(crate) fn map<A: Arch>(mm: &mut Mm<A>, p: &mut P, len: u64, prot: u64, flags: u64) -> u64 {
+    mm.mmap(p, &mut NoTlb, 0, len, prot, flags, None, 0)
         .unwrap()
 }
 
-/// [`map`] with `MAP_FIXED`: the mapping is at `at`, replacing what was there.
-pub(crate) fn map_fixed<A: Arch>(
+/// `mmap(at, len, prot, flags | MAP_FIXED)` of anonymous memory, which must succeed: a
+/// mapping at `at`, replacing what was there.
+pub(crate) fn map_at<A: Arch>(
     mm: &mut Mm<A>,
     p: &mut P,
     at: u64,
@@ -133,7 +127,8 @@ pub(crate) fn map_fixed<A: Arch>(
     prot: u64,
     flags: u64,
 ) -> u64 {
-    map(mm, p, at, len, prot, flags | MAP_FIXED)
+    mm.mmap(p, &mut NoTlb, at, len, prot, flags | MAP_FIXED, None, 0)
+        .unwrap()
 }
 
 /// Runs `f` with at most `budget` frame allocations succeeding (`None`: no limit), then

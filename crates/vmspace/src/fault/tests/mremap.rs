@@ -9,6 +9,10 @@ use crate::phys::FrameStats;
 use crate::space::accounting::Accounting;
 use crate::space::{Errno, Vma};
 
+/// A destination under a top-level (PML4) entry no test maps anything else under: a move
+/// there needs three new tables on x86-64 (PDPT, PD, PT).
+const FAR: u64 = 0x6000_0000_0000;
+
 /// Everything a failed move must leave as it was.
 #[derive(Debug, PartialEq)]
 struct State {
@@ -34,11 +38,10 @@ fn state<A: Arch>(mm: &Mm<A>, p: &P) -> State {
 /// and uses as many frames as before (the source's three tables are freed).
 #[test]
 fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
-    const FAR: u64 = 0x6000_0000_0000;
     for budget in 0..=3 {
         let (mut p, mut a) = setup();
         let t = &mut NoTlb;
-        let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x4000, RW, PA);
+        let x = map_at(&mut a, &mut p, 0x4000_0000, 0x4000, RW, PA);
         write(&mut a, &mut p, x, 4);
         let before = state(&a, &p);
         let r = with_budget(&mut p, Some(budget), |p| {
@@ -73,7 +76,7 @@ fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
     let len = 16 << 20;
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, len, RW, PA);
+    let x = map_at(&mut a, &mut p, 0x4000_0000, len, RW, PA);
     let mut n = 0;
     while a.touch(&mut p, t, x + n * 4096, true, byte(n, 0)).is_ok() {
         n += 1;
@@ -124,10 +127,9 @@ fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
 fn x7_failed_fixed_move_still_unmapped_the_destination() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    const FAR: u64 = 0x6000_0000_0000;
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x3000, RW, PA);
+    let x = map_at(&mut a, &mut p, 0x4000_0000, 0x3000, RW, PA);
     write(&mut a, &mut p, x, 3);
-    map_fixed(&mut a, &mut p, FAR, 0x2000, RW, PA);
+    map_at(&mut a, &mut p, FAR, 0x2000, RW, PA);
     a.touch(&mut p, t, FAR, true, 9).unwrap();
     let before = state(&a, &p);
     // Unmapping the destination frees its page and its three tables; moving needs three.
@@ -154,12 +156,12 @@ fn x7_failed_fixed_move_still_unmapped_the_destination() {
 fn x7_failed_dontunmap_move_keeps_the_locked_source() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
+    let x = map_at(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA | MAP_LOCKED);
     write(&mut a, &mut p, x, 2);
     let before = state(&a, &p);
     let flags = MREMAP_MAYMOVE | MREMAP_DONTUNMAP;
     let r = with_budget(&mut p, Some(0), |p| {
-        a.mremap(p, t, x, 0x2000, 0x2000, flags, 0x6000_0000_0000)
+        a.mremap(p, t, x, 0x2000, 0x2000, flags, FAR)
     });
     assert_eq!(r, Err(Errno::ENOMEM));
     assert_eq!(state(&a, &p), before);
@@ -178,10 +180,9 @@ fn x7_failed_dontunmap_move_keeps_the_locked_source() {
 fn x3_multi_vma_move_failing_on_the_second_piece_keeps_both_pieces_data() {
     let (mut p, mut a) = setup();
     let t = &mut NoTlb;
-    const FAR: u64 = 0x6000_0000_0000;
     // Two VMAs 4 MiB apart: their destinations need different last-level tables.
-    let x = map_fixed(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA);
-    let y = map_fixed(
+    let x = map_at(&mut a, &mut p, 0x4000_0000, 0x2000, RW, PA);
+    let y = map_at(
         &mut a,
         &mut p,
         x + (4 << 20),
@@ -211,9 +212,9 @@ fn x3_multi_vma_move_failing_on_the_second_piece_keeps_both_pieces_data() {
 fn x7_i386_move_without_a_page_table_frame_is_enomem() {
     let (mut p, mut a) = setup_i386();
     let t = &mut NoTlb;
-    let x = map_fixed(&mut a, &mut p, 0x1000_0000, 0x3000, RW, PA);
+    let x = map_at(&mut a, &mut p, 0x1000_0000, 0x3000, RW, PA);
     // A neighbour above, so that the growth has to move.
-    map_fixed(&mut a, &mut p, x + 0x3000, 0x1000, PROT_READ, PA);
+    map_at(&mut a, &mut p, x + 0x3000, 0x1000, PROT_READ, PA);
     write(&mut a, &mut p, x, 3);
     let before = state(&a, &p);
     let r = with_budget(&mut p, Some(0), |p| {
@@ -289,7 +290,7 @@ mod props {
             let mut data: BTreeMap<u64, u8> = BTreeMap::new();
             for i in 0..4u64 {
                 let at = 0x4000_0000 + i * (5 << 20);
-                map_fixed(&mut mm, &mut p, at, 0x8000, RW, PA);
+                map_at(&mut mm, &mut p, at, 0x8000, RW, PA);
                 for j in 0..8 {
                     let v = byte(i * 8 + j, 0);
                     mm.touch(&mut p, t, at + j * 4096, true, v).unwrap();
