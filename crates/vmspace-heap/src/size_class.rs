@@ -152,42 +152,55 @@ fn unpack(v: usize) -> (usize, usize) {
 
 /// One owner's lists: a thread's cache, or the heap's locked local heap.
 pub(crate) struct Local<S> {
-    /// Lookaside lists: per class the number of blocks this thread freed last, reused
-    /// first (LIFO) while their cache lines are still warm. The blocks are [`pack`]ed in the
-    /// slot array that follows the local heap in its meta segment ([`Local::slots`]), class
-    /// `c` at [`LOOKASIDE_AT`]`[c]`, oldest first: a freed block is not written to (nor
-    /// read when reused) until it goes back to its segment. Atomic only so `stats` may
-    /// read them (relaxed: plain moves).
-    la: [AtomicU32; CLASSES],
+    /// Per class, the length of the lookaside list: the blocks this thread freed last,
+    /// reused first (LIFO) while their cache lines are still warm. The blocks are
+    /// [`pack`]ed in the slot array that follows the local heap in its meta segment
+    /// ([`Local::slots`]), class `c` at [`LOOKASIDE_AT`]`[c]`, oldest first: a freed block
+    /// is not written to (nor read when reused) until it goes back to its segment. Atomic
+    /// only so `stats` may read them (relaxed: plain moves).
+    lookaside_len: [AtomicU32; CLASSES],
     /// Per class, the segments with free (or carvable) blocks; the first is current.
     avail: [*mut Segment; CLASSES],
     /// Per class, segments that had no free block when last looked at.
     full: [*mut Segment; CLASSES],
+    /// The heap's shared state.
     shared: *const Shared<S>,
+    /// The heap key (as the shared state's).
     key: usize,
     /// The heap's main 4 GiB window (address bits 63..32) and its registry entries (as the
     /// handle's), to find the record of a lookaside block with one load.
     window: usize,
     entries: registry::Entries,
+    /// The cache of empty segments, newest first (linked by `next`/`prev`), its oldest
+    /// and its length.
     empty: *mut Segment,
     empty_tail: *mut Segment,
     empty_count: usize,
+    /// Segments with blocks other threads freed, waiting to be collected (a Treiber
+    /// stack linked through their records' `remote.next`).
     remote_queue: AtomicPtr<Segment>,
     /// Bytes of touched pages in this local heap's segments (and its own meta segment).
     committed: AtomicUsize,
     /// Every small segment of this local heap (under the heap lock).
     all: *mut Segment,
+    /// Small segments of this local heap (for `stats`).
     segments: AtomicUsize,
+    /// Link in the heap's list of all local heaps.
     next_all: *mut Local<S>,
+    /// Link in the heap's list of abandoned local heaps.
     next_abandoned: *mut Local<S>,
 }
 
 /// The heap's state behind its lock: the source, the lists of local heaps and large
 /// blocks, and the record allocator.
 struct Inner<S> {
+    /// Where segments come from and go back to.
     source: S,
+    /// Every local heap of this heap (linked by `next_all`).
     all_locals: *mut Local<S>,
+    /// Local heaps of exited threads, waiting to be adopted (linked by `next_abandoned`).
     abandoned: *mut Local<S>,
+    /// Records of the large blocks (linked by `next`/`prev`).
     large: *mut Segment,
     /// Records of segments that went back (linked by `next`), reused first.
     free_records: *mut Segment,
@@ -309,11 +322,16 @@ pub(crate) struct Shared<S> {
     /// Unique for the life of the process (keys the per-thread caches).
     #[cfg_attr(not(feature = "std"), allow(dead_code))]
     id: u64,
+    /// The heap key: in every record's cookie, and the free-list key without `secure`.
     key: usize,
+    /// The state changed under the heap lock.
     inner: spin::Mutex<Inner<S>>,
+    /// The local heap of threads without one of their own (and of every thread without
+    /// `std`).
     locked_local: spin::Mutex<LocalPtr<S>>,
     /// Bytes committed for the shared state and large blocks.
     committed: AtomicUsize,
+    /// Large blocks live, and their requested bytes.
     large_blocks: AtomicUsize,
     large_live: AtomicUsize,
     /// The window of the heap's first segment and its registry entries (for local heaps).
@@ -400,7 +418,7 @@ unsafe fn pop_lookaside<S>(l: &mut Local<S>, c: usize, n: u32) -> *mut u8 {
             report(HeapError::new(HeapErrorKind::Corrupted, b));
         }
         lw.store(x | bit, Relaxed);
-        l.la.get_unchecked(c).store(n - 1, Relaxed);
+        l.lookaside_len.get_unchecked(c).store(n - 1, Relaxed);
         b as *mut u8
     }
 }
@@ -428,9 +446,9 @@ unsafe fn push_lookaside<S: SegmentSource>(
         }
         lw.store(v & !bit, Relaxed);
         let c = (*seg).class as usize;
-        let n = l.la.get_unchecked(c).load(Relaxed);
+        let n = l.lookaside_len.get_unchecked(c).load(Relaxed);
         *l.slots().add(*LOOKASIDE_AT.get_unchecked(c) + n as usize) = pack(p as usize, i);
-        l.la.get_unchecked(c).store(n + 1, Relaxed);
+        l.lookaside_len.get_unchecked(c).store(n + 1, Relaxed);
         if n + 1 > *LOOKASIDE_MAX.get_unchecked(c) {
             // Keep the newer half of the n + 1 blocks.
             l.flush_lookaside(c, n.div_ceil(2));
@@ -473,7 +491,7 @@ impl<S: SegmentSource> Local<S> {
     unsafe fn alloc(&mut self, c: usize) -> *mut u8 {
         // SAFETY: lookaside and avail lists hold this owner's blocks and segments.
         unsafe {
-            let n = self.la.get_unchecked(c).load(Relaxed);
+            let n = self.lookaside_len.get_unchecked(c).load(Relaxed);
             if n != 0 {
                 return pop_lookaside(self, c, n);
             }
@@ -613,7 +631,7 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only; the slots below the length hold free blocks of this owner's
         // segments.
         unsafe {
-            let n = self.la[c].load(Relaxed) as usize;
+            let n = self.lookaside_len[c].load(Relaxed) as usize;
             let keep = (keep as usize).min(n);
             let slots = self.slots().add(LOOKASIDE_AT[c]);
             for j in 0..n - keep {
@@ -628,7 +646,7 @@ impl<S: SegmentSource> Local<S> {
                 }
             }
             ptr::copy(slots.add(n - keep), slots, keep);
-            self.la[c].store(keep as u32, Relaxed);
+            self.lookaside_len[c].store(keep as u32, Relaxed);
         }
     }
 
@@ -923,7 +941,7 @@ impl<S: SegmentSource> Local<S> {
             }
         }
         let on_lists: usize = (0..CLASSES)
-            .map(|c| self.la[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
+            .map(|c| self.lookaside_len[c].load(Relaxed) as usize * CLASS_SIZE[c] as usize)
             .sum();
         live.saturating_sub(on_lists)
     }
@@ -972,7 +990,7 @@ impl<S: SegmentSource> Local<S> {
         // SAFETY: owner-only.
         unsafe {
             for c in 0..CLASSES {
-                if self.la[c].load(Relaxed) != 0 {
+                if self.lookaside_len[c].load(Relaxed) != 0 {
                     self.flush_lookaside(c, 0);
                 }
             }
@@ -1037,6 +1055,7 @@ unsafe fn large_committed(seg: *mut Segment) -> usize {
 /// each thread allocates from its own local heap; without it all go through one spin lock.
 #[repr(C)]
 pub struct SizeClassHeap<S: SegmentSource> {
+    /// The shared state, null until the heap is set up.
     shared: AtomicPtr<Shared<S>>,
     /// Copies of the shared state's id and key, on the handle's cache line for the hot paths.
     id: AtomicU64,
@@ -1045,6 +1064,7 @@ pub struct SizeClassHeap<S: SegmentSource> {
     /// entries: frees of pointers there find their segment's record with one load.
     window: AtomicUsize,
     window_entries: AtomicPtr<AtomicPtr<Segment>>,
+    /// The source until set-up moves it into the shared state.
     pending: spin::Mutex<Option<S>>,
 }
 
@@ -1174,7 +1194,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
             let seg = inner.take_segments(1, sh_ref.key, Kind::Meta, null_mut())?;
             let l = ((*seg).base + META_OFFSET) as *mut Local<S>;
             l.write(Local {
-                la: [const { AtomicU32::new(0) }; CLASSES],
+                lookaside_len: [const { AtomicU32::new(0) }; CLASSES],
                 avail: [null_mut(); CLASSES],
                 full: [null_mut(); CLASSES],
                 shared: sh,
@@ -1213,7 +1233,7 @@ impl<S: SegmentSource> SizeClassHeap<S> {
                     if let Some(l) = crate::thread_cache::lookup_first(self.id.load(Relaxed)) {
                         let l = &mut *(l as *mut Local<S>);
                         let c = crate::class::class_of_small(size);
-                        let n = l.la.get_unchecked(c).load(Relaxed);
+                        let n = l.lookaside_len.get_unchecked(c).load(Relaxed);
                         if n != 0 {
                             return pop_lookaside(l, c, n);
                         }
