@@ -369,7 +369,8 @@ impl<B: BrkSource> ChunkHeap<B> {
             return unsafe { self.insert_large(c, size) };
         }
         let i = size >> 4;
-        // SAFETY: `c` is a free chunk whose links we own; bin lists hold free chunks only.
+        // SAFETY: `i < NSMALL` as `size < SMALL_LIMIT`; `c` is a free chunk whose links we
+        // own; bin lists hold free chunks only.
         unsafe {
             let h = *self.bins.get_unchecked(i);
             wr(c + 16, h); // (the head's back link is not kept)

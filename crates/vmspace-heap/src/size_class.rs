@@ -216,9 +216,9 @@ struct Inner<S> {
 impl<S: SegmentSource> Inner<S> {
     /// A record to describe a segment (contents undefined): a freed one, else the next in
     /// the record area, else the first of a new slab; `None` when the source is exhausted.
-    unsafe fn new_record(&mut self, key: usize) -> Option<*mut Segment> {
-        // SAFETY: free records and the record area are ours (heap lock held by the caller);
-        // a new slab is a fresh segment of the source.
+    fn new_record(&mut self, key: usize) -> Option<*mut Segment> {
+        // SAFETY: free records and the record area are this heap's, and `&mut self` means
+        // its lock is held; a new slab is a fresh segment of the source.
         unsafe {
             let r = self.free_records;
             if !r.is_null() {
@@ -258,14 +258,14 @@ impl<S: SegmentSource> Inner<S> {
     /// Takes `count` segments from the source with a record of kind `kind` for them, and
     /// registers them; `None` when the source has none or the registry has no room for
     /// their window.
-    unsafe fn take_segments(
+    fn take_segments(
         &mut self,
         count: usize,
         key: usize,
         kind: Kind,
         owner: *mut (),
     ) -> Option<*mut Segment> {
-        // SAFETY: the record is ours; the segments are fresh from the source.
+        // SAFETY: the record is a fresh one of ours; the segments are fresh from the source.
         unsafe {
             let rec = self.new_record(key)?;
             let Some(base) = self.source.alloc_segments(count) else {
@@ -298,6 +298,9 @@ impl<S: SegmentSource> Inner<S> {
     }
 
     /// Puts the unused record `rec` on the free-record list, to be reused first.
+    ///
+    /// # Safety
+    /// `rec` must be a record of this heap that nothing uses from now.
     unsafe fn free_record(&mut self, rec: *mut Segment) {
         // SAFETY: an unused record of this heap.
         unsafe {
