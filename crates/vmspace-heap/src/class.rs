@@ -91,7 +91,7 @@ pub(crate) fn class_of_small(size: usize) -> usize {
 
 /// The class for `size` bytes at alignment `align` (a power of two up to [`PAGE_SIZE`]):
 /// the smallest class at least `size` whose block size is a multiple of `align` (blocks start
-/// page-aligned in their segment, so such blocks are `align`-aligned).
+/// at their segment's 64 KiB-aligned base, so such blocks are `align`-aligned).
 pub fn class_of_aligned(size: usize, align: usize) -> Option<usize> {
     if align <= 8 {
         return class_of(size);
