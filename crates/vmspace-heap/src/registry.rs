@@ -8,9 +8,11 @@
 //! the kernel a page — 512 segments, 32 MiB of heap — at a time). Reads are lock-free (two
 //! dependent loads, one when the caller caches the window's leaf); leaves are installed under
 //! a spin lock and never freed, so a reader never follows a dangling leaf. With `std` leaves
-//! come from `mmap`; without it from a static pool of one leaf (a kernel's heap needs no
-//! allocator to start): segments outside that one window of 4 GiB cannot be registered,
-//! and the heap treats such a segment as out of memory.
+//! come from `mmap` and the top level is a static array (512 KiB of `.bss`, never touched
+//! but for the windows in use); without it (a kernel's heap needs no allocator to start)
+//! there is one static leaf and the top level is the one window it serves, so the registry
+//! costs 512 KiB of `.bss` in all: segments outside that one window of 4 GiB cannot be
+//! registered, and the heap treats such a segment as out of memory.
 //!
 //! One registry serves every heap of the process: a non-null entry says "some vmspace heap's
 //! segment is here"; the record's cookie then says which heap.
@@ -38,10 +40,37 @@ struct Leaf([AtomicPtr<Segment>; LEAF_ENTRIES]);
 pub(crate) type Entries = *const AtomicPtr<Segment>;
 
 /// An empty top-level entry.
+#[cfg(feature = "std")]
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_LEAF: AtomicPtr<Leaf> = AtomicPtr::new(null_mut());
-/// The top level: one leaf pointer per 4 GiB window (null: no segment registered there yet).
+/// The top level (with `std`): one leaf pointer per 4 GiB window (null: no segment
+/// registered there yet).
+#[cfg(feature = "std")]
 static TOP: [AtomicPtr<Leaf>; TOP_ENTRIES] = [NO_LEAF; TOP_ENTRIES];
+/// The top level without `std`: per pool leaf, 1 + the top-level index of the window it
+/// serves (0: not handed out yet). Written once, under [`INSTALL`], with release.
+#[cfg(not(feature = "std"))]
+static WINDOW_OF: [core::sync::atomic::AtomicUsize; POOL_LEAVES] =
+    [const { core::sync::atomic::AtomicUsize::new(0) }; POOL_LEAVES];
+
+/// The leaf of window `top` (below [`TOP_ENTRIES`]), null when none is installed.
+#[inline(always)]
+fn leaf_of(top: usize) -> *mut Leaf {
+    #[cfg(feature = "std")]
+    {
+        // SAFETY: `top < TOP_ENTRIES` (caller, from `top_of`'s mask).
+        unsafe { TOP.get_unchecked(top) }.load(Acquire)
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        for (i, w) in WINDOW_OF.iter().enumerate() {
+            if w.load(Acquire) == top + 1 {
+                return &POOL[i] as *const Leaf as *mut Leaf;
+            }
+        }
+        null_mut()
+    }
+}
 
 /// An empty leaf.
 #[cfg(not(feature = "std"))]
@@ -80,8 +109,7 @@ pub(crate) fn lookup(p: *const u8) -> *mut Segment {
     let Some(top) = top_of(p as usize) else {
         return null_mut();
     };
-    // SAFETY: `top < TOP_ENTRIES` by the mask.
-    let leaf = unsafe { TOP.get_unchecked(top) }.load(Acquire);
+    let leaf = leaf_of(top);
     if leaf.is_null() {
         return null_mut();
     }
@@ -95,7 +123,7 @@ pub(crate) fn lookup(p: *const u8) -> *mut Segment {
 pub(crate) fn window_entries(p: *const u8) -> Entries {
     match top_of(p as usize) {
         Some(top) => {
-            let leaf = TOP[top].load(Acquire);
+            let leaf = leaf_of(top);
             if leaf.is_null() {
                 core::ptr::null()
             } else {
@@ -126,16 +154,13 @@ pub(crate) fn register(seg: *const u8, rec: *mut Segment) -> bool {
     let Some(top) = top_of(seg as usize) else {
         return false;
     };
-    let mut leaf = TOP[top].load(Acquire);
+    let mut leaf = leaf_of(top);
     if leaf.is_null() {
         let _g = INSTALL.lock();
-        leaf = TOP[top].load(Acquire);
+        leaf = leaf_of(top);
         if leaf.is_null() {
-            match new_leaf() {
-                Some(l) => {
-                    TOP[top].store(l, Release);
-                    leaf = l;
-                }
+            match install(top) {
+                Some(l) => leaf = l,
                 None => return false,
             }
         }
@@ -150,21 +175,23 @@ pub(crate) fn unregister(seg: *const u8) {
     let Some(top) = top_of(seg as usize) else {
         return;
     };
-    let leaf = TOP[top].load(Acquire);
+    let leaf = leaf_of(top);
     if !leaf.is_null() {
         // SAFETY: installed leaves are never freed.
         unsafe { (*leaf).0[index(seg as usize)].store(null_mut(), Release) };
     }
 }
 
-/// A zeroed leaf: from the pool, or with `std` a fresh mapping.
-fn new_leaf() -> Option<*mut Leaf> {
+/// Installs a zeroed leaf for window `top` (under [`INSTALL`]): from the pool, or with `std`
+/// a fresh mapping. `None` when there is none to be had.
+fn install(top: usize) -> Option<*mut Leaf> {
     #[cfg(not(feature = "std"))]
     {
-        // Under the install lock.
         let i = POOL_USED.load(Relaxed);
         if i < POOL_LEAVES {
             POOL_USED.store(i + 1, Relaxed);
+            // The leaf is zero (never handed out before): publish it for the window.
+            WINDOW_OF[i].store(top + 1, Release);
             return Some(&POOL[i] as *const Leaf as *mut Leaf);
         }
     }
@@ -183,6 +210,7 @@ fn new_leaf() -> Option<*mut Leaf> {
             )
         };
         if p != libc::MAP_FAILED {
+            TOP[top].store(p as *mut Leaf, Release);
             return Some(p as *mut Leaf);
         }
     }
