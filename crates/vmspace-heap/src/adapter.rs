@@ -119,7 +119,7 @@ impl<B: BrkSource + Send> Resize for &LockedChunkHeap<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ArenaBrk, ArenaSource, FitPolicy};
+    use crate::{ArenaBrk, FitPolicy};
     extern crate std;
 
     fn exercise<A: Allocator>(a: A) {
@@ -147,10 +147,8 @@ mod tests {
 
     #[test]
     fn both_heaps_are_allocator_api2_allocators() {
-        let arena = std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
-            ArenaSource::from_static(std::vec![0u8; 1 << 20].leak()),
-        )));
-        let sc = SizeClassHeap::new(&*arena);
+        let arena = crate::testing::arena(16);
+        let sc = SizeClassHeap::new(arena);
         exercise(&sc);
         assert_eq!(sc.stats().live_bytes, 0);
         let ch = LockedChunkHeap::new(

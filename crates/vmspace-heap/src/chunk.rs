@@ -795,6 +795,12 @@ impl<B: BrkSource> ChunkHeap<B> {
         // base + HDR <= p < top in one compare (an empty heap has base == top == 0)
         let limit = (self.top - self.base).saturating_sub(HDR);
         if c.wrapping_sub(self.base) >= limit || p % 16 != 0 {
+            // A payload in the top chunk is free memory: a block freed next to the top
+            // merged into it, so this is its second free (glibc: "double free or
+            // corruption (top)").
+            if p % 16 == 0 && p >= self.top + HDR && p < self.top + self.top_size {
+                return err(HeapErrorKind::DoubleFree);
+            }
             return err(HeapErrorKind::ForeignPointer);
         }
         let room = self.top - c;
@@ -1533,6 +1539,15 @@ mod tests {
                 HeapErrorKind::ForeignPointer
             );
             h.try_free(b).unwrap();
+            // `b` was next to the top and merged into it: a second free is a double free
+            // (not a foreign pointer), as is a free of `a`, merged into it too.
+            assert_eq!(h.try_free(b).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            assert_eq!(h.try_free(a).unwrap_err().kind, HeapErrorKind::DoubleFree);
+            let (_, end) = h.region().unwrap();
+            assert_eq!(
+                h.try_free((end + 16) as *mut u8).unwrap_err().kind,
+                HeapErrorKind::ForeignPointer
+            );
         }
         h.check_invariants().unwrap();
     }
@@ -1804,5 +1819,184 @@ mod tests {
         assert!(h
             .alloc(Layout::from_size_align(isize::MAX as usize - 127, 64).unwrap())
             .is_null());
+    }
+}
+
+/// The kernel configuration (without `std`): chunk heaps over fixed regions, as a kernel's
+/// early heap over a static buffer, and errors reported by a panic.
+#[cfg(all(test, not(feature = "std")))]
+mod kernel_tests {
+    use super::*;
+    use crate::source::{ArenaBrk, ArenaSource, SegmentBrk, SEGMENT_SIZE};
+    use crate::testing::panic_message;
+    extern crate std;
+    use core::alloc::GlobalAlloc;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    fn l(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    /// One arena for every case of the property test: each case's break region must go
+    /// back whole.
+    fn model_arena() -> &'static spin::Mutex<ArenaSource> {
+        static A: std::sync::OnceLock<&'static spin::Mutex<ArenaSource>> =
+            std::sync::OnceLock::new();
+        A.get_or_init(|| crate::testing::arena(512))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random allocations, frees and reallocations with every block's contents and the
+        /// heap's invariants checked, under every fit policy, in a break region carved from
+        /// an arena; dropping the heap gives the region back.
+        #[test]
+        fn the_heap_on_a_kernel_arena_matches_the_model(
+            ops in crate::testing::ops(),
+            p in 0usize..4,
+        ) {
+            let a = model_arena();
+            {
+                let brk = SegmentBrk::new(a, 16 << 20).expect("room for the break region");
+                let mut h = ChunkHeap::new(brk, FitPolicy::ALL[p]);
+                crate::testing::run(&mut h, &ops);
+            }
+            prop_assert_eq!(a.lock().in_use(), 0);
+        }
+    }
+
+    /// A kernel's heap: a locked chunk heap over a static buffer, shared by two threads
+    /// through `GlobalAlloc` (deferred frees, the block cache, realloc), contents checked;
+    /// blocks allocated by one thread are freed by the other.
+    #[test]
+    fn a_locked_heap_over_a_static_buffer_serves_two_threads() {
+        const BYTES: usize = 8 << 20;
+        #[repr(C, align(4096))]
+        struct Region(core::cell::UnsafeCell<[u8; BYTES]>);
+        // SAFETY: the region is handed once, below, to the heap, which owns it from then.
+        unsafe impl Sync for Region {}
+        static REGION: Region = Region(core::cell::UnsafeCell::new([0; BYTES]));
+        // SAFETY: this test is the only user of REGION, and it gives it to the heap whole.
+        let region: &'static mut [u8] = unsafe { &mut *REGION.0.get() };
+        let start = region.as_ptr() as usize;
+        let h = LockedChunkHeap::new(ArenaBrk::from_static(region), FitPolicy::Best);
+        let (tx0, rx0) = std::sync::mpsc::channel::<(usize, usize, u8)>();
+        let (tx1, rx1) = std::sync::mpsc::channel::<(usize, usize, u8)>();
+        let work = |seed: u64,
+                    tx: std::sync::mpsc::Sender<(usize, usize, u8)>,
+                    rx: std::sync::mpsc::Receiver<(usize, usize, u8)>| {
+            let h = &h;
+            let check_free = move |(p, size, pat): (usize, usize, u8)| unsafe {
+                let s = core::slice::from_raw_parts(p as *const u8, size);
+                assert!(s.iter().all(|&b| b == pat), "block {p:#x} overwritten");
+                h.dealloc(p as *mut u8, l(size, 8));
+            };
+            let mut x = seed;
+            let mut mine: Vec<(usize, usize, u8)> = Vec::new();
+            for i in 0..20_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let size = if x % 64 == 0 {
+                    (x >> 8) as usize % 40_000 + 1
+                } else {
+                    (x >> 8) as usize % 300 + 1
+                };
+                let pat = (i as u8) | 1;
+                let p = unsafe { h.alloc(l(size, 8)) };
+                assert!(!p.is_null());
+                assert!(p as usize >= start && p as usize + size <= start + BYTES);
+                unsafe { p.write_bytes(pat, size) };
+                match (x >> 32) % 4 {
+                    0 => tx.send((p as usize, size, pat)).unwrap(),
+                    1 if !mine.is_empty() => {
+                        // resize one of ours, contents kept up to the smaller size
+                        let j = (x >> 20) as usize % mine.len();
+                        let (q, old, opat) = mine[j];
+                        let new = size;
+                        let r = unsafe { h.realloc(q as *mut u8, l(old, 8), new) };
+                        assert!(!r.is_null());
+                        let s = unsafe { core::slice::from_raw_parts(r, old.min(new)) };
+                        assert!(s.iter().all(|&b| b == opat), "realloc lost contents");
+                        unsafe { r.write_bytes(opat, new) };
+                        mine[j] = (r as usize, new, opat);
+                        mine.push((p as usize, size, pat));
+                    }
+                    _ if !mine.is_empty() && (mine.len() >= 256 || (x >> 34) % 2 == 0) => {
+                        let j = (x >> 20) as usize % mine.len();
+                        check_free(mine.swap_remove(j));
+                        mine.push((p as usize, size, pat));
+                    }
+                    _ => mine.push((p as usize, size, pat)),
+                }
+                while let Ok(b) = rx.try_recv() {
+                    check_free(b);
+                }
+            }
+            drop(tx);
+            for b in rx {
+                check_free(b);
+            }
+            for b in mine {
+                check_free(b);
+            }
+        };
+        std::thread::scope(|s| {
+            s.spawn(|| work(0x9e37_79b9_7f4a_7c15, tx0, rx1));
+            s.spawn(|| work(0x2545_f491_4f6c_dd1d, tx1, rx0));
+        });
+        let g = h.lock();
+        g.check_invariants().unwrap();
+        assert_eq!(g.stats().live_bytes, 0);
+    }
+
+    /// Without `std`, `report` panics with the error's message: a double free and a foreign
+    /// pointer through `free`, a double free through `GlobalAlloc::dealloc` when its
+    /// deferred free is applied; after the direct frees the heap is intact.
+    #[test]
+    fn bad_frees_are_reported_by_a_panic() {
+        let mut h = ChunkHeap::new(
+            ArenaBrk::from_static(crate::testing::buffer(SEGMENT_SIZE * 16)),
+            FitPolicy::First,
+        );
+        let p = h.alloc(l(100, 8));
+        let keep = h.alloc(l(100, 8));
+        unsafe { keep.write_bytes(0x5e, 100) };
+        unsafe { h.free(p) };
+        let m = panic_message(|| unsafe { h.free(p) });
+        assert_eq!(
+            m,
+            std::format!("vmspace-heap: double free of {:#x}", p as usize)
+        );
+        let mut on_stack = [0u8; 64];
+        let s = on_stack.as_mut_ptr().wrapping_add(32);
+        let m = panic_message(|| unsafe { h.free(s) });
+        assert!(m.contains("never handed out"), "{m}");
+        h.check_invariants().unwrap();
+        unsafe {
+            assert!(core::slice::from_raw_parts(keep, 100)
+                .iter()
+                .all(|&b| b == 0x5e));
+            h.free(keep);
+        }
+        assert_eq!(h.stats().live_bytes, 0);
+
+        let lh = LockedChunkHeap::new(
+            ArenaBrk::from_static(crate::testing::buffer(SEGMENT_SIZE * 4)),
+            FitPolicy::Best,
+        );
+        let q = unsafe { lh.alloc(l(40, 8)) };
+        let m = panic_message(|| unsafe {
+            lh.dealloc(q, l(40, 8));
+            lh.dealloc(q, l(40, 8));
+            drop(lh.lock());
+        });
+        // `q` was next to the top: its first free merged it into the top chunk.
+        assert_eq!(
+            m,
+            std::format!("vmspace-heap: double free of {:#x}", q as usize)
+        );
     }
 }

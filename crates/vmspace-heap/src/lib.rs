@@ -33,6 +33,8 @@ pub mod source;
 #[cfg(feature = "space")]
 pub mod space;
 mod stats;
+#[cfg(test)]
+mod testing;
 #[cfg(feature = "std")]
 mod thread_cache;
 

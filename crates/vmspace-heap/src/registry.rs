@@ -226,10 +226,19 @@ mod tests {
         !lookup(p).is_null()
     }
 
+    /// The start of 7 segments no heap uses, for fake records: with `std` in the 4 GiB
+    /// window at 2^46 (nothing else in the tests registers there); without it in the test
+    /// pool, the one window the registry serves there.
+    fn spare() -> usize {
+        #[cfg(feature = "std")]
+        return 1usize << 46;
+        #[cfg(not(feature = "std"))]
+        return crate::testing::buffer(7 * SEGMENT_SIZE).as_ptr() as usize;
+    }
+
     #[test]
     fn registered_segments_are_found_and_forgotten() {
-        // An address range nothing else in the tests registers (the 4 GiB window at 2^46).
-        let base = (1usize << 46) + 5 * SEGMENT_SIZE;
+        let base = spare() + 5 * SEGMENT_SIZE;
         let p = base as *const u8;
         let rec = 0x1040 as *mut Segment;
         assert!(!contains(p));
@@ -247,6 +256,7 @@ mod tests {
         assert!(!contains(p));
     }
 
+    #[cfg(feature = "std")]
     #[test]
     fn kernel_half_addresses_have_their_own_windows() {
         let k = 0xffff_8000_0000_0000usize + 7 * SEGMENT_SIZE;
@@ -256,5 +266,37 @@ mod tests {
         assert!(!contains(u as *const u8));
         unregister(k as *const u8);
         assert!(!contains(k as *const u8));
+    }
+
+    /// Without `std` the registry serves the one window of its static leaf: once a segment
+    /// is registered there (here the test pool's, which every heap of the tests uses),
+    /// segments of any other window — the next one up or down, the top of the user half,
+    /// the kernel half — are refused and not found, and the window's entries are intact.
+    #[cfg(not(feature = "std"))]
+    #[test]
+    fn without_std_only_one_window_is_served() {
+        let base = spare();
+        let rec = 0x2080 as *mut Segment;
+        assert!(register(base as *const u8, rec));
+        assert_eq!(base >> WINDOW_SHIFT, crate::testing::pool_window());
+        assert!(!window_entries(base as *const u8).is_null());
+        let others = [
+            base.wrapping_add(1 << 32),
+            base.wrapping_sub(1 << 32),
+            0x0000_8000_0000_0000usize - (1 << 32) + 7 * SEGMENT_SIZE,
+            0xffff_8000_0000_0000usize + 7 * SEGMENT_SIZE,
+            0xffff_ffff_ffff_0000usize,
+        ];
+        for o in others {
+            let o = o as *const u8;
+            assert!(!register(o, 0x1c0 as *mut Segment), "{o:p} registered");
+            assert!(!contains(o));
+            assert!(window_entries(o).is_null());
+            unregister(o); // harmless: nothing there
+        }
+        assert_eq!(lookup(base as *const u8), rec);
+        assert_eq!(POOL_USED.load(Relaxed), POOL_LEAVES);
+        unregister(base as *const u8);
+        assert!(!contains(base as *const u8));
     }
 }

@@ -1674,10 +1674,7 @@ mod tests {
     use std::vec::Vec;
 
     fn arena(segments: usize) -> &'static spin::Mutex<ArenaSource> {
-        let buf = std::vec![0u8; (segments + 1) * SEGMENT_SIZE].leak();
-        std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(
-            ArenaSource::from_static(buf),
-        )))
+        crate::testing::arena(segments)
     }
 
     fn l(size: usize, align: usize) -> Layout {
@@ -2057,6 +2054,7 @@ mod tests {
 
     /// A block freed by its owner and then by another thread, or freed twice by another
     /// thread (the second `fetch_or` of its remote bit finds it set), is reported there.
+    #[cfg(feature = "std")]
     #[test]
     fn remote_double_frees_are_reported() {
         let h = std::sync::Arc::new(SizeClassHeap::new(crate::HostSource::new()));
@@ -2082,5 +2080,348 @@ mod tests {
             unsafe { h.try_free(b as *mut u8) }.unwrap_err().kind,
             HeapErrorKind::DoubleFree
         );
+    }
+}
+
+/// The kernel configuration (without `std`): one spin-locked local heap, empty segments
+/// cached by count, the registry's one window; over arenas in the test pool
+/// ([`crate::testing`]), as a kernel's early heap over its static region.
+#[cfg(all(test, not(feature = "std")))]
+mod kernel_tests {
+    use super::*;
+    use crate::source::ArenaSource;
+    use crate::testing::{arena, panic_message};
+    extern crate std;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    fn l(size: usize, align: usize) -> Layout {
+        Layout::from_size_align(size, align).unwrap()
+    }
+
+    /// One arena for every case of the property test: each case's heap must give all back.
+    fn model_arena() -> &'static spin::Mutex<ArenaSource> {
+        static A: std::sync::OnceLock<&'static spin::Mutex<ArenaSource>> =
+            std::sync::OnceLock::new();
+        A.get_or_init(|| arena(512))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Random allocations, frees and reallocations (sizes up to large blocks,
+        /// alignments up to 4 KiB) with every block's contents checked; destroying the heap
+        /// gives every segment back to the arena.
+        #[test]
+        fn the_heap_on_a_kernel_arena_matches_the_model(ops in crate::testing::ops()) {
+            let a = model_arena();
+            prop_assert_eq!(a.lock().in_use(), 0);
+            {
+                let mut h = SizeClassHeap::new(a);
+                crate::testing::run(&mut h, &ops);
+            }
+            prop_assert_eq!(a.lock().in_use(), 0);
+        }
+    }
+
+    /// Two threads share the one spin-locked local heap: each allocates, fills, checks and
+    /// frees its own blocks, and frees blocks the other allocated (handed over through a
+    /// channel); no block is handed out twice, nothing is lost, and the heap gives every
+    /// segment back when dropped.
+    #[test]
+    fn two_threads_share_the_locked_local_heap() {
+        let a = arena(256);
+        {
+            let h = SizeClassHeap::new(a);
+            let (tx0, rx0) = std::sync::mpsc::channel::<(usize, usize, u8)>();
+            let (tx1, rx1) = std::sync::mpsc::channel::<(usize, usize, u8)>();
+            let work = |seed: u64,
+                        tx: std::sync::mpsc::Sender<(usize, usize, u8)>,
+                        rx: std::sync::mpsc::Receiver<(usize, usize, u8)>| {
+                let h = &h;
+                let check_free = move |(p, size, pat): (usize, usize, u8)| unsafe {
+                    let s = core::slice::from_raw_parts(p as *const u8, size);
+                    assert!(s.iter().all(|&b| b == pat), "block {p:#x} overwritten");
+                    h.try_free(p as *mut u8).unwrap();
+                };
+                let mut x = seed;
+                let mut mine: Vec<(usize, usize, u8)> = Vec::new();
+                for i in 0..20_000u32 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let size = if x % 64 == 0 {
+                        (x >> 8) as usize % 100_000 + 1
+                    } else {
+                        (x >> 8) as usize % 600 + 1
+                    };
+                    let align = 1usize << ((x >> 40) % 7);
+                    let p = h.alloc(l(size, align));
+                    assert!(!p.is_null());
+                    assert_eq!(p as usize % align, 0);
+                    let pat = (i as u8) | 1;
+                    unsafe { p.write_bytes(pat, size) };
+                    match (x >> 32) % 4 {
+                        0 => tx.send((p as usize, size, pat)).unwrap(),
+                        // free one of ours, half the time or when 512 are live
+                        k if !mine.is_empty() && (k != 3 || mine.len() >= 512) => {
+                            let j = (x >> 20) as usize % mine.len();
+                            check_free(mine.swap_remove(j));
+                            mine.push((p as usize, size, pat));
+                        }
+                        _ => mine.push((p as usize, size, pat)),
+                    }
+                    while let Ok(b) = rx.try_recv() {
+                        check_free(b);
+                    }
+                }
+                drop(tx);
+                for b in rx {
+                    check_free(b);
+                }
+                for b in mine {
+                    check_free(b);
+                }
+            };
+            std::thread::scope(|s| {
+                s.spawn(|| work(0x9e37_79b9_7f4a_7c15, tx0, rx1));
+                s.spawn(|| work(0x2545_f491_4f6c_dd1d, tx1, rx0));
+            });
+            assert_eq!(h.stats().live_bytes, 0);
+        }
+        assert_eq!(a.lock().in_use(), 0);
+    }
+
+    /// Without `std`, `report` panics (a kernel's panic) with the error's message: a double
+    /// free, a foreign pointer (the stack, a block of another heap, memory in a window the
+    /// registry does not serve) and an interior pointer through `free` and `realloc`; the
+    /// heap, whose lock is not held at the report, goes on working.
+    #[test]
+    fn bad_frees_are_reported_by_a_panic_and_the_heap_goes_on() {
+        let a = arena(16);
+        let h = SizeClassHeap::new(a);
+        let p = h.alloc(l(48, 8));
+        let keep = h.alloc(l(200, 8));
+        unsafe { keep.write_bytes(0x3c, 200) };
+        unsafe { h.free(p) };
+        let m = panic_message(|| unsafe { h.free(p) });
+        assert_eq!(
+            m,
+            std::format!("vmspace-heap: double free of {:#x}", p as usize)
+        );
+        let mut on_stack = [0u8; 32];
+        let s = on_stack.as_mut_ptr();
+        let m = panic_message(|| unsafe { h.free(s) });
+        assert!(
+            m.contains("never handed out") && m.ends_with(&std::format!("{:#x}", s as usize)),
+            "{m}"
+        );
+        let other = SizeClassHeap::new(arena(8));
+        let r = other.alloc(l(48, 8));
+        assert!(panic_message(|| unsafe { h.free(r) }).contains("never handed out"));
+        let far = (keep as usize).wrapping_add(1 << 32) as *mut u8;
+        assert!(panic_message(|| unsafe { h.free(far) }).contains("never handed out"));
+        let m = panic_message(|| unsafe { h.free(keep.add(8)) });
+        assert!(m.contains("not the start of a live block"), "{m}");
+        let m = panic_message(|| unsafe {
+            h.realloc(p, l(48, 8), 4000);
+        });
+        assert!(m.contains("double free"), "{m}");
+        // Nothing was changed by the refused frees.
+        unsafe {
+            assert!(core::slice::from_raw_parts(keep, 200)
+                .iter()
+                .all(|&b| b == 0x3c));
+            let q = h.alloc(l(48, 8));
+            assert!(!q.is_null());
+            h.free(q);
+            h.free(keep);
+            other.free(r);
+        }
+        assert_eq!(h.stats().live_bytes, 0);
+        drop(h);
+        drop(other);
+    }
+
+    /// Without a clock, a local heap keeps [`EMPTY_CACHE`] empty segments besides its
+    /// class's last one; the others go back to the arena at once. The cached ones serve the
+    /// next burst without the arena; `collect` and dropping the heap give them back.
+    #[test]
+    fn empty_segments_beyond_the_cache_bound_go_back_at_once() {
+        let a = arena(64);
+        {
+            let h = SizeClassHeap::new(a);
+            let keep = h.alloc(l(1024, 8));
+            let base = a.lock().in_use();
+            let per = SEGMENT_SIZE / 1024;
+            let burst: Vec<_> = (0..20 * per).map(|_| h.alloc(l(1024, 8))).collect();
+            assert!(burst.iter().all(|p| !p.is_null()));
+            let held = a.lock().in_use();
+            assert!(held >= base + 19, "{held} vs {base}");
+            for &p in &burst {
+                unsafe { h.free(p) };
+            }
+            // Lookaside blocks go back to their segments: every burst segment is empty.
+            h.collect();
+            // `collect` returns the cached segments too: only the segment of `keep` is left.
+            assert_eq!(a.lock().in_use(), base);
+            let burst: Vec<_> = (0..20 * per).map(|_| h.alloc(l(1024, 8))).collect();
+            for &p in &burst {
+                unsafe { h.try_free(p) }.unwrap();
+            }
+            // Of the 20 emptied segments the cache keeps four; the last blocks freed (up to
+            // 16, on the lookaside list) keep at most two more from going empty.
+            let after = a.lock().in_use();
+            assert!(
+                after >= base + EMPTY_CACHE && after <= base + EMPTY_CACHE + 2,
+                "{after} segments in use, {base} before the burst"
+            );
+            // The cached segments serve a burst of that size without the arena.
+            let again: Vec<_> = (0..(after - base) * per)
+                .map(|_| h.alloc(l(1024, 8)))
+                .collect();
+            assert_eq!(a.lock().in_use(), after);
+            for p in again {
+                unsafe { h.free(p) };
+            }
+            h.collect();
+            assert_eq!(a.lock().in_use(), base);
+            unsafe { h.free(keep) };
+        }
+        assert_eq!(a.lock().in_use(), 0);
+    }
+
+    /// Dropping a heap gives every segment back: its shared segment, the local heap's,
+    /// small segments of many classes (live blocks or not), large blocks, record slabs.
+    #[test]
+    fn dropping_the_heap_returns_every_segment_to_the_arena() {
+        let a = arena(600);
+        {
+            let h = SizeClassHeap::new(a);
+            for (i, size) in [8usize, 24, 100, 1000, 4096, 9000, 30_000, 200_000]
+                .iter()
+                .enumerate()
+            {
+                for _ in 0..(i + 1) * 3 {
+                    assert!(!h.alloc(l(*size, 16)).is_null());
+                }
+            }
+            // More segments than the first meta segment has records for: a record slab.
+            let many: Vec<_> = (0..500).map(|_| h.alloc(l(8192, 8))).collect();
+            assert!(many.iter().all(|p| !p.is_null()));
+            for p in &many[..250] {
+                unsafe { h.free(*p) };
+            }
+            assert!(a.lock().in_use() > 500 / 8);
+        }
+        assert_eq!(a.lock().in_use(), 0);
+    }
+
+    /// Real memory in another 4 GiB window than the test pool: a static (the binary's
+    /// image, where the pool is heap memory from `mmap`).
+    fn far_segments() -> (usize, usize) {
+        #[repr(C, align(65536))]
+        struct Far(core::cell::UnsafeCell<[u8; 4 * SEGMENT_SIZE]>);
+        // SAFETY: the memory is only handed to heaps through `TwoWindows`, one at a time.
+        unsafe impl Sync for Far {}
+        static FAR: Far = Far(core::cell::UnsafeCell::new([0; 4 * SEGMENT_SIZE]));
+        let far = FAR.0.get() as usize;
+        assert_ne!(
+            far >> 32,
+            crate::testing::pool_window(),
+            "the binary's image and the heap memory lie in one 4 GiB window"
+        );
+        (far, 4)
+    }
+
+    /// A source over the test pool that, while `far` is on, hands out segments of another
+    /// window instead; counts what it handed out and got back there.
+    struct TwoWindows {
+        arena: &'static spin::Mutex<ArenaSource>,
+        far: bool,
+        given: usize,
+        back: usize,
+    }
+
+    // SAFETY: pool segments come from the arena; the far run is real, aligned memory
+    // handed out whole and only while not out already (given == back).
+    unsafe impl SegmentSource for &spin::Mutex<TwoWindows> {
+        fn alloc_segments(&mut self, count: usize) -> Option<NonNull<u8>> {
+            let mut t = self.lock();
+            let (far, n) = far_segments();
+            if t.far && count <= n && t.given == t.back {
+                t.given += 1;
+                return NonNull::new(far as *mut u8);
+            }
+            t.arena.lock().alloc_segments(count)
+        }
+        unsafe fn free_segments(&mut self, base: NonNull<u8>, count: usize) {
+            let mut t = self.lock();
+            if base.as_ptr() as usize == far_segments().0 {
+                t.back += 1;
+            } else {
+                // SAFETY: forwarded contract.
+                unsafe { t.arena.lock().free_segments(base, count) }
+            }
+        }
+    }
+
+    /// Segments in a second 4 GiB window cannot be registered without `std`: the heap
+    /// treats them as out of memory — a small class, a large block, and a heap's set-up
+    /// give null, the source gets each such segment back, and nothing is corrupted: the
+    /// heap goes on from its window, and dropping it returns everything.
+    #[test]
+    fn a_segment_in_a_second_window_is_out_of_memory() {
+        let arena = arena(32);
+        let src: &'static spin::Mutex<TwoWindows> =
+            std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(TwoWindows {
+                arena,
+                far: false,
+                given: 0,
+                back: 0,
+            })));
+        {
+            // Set up in the pool's window (claiming it for the registry if no test has yet).
+            let h = SizeClassHeap::new(src);
+            let keep = h.alloc(l(64, 8));
+            assert!(!keep.is_null());
+            unsafe { keep.write_bytes(0x77, 64) };
+            let before = (h.stats(), arena.lock().in_use());
+            src.lock().far = true;
+            assert!(h.alloc(l(3000, 8)).is_null(), "a new class's segment");
+            assert!(h.alloc(l(100_000, 8)).is_null(), "a large block");
+            assert!(h.alloc(l(4096, 4096)).is_null(), "an aligned class");
+            {
+                let t = src.lock();
+                assert_eq!((t.given, t.back), (3, 3));
+            }
+            // A second heap whose first segment is far cannot set up; later it can.
+            let h2 = SizeClassHeap::new(src);
+            assert!(h2.alloc(l(64, 8)).is_null());
+            assert_eq!(src.lock().back, 4);
+            // Classes that have a segment in the window still serve.
+            let q = h.alloc(l(64, 8));
+            assert!(!q.is_null());
+            unsafe { h.free(q) };
+            assert_eq!((h.stats(), arena.lock().in_use()), before);
+            src.lock().far = false;
+            let r = h.alloc(l(3000, 8));
+            let big = h.alloc(l(100_000, 8));
+            let r2 = h2.alloc(l(64, 8));
+            assert!(!r.is_null() && !big.is_null() && !r2.is_null());
+            unsafe {
+                assert!(core::slice::from_raw_parts(keep, 64)
+                    .iter()
+                    .all(|&b| b == 0x77));
+                h.free(r);
+                h.free(big);
+                h.free(keep);
+                h2.free(r2);
+            }
+            assert_eq!(h.stats().live_bytes, 0);
+        }
+        let t = src.lock();
+        assert_eq!((t.given, t.back), (4, 4));
+        assert_eq!(arena.lock().in_use(), 0);
     }
 }
