@@ -2266,16 +2266,16 @@ mod kernel_tests {
             // `collect` returns the cached segments too: only the segment of `keep` is left.
             assert_eq!(a.lock().in_use(), base);
             let burst: Vec<_> = (0..20 * per).map(|_| h.alloc(l(1024, 8))).collect();
-            for &p in &burst {
+            // Newest first: the last blocks freed, which stay on the lookaside list, are the
+            // burst's first, in the segment of `keep`; the 20 others all go empty.
+            for &p in burst.iter().rev() {
                 unsafe { h.try_free(p) }.unwrap();
             }
-            // Of the 20 emptied segments the cache keeps four; the last blocks freed (up to
-            // 16, on the lookaside list) keep at most two more from going empty.
+            // Of the 20 emptied segments the first (the burst's last, then the class's only
+            // available one) stays as its class's last, the cache keeps four, the other 15
+            // went back at once.
             let after = a.lock().in_use();
-            assert!(
-                after >= base + EMPTY_CACHE && after <= base + EMPTY_CACHE + 2,
-                "{after} segments in use, {base} before the burst"
-            );
+            assert_eq!(after, base + 1 + EMPTY_CACHE, "{base} before the burst");
             // The cached segments serve a burst of that size without the arena.
             let again: Vec<_> = (0..(after - base) * per)
                 .map(|_| h.alloc(l(1024, 8)))
