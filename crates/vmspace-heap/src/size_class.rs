@@ -2366,6 +2366,64 @@ mod kernel_tests {
         }
     }
 
+    /// A record slab (taken when the records of the heap's first segment run out) in a
+    /// second window cannot be registered either: the allocation that needed it gives null,
+    /// the slab goes back and the record area is as before (the counters unchanged); the
+    /// next try takes a slab in the window.
+    #[test]
+    fn a_record_slab_in_a_second_window_is_out_of_memory() {
+        let arena = arena(400);
+        let src: &'static spin::Mutex<TwoWindows> =
+            std::boxed::Box::leak(std::boxed::Box::new(spin::Mutex::new(TwoWindows {
+                arena,
+                far: false,
+                given: 0,
+                back: 0,
+            })));
+        let blk = l(8192, 8);
+        // Which 8 KiB block first needs a slab: the one whose allocation takes two segments.
+        let k = {
+            let h = SizeClassHeap::new(src);
+            // the first takes the shared segment, the local heap's and its own
+            assert!(!h.alloc(blk).is_null());
+            let mut k = 1;
+            loop {
+                let before = arena.lock().in_use();
+                assert!(!h.alloc(blk).is_null());
+                k += 1;
+                let took = arena.lock().in_use() - before;
+                if took == 2 {
+                    break k;
+                }
+                assert!(took <= 1 && k < 8 * 380, "{took} segments for one block");
+            }
+        };
+        assert_eq!(arena.lock().in_use(), 0);
+        {
+            let h = SizeClassHeap::new(src);
+            let ptrs: Vec<_> = (1..k).map(|_| h.alloc(blk)).collect();
+            assert!(ptrs.iter().all(|p| !p.is_null()));
+            let before = (h.stats(), arena.lock().in_use());
+            src.lock().far = true;
+            assert!(h.alloc(blk).is_null());
+            {
+                let t = src.lock();
+                assert_eq!((t.given, t.back), (1, 1));
+            }
+            assert_eq!((h.stats(), arena.lock().in_use()), before);
+            src.lock().far = false;
+            let p = h.alloc(blk);
+            assert!(!p.is_null());
+            assert_eq!(arena.lock().in_use(), before.1 + 2, "a slab and a segment");
+            unsafe { h.free(p) };
+            for p in ptrs {
+                unsafe { h.free(p) };
+            }
+            assert_eq!(h.stats().live_bytes, 0);
+        }
+        assert_eq!(arena.lock().in_use(), 0);
+    }
+
     /// Segments in a second 4 GiB window cannot be registered without `std`: the heap
     /// treats them as out of memory — a small class, a large block, and a heap's set-up
     /// give null, the source gets each such segment back, and nothing is corrupted: the
