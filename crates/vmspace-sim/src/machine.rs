@@ -10,7 +10,7 @@ use crate::with_mm;
 use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
 use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
-use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, WinException};
+use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, Starved, WinException};
 use vmspace::paging::PageTable;
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
@@ -73,8 +73,12 @@ impl Stop {
 pub enum SimError {
     NoSuchProcess(Pid),
     NoSuchThread(Tid),
-    /// No frame for a page table, a kernel stack or a fork.
+    /// No frame for a page table, a kernel stack or a fork, and the OOM killer found no
+    /// process to end (Linux would panic: "Out of memory and no killable processes").
     OutOfMemory,
+    /// The call ran out of frames and the OOM killer chose the calling process: it has
+    /// ended (SIGKILL; in Linux the call never returns to it).
+    OomKilled,
     /// A system call failed as Linux's would.
     Errno(Errno),
     /// No address-space id is left.
@@ -287,15 +291,19 @@ impl Machine {
     /// [`Machine::spawn`] with an explicit configuration (limits, sysctls).
     pub fn spawn_with(&mut self, arch: ArchKind, cfg: SpaceConfig) -> Result<Pid, SimError> {
         let asid = self.alloc_asid()?;
-        let mm = match arch {
-            ArchKind::X86_64 => Mm::new(X86_64, cfg, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => self.i386_mm(AddressSpace::new(cfg)).map(AnyMm::I386),
-        };
+        // The new page table's root may need the OOM killer (on behalf of the pid to come).
+        let mm = self.oom_retry(self.next_pid, None, 0, "spawn", |m| {
+            match arch {
+                ArchKind::X86_64 => Mm::new(X86_64, cfg.clone(), &mut m.phys).map(AnyMm::X86_64),
+                ArchKind::I386 => m.i386_mm(AddressSpace::new(cfg.clone())).map(AnyMm::I386),
+            }
+            .map_err(|_| SimError::OutOfMemory)
+        });
         let mut mm = match mm {
             Ok(m) => m,
-            Err(_) => {
+            Err(e) => {
                 self.free_asids.push(asid);
-                return Err(SimError::OutOfMemory);
+                return Err(e);
             }
         };
         let top = with_mm!(&mm, m => m.space().layout().stack_top);
@@ -376,7 +384,11 @@ impl Machine {
                 threads: Vec::new(),
             },
         );
-        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
+        // The process being created is not yet a candidate (not on Linux's task list).
+        let main = self.oom_retry(pid, Some(pid), 0, "spawn", |m| {
+            m.add_thread(pid, Stack::Main { top })
+        });
+        if let Err(e) = main {
             self.exit(pid);
             return Err(e);
         }
@@ -543,7 +555,9 @@ impl Machine {
                 }
             }
         };
-        let t = self.add_thread(pid, stack);
+        // The kernel stack is a GFP_KERNEL allocation: the OOM killer may run, and may choose
+        // the caller (then the stack it mapped went with it).
+        let t = self.oom_retry(pid, None, 0, "clone", |m| m.add_thread(pid, stack));
         if t.is_err() {
             match stack {
                 Stack::Pthread { base, size, .. } => {
@@ -646,31 +660,23 @@ impl Machine {
     /// (a copy of `pid`'s first running thread, its stack at the same place). Out of memory
     /// half way leaves no trace.
     pub fn fork(&mut self, pid: Pid) -> Result<Pid, SimError> {
-        let asid = self.alloc_asid()?;
-        let p = self
-            .procs
-            .get_mut(&pid)
-            .ok_or(SimError::NoSuchProcess(pid))?;
+        let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
+        let arch = p.arch;
         let stack = p
             .threads
             .iter()
             .filter_map(|t| self.threads.get(t))
             .find(|t| t.ended.is_none())
             .map(|t| t.stack);
-        let tlb = &mut AsidTlb {
-            tlb: &mut self.tlb,
-            asid: p.asid,
-        };
-        let child = match &mut p.mm {
-            AnyMm::X86_64(m) => m.fork(&mut self.phys, tlb).map(AnyMm::X86_64),
-            AnyMm::I386(m) => m.fork(&mut self.phys, tlb).map(AnyMm::I386),
-        };
-        let arch = p.arch;
-        let child = match child {
+        let asid = self.alloc_asid()?;
+        // Copying page tables allocates with GFP_KERNEL: out of frames the OOM killer runs
+        // and the copy is tried again (a failed copy leaves no trace); the parent may be
+        // the victim.
+        let child = match self.oom_retry(pid, None, 0, "fork", |m| m.fork_mm(pid)) {
             Ok(c) => c,
-            Err(_) => {
+            Err(e) => {
                 self.free_asids.push(asid);
-                return Err(SimError::OutOfMemory);
+                return Err(e);
             }
         };
         // The child's page table was copied with the parent's kernel stacks absent (they
@@ -689,7 +695,8 @@ impl Machine {
             },
         );
         let stack = stack.unwrap_or(Stack::Main { top: 0 });
-        if let Err(e) = self.add_thread(cpid, stack) {
+        let t = self.oom_retry(pid, Some(cpid), 0, "fork", |m| m.add_thread(cpid, stack));
+        if let Err(e) = t {
             if let Some(p) = self.procs.remove(&cpid) {
                 with_mm!(p.mm, m => m.exit(&mut self.phys));
                 self.free_asids.push(p.asid);
@@ -822,7 +829,7 @@ impl Machine {
                 }
                 Err(FaultError::OutOfMemory { .. }) => {
                     self.counters.out_of_memory += 1;
-                    match self.oom_kill(pid, addr) {
+                    match self.oom_kill(pid, addr, None, None) {
                         Some(v) if v == pid => return Err(Stop::OomKilled),
                         Some(_) => continue,
                         None => return Err(Stop::OutOfMemory),
@@ -1006,10 +1013,20 @@ impl Machine {
     }
 
     /// The OOM killer: ends the process with the largest RSS plus page tables (oom_badness;
-    /// the first in pid order on a tie) and reports it. `None` if nothing can be freed.
-    fn oom_kill(&mut self, faulting: Pid, addr: u64) -> Option<Pid> {
+    /// the first in pid order on a tie), never `spare` (a child still being created, not yet
+    /// on Linux's task list), and reports it. `None` if nothing can be freed.
+    fn oom_kill(
+        &mut self,
+        faulting: Pid,
+        addr: u64,
+        spare: Option<Pid>,
+        call: Option<&'static str>,
+    ) -> Option<Pid> {
         let mut best: Option<(Pid, u64)> = None;
         for p in self.procs.values() {
+            if Some(p.pid) == spare {
+                continue;
+            }
             let points = p.rss().total() + p.table_pages();
             if best.is_none_or(|(_, b)| points > b) {
                 best = Some((p.pid, points));
@@ -1026,11 +1043,145 @@ impl Machine {
             victim,
             faulting,
             addr,
+            call,
             victim_rss: rss,
             points,
             frames_free_after: self.frames_free(),
         });
         Some(victim)
+    }
+
+    /// The copy-on-write copy of `pid`'s address space for a child; `OutOfMemory` when a
+    /// frame ran out (nothing of the copy is left then).
+    fn fork_mm(&mut self, pid: Pid) -> Result<AnyMm, SimError> {
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let tlb = &mut AsidTlb {
+            tlb: &mut self.tlb,
+            asid: p.asid,
+        };
+        let child = match &mut p.mm {
+            AnyMm::X86_64(m) => m.fork(&mut self.phys, tlb).map(AnyMm::X86_64),
+            AnyMm::I386(m) => m.fork(&mut self.phys, tlb).map(AnyMm::I386),
+        };
+        child.map_err(|e| match e {
+            FaultError::OutOfMemory { .. } => SimError::OutOfMemory,
+            // Corrupted tables or reference counts (a bug): no kill would help.
+            _ => SimError::Errno(Errno::ENOMEM),
+        })
+    }
+
+    /// Runs `f` until it stops failing for want of frames (`SimError::OutOfMemory`), as
+    /// Linux's GFP_KERNEL allocations do (mm/page_alloc.c `__alloc_pages_slowpath` ->
+    /// `__alloc_pages_may_oom` -> `out_of_memory`, then `goto retry`): each failure ends the
+    /// OOM killer's victim (never `spare`) and runs `f` again. `f` must leave no trace when
+    /// it fails so. The caller chosen -> `SimError::OomKilled`; nothing left to kill ->
+    /// `SimError::OutOfMemory`.
+    fn oom_retry<R>(
+        &mut self,
+        caller: Pid,
+        spare: Option<Pid>,
+        addr: u64,
+        call: &'static str,
+        mut f: impl FnMut(&mut Self) -> Result<R, SimError>,
+    ) -> Result<R, SimError> {
+        loop {
+            match f(self) {
+                Err(SimError::OutOfMemory) => {
+                    match self.oom_kill(caller, addr, spare, Some(call)) {
+                        Some(v) if v == caller => return Err(SimError::OomKilled),
+                        Some(_) => {}
+                        None => return Err(SimError::OutOfMemory),
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A system call of `pid` on its address space. Where the call ran out of frames (the
+    /// space layer reports it: [`Starved`]) the OOM killer runs as Linux's allocator would
+    /// at that point: a mremap whose destination page tables found no frame is repeated
+    /// (from the accounting it started with) once a victim has ended; pages a populate
+    /// could not fault in are faulted in after a kill, and the call's result stands. ENOMEM
+    /// for other reasons (map count, RLIMIT_AS, overcommit, no free range) kills nobody.
+    /// The caller chosen -> `SimError::OomKilled`. Nothing to kill: the mremap fails with
+    /// ENOMEM, a populate stops (`__mm_populate` ignores the error).
+    fn syscall<R, E>(
+        &mut self,
+        pid: Pid,
+        call: &'static str,
+        mut f: impl FnMut(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> Result<R, E>,
+    ) -> Result<R, SimError>
+    where
+        SimError: From<E>,
+    {
+        loop {
+            let (r, starved) = self.with_mm(pid, |mm, ph, t| {
+                let r = f(mm, ph, t);
+                (r, with_mm!(mm, m => m.take_starved()))
+            })?;
+            let mut populate = Vec::new();
+            let mut repeat = None;
+            for s in starved {
+                match s {
+                    Starved::MoveTables { addr, acct } => repeat = Some((addr, acct)),
+                    Starved::Populate { start, end, write } => populate.push((start, end, write)),
+                }
+            }
+            if let (Some((addr, acct)), Err(_)) = (repeat, &r) {
+                match self.oom_kill(pid, addr, None, Some(call)) {
+                    Some(v) if v == pid => return Err(SimError::OomKilled),
+                    Some(_) => {
+                        self.with_mm(
+                            pid,
+                            |mm, _, _| with_mm!(mm, m => m.restore_accounting(acct)),
+                        )?;
+                        continue;
+                    }
+                    None => {}
+                }
+            }
+            for (start, end, write) in populate {
+                self.populate_retrying(pid, call, start, end, write)?;
+            }
+            return Ok(r?);
+        }
+    }
+
+    /// Faults `[start, end)` of `pid` in (as a write if `write`), running the OOM killer
+    /// for pages that find no frame; stops at the first other failure, or when nothing can
+    /// be killed, as `__mm_populate` does. `Err(OomKilled)` if `pid` was the victim.
+    fn populate_retrying(
+        &mut self,
+        pid: Pid,
+        call: &'static str,
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<(), SimError> {
+        let access = if write { Access::Write } else { Access::Read };
+        let mut p = start;
+        while p < end {
+            let r = self.with_mm(
+                pid,
+                |mm, ph, t| with_mm!(mm, m => m.fault(ph, t, p, access)),
+            )?;
+            match r {
+                Ok(_) => p += PAGE_SIZE,
+                Err(FaultError::OutOfMemory { .. }) => {
+                    match self.oom_kill(pid, p, None, Some(call)) {
+                        Some(v) if v == pid => return Err(SimError::OomKilled),
+                        Some(_) => {}
+                        None => return Ok(()),
+                    }
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` on the address space of `pid` with the machine's physical memory and the
@@ -1077,10 +1228,10 @@ impl Machine {
         file: Option<FileRef>,
         off: u64,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
-            pid,
-            |mm, ph, t| with_mm!(mm, m => m.mmap(ph, t, addr, len, prot, flags, file, off)),
-        )??)
+        self.syscall(pid, "mmap", |mm, ph, t| {
+            let file = file.clone();
+            with_mm!(mm, m => m.mmap(ph, t, addr, len, prot, flags, file, off))
+        })
     }
 
     /// munmap in `pid`.
@@ -1093,10 +1244,11 @@ impl Machine {
 
     /// mprotect in `pid`.
     pub fn mprotect(&mut self, pid: Pid, addr: u64, len: u64, prot: u64) -> Result<(), SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "mprotect",
             |mm, ph, t| with_mm!(mm, m => m.mprotect(ph, t, addr, len, prot)),
-        )??)
+        )
     }
 
     /// mremap in `pid`.
@@ -1109,23 +1261,27 @@ impl Machine {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "mremap",
             |mm, ph, t| with_mm!(mm, m => m.mremap(ph, t, addr, old_len, new_len, flags, new_addr)),
-        )??)
+        )
     }
 
     /// brk in `pid`; returns the new break (the old one when refused, as Linux).
     pub fn brk(&mut self, pid: Pid, target: u64) -> Result<u64, SimError> {
-        self.with_mm(pid, |mm, ph, t| with_mm!(mm, m => m.brk(ph, t, target)))
+        self.syscall(pid, "brk", |mm, ph, t| {
+            Ok::<_, SimError>(with_mm!(mm, m => m.brk(ph, t, target)))
+        })
     }
 
     /// madvise in `pid`.
     pub fn madvise(&mut self, pid: Pid, addr: u64, len: u64, advice: i64) -> Result<(), SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "madvise",
             |mm, ph, t| with_mm!(mm, m => m.madvise(ph, t, addr, len, advice)),
-        )??)
+        )
     }
 
     /// VirtualAlloc in `pid` (see `AddressSpace::virtual_alloc`).
@@ -1137,10 +1293,11 @@ impl Machine {
         kind: AllocKind,
         prot: WinProt,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "VirtualAlloc",
             |mm, ph, t| with_mm!(mm, m => m.virtual_alloc(ph, t, addr, size, kind, prot)),
-        )??)
+        )
     }
 
     /// MEM_COMMIT inside a reservation of `pid`.
@@ -1151,10 +1308,11 @@ impl Machine {
         size: u64,
         prot: WinProt,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "VirtualAlloc",
             |mm, ph, t| with_mm!(mm, m => m.commit(ph, t, addr, size, prot)),
-        )??)
+        )
     }
 
     /// MEM_DECOMMIT in `pid`.

@@ -21,6 +21,7 @@ use crate::addr::{Frame, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::paging::{Flush, MapError, PageTable, Tlb, Translation};
 use crate::phys::PhysMem;
+use crate::space::accounting::Accounting;
 use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
@@ -77,6 +78,23 @@ pub struct VmaRss {
     pub anon: u64,
 }
 
+/// What the last operation of an [`Mm`] could not do for want of a frame (taken with
+/// [`Mm::take_starved`]). Linux's allocator would run the OOM killer and retry at that
+/// point (mm/page_alloc.c `__alloc_pages_may_oom`); a caller with other processes to kill
+/// (a simulator) does so and then resumes or repeats the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Starved {
+    /// A mremap move found no frame for a destination page table and failed with ENOMEM
+    /// ([`Mm::mremap`]). `acct` is the space's accounting before the call: a caller that
+    /// frees frames and repeats the call restores it first ([`Mm::restore_accounting`]), as
+    /// Linux, retrying inside the allocator, never takes the failure path that keeps the
+    /// growth charge.
+    MoveTables { addr: u64, acct: Accounting },
+    /// Populating `[start, end)` (MAP_POPULATE, MAP_LOCKED, mlock, MADV_POPULATE_*) stopped
+    /// at `start`: no frame for that page or its table. The rest is not resident.
+    Populate { start: u64, end: u64, write: bool },
+}
+
 /// An address space of architecture `A` with its page table.
 #[derive(Debug)]
 pub struct Mm<A: Arch> {
@@ -91,6 +109,8 @@ pub struct Mm<A: Arch> {
     /// one faults in the whole block (do_huge_zero_wp_pmd). Dropped when the block's entries
     /// are zapped or moved.
     huge_zero: BTreeSet<u64>,
+    /// What the last operation could not do for want of a frame (see [`Starved`]).
+    starved: Vec<Starved>,
 }
 
 /// Size of a PMD-mapped transparent huge page (x86-64 and PAE tables).
@@ -150,6 +170,7 @@ impl<A: Arch> Mm<A> {
             shm: BTreeMap::new(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
+            starved: Vec::new(),
         }
     }
 
@@ -384,6 +405,7 @@ impl<A: Arch> Mm<A> {
         tlb: &mut dyn Tlb,
         f: impl FnOnce(&mut AddressSpace) -> R,
     ) -> R {
+        self.starved.clear();
         let r = f(&mut self.space);
         self.sync(phys, tlb);
         r
@@ -462,6 +484,9 @@ impl<A: Arch> Mm<A> {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
+        self.starved.clear();
+        let acct = self.space.accounting().clone();
+        let mut no_table = false;
         let Mm {
             space,
             pt,
@@ -479,12 +504,33 @@ impl<A: Arch> Mm<A> {
                     e => later.push(e),
                 }
             }
-            entries.move_entries(phys, tlb, old, new, len).is_ok()
+            match entries.move_entries(phys, tlb, old, new, len) {
+                Ok(()) => true,
+                Err(e) => {
+                    no_table |= e == MapError::OutOfFrames;
+                    false
+                }
+            }
         };
         let r = space.mremap_moving(addr, old_len, new_len, flags, new_addr, &mut mover);
+        if no_table && r == Err(Errno::ENOMEM) {
+            self.starved.push(Starved::MoveTables { addr, acct });
+        }
         later.extend(self.space.take_mmu_events());
         self.apply(phys, tlb, later);
         r
+    }
+
+    /// What the last operation could not do for want of a frame; empty if nothing.
+    pub fn take_starved(&mut self) -> Vec<Starved> {
+        core::mem::take(&mut self.starved)
+    }
+
+    /// Puts back the accounting a [`Starved::MoveTables`] recorded, before the caller
+    /// repeats the mremap that failed (the failed attempt's charge is not Linux's: its
+    /// allocator retries in place).
+    pub fn restore_accounting(&mut self, acct: Accounting) {
+        self.space.acct = acct;
     }
 
     /// brk; a shrink releases the pages above the new break.
@@ -711,8 +757,19 @@ impl<A: Arch> Mm<A> {
                     // still fails (out of memory) ends this range, as GUP would.
                     let access = if write { Access::Write } else { Access::Read };
                     let mut p = start;
-                    while p < end && self.fault(phys, tlb, p, access).is_ok() {
-                        p += PAGE_SIZE;
+                    while p < end {
+                        match self.fault(phys, tlb, p, access) {
+                            Ok(_) => p += PAGE_SIZE,
+                            Err(FaultError::OutOfMemory { .. }) => {
+                                self.starved.push(Starved::Populate {
+                                    start: p,
+                                    end,
+                                    write,
+                                });
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
                 }
                 MmuEvent::Punch { obj, first, count } => {
@@ -910,6 +967,7 @@ impl<A: Arch> Mm<A> {
             shm: self.shm.clone(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
+            starved: Vec::new(),
         };
         for k in child.shm.values() {
             phys.shm_get(*k);
