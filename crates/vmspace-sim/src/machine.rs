@@ -1284,6 +1284,16 @@ impl Machine {
         )
     }
 
+    /// mlock2 in `pid` (`flags` 0 or MLOCK_ONFAULT); the range is populated, running the
+    /// OOM killer for pages that find no frame.
+    pub fn mlock(&mut self, pid: Pid, addr: u64, len: u64, flags: u64) -> Result<(), SimError> {
+        self.syscall(
+            pid,
+            "mlock",
+            |mm, ph, t| with_mm!(mm, m => m.mlock(ph, t, addr, len, flags)),
+        )
+    }
+
     /// VirtualAlloc in `pid` (see `AddressSpace::virtual_alloc`).
     pub fn virtual_alloc(
         &mut self,

@@ -236,6 +236,22 @@ fn map_populate_caller_chosen_dies() {
 }
 
 #[test]
+fn mlock_out_of_frames_kills_and_locks_everything_in() {
+    let mut m = Machine::new(4 << 20).unwrap();
+    let b = m.spawn(ArchKind::X86_64).unwrap();
+    let p = m.mmap(b, 0, 0x10000, RW, PA, None, 0).unwrap();
+    let a = m.spawn(ArchKind::X86_64).unwrap();
+    fill(&mut m, a, 0);
+    let rss = m.process(b).unwrap().rss().anon;
+    assert_eq!(m.mlock(b, p, 0x10000, 0), Ok(()));
+    assert_eq!(m.process_end(a), Some(ProcessEnd::OomKilled));
+    let rep = m.oom_reports()[0];
+    assert_eq!((rep.victim, rep.faulting, rep.call), (a, b, Some("mlock")));
+    assert_eq!(m.process(b).unwrap().rss().anon, rss + 16);
+    m.check().unwrap();
+}
+
+#[test]
 fn fork_out_of_frames_kills_another_and_forks() {
     let mut m = Machine::new(4 << 20).unwrap();
     let b = m.spawn(ArchKind::X86_64).unwrap();
