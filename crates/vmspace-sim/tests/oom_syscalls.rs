@@ -3,6 +3,7 @@
 //! when nothing can be killed, and a caller chosen as the victim dies. ENOMEM for want of
 //! address space (no free range, limits) kills nobody.
 
+use std::collections::BTreeMap;
 use vmspace::space::abi::*;
 use vmspace::space::{Errno, FaultCode};
 use vmspace_sim::*;
@@ -310,4 +311,160 @@ fn nothing_to_kill_fails_the_call() {
     assert!(m.oom_reports().is_empty());
     assert_eq!(m.processes().count(), 0);
     m.check().unwrap();
+}
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// mmap of `pages` (MAP_POPULATE or not) and writes of every page.
+        Map {
+            p: usize,
+            pages: u64,
+            populate: bool,
+        },
+        /// mremap MAYMOVE|FIXED of the process's latest mapping to PGD slot `slot`.
+        Move {
+            p: usize,
+            slot: u64,
+        },
+        Fork {
+            p: usize,
+        },
+        Thread {
+            p: usize,
+        },
+        Spawn,
+        /// The process writes fresh pages until at most `left` frames are free.
+        Fill {
+            p: usize,
+            left: u64,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, 1..48u64, any::<bool>())
+                .prop_map(|(p, pages, populate)| Op::Map { p, pages, populate }),
+            3 => (0..4usize, 1..200u64).prop_map(|(p, slot)| Op::Move { p, slot }),
+            1 => (0..4usize).prop_map(|p| Op::Fork { p }),
+            1 => (0..4usize).prop_map(|p| Op::Thread { p }),
+            1 => Just(Op::Spawn),
+            2 => (0..4usize, 0..4u64).prop_map(|(p, left)| Op::Fill { p, left }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// On a machine short of RAM, every call either succeeds or fails with what it
+        /// says: a caller chosen by the OOM killer is gone and was the last report's
+        /// victim; fork and thread creation never fail for want of frames while their
+        /// caller lives (it could always be killed); moved pages keep their data; every
+        /// machine invariant holds after every step.
+        #[test]
+        fn calls_out_of_frames_kill_and_retry(ops in prop::collection::vec(op(), 1..40)) {
+            let mut m = Machine::new(512 << 10).unwrap();
+            let mut latest: BTreeMap<Pid, (u64, u64, u8)> = BTreeMap::new();
+            let mut step = 0u8;
+            for o in ops {
+                step = step.wrapping_add(1).max(1);
+                let live: Vec<Pid> = m.processes().map(|p| p.pid).collect();
+                let pick = |i: usize| live.get(i % live.len().max(1)).copied();
+                let reports = m.oom_reports().len();
+                let (caller, r): (Option<Pid>, Result<(), SimError>) = match o {
+                    Op::Spawn => (None, m.spawn(ArchKind::X86_64).map(|_| ())),
+                    Op::Fill { p, left } => {
+                        let Some(pid) = pick(p) else { continue };
+                        let t = main_tid(&m, pid);
+                        let a = m.mmap(pid, 0, 0x80000, RW, PA, None, 0);
+                        let mut i = 0;
+                        while let Ok(a) = a {
+                            if m.frames_free() <= left || i == 128 {
+                                break;
+                            }
+                            if m.store(t, a + i * 0x1000, 1).is_err() {
+                                break;
+                            }
+                            i += 1;
+                        }
+                        (Some(pid), a.map(|_| ()))
+                    }
+                    Op::Map { p, pages, populate } => {
+                        let Some(pid) = pick(p) else { continue };
+                        let f = if populate { PA | MAP_POPULATE } else { PA };
+                        let r = m.mmap(pid, 0, pages * 0x1000, RW, f, None, 0);
+                        if let Ok(a) = r {
+                            let t = main_tid(&m, pid);
+                            let mut ok = true;
+                            for i in 0..pages {
+                                if m.store(t, a + i * 0x1000, step).is_err() {
+                                    ok = false;
+                                    break;
+                                }
+                            }
+                            if ok {
+                                latest.insert(pid, (a, pages, step));
+                            }
+                        }
+                        (Some(pid), r.map(|_| ()))
+                    }
+                    Op::Move { p, slot } => {
+                        let Some(pid) = pick(p) else { continue };
+                        let Some(&(a, pages, v)) = latest.get(&pid) else { continue };
+                        let to = slot << 39;
+                        let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+                        let r = m.mremap(pid, a, pages * 0x1000, pages * 0x1000, flags, to);
+                        if r.is_ok() {
+                            let t = main_tid(&m, pid);
+                            for i in 0..pages {
+                                prop_assert_eq!(m.load(t, to + i * 0x1000), Ok(v));
+                            }
+                            latest.insert(pid, (to, pages, v));
+                        } else if to < a + pages * 0x1000 && a < to + pages * 0x1000 {
+                            // Source and destination overlap (R: EINVAL).
+                            prop_assert_eq!(&r, &Err(SimError::Errno(Errno::EINVAL)));
+                        } else {
+                            // Out of frames the caller itself can always be killed: a
+                            // mremap here never fails with ENOMEM.
+                            prop_assert_eq!(&r, &Err(SimError::OomKilled));
+                        }
+                        (Some(pid), r.map(|_| ()))
+                    }
+                    Op::Fork { p } => {
+                        let Some(pid) = pick(p) else { continue };
+                        let r = m.fork(pid).map(|c| {
+                            if let Some(&l) = latest.get(&pid) {
+                                latest.insert(c, l);
+                            }
+                        });
+                        prop_assert_ne!(&r, &Err(SimError::OutOfMemory));
+                        (Some(pid), r)
+                    }
+                    Op::Thread { p } => {
+                        let Some(pid) = pick(p) else { continue };
+                        let style = StackStyle::Pthread { size: 0x4000, guard: 0x1000 };
+                        let r = m.spawn_thread(pid, style).map(|_| ());
+                        prop_assert_ne!(&r, &Err(SimError::OutOfMemory));
+                        (Some(pid), r)
+                    }
+                };
+                if let (Some(pid), Err(SimError::OomKilled)) = (caller, &r) {
+                    prop_assert!(m.process(pid).is_none());
+                    prop_assert_eq!(m.process_end(pid), Some(ProcessEnd::OomKilled));
+                    let last = m.oom_reports().last().unwrap();
+                    prop_assert_eq!((last.victim, last.faulting), (pid, pid));
+                }
+                for rep in &m.oom_reports()[reports..] {
+                    prop_assert_eq!(m.process_end(rep.victim), Some(ProcessEnd::OomKilled));
+                    latest.remove(&rep.victim);
+                }
+                if let Err(e) = m.check() {
+                    return Err(TestCaseError::fail(e));
+                }
+            }
+        }
+    }
 }
