@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::arch::{Arch, PageFlags};
+use crate::fault::Starved;
 use crate::phys::FrameStats;
 use crate::space::accounting::Accounting;
 use crate::space::{Errno, Vma};
@@ -50,10 +51,16 @@ fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
         if budget < 3 {
             assert_eq!(r, Err(Errno::ENOMEM), "budget {budget}");
             assert_eq!(state(&a, &p), before, "budget {budget}");
+            // The cause is told, for a caller that can free frames and repeat the call.
+            let acct = before.acct.clone();
+            let starved = alloc::vec![Starved::MoveTables { addr: x, acct }];
+            assert_eq!(a.take_starved(), starved);
+            assert!(a.take_starved().is_empty());
             assert_pattern(&mut a, &mut p, x, 4);
             assert_unmapped(&mut a, &mut p, FAR);
         } else {
             assert_eq!(r, Ok(FAR));
+            assert!(a.take_starved().is_empty());
             assert_pattern(&mut a, &mut p, FAR, 4);
             assert_unmapped(&mut a, &mut p, x);
             let now = p.frames.inner.stats();
@@ -93,6 +100,15 @@ fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
         ..after.acct.clone()
     };
     assert_eq!(acct, before.acct);
+    // Starved::MoveTables carries the counters from before the call; restoring them undoes
+    // the kept charge (for a caller that repeats the call after freeing frames).
+    let starved = a.take_starved();
+    let [Starved::MoveTables { addr, acct }] = &starved[..] else {
+        panic!("{starved:?}")
+    };
+    assert_eq!((*addr, acct), (x, &before.acct));
+    a.restore_accounting(acct.clone());
+    assert_eq!(a.space().accounting(), &before.acct);
     assert_eq!(
         (&after.vmas, after.rss, &after.pages),
         (&before.vmas, before.rss, &before.pages)
