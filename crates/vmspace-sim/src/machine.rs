@@ -633,27 +633,27 @@ impl Machine {
     }
 
     fn end_process(&mut self, pid: Pid, why: ProcessEnd) {
-        let Some(p) = self.procs.remove(&pid) else {
-            return;
+        let mut parts = Parts {
+            procs: &mut self.procs,
+            threads: &mut self.threads,
+            ended: &mut self.ended,
+            kernel: &mut self.kernel,
         };
-        let mut kstacks = Vec::new();
-        for tid in &p.threads {
-            if let Some(t) = self.threads.get_mut(tid) {
-                if t.ended.is_none() {
-                    t.ended = Some(ThreadEnd::ProcessEnded(why));
-                    kstacks.push(t.kernel_stack);
-                }
+        if let Some(dead) = parts.end(&mut self.phys, pid, why) {
+            self.forget(dead);
+        }
+    }
+
+    /// What is left of ending a process once the machine's TLB is free again: its address
+    /// space id and the shared kernel-half stacks every space could have cached.
+    fn forget(&mut self, dead: Dead) {
+        for kva in dead.shared_kstacks {
+            for p in self.procs.values() {
+                self.tlb.invalidate(p.asid, kva);
             }
         }
-        // In a shared kernel half the running threads' kernel stacks are the kernel's to
-        // free; otherwise they are still mapped in this table and exit drops them.
-        for kva in kstacks {
-            self.free_shared_kernel_stack(p.arch, kva);
-        }
-        with_mm!(p.mm, m => m.exit(&mut self.phys));
-        self.tlb.invalidate_asid(p.asid);
-        self.free_asids.push(p.asid);
-        self.ended.insert(pid, why);
+        self.tlb.invalidate_asid(dead.asid);
+        self.free_asids.push(dead.asid);
     }
 
     /// fork: a child of `pid` whose private memory is shared copy-on-write, with one thread
@@ -1022,20 +1022,20 @@ impl Machine {
         spare: Option<Pid>,
         call: Option<&'static str>,
     ) -> Option<Pid> {
-        let mut best: Option<(Pid, u64)> = None;
-        for p in self.procs.values() {
-            if Some(p.pid) == spare {
-                continue;
-            }
-            let points = p.rss().total() + p.table_pages();
-            if best.is_none_or(|(_, b)| points > b) {
-                best = Some((p.pid, points));
-            }
-        }
-        let (victim, points) = best?;
-        if points == 0 {
-            return None;
-        }
+        let (victim, points) = choose(&self.procs, spare, None)?;
+        self.report_and_end(victim, faulting, addr, points, call);
+        Some(victim)
+    }
+
+    /// Ends `victim` as the OOM killer's choice and records the report.
+    fn report_and_end(
+        &mut self,
+        victim: Pid,
+        faulting: Pid,
+        addr: u64,
+        points: u64,
+        call: Option<&'static str>,
+    ) {
         let rss = self.procs.get(&victim).map(|p| p.rss()).unwrap_or_default();
         self.end_process(victim, ProcessEnd::OomKilled);
         self.counters.oom_kills += 1;
@@ -1048,7 +1048,6 @@ impl Machine {
             points,
             frames_free_after: self.frames_free(),
         });
-        Some(victim)
     }
 
     /// The copy-on-write copy of `pid`'s address space for a child; `OutOfMemory` when a
@@ -1113,42 +1112,21 @@ impl Machine {
         &mut self,
         pid: Pid,
         call: &'static str,
-        mut f: impl FnMut(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> Result<R, E>,
+        f: impl FnOnce(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> Result<R, E>,
     ) -> Result<R, SimError>
     where
         SimError: From<E>,
     {
-        loop {
-            let (r, starved) = self.with_mm(pid, |mm, ph, t| {
-                let r = f(mm, ph, t);
-                (r, with_mm!(mm, m => m.take_starved()))
-            })?;
-            let mut populate = Vec::new();
-            let mut repeat = None;
-            for s in starved {
-                match s {
-                    Starved::MoveTables { addr, acct } => repeat = Some((addr, acct)),
-                    Starved::Populate { start, end, write } => populate.push((start, end, write)),
-                }
-            }
-            if let (Some((addr, acct)), Err(_)) = (repeat, &r) {
-                match self.oom_kill(pid, addr, None, Some(call)) {
-                    Some(v) if v == pid => return Err(SimError::OomKilled),
-                    Some(_) => {
-                        self.with_mm(
-                            pid,
-                            |mm, _, _| with_mm!(mm, m => m.restore_accounting(acct)),
-                        )?;
-                        continue;
-                    }
-                    None => {}
-                }
-            }
-            for (start, end, write) in populate {
+        let (r, starved) = self.with_mm(pid, |mm, ph, t| {
+            let r = f(mm, ph, t);
+            (r, with_mm!(mm, m => m.take_starved()))
+        })?;
+        for s in starved {
+            if let Starved::Populate { start, end, write } = s {
                 self.populate_retrying(pid, call, start, end, write)?;
             }
-            return Ok(r?);
         }
+        Ok(r?)
     }
 
     /// Faults `[start, end)` of `pid` in (as a write if `write`), running the OOM killer
@@ -1251,7 +1229,12 @@ impl Machine {
         )
     }
 
-    /// mremap in `pid`.
+    /// mremap in `pid`. A destination page table that finds no frame runs the OOM killer
+    /// and is tried again in place, as Linux's GFP_KERNEL allocation in move_page_tables
+    /// does (`Mm::mremap_reclaiming`): the move goes on where it stopped (a multi-VMA move,
+    /// a FIXED destination already unmapped, the growth charged once). The victim is chosen
+    /// among all processes, the caller included (its points as the call began): chosen, the
+    /// move fails and the caller ends (`SimError::OomKilled`); nothing to kill, ENOMEM.
     pub fn mremap(
         &mut self,
         pid: Pid,
@@ -1261,11 +1244,62 @@ impl Machine {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, SimError> {
-        self.syscall(
-            pid,
-            "mremap",
-            |mm, ph, t| with_mm!(mm, m => m.mremap(ph, t, addr, old_len, new_len, flags, new_addr)),
-        )
+        let mut caller = self
+            .procs
+            .remove(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let mut killer = Killer {
+            parts: Parts {
+                procs: &mut self.procs,
+                threads: &mut self.threads,
+                ended: &mut self.ended,
+                kernel: &mut self.kernel,
+            },
+            counters: &mut self.counters,
+            reports: &mut self.oom_reports,
+            caller: pid,
+            caller_points: caller.rss().total() + caller.table_pages(),
+            addr,
+            call: "mremap",
+            caller_chosen: false,
+            dead: Vec::new(),
+        };
+        let mut tlb = AsidTlb {
+            tlb: &mut self.tlb,
+            asid: caller.asid,
+        };
+        let phys = &mut self.phys;
+        let r = with_mm!(&mut caller.mm, m => m.mremap_reclaiming(
+            phys,
+            &mut tlb,
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            &mut |ph| killer.kill(ph),
+        ));
+        let (chosen, dead) = (killer.caller_chosen, killer.dead);
+        self.procs.insert(pid, caller);
+        for d in dead {
+            self.forget(d);
+        }
+        if chosen {
+            let points = self
+                .procs
+                .get(&pid)
+                .map_or(0, |p| p.rss().total() + p.table_pages());
+            self.report_and_end(pid, pid, addr, points, Some("mremap"));
+            return Err(SimError::OomKilled);
+        }
+        // Pages a VM_LOCKED growth could not populate.
+        let starved = self.with_mm(pid, |mm, _, _| with_mm!(mm, m => m.take_starved()))?;
+        for s in starved {
+            if let Starved::Populate { start, end, write } = s {
+                self.populate_retrying(pid, "mremap", start, end, write)?;
+            }
+        }
+        Ok(r?)
     }
 
     /// brk in `pid`; returns the new break (the old one when refused, as Linux).
@@ -1442,6 +1476,137 @@ impl Machine {
 
 /// The hardware walk: one entry read per level down to the 4 KiB leaf.
 #[inline]
+/// The OOM killer's choice among `procs` (and `extra`, a process taken out of the map for
+/// the duration of a call, with its points): the largest RSS plus page tables, the lowest
+/// pid on a tie, never `spare`. `None` if nobody holds anything.
+fn choose(
+    procs: &BTreeMap<Pid, Process>,
+    spare: Option<Pid>,
+    extra: Option<(Pid, u64)>,
+) -> Option<(Pid, u64)> {
+    let mut all: Vec<(Pid, u64)> = procs
+        .values()
+        .filter(|p| Some(p.pid) != spare)
+        .map(|p| (p.pid, p.rss().total() + p.table_pages()))
+        .collect();
+    all.extend(extra);
+    all.sort_unstable_by_key(|&(pid, _)| pid);
+    let mut best: Option<(Pid, u64)> = None;
+    for (pid, points) in all {
+        if best.is_none_or(|(_, b)| points > b) {
+            best = Some((pid, points));
+        }
+    }
+    best.filter(|&(_, points)| points > 0)
+}
+
+/// The machine's bookkeeping of processes, apart from physical memory and the TLB (which
+/// a system call in progress holds).
+struct Parts<'a> {
+    procs: &'a mut BTreeMap<Pid, Process>,
+    threads: &'a mut BTreeMap<Tid, Thread>,
+    ended: &'a mut BTreeMap<Pid, ProcessEnd>,
+    kernel: &'a mut Option<KernelSpace>,
+}
+
+/// What [`Parts::end`] leaves for the TLB.
+struct Dead {
+    asid: u16,
+    shared_kstacks: Vec<u64>,
+}
+
+impl Parts<'_> {
+    /// Ends process `pid`: its threads stop, its kernel stacks in a shared kernel half are
+    /// freed, every frame it held is returned.
+    fn end(&mut self, phys: &mut MachinePhys, pid: Pid, why: ProcessEnd) -> Option<Dead> {
+        let p = self.procs.remove(&pid)?;
+        let mut kstacks = Vec::new();
+        for tid in &p.threads {
+            if let Some(t) = self.threads.get_mut(tid) {
+                if t.ended.is_none() {
+                    t.ended = Some(ThreadEnd::ProcessEnded(why));
+                    kstacks.push(t.kernel_stack);
+                }
+            }
+        }
+        // In a shared kernel half the running threads' kernel stacks are the kernel's to
+        // free; otherwise they are still mapped in this table and exit drops them.
+        let mut shared_kstacks = Vec::new();
+        if let Some(k) = self.kernel.as_mut().filter(|_| p.arch == ArchKind::I386) {
+            for kva in kstacks {
+                if let Ok(t) = k.translate(&phys.mem, kva) {
+                    let st = KernelStack {
+                        guard: kva - PAGE_SIZE,
+                        page: kva,
+                        frame: t.frame.as_u64(),
+                    };
+                    if let Ok(flush) = k.free_stack(&mut phys.mem, &mut phys.frames, st) {
+                        flush.ignore();
+                        shared_kstacks.push(kva);
+                    }
+                }
+            }
+        }
+        with_mm!(p.mm, m => m.exit(phys));
+        self.ended.insert(pid, why);
+        Some(Dead {
+            asid: p.asid,
+            shared_kstacks,
+        })
+    }
+}
+
+/// The OOM killer inside a system call of `caller`, whose process is out of the map while
+/// the call runs (its points as the call began).
+struct Killer<'a> {
+    parts: Parts<'a>,
+    counters: &'a mut Counters,
+    reports: &'a mut Vec<OomReport>,
+    caller: Pid,
+    caller_points: u64,
+    addr: u64,
+    call: &'static str,
+    /// The caller was chosen: the call fails and the machine ends it afterwards.
+    caller_chosen: bool,
+    dead: Vec<Dead>,
+}
+
+impl Killer<'_> {
+    /// Ends the victim and returns `true`; `false` if the caller was chosen or nobody holds
+    /// anything.
+    fn kill(&mut self, phys: &mut MachinePhys) -> bool {
+        let extra = Some((self.caller, self.caller_points));
+        let Some((victim, points)) = choose(self.parts.procs, None, extra) else {
+            return false;
+        };
+        if victim == self.caller {
+            self.caller_chosen = true;
+            return false;
+        }
+        let rss = self
+            .parts
+            .procs
+            .get(&victim)
+            .map(|p| p.rss())
+            .unwrap_or_default();
+        let Some(dead) = self.parts.end(phys, victim, ProcessEnd::OomKilled) else {
+            return false;
+        };
+        self.dead.push(dead);
+        self.counters.oom_kills += 1;
+        self.reports.push(OomReport {
+            victim,
+            faulting: self.caller,
+            addr: self.addr,
+            call: Some(self.call),
+            victim_rss: rss,
+            points,
+            frames_free_after: phys.frames.stats().free_frames,
+        });
+        true
+    }
+}
+
 fn walk<A: Arch>(m: &Mm<A>, mem: &EmulatedRam, addr: u64) -> Option<(u64, PageFlags)> {
     let lin = A::to_linear(VirtAddr::new(addr))?;
     match pte::find_leaf(m.page_table(), mem, lin) {

@@ -127,6 +127,84 @@ fn mremap_growth_out_of_table_frames_kills_and_moves() {
     assert!(acct.committed >= grown >> 12);
 }
 
+/// The same calls of `b` on a machine with RAM to spare; its counters afterwards.
+fn roomy_accounting(
+    calls: impl FnOnce(&mut Machine, Pid),
+) -> vmspace::space::accounting::Accounting {
+    let mut m = Machine::new(16 << 20).unwrap();
+    let b = m.spawn(ArchKind::X86_64).unwrap();
+    calls(&mut m, b);
+    m.process(b).unwrap().space().accounting().clone()
+}
+
+#[test]
+fn mremap_fixed_over_a_mapping_out_of_frames_counts_once() {
+    // MREMAP_FIXED unmaps the destination's old mapping first (its pages leave total_vm and
+    // the commit charge); the move then waits for an OOM kill. The counters end as on a
+    // machine with RAM to spare: the unmapping is counted once.
+    let calls = |m: &mut Machine, b: Pid| -> u64 {
+        let src = written(m, b, 4);
+        m.mmap(b, FAR, 0x8000, RW, PA | MAP_FIXED, None, 0).unwrap();
+        src
+    };
+    let flags = MREMAP_MAYMOVE | MREMAP_FIXED;
+    let mut m = Machine::new(4 << 20).unwrap();
+    let b = m.spawn(ArchKind::X86_64).unwrap();
+    let tb = main_tid(&m, b);
+    let src = calls(&mut m, b);
+    let a = m.spawn(ArchKind::X86_64).unwrap();
+    fill(&mut m, a, 2);
+    assert_eq!(m.mremap(b, src, 0x4000, 0x4000, flags, FAR), Ok(FAR));
+    assert_eq!(m.process_end(a), Some(ProcessEnd::OomKilled));
+    assert_eq!(m.load(tb, FAR + 0x3000), Ok(4));
+    m.check().unwrap();
+    let roomy = roomy_accounting(|m, b| {
+        let src = calls(m, b);
+        assert_eq!(m.mremap(b, src, 0x4000, 0x4000, flags, FAR), Ok(FAR));
+    });
+    assert_eq!(m.process(b).unwrap().space().accounting(), &roomy);
+}
+
+#[test]
+fn multi_vma_move_out_of_frames_half_way_moves_everything() {
+    // A FIXED move of two VMAs with a hole between them (6.17+ moves them piece by piece):
+    // the first piece finds its three tables, the second needs a fourth in another 2 MiB
+    // block and waits for an OOM kill; then it moves too, the hole kept.
+    let mut m = Machine::new(4 << 20).unwrap();
+    let b = m.spawn(ArchKind::X86_64).unwrap();
+    let tb = main_tid(&m, b);
+    let two_mib = 0x20_0000;
+    // A page below the range keeps the first piece's source page table in use, so its
+    // move frees no frame for the second.
+    let pin = 0x4000_0000_0000u64;
+    let lo = pin + 0x1000;
+    for (at, v) in [(pin, 9u8), (lo, 1), (lo + two_mib, 2)] {
+        m.mmap(b, at, 0x1000, RW, PA | MAP_FIXED, None, 0).unwrap();
+        m.store(tb, at, v).unwrap();
+    }
+    let spare = written(&mut m, b, 1);
+    let a = m.spawn(ArchKind::X86_64).unwrap();
+    fill(&mut m, a, 3);
+    if m.frames_free() == 2 {
+        m.munmap(b, spare, 0x1000).unwrap();
+    }
+    assert_eq!(
+        m.frames_free(),
+        3,
+        "the first piece's three tables, no more"
+    );
+    let len = two_mib + 0x1000;
+    let r = m.mremap(b, lo, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, FAR);
+    assert_eq!(r, Ok(FAR));
+    assert_eq!(m.process_end(a), Some(ProcessEnd::OomKilled));
+    assert_eq!(m.load(tb, FAR), Ok(1));
+    assert_eq!(m.load(tb, FAR + two_mib), Ok(2));
+    assert!(m.load(tb, FAR + 0x1000).is_err(), "the hole stays a hole");
+    assert!(m.load(tb, lo).is_err() && m.load(tb, lo + two_mib).is_err());
+    assert_eq!(m.load(tb, pin), Ok(9));
+    m.check().unwrap();
+}
+
 #[test]
 fn mremap_caller_chosen_dies_and_says_so() {
     let mut m = Machine::new(4 << 20).unwrap();

@@ -21,7 +21,6 @@ use crate::addr::{Frame, PhysAddr, VirtAddr, PAGE_SIZE};
 use crate::arch::{Arch, Entry, PageFlags};
 use crate::paging::{Flush, MapError, PageTable, Tlb, Translation};
 use crate::phys::PhysMem;
-use crate::space::accounting::Accounting;
 use crate::space::mmu::MmuEvent;
 use crate::space::vma::flags::*;
 use crate::space::vma::Backing;
@@ -84,12 +83,9 @@ pub struct VmaRss {
 /// (a simulator) does so and then resumes or repeats the call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Starved {
-    /// A mremap move found no frame for a destination page table and failed with ENOMEM
-    /// ([`Mm::mremap`]). `acct` is the space's accounting before the call: a caller that
-    /// frees frames and repeats the call restores it first ([`Mm::restore_accounting`]), as
-    /// Linux, retrying inside the allocator, never takes the failure path that keeps the
-    /// growth charge.
-    MoveTables { addr: u64, acct: Accounting },
+    /// A mremap move found no frame for a destination page table (and reclaim, if any,
+    /// freed none: [`Mm::mremap_reclaiming`]); the call failed with ENOMEM.
+    MoveTables { addr: u64 },
     /// Populating `[start, end)` (MAP_POPULATE, MAP_LOCKED, mlock, MADV_POPULATE_*) stopped
     /// at `start`: no frame for that page or its table. The rest is not resident.
     Populate { start: u64, end: u64, write: bool },
@@ -484,8 +480,38 @@ impl<A: Arch> Mm<A> {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
+        self.mremap_reclaiming(
+            phys,
+            tlb,
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            &mut |_| false,
+        )
+    }
+
+    /// [`Mm::mremap`] where a destination page table that finds no frame calls `reclaim`
+    /// and tries again while it returns `true` — as Linux's GFP_KERNEL table allocation in
+    /// move_page_tables runs the OOM killer and retries in place (mm/page_alloc.c
+    /// `__alloc_pages_slowpath`), so nothing of the move is undone or repeated. `reclaim`
+    /// must free frames (other address spaces') when it returns `true`. When it returns
+    /// `false` the call fails with ENOMEM as [`Mm::mremap`] does, reporting
+    /// [`Starved::MoveTables`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn mremap_reclaiming<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+        reclaim: &mut dyn FnMut(&mut Phys<M, F>) -> bool,
+    ) -> Result<u64, Errno> {
         self.starved.clear();
-        let acct = self.space.accounting().clone();
         let mut no_table = false;
         let Mm {
             space,
@@ -504,17 +530,21 @@ impl<A: Arch> Mm<A> {
                     e => later.push(e),
                 }
             }
-            match entries.move_entries(phys, tlb, old, new, len) {
-                Ok(()) => true,
-                Err(e) => {
-                    no_table |= e == MapError::OutOfFrames;
-                    false
+            loop {
+                // A failed attempt unmaps what it placed: trying again starts afresh.
+                match entries.move_entries(phys, tlb, old, new, len) {
+                    Ok(()) => return true,
+                    Err(MapError::OutOfFrames) if reclaim(phys) => {}
+                    Err(e) => {
+                        no_table |= e == MapError::OutOfFrames;
+                        return false;
+                    }
                 }
             }
         };
         let r = space.mremap_moving(addr, old_len, new_len, flags, new_addr, &mut mover);
         if no_table && r == Err(Errno::ENOMEM) {
-            self.starved.push(Starved::MoveTables { addr, acct });
+            self.starved.push(Starved::MoveTables { addr });
         }
         later.extend(self.space.take_mmu_events());
         self.apply(phys, tlb, later);
@@ -524,13 +554,6 @@ impl<A: Arch> Mm<A> {
     /// What the last operation could not do for want of a frame; empty if nothing.
     pub fn take_starved(&mut self) -> Vec<Starved> {
         core::mem::take(&mut self.starved)
-    }
-
-    /// Puts back the accounting a [`Starved::MoveTables`] recorded, before the caller
-    /// repeats the mremap that failed (the failed attempt's charge is not Linux's: its
-    /// allocator retries in place).
-    pub fn restore_accounting(&mut self, acct: Accounting) {
-        self.space.acct = acct;
     }
 
     /// brk; a shrink releases the pages above the new break.
