@@ -1100,14 +1100,14 @@ impl Machine {
         }
     }
 
-    /// A system call of `pid` on its address space. Where the call ran out of frames (the
-    /// space layer reports it: [`Starved`]) the OOM killer runs as Linux's allocator would
-    /// at that point: a mremap whose destination page tables found no frame is repeated
-    /// (from the accounting it started with) once a victim has ended; pages a populate
-    /// could not fault in are faulted in after a kill, and the call's result stands. ENOMEM
-    /// for other reasons (map count, RLIMIT_AS, overcommit, no free range) kills nobody.
-    /// The caller chosen -> `SimError::OomKilled`. Nothing to kill: the mremap fails with
-    /// ENOMEM, a populate stops (`__mm_populate` ignores the error).
+    /// A system call of `pid` on its address space. Pages a populate in it (MAP_POPULATE,
+    /// MAP_LOCKED, mlock, MADV_POPULATE_*, a locked brk) could not fault in for want of a
+    /// frame ([`Starved::Populate`]) are faulted in after the OOM killer ends a victim, as
+    /// Linux's allocator retries at that point; the call's own result stands. Nothing left
+    /// to kill: the populate stops (`__mm_populate` ignores the error); the caller chosen:
+    /// `SimError::OomKilled`. ENOMEM for want of address space (map count, RLIMIT_AS,
+    /// overcommit, no free range) kills nobody. (mremap runs its killer in place:
+    /// [`Machine::mremap`].)
     fn syscall<R, E>(
         &mut self,
         pid: Pid,
