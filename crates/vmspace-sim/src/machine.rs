@@ -10,7 +10,7 @@ use crate::with_mm;
 use std::collections::BTreeMap;
 use vmspace::addr::{Frame, FrameRange, PhysAddr, VirtAddr, PAGE_SIZE};
 use vmspace::arch::{Arch, Entry, PageFlags, I386, X86_64};
-use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, WinException};
+use vmspace::fault::{pte, Access, ExceptionCode, FaultError, Mm, Phys, Starved, WinException};
 use vmspace::paging::PageTable;
 use vmspace::phys::{EmulatedRam, FrameAllocator, OwnedBuddyAllocator, PhysMem};
 use vmspace::space::abi::*;
@@ -73,8 +73,12 @@ impl Stop {
 pub enum SimError {
     NoSuchProcess(Pid),
     NoSuchThread(Tid),
-    /// No frame for a page table, a kernel stack or a fork.
+    /// No frame for a page table, a kernel stack or a fork, and the OOM killer found no
+    /// process to end (Linux would panic: "Out of memory and no killable processes").
     OutOfMemory,
+    /// The call ran out of frames and the OOM killer chose the calling process: it has
+    /// ended (SIGKILL; in Linux the call never returns to it).
+    OomKilled,
     /// A system call failed as Linux's would.
     Errno(Errno),
     /// No address-space id is left.
@@ -287,15 +291,19 @@ impl Machine {
     /// [`Machine::spawn`] with an explicit configuration (limits, sysctls).
     pub fn spawn_with(&mut self, arch: ArchKind, cfg: SpaceConfig) -> Result<Pid, SimError> {
         let asid = self.alloc_asid()?;
-        let mm = match arch {
-            ArchKind::X86_64 => Mm::new(X86_64, cfg, &mut self.phys).map(AnyMm::X86_64),
-            ArchKind::I386 => self.i386_mm(AddressSpace::new(cfg)).map(AnyMm::I386),
-        };
+        // The new page table's root may need the OOM killer (on behalf of the pid to come).
+        let mm = self.oom_retry(self.next_pid, None, 0, "spawn", |m| {
+            match arch {
+                ArchKind::X86_64 => Mm::new(X86_64, cfg.clone(), &mut m.phys).map(AnyMm::X86_64),
+                ArchKind::I386 => m.i386_mm(AddressSpace::new(cfg.clone())).map(AnyMm::I386),
+            }
+            .map_err(|_| SimError::OutOfMemory)
+        });
         let mut mm = match mm {
             Ok(m) => m,
-            Err(_) => {
+            Err(e) => {
                 self.free_asids.push(asid);
-                return Err(SimError::OutOfMemory);
+                return Err(e);
             }
         };
         let top = with_mm!(&mm, m => m.space().layout().stack_top);
@@ -376,7 +384,11 @@ impl Machine {
                 threads: Vec::new(),
             },
         );
-        if let Err(e) = self.add_thread(pid, Stack::Main { top }) {
+        // The process being created is not yet a candidate (not on Linux's task list).
+        let main = self.oom_retry(pid, Some(pid), 0, "spawn", |m| {
+            m.add_thread(pid, Stack::Main { top })
+        });
+        if let Err(e) = main {
             self.exit(pid);
             return Err(e);
         }
@@ -543,7 +555,9 @@ impl Machine {
                 }
             }
         };
-        let t = self.add_thread(pid, stack);
+        // The kernel stack is a GFP_KERNEL allocation: the OOM killer may run, and may choose
+        // the caller (then the stack it mapped went with it).
+        let t = self.oom_retry(pid, None, 0, "clone", |m| m.add_thread(pid, stack));
         if t.is_err() {
             match stack {
                 Stack::Pthread { base, size, .. } => {
@@ -619,58 +633,50 @@ impl Machine {
     }
 
     fn end_process(&mut self, pid: Pid, why: ProcessEnd) {
-        let Some(p) = self.procs.remove(&pid) else {
-            return;
+        let mut parts = Parts {
+            procs: &mut self.procs,
+            threads: &mut self.threads,
+            ended: &mut self.ended,
+            kernel: &mut self.kernel,
         };
-        let mut kstacks = Vec::new();
-        for tid in &p.threads {
-            if let Some(t) = self.threads.get_mut(tid) {
-                if t.ended.is_none() {
-                    t.ended = Some(ThreadEnd::ProcessEnded(why));
-                    kstacks.push(t.kernel_stack);
-                }
+        if let Some(dead) = parts.end(&mut self.phys, pid, why) {
+            self.forget(dead);
+        }
+    }
+
+    /// What is left of ending a process once the machine's TLB is free again: its address
+    /// space id and the shared kernel-half stacks every space could have cached.
+    fn forget(&mut self, dead: Dead) {
+        for kva in dead.shared_kstacks {
+            for p in self.procs.values() {
+                self.tlb.invalidate(p.asid, kva);
             }
         }
-        // In a shared kernel half the running threads' kernel stacks are the kernel's to
-        // free; otherwise they are still mapped in this table and exit drops them.
-        for kva in kstacks {
-            self.free_shared_kernel_stack(p.arch, kva);
-        }
-        with_mm!(p.mm, m => m.exit(&mut self.phys));
-        self.tlb.invalidate_asid(p.asid);
-        self.free_asids.push(p.asid);
-        self.ended.insert(pid, why);
+        self.tlb.invalidate_asid(dead.asid);
+        self.free_asids.push(dead.asid);
     }
 
     /// fork: a child of `pid` whose private memory is shared copy-on-write, with one thread
     /// (a copy of `pid`'s first running thread, its stack at the same place). Out of memory
     /// half way leaves no trace.
     pub fn fork(&mut self, pid: Pid) -> Result<Pid, SimError> {
-        let asid = self.alloc_asid()?;
-        let p = self
-            .procs
-            .get_mut(&pid)
-            .ok_or(SimError::NoSuchProcess(pid))?;
+        let p = self.procs.get(&pid).ok_or(SimError::NoSuchProcess(pid))?;
+        let arch = p.arch;
         let stack = p
             .threads
             .iter()
             .filter_map(|t| self.threads.get(t))
             .find(|t| t.ended.is_none())
             .map(|t| t.stack);
-        let tlb = &mut AsidTlb {
-            tlb: &mut self.tlb,
-            asid: p.asid,
-        };
-        let child = match &mut p.mm {
-            AnyMm::X86_64(m) => m.fork(&mut self.phys, tlb).map(AnyMm::X86_64),
-            AnyMm::I386(m) => m.fork(&mut self.phys, tlb).map(AnyMm::I386),
-        };
-        let arch = p.arch;
-        let child = match child {
+        let asid = self.alloc_asid()?;
+        // Copying page tables allocates with GFP_KERNEL: out of frames the OOM killer runs
+        // and the copy is tried again (a failed copy leaves no trace); the parent may be
+        // the victim.
+        let child = match self.oom_retry(pid, None, 0, "fork", |m| m.fork_mm(pid)) {
             Ok(c) => c,
-            Err(_) => {
+            Err(e) => {
                 self.free_asids.push(asid);
-                return Err(SimError::OutOfMemory);
+                return Err(e);
             }
         };
         // The child's page table was copied with the parent's kernel stacks absent (they
@@ -689,7 +695,8 @@ impl Machine {
             },
         );
         let stack = stack.unwrap_or(Stack::Main { top: 0 });
-        if let Err(e) = self.add_thread(cpid, stack) {
+        let t = self.oom_retry(pid, Some(cpid), 0, "fork", |m| m.add_thread(cpid, stack));
+        if let Err(e) = t {
             if let Some(p) = self.procs.remove(&cpid) {
                 with_mm!(p.mm, m => m.exit(&mut self.phys));
                 self.free_asids.push(p.asid);
@@ -822,7 +829,7 @@ impl Machine {
                 }
                 Err(FaultError::OutOfMemory { .. }) => {
                     self.counters.out_of_memory += 1;
-                    match self.oom_kill(pid, addr) {
+                    match self.oom_kill(pid, addr, None, None) {
                         Some(v) if v == pid => return Err(Stop::OomKilled),
                         Some(_) => continue,
                         None => return Err(Stop::OutOfMemory),
@@ -1006,19 +1013,29 @@ impl Machine {
     }
 
     /// The OOM killer: ends the process with the largest RSS plus page tables (oom_badness;
-    /// the first in pid order on a tie) and reports it. `None` if nothing can be freed.
-    fn oom_kill(&mut self, faulting: Pid, addr: u64) -> Option<Pid> {
-        let mut best: Option<(Pid, u64)> = None;
-        for p in self.procs.values() {
-            let points = p.rss().total() + p.table_pages();
-            if best.is_none_or(|(_, b)| points > b) {
-                best = Some((p.pid, points));
-            }
-        }
-        let (victim, points) = best?;
-        if points == 0 {
-            return None;
-        }
+    /// the first in pid order on a tie), never `spare` (a child still being created, not yet
+    /// on Linux's task list), and reports it. `None` if nothing can be freed.
+    fn oom_kill(
+        &mut self,
+        faulting: Pid,
+        addr: u64,
+        spare: Option<Pid>,
+        call: Option<&'static str>,
+    ) -> Option<Pid> {
+        let (victim, points) = choose(&self.procs, spare, None)?;
+        self.report_and_end(victim, faulting, addr, points, call);
+        Some(victim)
+    }
+
+    /// Ends `victim` as the OOM killer's choice and records the report.
+    fn report_and_end(
+        &mut self,
+        victim: Pid,
+        faulting: Pid,
+        addr: u64,
+        points: u64,
+        call: Option<&'static str>,
+    ) {
         let rss = self.procs.get(&victim).map(|p| p.rss()).unwrap_or_default();
         self.end_process(victim, ProcessEnd::OomKilled);
         self.counters.oom_kills += 1;
@@ -1026,11 +1043,123 @@ impl Machine {
             victim,
             faulting,
             addr,
+            call,
             victim_rss: rss,
             points,
             frames_free_after: self.frames_free(),
         });
-        Some(victim)
+    }
+
+    /// The copy-on-write copy of `pid`'s address space for a child; `OutOfMemory` when a
+    /// frame ran out (nothing of the copy is left then).
+    fn fork_mm(&mut self, pid: Pid) -> Result<AnyMm, SimError> {
+        let p = self
+            .procs
+            .get_mut(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let tlb = &mut AsidTlb {
+            tlb: &mut self.tlb,
+            asid: p.asid,
+        };
+        let child = match &mut p.mm {
+            AnyMm::X86_64(m) => m.fork(&mut self.phys, tlb).map(AnyMm::X86_64),
+            AnyMm::I386(m) => m.fork(&mut self.phys, tlb).map(AnyMm::I386),
+        };
+        child.map_err(|e| match e {
+            FaultError::OutOfMemory { .. } => SimError::OutOfMemory,
+            // Corrupted tables or reference counts (a bug): no kill would help.
+            _ => SimError::Errno(Errno::ENOMEM),
+        })
+    }
+
+    /// Runs `f` until it stops failing for want of frames (`SimError::OutOfMemory`), as
+    /// Linux's GFP_KERNEL allocations do (mm/page_alloc.c `__alloc_pages_slowpath` ->
+    /// `__alloc_pages_may_oom` -> `out_of_memory`, then `goto retry`): each failure ends the
+    /// OOM killer's victim (never `spare`) and runs `f` again. `f` must leave no trace when
+    /// it fails so. The caller chosen -> `SimError::OomKilled`; nothing left to kill ->
+    /// `SimError::OutOfMemory`.
+    fn oom_retry<R>(
+        &mut self,
+        caller: Pid,
+        spare: Option<Pid>,
+        addr: u64,
+        call: &'static str,
+        mut f: impl FnMut(&mut Self) -> Result<R, SimError>,
+    ) -> Result<R, SimError> {
+        loop {
+            match f(self) {
+                Err(SimError::OutOfMemory) => {
+                    match self.oom_kill(caller, addr, spare, Some(call)) {
+                        Some(v) if v == caller => return Err(SimError::OomKilled),
+                        Some(_) => {}
+                        None => return Err(SimError::OutOfMemory),
+                    }
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// A system call of `pid` on its address space. Pages a populate in it (MAP_POPULATE,
+    /// MAP_LOCKED, mlock, MADV_POPULATE_*, a locked brk) could not fault in for want of a
+    /// frame ([`Starved::Populate`]) are faulted in after the OOM killer ends a victim, as
+    /// Linux's allocator retries at that point; the call's own result stands. Nothing left
+    /// to kill: the populate stops (`__mm_populate` ignores the error); the caller chosen:
+    /// `SimError::OomKilled`. ENOMEM for want of address space (map count, RLIMIT_AS,
+    /// overcommit, no free range) kills nobody. (mremap runs its killer in place:
+    /// [`Machine::mremap`].)
+    fn syscall<R, E>(
+        &mut self,
+        pid: Pid,
+        call: &'static str,
+        f: impl FnOnce(&mut AnyMm, &mut MachinePhys, &mut AsidTlb) -> Result<R, E>,
+    ) -> Result<R, SimError>
+    where
+        SimError: From<E>,
+    {
+        let (r, starved) = self.with_mm(pid, |mm, ph, t| {
+            let r = f(mm, ph, t);
+            (r, with_mm!(mm, m => m.take_starved()))
+        })?;
+        for s in starved {
+            if let Starved::Populate { start, end, write } = s {
+                self.populate_retrying(pid, call, start, end, write)?;
+            }
+        }
+        Ok(r?)
+    }
+
+    /// Faults `[start, end)` of `pid` in (as a write if `write`), running the OOM killer
+    /// for pages that find no frame; stops at the first other failure, or when nothing can
+    /// be killed, as `__mm_populate` does. `Err(OomKilled)` if `pid` was the victim.
+    fn populate_retrying(
+        &mut self,
+        pid: Pid,
+        call: &'static str,
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<(), SimError> {
+        let access = if write { Access::Write } else { Access::Read };
+        let mut p = start;
+        while p < end {
+            let r = self.with_mm(
+                pid,
+                |mm, ph, t| with_mm!(mm, m => m.fault(ph, t, p, access)),
+            )?;
+            match r {
+                Ok(_) => p += PAGE_SIZE,
+                Err(FaultError::OutOfMemory { .. }) => {
+                    match self.oom_kill(pid, p, None, Some(call)) {
+                        Some(v) if v == pid => return Err(SimError::OomKilled),
+                        Some(_) => {}
+                        None => return Ok(()),
+                    }
+                }
+                Err(_) => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` on the address space of `pid` with the machine's physical memory and the
@@ -1077,10 +1206,10 @@ impl Machine {
         file: Option<FileRef>,
         off: u64,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
-            pid,
-            |mm, ph, t| with_mm!(mm, m => m.mmap(ph, t, addr, len, prot, flags, file, off)),
-        )??)
+        self.syscall(pid, "mmap", |mm, ph, t| {
+            let file = file.clone();
+            with_mm!(mm, m => m.mmap(ph, t, addr, len, prot, flags, file, off))
+        })
     }
 
     /// munmap in `pid`.
@@ -1093,13 +1222,19 @@ impl Machine {
 
     /// mprotect in `pid`.
     pub fn mprotect(&mut self, pid: Pid, addr: u64, len: u64, prot: u64) -> Result<(), SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "mprotect",
             |mm, ph, t| with_mm!(mm, m => m.mprotect(ph, t, addr, len, prot)),
-        )??)
+        )
     }
 
-    /// mremap in `pid`.
+    /// mremap in `pid`. A destination page table that finds no frame runs the OOM killer
+    /// and is tried again in place, as Linux's GFP_KERNEL allocation in move_page_tables
+    /// does (`Mm::mremap_reclaiming`): the move goes on where it stopped (a multi-VMA move,
+    /// a FIXED destination already unmapped, the growth charged once). The victim is chosen
+    /// among all processes, the caller included (its points as the call began): chosen, the
+    /// move fails and the caller ends (`SimError::OomKilled`); nothing to kill, ENOMEM.
     pub fn mremap(
         &mut self,
         pid: Pid,
@@ -1109,23 +1244,88 @@ impl Machine {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
-            pid,
-            |mm, ph, t| with_mm!(mm, m => m.mremap(ph, t, addr, old_len, new_len, flags, new_addr)),
-        )??)
+        let mut caller = self
+            .procs
+            .remove(&pid)
+            .ok_or(SimError::NoSuchProcess(pid))?;
+        let mut killer = Killer {
+            parts: Parts {
+                procs: &mut self.procs,
+                threads: &mut self.threads,
+                ended: &mut self.ended,
+                kernel: &mut self.kernel,
+            },
+            counters: &mut self.counters,
+            reports: &mut self.oom_reports,
+            caller: pid,
+            caller_points: caller.rss().total() + caller.table_pages(),
+            addr,
+            call: "mremap",
+            caller_chosen: false,
+            dead: Vec::new(),
+        };
+        let mut tlb = AsidTlb {
+            tlb: &mut self.tlb,
+            asid: caller.asid,
+        };
+        let phys = &mut self.phys;
+        let r = with_mm!(&mut caller.mm, m => m.mremap_reclaiming(
+            phys,
+            &mut tlb,
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            &mut |ph| killer.kill(ph),
+        ));
+        let (chosen, dead) = (killer.caller_chosen, killer.dead);
+        self.procs.insert(pid, caller);
+        for d in dead {
+            self.forget(d);
+        }
+        if chosen {
+            let points = self
+                .procs
+                .get(&pid)
+                .map_or(0, |p| p.rss().total() + p.table_pages());
+            self.report_and_end(pid, pid, addr, points, Some("mremap"));
+            return Err(SimError::OomKilled);
+        }
+        // Pages a VM_LOCKED growth could not populate.
+        let starved = self.with_mm(pid, |mm, _, _| with_mm!(mm, m => m.take_starved()))?;
+        for s in starved {
+            if let Starved::Populate { start, end, write } = s {
+                self.populate_retrying(pid, "mremap", start, end, write)?;
+            }
+        }
+        Ok(r?)
     }
 
     /// brk in `pid`; returns the new break (the old one when refused, as Linux).
     pub fn brk(&mut self, pid: Pid, target: u64) -> Result<u64, SimError> {
-        self.with_mm(pid, |mm, ph, t| with_mm!(mm, m => m.brk(ph, t, target)))
+        self.syscall(pid, "brk", |mm, ph, t| {
+            Ok::<_, SimError>(with_mm!(mm, m => m.brk(ph, t, target)))
+        })
     }
 
     /// madvise in `pid`.
     pub fn madvise(&mut self, pid: Pid, addr: u64, len: u64, advice: i64) -> Result<(), SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "madvise",
             |mm, ph, t| with_mm!(mm, m => m.madvise(ph, t, addr, len, advice)),
-        )??)
+        )
+    }
+
+    /// mlock2 in `pid` (`flags` 0 or MLOCK_ONFAULT); the range is populated, running the
+    /// OOM killer for pages that find no frame.
+    pub fn mlock(&mut self, pid: Pid, addr: u64, len: u64, flags: u64) -> Result<(), SimError> {
+        self.syscall(
+            pid,
+            "mlock",
+            |mm, ph, t| with_mm!(mm, m => m.mlock(ph, t, addr, len, flags)),
+        )
     }
 
     /// VirtualAlloc in `pid` (see `AddressSpace::virtual_alloc`).
@@ -1137,10 +1337,11 @@ impl Machine {
         kind: AllocKind,
         prot: WinProt,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "VirtualAlloc",
             |mm, ph, t| with_mm!(mm, m => m.virtual_alloc(ph, t, addr, size, kind, prot)),
-        )??)
+        )
     }
 
     /// MEM_COMMIT inside a reservation of `pid`.
@@ -1151,10 +1352,11 @@ impl Machine {
         size: u64,
         prot: WinProt,
     ) -> Result<u64, SimError> {
-        Ok(self.with_mm(
+        self.syscall(
             pid,
+            "VirtualAlloc",
             |mm, ph, t| with_mm!(mm, m => m.commit(ph, t, addr, size, prot)),
-        )??)
+        )
     }
 
     /// MEM_DECOMMIT in `pid`.
@@ -1274,6 +1476,137 @@ impl Machine {
 
 /// The hardware walk: one entry read per level down to the 4 KiB leaf.
 #[inline]
+/// The OOM killer's choice among `procs` (and `extra`, a process taken out of the map for
+/// the duration of a call, with its points): the largest RSS plus page tables, the lowest
+/// pid on a tie, never `spare`. `None` if nobody holds anything.
+fn choose(
+    procs: &BTreeMap<Pid, Process>,
+    spare: Option<Pid>,
+    extra: Option<(Pid, u64)>,
+) -> Option<(Pid, u64)> {
+    let mut all: Vec<(Pid, u64)> = procs
+        .values()
+        .filter(|p| Some(p.pid) != spare)
+        .map(|p| (p.pid, p.rss().total() + p.table_pages()))
+        .collect();
+    all.extend(extra);
+    all.sort_unstable_by_key(|&(pid, _)| pid);
+    let mut best: Option<(Pid, u64)> = None;
+    for (pid, points) in all {
+        if best.is_none_or(|(_, b)| points > b) {
+            best = Some((pid, points));
+        }
+    }
+    best.filter(|&(_, points)| points > 0)
+}
+
+/// The machine's bookkeeping of processes, apart from physical memory and the TLB (which
+/// a system call in progress holds).
+struct Parts<'a> {
+    procs: &'a mut BTreeMap<Pid, Process>,
+    threads: &'a mut BTreeMap<Tid, Thread>,
+    ended: &'a mut BTreeMap<Pid, ProcessEnd>,
+    kernel: &'a mut Option<KernelSpace>,
+}
+
+/// What [`Parts::end`] leaves for the TLB.
+struct Dead {
+    asid: u16,
+    shared_kstacks: Vec<u64>,
+}
+
+impl Parts<'_> {
+    /// Ends process `pid`: its threads stop, its kernel stacks in a shared kernel half are
+    /// freed, every frame it held is returned.
+    fn end(&mut self, phys: &mut MachinePhys, pid: Pid, why: ProcessEnd) -> Option<Dead> {
+        let p = self.procs.remove(&pid)?;
+        let mut kstacks = Vec::new();
+        for tid in &p.threads {
+            if let Some(t) = self.threads.get_mut(tid) {
+                if t.ended.is_none() {
+                    t.ended = Some(ThreadEnd::ProcessEnded(why));
+                    kstacks.push(t.kernel_stack);
+                }
+            }
+        }
+        // In a shared kernel half the running threads' kernel stacks are the kernel's to
+        // free; otherwise they are still mapped in this table and exit drops them.
+        let mut shared_kstacks = Vec::new();
+        if let Some(k) = self.kernel.as_mut().filter(|_| p.arch == ArchKind::I386) {
+            for kva in kstacks {
+                if let Ok(t) = k.translate(&phys.mem, kva) {
+                    let st = KernelStack {
+                        guard: kva - PAGE_SIZE,
+                        page: kva,
+                        frame: t.frame.as_u64(),
+                    };
+                    if let Ok(flush) = k.free_stack(&mut phys.mem, &mut phys.frames, st) {
+                        flush.ignore();
+                        shared_kstacks.push(kva);
+                    }
+                }
+            }
+        }
+        with_mm!(p.mm, m => m.exit(phys));
+        self.ended.insert(pid, why);
+        Some(Dead {
+            asid: p.asid,
+            shared_kstacks,
+        })
+    }
+}
+
+/// The OOM killer inside a system call of `caller`, whose process is out of the map while
+/// the call runs (its points as the call began).
+struct Killer<'a> {
+    parts: Parts<'a>,
+    counters: &'a mut Counters,
+    reports: &'a mut Vec<OomReport>,
+    caller: Pid,
+    caller_points: u64,
+    addr: u64,
+    call: &'static str,
+    /// The caller was chosen: the call fails and the machine ends it afterwards.
+    caller_chosen: bool,
+    dead: Vec<Dead>,
+}
+
+impl Killer<'_> {
+    /// Ends the victim and returns `true`; `false` if the caller was chosen or nobody holds
+    /// anything.
+    fn kill(&mut self, phys: &mut MachinePhys) -> bool {
+        let extra = Some((self.caller, self.caller_points));
+        let Some((victim, points)) = choose(self.parts.procs, None, extra) else {
+            return false;
+        };
+        if victim == self.caller {
+            self.caller_chosen = true;
+            return false;
+        }
+        let rss = self
+            .parts
+            .procs
+            .get(&victim)
+            .map(|p| p.rss())
+            .unwrap_or_default();
+        let Some(dead) = self.parts.end(phys, victim, ProcessEnd::OomKilled) else {
+            return false;
+        };
+        self.dead.push(dead);
+        self.counters.oom_kills += 1;
+        self.reports.push(OomReport {
+            victim,
+            faulting: self.caller,
+            addr: self.addr,
+            call: Some(self.call),
+            victim_rss: rss,
+            points,
+            frames_free_after: phys.frames.stats().free_frames,
+        });
+        true
+    }
+}
+
 fn walk<A: Arch>(m: &Mm<A>, mem: &EmulatedRam, addr: u64) -> Option<(u64, PageFlags)> {
     let lin = A::to_linear(VirtAddr::new(addr))?;
     match pte::find_leaf(m.page_table(), mem, lin) {

@@ -8,10 +8,14 @@ use vmspace::fault::Rss;
 pub struct OomReport {
     /// The process chosen (largest RSS + page-table pages, as oom_badness).
     pub victim: Pid,
-    /// The process whose fault found no frame.
+    /// The process whose fault or system call found no frame (for a process being created,
+    /// the pid it gets).
     pub faulting: Pid,
-    /// The faulting address.
+    /// The faulting address, or the address the system call was working on (0 if none).
     pub addr: u64,
+    /// The system call whose allocation found no frame (`"mremap"`, `"fork"`, …); `None`
+    /// for a page fault.
+    pub call: Option<&'static str>,
     /// The victim's resident pages when chosen.
     pub victim_rss: Rss,
     /// Its badness points (pages).
@@ -25,12 +29,13 @@ impl core::fmt::Display for OomReport {
         write!(
             f,
             "Out of memory: killed process {} (anon-rss:{}kB, file-rss:{}kB, shmem-rss:{}kB, \
-             points {}) on a fault of process {} at {:#x}; {} frames free after",
+             points {}) on {} of process {} at {:#x}; {} frames free after",
             self.victim,
             self.victim_rss.anon * 4,
             self.victim_rss.file * 4,
             self.victim_rss.shmem * 4,
             self.points,
+            self.call.unwrap_or("a fault"),
             self.faulting,
             self.addr,
             self.frames_free_after

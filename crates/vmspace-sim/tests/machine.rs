@@ -102,7 +102,9 @@ fn cow_suite_on_the_machine() {
 
 #[test]
 fn failed_fork_leaves_no_frame_reference() {
-    // Fill RAM until a fork cannot fit, then check nothing of the child remains.
+    // Fill RAM until a fork cannot fit: the copy fails, leaves nothing of the child, and
+    // the OOM killer (fork's page tables are GFP_KERNEL) chooses the parent, the only
+    // process: it ends and every frame comes back.
     let mut m = machine(1);
     let p = m.spawn(ArchKind::X86_64).unwrap();
     let t = main_tid(&m, p);
@@ -115,11 +117,12 @@ fn failed_fork_leaves_no_frame_reference() {
             break;
         }
     }
-    let used = m.frames_used();
-    assert_eq!(m.fork(p), Err(SimError::OutOfMemory));
-    assert_eq!(m.frames_used(), used);
+    assert_eq!(m.fork(p), Err(SimError::OomKilled));
+    assert_eq!(m.process_end(p), Some(ProcessEnd::OomKilled));
+    assert_eq!(m.oom_reports()[0].call, Some("fork"));
+    assert_eq!(m.frames_used(), 1, "only the zero page remains");
     m.check().unwrap();
-    assert_eq!(m.processes().count(), 1);
+    assert_eq!(m.processes().count(), 0);
 }
 
 #[test]

@@ -1540,6 +1540,9 @@ pub fn sim_error(e: &vmspace_sim::SimError) -> String {
     match e {
         vmspace_sim::SimError::Errno(e) => format!("{e:?} (the system call failed)"),
         vmspace_sim::SimError::OutOfMemory => "no free frame".into(),
+        vmspace_sim::SimError::OomKilled => {
+            "out of frames; the OOM killer ended the calling process".into()
+        }
         other => format!("{other:?}"),
     }
 }

@@ -77,6 +77,20 @@ pub struct VmaRss {
     pub anon: u64,
 }
 
+/// What the last operation of an [`Mm`] could not do for want of a frame (taken with
+/// [`Mm::take_starved`]). Linux's allocator would run the OOM killer and retry at that
+/// point (mm/page_alloc.c `__alloc_pages_may_oom`); a caller with other processes to kill
+/// (a simulator) does so and then resumes or repeats the call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Starved {
+    /// A mremap move found no frame for a destination page table (and reclaim, if any,
+    /// freed none: [`Mm::mremap_reclaiming`]); the call failed with ENOMEM.
+    MoveTables { addr: u64 },
+    /// Populating `[start, end)` (MAP_POPULATE, MAP_LOCKED, mlock, MADV_POPULATE_*) stopped
+    /// at `start`: no frame for that page or its table. The rest is not resident.
+    Populate { start: u64, end: u64, write: bool },
+}
+
 /// An address space of architecture `A` with its page table.
 #[derive(Debug)]
 pub struct Mm<A: Arch> {
@@ -91,6 +105,8 @@ pub struct Mm<A: Arch> {
     /// one faults in the whole block (do_huge_zero_wp_pmd). Dropped when the block's entries
     /// are zapped or moved.
     huge_zero: BTreeSet<u64>,
+    /// What the last operation could not do for want of a frame (see [`Starved`]).
+    starved: Vec<Starved>,
 }
 
 /// Size of a PMD-mapped transparent huge page (x86-64 and PAE tables).
@@ -150,6 +166,7 @@ impl<A: Arch> Mm<A> {
             shm: BTreeMap::new(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
+            starved: Vec::new(),
         }
     }
 
@@ -384,6 +401,7 @@ impl<A: Arch> Mm<A> {
         tlb: &mut dyn Tlb,
         f: impl FnOnce(&mut AddressSpace) -> R,
     ) -> R {
+        self.starved.clear();
         let r = f(&mut self.space);
         self.sync(phys, tlb);
         r
@@ -462,6 +480,39 @@ impl<A: Arch> Mm<A> {
         flags: u64,
         new_addr: u64,
     ) -> Result<u64, Errno> {
+        self.mremap_reclaiming(
+            phys,
+            tlb,
+            addr,
+            old_len,
+            new_len,
+            flags,
+            new_addr,
+            &mut |_| false,
+        )
+    }
+
+    /// [`Mm::mremap`] where a destination page table that finds no frame calls `reclaim`
+    /// and tries again while it returns `true` — as Linux's GFP_KERNEL table allocation in
+    /// move_page_tables runs the OOM killer and retries in place (mm/page_alloc.c
+    /// `__alloc_pages_slowpath`), so nothing of the move is undone or repeated. `reclaim`
+    /// must free frames (other address spaces') when it returns `true`. When it returns
+    /// `false` the call fails with ENOMEM as [`Mm::mremap`] does, reporting
+    /// [`Starved::MoveTables`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn mremap_reclaiming<M: PhysMem, F: RefFrames>(
+        &mut self,
+        phys: &mut Phys<M, F>,
+        tlb: &mut dyn Tlb,
+        addr: u64,
+        old_len: u64,
+        new_len: u64,
+        flags: u64,
+        new_addr: u64,
+        reclaim: &mut dyn FnMut(&mut Phys<M, F>) -> bool,
+    ) -> Result<u64, Errno> {
+        self.starved.clear();
+        let mut no_table = false;
         let Mm {
             space,
             pt,
@@ -479,12 +530,30 @@ impl<A: Arch> Mm<A> {
                     e => later.push(e),
                 }
             }
-            entries.move_entries(phys, tlb, old, new, len).is_ok()
+            loop {
+                // A failed attempt unmaps what it placed: trying again starts afresh.
+                match entries.move_entries(phys, tlb, old, new, len) {
+                    Ok(()) => return true,
+                    Err(MapError::OutOfFrames) if reclaim(phys) => {}
+                    Err(e) => {
+                        no_table |= e == MapError::OutOfFrames;
+                        return false;
+                    }
+                }
+            }
         };
         let r = space.mremap_moving(addr, old_len, new_len, flags, new_addr, &mut mover);
+        if no_table && r == Err(Errno::ENOMEM) {
+            self.starved.push(Starved::MoveTables { addr });
+        }
         later.extend(self.space.take_mmu_events());
         self.apply(phys, tlb, later);
         r
+    }
+
+    /// What the last operation could not do for want of a frame; empty if nothing.
+    pub fn take_starved(&mut self) -> Vec<Starved> {
+        core::mem::take(&mut self.starved)
     }
 
     /// brk; a shrink releases the pages above the new break.
@@ -711,8 +780,19 @@ impl<A: Arch> Mm<A> {
                     // still fails (out of memory) ends this range, as GUP would.
                     let access = if write { Access::Write } else { Access::Read };
                     let mut p = start;
-                    while p < end && self.fault(phys, tlb, p, access).is_ok() {
-                        p += PAGE_SIZE;
+                    while p < end {
+                        match self.fault(phys, tlb, p, access) {
+                            Ok(_) => p += PAGE_SIZE,
+                            Err(FaultError::OutOfMemory { .. }) => {
+                                self.starved.push(Starved::Populate {
+                                    start: p,
+                                    end,
+                                    write,
+                                });
+                                break;
+                            }
+                            Err(_) => break,
+                        }
                     }
                 }
                 MmuEvent::Punch { obj, first, count } => {
@@ -910,6 +990,7 @@ impl<A: Arch> Mm<A> {
             shm: self.shm.clone(),
             punched: Vec::new(),
             huge_zero: BTreeSet::new(),
+            starved: Vec::new(),
         };
         for k in child.shm.values() {
             phys.shm_get(*k);

@@ -33,7 +33,7 @@ pub mod stack;
 
 pub use classify::Access;
 pub use guard::{ExceptionCode, WinException};
-pub use mm::{Mm, Rss, VmaRss};
+pub use mm::{Mm, Rss, Starved, VmaRss};
 
 use crate::addr::Frame;
 use crate::arch::PageFlags;

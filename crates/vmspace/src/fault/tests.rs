@@ -593,6 +593,42 @@ fn populate_paths_fault_pages_in_like_linux() {
     check_all(&p, &[&a]);
 }
 
+/// A populate that runs out of frames stops where it did and says so (`Starved::Populate`,
+/// for a caller that frees frames and goes on); the mmap itself succeeds, as
+/// `__mm_populate` ignores the error. Without a shortage nothing is reported.
+#[test]
+fn populate_out_of_frames_reports_the_rest() {
+    let (mut p, mut a) = setup();
+    let x = map(&mut a, &mut p, 0x4000, RW, PA | MAP_POPULATE);
+    assert!(a.take_starved().is_empty());
+    // Two frames: a page table and one page.
+    let y = with_budget(&mut p, Some(2), |p| {
+        a.mmap(
+            p,
+            &mut NoTlb,
+            x + 0x40_0000,
+            0x4000,
+            RW,
+            PA | MAP_POPULATE | MAP_FIXED,
+            None,
+            0,
+        )
+    });
+    assert_eq!(y, Ok(x + 0x40_0000));
+    let y = x + 0x40_0000;
+    assert_eq!(a.range_rss(&p.mem, p.zero_page(), y, y + 0x4000).anon, 1);
+    let starved = alloc::vec![Starved::Populate {
+        start: y + 0x1000,
+        end: y + 0x4000,
+        write: true,
+    }];
+    assert_eq!(a.take_starved(), starved);
+    // A later operation starts with a clean report.
+    a.munmap(&mut p, &mut NoTlb, y, 0x4000).unwrap();
+    assert!(a.take_starved().is_empty());
+    check_all(&p, &[&a]);
+}
+
 #[test]
 fn dontneed_on_shared_memory_keeps_the_data_mremap_keeps_cow() {
     let (mut p, mut a) = setup();

@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::arch::{Arch, PageFlags};
+use crate::fault::Starved;
 use crate::phys::FrameStats;
 use crate::space::accounting::Accounting;
 use crate::space::{Errno, Vma};
@@ -50,10 +51,15 @@ fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
         if budget < 3 {
             assert_eq!(r, Err(Errno::ENOMEM), "budget {budget}");
             assert_eq!(state(&a, &p), before, "budget {budget}");
+            // The cause is told, for a caller that can free frames and repeat the call.
+            let starved = alloc::vec![Starved::MoveTables { addr: x }];
+            assert_eq!(a.take_starved(), starved);
+            assert!(a.take_starved().is_empty());
             assert_pattern(&mut a, &mut p, x, 4);
             assert_unmapped(&mut a, &mut p, FAR);
         } else {
             assert_eq!(r, Ok(FAR));
+            assert!(a.take_starved().is_empty());
             assert_pattern(&mut a, &mut p, FAR, 4);
             assert_unmapped(&mut a, &mut p, x);
             let now = p.frames.inner.stats();
@@ -64,6 +70,46 @@ fn x7_fixed_move_without_table_frames_is_enomem_and_changes_nothing() {
         a.exit(&mut p);
         assert_only_zero_page(&p);
     }
+}
+
+/// With a reclaim hook (a simulator's OOM killer) the move that finds no table frame frees
+/// some and goes on in place: the result, data and counters are those of a move that never
+/// lacked a frame (a growth charged once, not once per attempt), and nothing is reported.
+#[test]
+fn x7_reclaiming_move_goes_on_in_place() {
+    let run = |budget: Option<u64>| {
+        let (mut p, mut a) = setup();
+        let t = &mut NoTlb;
+        let x = map_at(&mut a, &mut p, 0x4000_0000, 0x4000, RW, PA);
+        write(&mut a, &mut p, x, 4);
+        let mut calls = 0;
+        let r = with_budget(&mut p, budget, |p| {
+            a.mremap_reclaiming(
+                p,
+                t,
+                x,
+                0x4000,
+                0x8000,
+                MREMAP_MAYMOVE | MREMAP_FIXED,
+                FAR,
+                &mut |p| {
+                    calls += 1;
+                    p.frames.budget = p.frames.budget.map(|b| b + 3);
+                    true
+                },
+            )
+        });
+        assert_eq!(r, Ok(FAR));
+        assert!(a.take_starved().is_empty());
+        assert_pattern(&mut a, &mut p, FAR, 4);
+        assert_unmapped(&mut a, &mut p, x);
+        check_all(&p, &[&a]);
+        (calls, a.space().accounting().clone())
+    };
+    let (calls, acct) = run(Some(0));
+    assert_eq!(calls, 1, "three frames freed once suffice");
+    let (none, roomy) = run(None);
+    assert_eq!((none, acct), (0, roomy));
 }
 
 /// Memory really exhausted (every frame in use): a MAYMOVE growth of written pages, which
@@ -93,6 +139,10 @@ fn x7_maymove_growth_with_memory_exhausted_keeps_the_data() {
         ..after.acct.clone()
     };
     assert_eq!(acct, before.acct);
+    assert_eq!(
+        a.take_starved(),
+        alloc::vec![Starved::MoveTables { addr: x }]
+    );
     assert_eq!(
         (&after.vmas, after.rss, &after.pages),
         (&before.vmas, before.rss, &before.pages)
