@@ -35,6 +35,9 @@ pub mod space;
 mod stats;
 #[cfg(test)]
 mod testing;
+/// The unit tests share `tests/support/model.rs`, which names the crate by its name.
+#[cfg(test)]
+extern crate self as vmspace_heap;
 #[cfg(feature = "std")]
 mod thread_cache;
 
