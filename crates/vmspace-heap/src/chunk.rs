@@ -1832,7 +1832,6 @@ mod kernel_tests {
     extern crate std;
     use core::alloc::GlobalAlloc;
     use proptest::prelude::*;
-    use std::vec::Vec;
 
     fn l(size: usize, align: usize) -> Layout {
         Layout::from_size_align(size, align).unwrap()
@@ -1882,70 +1881,18 @@ mod kernel_tests {
         let region: &'static mut [u8] = unsafe { &mut *REGION.0.get() };
         let start = region.as_ptr() as usize;
         let h = LockedChunkHeap::new(ArenaBrk::from_static(region), FitPolicy::Best);
-        let (tx0, rx0) = std::sync::mpsc::channel::<(usize, usize, u8)>();
-        let (tx1, rx1) = std::sync::mpsc::channel::<(usize, usize, u8)>();
-        let work = |seed: u64,
-                    tx: std::sync::mpsc::Sender<(usize, usize, u8)>,
-                    rx: std::sync::mpsc::Receiver<(usize, usize, u8)>| {
-            let h = &h;
-            let check_free = move |(p, size, pat): (usize, usize, u8)| unsafe {
-                let s = core::slice::from_raw_parts(p as *const u8, size);
-                assert!(s.iter().all(|&b| b == pat), "block {p:#x} overwritten");
-                h.dealloc(p as *mut u8, l(size, 8));
-            };
-            let mut x = seed;
-            let mut mine: Vec<(usize, usize, u8)> = Vec::new();
-            for i in 0..20_000u32 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let size = if x % 64 == 0 {
-                    (x >> 8) as usize % 40_000 + 1
-                } else {
-                    (x >> 8) as usize % 300 + 1
-                };
-                let pat = (i as u8) | 1;
-                let p = unsafe { h.alloc(l(size, 8)) };
-                assert!(!p.is_null());
-                assert!(p as usize >= start && p as usize + size <= start + BYTES);
-                unsafe { p.write_bytes(pat, size) };
-                match (x >> 32) % 4 {
-                    0 => tx.send((p as usize, size, pat)).unwrap(),
-                    1 if !mine.is_empty() => {
-                        // resize one of ours, contents kept up to the smaller size
-                        let j = (x >> 20) as usize % mine.len();
-                        let (q, old, opat) = mine[j];
-                        let new = size;
-                        let r = unsafe { h.realloc(q as *mut u8, l(old, 8), new) };
-                        assert!(!r.is_null());
-                        let s = unsafe { core::slice::from_raw_parts(r, old.min(new)) };
-                        assert!(s.iter().all(|&b| b == opat), "realloc lost contents");
-                        unsafe { r.write_bytes(opat, new) };
-                        mine[j] = (r as usize, new, opat);
-                        mine.push((p as usize, size, pat));
-                    }
-                    _ if !mine.is_empty() && (mine.len() >= 256 || (x >> 34) % 2 == 0) => {
-                        let j = (x >> 20) as usize % mine.len();
-                        check_free(mine.swap_remove(j));
-                        mine.push((p as usize, size, pat));
-                    }
-                    _ => mine.push((p as usize, size, pat)),
-                }
-                while let Ok(b) = rx.try_recv() {
-                    check_free(b);
-                }
-            }
-            drop(tx);
-            for b in rx {
-                check_free(b);
-            }
-            for b in mine {
-                check_free(b);
-            }
+        let in_region = |p: *mut u8, size: usize| {
+            assert!(p as usize >= start && p as usize + size <= start + BYTES);
+            p
         };
-        std::thread::scope(|s| {
-            s.spawn(|| work(0x9e37_79b9_7f4a_7c15, tx0, rx1));
-            s.spawn(|| work(0x2545_f491_4f6c_dd1d, tx1, rx0));
+        crate::testing::two_threads(&crate::testing::Traffic {
+            // SAFETY (all three): the driver passes live blocks with their layouts.
+            alloc: &|l| in_region(unsafe { h.alloc(l) }, l.size()),
+            free: &|p, l| unsafe { h.dealloc(p, l) },
+            realloc: Some(&|p, l, new| in_region(unsafe { h.realloc(p, l, new) }, new)),
+            small: 300,
+            large: 40_000,
+            max_align_log2: 3,
         });
         let g = h.lock();
         g.check_invariants().unwrap();

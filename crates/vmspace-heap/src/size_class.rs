@@ -2133,59 +2133,14 @@ mod kernel_tests {
         let a = arena(256);
         {
             let h = SizeClassHeap::new(a);
-            let (tx0, rx0) = std::sync::mpsc::channel::<(usize, usize, u8)>();
-            let (tx1, rx1) = std::sync::mpsc::channel::<(usize, usize, u8)>();
-            let work = |seed: u64,
-                        tx: std::sync::mpsc::Sender<(usize, usize, u8)>,
-                        rx: std::sync::mpsc::Receiver<(usize, usize, u8)>| {
-                let h = &h;
-                let check_free = move |(p, size, pat): (usize, usize, u8)| unsafe {
-                    let s = core::slice::from_raw_parts(p as *const u8, size);
-                    assert!(s.iter().all(|&b| b == pat), "block {p:#x} overwritten");
-                    h.try_free(p as *mut u8).unwrap();
-                };
-                let mut x = seed;
-                let mut mine: Vec<(usize, usize, u8)> = Vec::new();
-                for i in 0..20_000u32 {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let size = if x % 64 == 0 {
-                        (x >> 8) as usize % 100_000 + 1
-                    } else {
-                        (x >> 8) as usize % 600 + 1
-                    };
-                    let align = 1usize << ((x >> 40) % 7);
-                    let p = h.alloc(l(size, align));
-                    assert!(!p.is_null());
-                    assert_eq!(p as usize % align, 0);
-                    let pat = (i as u8) | 1;
-                    unsafe { p.write_bytes(pat, size) };
-                    match (x >> 32) % 4 {
-                        0 => tx.send((p as usize, size, pat)).unwrap(),
-                        // free one of ours, half the time or when 512 are live
-                        k if !mine.is_empty() && (k != 3 || mine.len() >= 512) => {
-                            let j = (x >> 20) as usize % mine.len();
-                            check_free(mine.swap_remove(j));
-                            mine.push((p as usize, size, pat));
-                        }
-                        _ => mine.push((p as usize, size, pat)),
-                    }
-                    while let Ok(b) = rx.try_recv() {
-                        check_free(b);
-                    }
-                }
-                drop(tx);
-                for b in rx {
-                    check_free(b);
-                }
-                for b in mine {
-                    check_free(b);
-                }
-            };
-            std::thread::scope(|s| {
-                s.spawn(|| work(0x9e37_79b9_7f4a_7c15, tx0, rx1));
-                s.spawn(|| work(0x2545_f491_4f6c_dd1d, tx1, rx0));
+            crate::testing::two_threads(&crate::testing::Traffic {
+                alloc: &|l| h.alloc(l),
+                // SAFETY: the driver frees only live blocks of this heap.
+                free: &|p, _| unsafe { h.try_free(p) }.unwrap(),
+                realloc: None,
+                small: 600,
+                large: 100_000,
+                max_align_log2: 6,
             });
             assert_eq!(h.stats().live_bytes, 0);
         }

@@ -72,6 +72,112 @@ mod model;
 #[cfg(not(feature = "std"))]
 pub(crate) use model::{ops, run};
 
+/// What [`two_threads`] asks of a heap shared by two threads.
+#[cfg(not(feature = "std"))]
+pub(crate) struct Traffic<'a> {
+    /// Allocates a block (null: out of memory, which fails the test).
+    pub alloc: &'a (dyn Fn(Layout) -> *mut u8 + Sync),
+    /// Frees a live block with its layout.
+    pub free: &'a (dyn Fn(*mut u8, Layout) + Sync),
+    /// Resizes a live block, if the heap is to be tested on that too.
+    pub realloc: Option<&'a (dyn Fn(*mut u8, Layout, usize) -> *mut u8 + Sync)>,
+    /// Most bytes of the common request, and of the one in 64 that is large.
+    pub small: usize,
+    pub large: usize,
+    /// Requests are aligned to `1 << 0..=max_align_log2`.
+    pub max_align_log2: u32,
+}
+
+/// Two threads allocating, filling, checking and freeing 20,000 blocks each; a quarter go
+/// to the other thread (through a channel), which checks and frees them. Every block is
+/// checked before it is freed or after it is resized, so a block handed out twice, or
+/// contents lost by a resize, fail the test. Everything is freed at the end.
+#[cfg(not(feature = "std"))]
+pub(crate) fn two_threads(t: &Traffic) {
+    type Block = (usize, Layout, u8);
+    let (tx0, rx0) = std::sync::mpsc::channel::<Block>();
+    let (tx1, rx1) = std::sync::mpsc::channel::<Block>();
+    let check = |(p, l, pat): Block| {
+        // SAFETY: a live block of `l.size()` bytes, filled with `pat`.
+        let s = unsafe { core::slice::from_raw_parts(p as *const u8, l.size()) };
+        assert!(s.iter().all(|&b| b == pat), "block {p:#x} overwritten");
+    };
+    let check_free = |b: Block| {
+        check(b);
+        (t.free)(b.0 as *mut u8, b.1);
+    };
+    let work =
+        |seed: u64, tx: std::sync::mpsc::Sender<Block>, rx: std::sync::mpsc::Receiver<Block>| {
+            let mut x = seed;
+            let mut mine: std::vec::Vec<Block> = std::vec::Vec::new();
+            for i in 0..20_000u32 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let size = if x % 64 == 0 {
+                    (x >> 8) as usize % t.large + 1
+                } else {
+                    (x >> 8) as usize % t.small + 1
+                };
+                let align = 1usize << ((x >> 40) % (t.max_align_log2 as u64 + 1));
+                let l = Layout::from_size_align(size, align).unwrap();
+                let p = (t.alloc)(l);
+                assert!(!p.is_null(), "out of memory for {l:?}");
+                assert_eq!(p as usize % align, 0, "misaligned {l:?}");
+                let pat = (i as u8) | 1;
+                // SAFETY: a fresh block of `size` bytes.
+                unsafe { p.write_bytes(pat, size) };
+                let b = (p as usize, l, pat);
+                match ((x >> 32) % 4, t.realloc) {
+                    (0, _) => tx.send(b).unwrap(),
+                    (1, Some(realloc)) if !mine.is_empty() => {
+                        // resize one of ours: contents kept up to the smaller size
+                        let j = (x >> 20) as usize % mine.len();
+                        let (q, ol, opat) = mine[j];
+                        check(mine[j]);
+                        let r = realloc(q as *mut u8, ol, size);
+                        assert!(!r.is_null());
+                        assert_eq!(r as usize % ol.align(), 0);
+                        check((
+                            r as usize,
+                            Layout::from_size_align(ol.size().min(size), 1).unwrap(),
+                            opat,
+                        ));
+                        // SAFETY: the resized block has `size` bytes.
+                        unsafe { r.write_bytes(opat, size) };
+                        mine[j] = (
+                            r as usize,
+                            Layout::from_size_align(size, ol.align()).unwrap(),
+                            opat,
+                        );
+                        mine.push(b);
+                    }
+                    // free one of ours, half the time or when 512 are live
+                    (k, _) if !mine.is_empty() && (k != 3 || mine.len() >= 512) => {
+                        let j = (x >> 20) as usize % mine.len();
+                        check_free(mine.swap_remove(j));
+                        mine.push(b);
+                    }
+                    _ => mine.push(b),
+                }
+                while let Ok(b) = rx.try_recv() {
+                    check_free(b);
+                }
+            }
+            drop(tx);
+            for b in rx {
+                check_free(b);
+            }
+            for b in mine {
+                check_free(b);
+            }
+        };
+    std::thread::scope(|s| {
+        s.spawn(|| work(0x9e37_79b9_7f4a_7c15, tx0, rx1));
+        s.spawn(|| work(0x2545_f491_4f6c_dd1d, tx1, rx0));
+    });
+}
+
 /// Runs `f`, which must panic (a heap's [`crate::report`] without `std`), and returns the
 /// panic message.
 #[cfg(not(feature = "std"))]
