@@ -1,24 +1,12 @@
 //! `vmspace bench frames --json` runs (scaled down) and prints one well-formed record per
 //! case and allocator.
 
-use std::process::Command;
+#[path = "support/json_lines.rs"]
+mod json_lines;
 
 #[test]
 fn bench_frames_prints_every_case_for_both_allocators() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
-        .args(["bench", "frames", "--json", "--scale", "0.01"])
-        .output()
-        .expect("run vmspace");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let records = json_lines::records(&["bench", "frames", "--json", "--scale", "0.01"]);
     assert_eq!(records.len(), 16);
     for r in &records {
         assert_eq!(r["group"], "frames");

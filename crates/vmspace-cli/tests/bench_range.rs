@@ -2,7 +2,8 @@
 //! one alloc+free-pair record (case `N`) and one random-free record (case `N/random-free`)
 //! per implementation, the peers with their ratio to instant-fit.
 
-use std::process::Command;
+#[path = "support/json_lines.rs"]
+mod json_lines;
 
 const IMPLS: [&str; 6] = [
     "vmspace-instant-fit",
@@ -15,20 +16,7 @@ const IMPLS: [&str; 6] = [
 
 #[test]
 fn bench_range_prints_both_patterns_for_every_impl() {
-    let out = Command::new(env!("CARGO_BIN_EXE_vmspace"))
-        .args(["bench", "range", "--json", "--scale", "0.0005"])
-        .output()
-        .expect("run vmspace");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let records: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
-        .collect();
+    let records = json_lines::records(&["bench", "range", "--json", "--scale", "0.0005"]);
     // Scaled live counts: 10, 10 (10,000 × 0.0005 → at least 10), 50, 500.
     assert_eq!(records.len(), 4 * 2 * IMPLS.len());
     for r in &records {
